@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The project's one test entry point (CI runs it through .ci/run).
+#   scripts/test.sh [extra args for cargo nextest run / cargo test]
+# Installs the Node interop peer (tests/interop), starts a private Redis unless
+# REDIS_URL is already set, then runs the whole test suite.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+INTEROP_DIR="$ROOT/tests/interop"
+REDIS_PID=""
+REDIS_TMP=""
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+cleanup() {
+  local rc=$?
+  if [[ -n "$REDIS_PID" ]] && kill -0 "$REDIS_PID" 2>/dev/null; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$REDIS_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
+  [[ -n "$REDIS_TMP" ]] && rm -rf "$REDIS_TMP"
+  exit "$rc"
+}
+
+setup_node() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ||
+    die "node and npm are required: the interop tests run ONDC's Node signing SDK (tests/interop)"
+  local marker="$INTEROP_DIR/node_modules/.package-lock.json"
+  if [[ ! -f "$marker" || "$INTEROP_DIR/package-lock.json" -nt "$marker" ]]; then
+    log "installing the Node interop peer in tests/interop"
+    (cd "$INTEROP_DIR" && npm ci --no-audit --no-fund)
+  fi
+  export ONDC_NODE_SDK_DIR="$INTEROP_DIR"
+}
+
+ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  [[ "$(id -u)" -eq 0 ]] ||
+    die "redis-server not found: install it (Debian package redis-server) or set REDIS_URL"
+  log "installing redis-server"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after apt-get install"
+}
+
+free_port() {
+  local p
+  if p="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null)" &&
+    [[ -n "$p" ]]; then
+    echo "$p"
+    return
+  fi
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+  die "no free TCP port found"
+}
+
+# Starts a private redis-server; sets REDIS_PID, REDIS_TMP, exports REDIS_URL.
+start_redis() {
+  local port attempt
+  REDIS_TMP="$(mktemp -d "${TMPDIR:-/tmp}/ondc-rating-redis.XXXXXX")"
+  for attempt in 1 2 3; do
+    port="$(free_port)"
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+      --dir "$REDIS_TMP" --logfile "$REDIS_TMP/redis.log" &
+    REDIS_PID=$!
+    for _ in $(seq 100); do
+      kill -0 "$REDIS_PID" 2>/dev/null || break
+      if [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]]; then
+        export REDIS_URL="redis://127.0.0.1:$port/"
+        log "private redis-server (pid $REDIS_PID) at $REDIS_URL"
+        return 0
+      fi
+      sleep 0.1
+    done
+    log "redis-server on port $port did not answer (attempt $attempt); log:"
+    tail -n 20 "$REDIS_TMP/redis.log" >&2 2>/dev/null || true
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=""
+  done
+  die "could not start redis-server"
+}
+
+setup_redis() {
+  if [[ -z "${REDIS_URL:-}" ]]; then
+    ensure_redis_server
+    start_redis
+  fi
+  if command -v redis-server >/dev/null 2>&1; then
+    REDIS_SERVER_BIN="$(command -v redis-server)"
+    export REDIS_SERVER_BIN
+  fi
+}
+
+run_tests() {
+  local rc=0
+  if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --workspace --all-targets --no-fail-fast "$@" || rc=$?
+  else
+    cargo test --workspace --all-targets "$@" || rc=$?
+  fi
+  if [[ -f "$ROOT/src/lib.rs" ]]; then
+    cargo test --doc --workspace || rc=$?
+  fi
+  return "$rc"
+}
+
+main() {
+  cd "$ROOT"
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  setup_node
+  setup_redis
+  run_tests "$@"
+}
+
+# Sourcing the script (for checking its parts) defines the functions only.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

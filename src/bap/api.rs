@@ -1,0 +1,332 @@
+//! The buyer API: `POST /ret11/rating` (rate a completed order, once) and
+//! `GET /ret11/orders/{orderId}/rating` (what was submitted and where it stands).
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use serde_json::json;
+
+use super::request::RateOrder;
+use crate::clock::ondc_timestamp;
+use crate::http::error::{ApiCode, ApiError};
+use crate::http::outbound::PeerAnswer;
+use crate::http::{AppState, read_body};
+use crate::protocol::{
+    Action, CORE_VERSION, COUNTRY, Context, Envelope, NetworkError, RATING_TTL, RatingMessage,
+};
+use crate::store::{Claim, Order, RatingRecord, RatingStatus};
+
+/// Reads the bearer token and returns the user id.
+fn user(state: &AppState, req: &HttpRequest) -> Result<String, ApiError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    state
+        .tokens
+        .user_from_header(header, state.clock.unix())
+        .map_err(|e| ApiError::new(ApiCode::Unauthorized, e.to_string()))
+}
+
+/// Loads the order and checks it belongs to `user_id`.
+async fn owned_order(state: &AppState, order_id: &str, user_id: &str) -> Result<Order, ApiError> {
+    let order =
+        state.store.get_order(order_id).await?.ok_or_else(|| {
+            ApiError::new(ApiCode::OrderNotFound, format!("no order {order_id:?}"))
+        })?;
+    if order.user_id != user_id {
+        return Err(ApiError::new(
+            ApiCode::Forbidden,
+            "this order belongs to another user",
+        ));
+    }
+    Ok(order)
+}
+
+#[derive(Serialize)]
+struct BuyerForm<'a> {
+    url: &'a str,
+    mime_type: &'a str,
+}
+
+#[derive(Serialize)]
+struct BuyerFeedbackForm<'a> {
+    form: BuyerForm<'a>,
+}
+
+#[derive(Serialize)]
+struct BuyerMessage<'a> {
+    order_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feedback_form: Option<BuyerFeedbackForm<'a>>,
+}
+
+#[derive(Serialize)]
+struct BuyerData<'a> {
+    dto: Envelope<'a, BuyerMessage<'a>>,
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct BuyerEnvelope<'a> {
+    data: BuyerData<'a>,
+}
+
+/// The buyer envelope `{"data":{"dto":{"context","message"},"status"}}`.
+fn buyer_envelope<'a>(
+    context: &'a Context,
+    order_id: &'a str,
+    form: Option<&'a crate::protocol::FeedbackForm>,
+    status: &'static str,
+) -> BuyerEnvelope<'a> {
+    BuyerEnvelope {
+        data: BuyerData {
+            dto: Envelope {
+                context,
+                message: BuyerMessage {
+                    order_id,
+                    feedback_form: form.map(|f| BuyerFeedbackForm {
+                        form: BuyerForm {
+                            url: &f.form.url,
+                            mime_type: &f.form.mime_type,
+                        },
+                    }),
+                },
+            },
+            status,
+        },
+    }
+}
+
+/// `POST /ret11/rating`.
+pub async fn rate_order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user(&state, &req)?;
+    let body = read_body(payload, state.settings.server.max_body_bytes).await?;
+    let request = RateOrder::parse(&body)?;
+    let order = owned_order(&state, &request.order_id, &user_id).await?;
+    if !order.state.eq_ignore_ascii_case("Completed") {
+        return Err(ApiError::new(
+            ApiCode::OrderNotCompleted,
+            format!(
+                "only completed orders can be rated; this order is {:?}",
+                order.state
+            ),
+        ));
+    }
+    let ratings = request.entries_for(&order)?;
+
+    let now = state.clock.now();
+    let settings = &state.settings;
+    let context = Context {
+        domain: order.domain.clone(),
+        country: COUNTRY.into(),
+        city: order.city.clone(),
+        action: Action::Rating.as_str().into(),
+        core_version: CORE_VERSION.into(),
+        bap_id: settings.identity.subscriber_id.clone(),
+        bap_uri: settings.buyer.bap_uri.clone(),
+        bpp_id: order.bpp_id.clone(),
+        bpp_uri: order.bpp_uri.clone(),
+        transaction_id: order.transaction_id.clone(),
+        message_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: ondc_timestamp(now),
+        ttl: Some(RATING_TTL.into()),
+    };
+    let mut record = RatingRecord {
+        order_id: order.order_id.clone(),
+        user_id,
+        status: RatingStatus::Pending,
+        submitted: request.rating.clone(),
+        context: context.clone(),
+        created_at: ondc_timestamp(now),
+        error: None,
+    };
+
+    // Register before sending: a fast seller may call back before its ACK reaches us.
+    let mut waiter = state.waiters.register(&context.message_id);
+    if let Claim::Taken(existing) = state.store.claim_rating(&record).await? {
+        return Err(ApiError::new(
+            ApiCode::AlreadyRated,
+            format!(
+                "this order was rated already (status {})",
+                existing.status.as_str()
+            ),
+        ));
+    }
+    tracing::info!(
+        order_id = %record.order_id,
+        transaction_id = %context.transaction_id,
+        message_id = %context.message_id,
+        bpp_id = %context.bpp_id,
+        action = "rating",
+        "claimed; sending /rating"
+    );
+
+    // Serialise once; these exact bytes are signed and sent.
+    let body = serde_json::to_vec(&Envelope {
+        context: &context,
+        message: RatingMessage { ratings },
+    })
+    .expect("rating message serialises");
+    let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
+    match send_with_retry(&state, &url, body).await {
+        Ok(PeerAnswer::Ack) => {
+            record.status = RatingStatus::Acknowledged;
+            if let Err(e) = state.store.put_rating(&record).await {
+                // The seller has the rating and the claim stays taken; only the status lags.
+                tracing::error!(error = %e, "could not record the seller's ACK");
+            }
+        }
+        Ok(PeerAnswer::Nack { status, error }) => {
+            let error = error.unwrap_or(NetworkError {
+                kind: None,
+                code: status.to_string(),
+                path: None,
+                message: Some("NACK without an error block".into()),
+            });
+            return Err(release(&state, record, error, ApiCode::SellerRejected).await);
+        }
+        Ok(PeerAnswer::Invalid { status, excerpt }) => {
+            let error = NetworkError {
+                kind: None,
+                code: status.to_string(),
+                path: None,
+                message: Some(format!("not an ACK/NACK: {excerpt}")),
+            };
+            return Err(release(&state, record, error, ApiCode::SellerInvalidResponse).await);
+        }
+        Err(reason) => {
+            let error = NetworkError {
+                kind: None,
+                code: "unreachable".into(),
+                path: None,
+                message: Some(reason),
+            };
+            return Err(release(&state, record, error, ApiCode::SellerUnreachable).await);
+        }
+    }
+
+    // Wait for /on_rating; the store is the truth, the notification only a wake-up.
+    waiter
+        .wait(Duration::from_millis(settings.buyer.callback_wait_ms))
+        .await;
+    if let Some(cb) = state.store.get_callback(&context.message_id).await? {
+        record.status = RatingStatus::Completed;
+        if let Err(e) = state.store.put_rating(&record).await {
+            tracing::error!(error = %e, "could not mark the rating completed");
+        }
+        let mut cb_context = cb.context.clone();
+        if cb_context.ttl.is_none() {
+            // Some sellers omit ttl on callbacks; the envelope always carries the exchange's ttl.
+            cb_context.ttl = context.ttl.clone();
+        }
+        return Ok(HttpResponse::Ok().json(buyer_envelope(
+            &cb_context,
+            &record.order_id,
+            cb.message.feedback_form.as_ref(),
+            "ACK",
+        )));
+    }
+    Ok(
+        HttpResponse::build(StatusCode::ACCEPTED).json(buyer_envelope(
+            &context,
+            &record.order_id,
+            None,
+            "pending",
+        )),
+    )
+}
+
+/// Sends with a bounded retry on transport errors only: a NACK or any HTTP answer is final.
+async fn send_with_retry(state: &AppState, url: &str, body: Vec<u8>) -> Result<PeerAnswer, String> {
+    let b = &state.settings.buyer;
+    let body = web::Bytes::from(body);
+    let auth = state.outbound.authorization(&body);
+    let timeout = Duration::from_millis(b.send_timeout_ms);
+    let mut last = String::new();
+    for attempt in 0..b.send_attempts {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << (attempt - 1).min(4))).await;
+        }
+        match state.outbound.post(url, body.clone(), &auth, timeout).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => {
+                tracing::warn!(attempt = attempt + 1, error = %e, url, "/rating not delivered");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Marks the exchange failed, which releases the one-time claim, and builds the 502.
+async fn release(
+    state: &AppState,
+    mut record: RatingRecord,
+    error: NetworkError,
+    code: ApiCode,
+) -> ApiError {
+    record.status = RatingStatus::Failed;
+    record.error = Some(error.clone());
+    if let Err(e) = state.store.put_rating(&record).await {
+        tracing::error!(error = %e, order_id = %record.order_id, "could not release the claim");
+    }
+    let message = match code {
+        ApiCode::SellerRejected => "the seller refused the rating; it was not recorded, try again",
+        ApiCode::SellerInvalidResponse => "the seller's answer was not understood; try again",
+        _ => "the seller could not be reached; the rating was not recorded, try again",
+    };
+    ApiError {
+        seller_error: Some(Box::new(error)),
+        ..ApiError::new(code, message)
+    }
+}
+
+/// `GET /ret11/orders/{orderId}/rating`.
+pub async fn get_rating(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = user(&state, &req)?;
+    let order = owned_order(&state, &path, &user_id).await?;
+    let record = state
+        .store
+        .get_rating(&order.order_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ApiCode::RatingNotFound, "this order has not been rated"))?;
+    let callback = match record.status {
+        RatingStatus::Failed => None,
+        _ => state.store.get_callback(record.message_id()).await?,
+    };
+    // A callback stored after the buyer's wait ended completes the rating here.
+    let status = if callback.is_some() {
+        RatingStatus::Completed
+    } else {
+        record.status
+    };
+    let mut data = json!({
+        "orderId": record.order_id,
+        "status": status,
+        "rating": record.submitted,
+        "transactionId": record.context.transaction_id,
+        "messageId": record.context.message_id,
+        "submittedAt": record.created_at,
+    });
+    if let Some(f) = callback
+        .as_ref()
+        .and_then(|c| c.message.feedback_form.as_ref())
+    {
+        data["feedbackForm"] = json!({ "url": f.form.url, "mime_type": f.form.mime_type });
+    }
+    if let Some(e) = &record.error {
+        data["error"] = json!(e);
+    }
+    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+}

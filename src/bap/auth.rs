@@ -1,0 +1,235 @@
+//! Bearer tokens for the buyer API: compact JWS with HS256 (shared secret) or EdDSA (Ed25519
+//! public keys). The token's `sub` is the buyer app's user id; `exp` is required.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signature, VerifyingKey};
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::crypto::verifying_key_from_base64;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// Seconds of clock difference tolerated on exp/nbf.
+const LEEWAY_SECS: i64 = 30;
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// Not three base64url parts of JSON.
+    #[error("malformed token")]
+    Malformed,
+    /// Algorithm not accepted by this server.
+    #[error("token algorithm {0} is not accepted")]
+    Algorithm(String),
+    /// Signature does not verify.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// Past `exp`.
+    #[error("token expired")]
+    Expired,
+    /// Before `nbf`.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `sub` or `exp` absent.
+    #[error("token lacks {0}")]
+    MissingClaim(&'static str),
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+/// The claims read from a token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: Option<String>,
+    /// Expiry, Unix seconds.
+    pub exp: Option<i64>,
+    /// Not before, Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nbf: Option<i64>,
+    /// Issued at.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub iat: Option<i64>,
+}
+
+/// Checks buyer API tokens.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    hs256_secret: Vec<u8>,
+    eddsa_keys: Vec<VerifyingKey>,
+}
+
+impl TokenVerifier {
+    /// From the configured secret and public keys (already validated).
+    pub fn new(hs256_secret: &str, eddsa_public_keys: &[String]) -> Self {
+        Self {
+            hs256_secret: hs256_secret.as_bytes().to_vec(),
+            eddsa_keys: eddsa_public_keys
+                .iter()
+                .filter_map(|k| verifying_key_from_base64(k).ok())
+                .collect(),
+        }
+    }
+
+    /// Reads `Authorization: Bearer <token>` and returns the user id.
+    pub fn user_from_header(&self, header: Option<&str>, now: i64) -> Result<String, TokenError> {
+        let token = header
+            .and_then(|h| {
+                let (scheme, rest) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(TokenError::Missing)?;
+        self.verify(token, now)
+    }
+
+    /// Verifies a compact token and returns its `sub`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<String, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let decode = |x: &str| URL_SAFE_NO_PAD.decode(x).map_err(|_| TokenError::Malformed);
+        let header: Header =
+            serde_json::from_slice(&decode(h)?).map_err(|_| TokenError::Malformed)?;
+        let sig = decode(s)?;
+        let signed = &token[..h.len() + 1 + p.len()];
+        match header.alg.as_str() {
+            "HS256" if !self.hs256_secret.is_empty() => {
+                let mut mac = HmacSha256::new_from_slice(&self.hs256_secret)
+                    .map_err(|_| TokenError::BadSignature)?;
+                mac.update(signed.as_bytes());
+                mac.verify_slice(&sig)
+                    .map_err(|_| TokenError::BadSignature)?;
+            }
+            "EdDSA" if !self.eddsa_keys.is_empty() => {
+                let sig = Signature::from_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+                if !self
+                    .eddsa_keys
+                    .iter()
+                    .any(|k| k.verify_strict(signed.as_bytes(), &sig).is_ok())
+                {
+                    return Err(TokenError::BadSignature);
+                }
+            }
+            other => return Err(TokenError::Algorithm(other.to_owned())),
+        }
+        let claims: Claims =
+            serde_json::from_slice(&decode(p)?).map_err(|_| TokenError::Malformed)?;
+        let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
+        if now > exp.saturating_add(LEEWAY_SECS) {
+            return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS))
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(TokenError::MissingClaim("sub"))
+    }
+}
+
+/// Mints an HS256 token for `user` valid for `ttl_secs` from `now` (the `token` command).
+pub fn mint_hs256(secret: &str, user: &str, now: i64, ttl_secs: i64) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = Claims {
+        sub: Some(user.to_owned()),
+        exp: Some(now + ttl_secs),
+        nbf: None,
+        iat: Some(now),
+    };
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialise"));
+    let signed = format!("{header}.{payload}");
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(signed.as_bytes());
+    format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SigningKeyPair;
+
+    const SECRET: &str = "a-test-secret-of-some-length";
+
+    #[test]
+    fn minted_tokens_verify_until_they_expire() {
+        let v = TokenVerifier::new(SECRET, &[]);
+        let t = mint_hs256(SECRET, "user-1", 1000, 60);
+        assert_eq!(v.verify(&t, 1000).unwrap(), "user-1");
+        assert_eq!(
+            v.user_from_header(Some(&format!("Bearer {t}")), 1050)
+                .unwrap(),
+            "user-1"
+        );
+        assert_eq!(
+            v.verify(&t, 1000 + 60 + LEEWAY_SECS + 1),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn refuses_other_secrets_tampering_and_garbage() {
+        let v = TokenVerifier::new(SECRET, &[]);
+        let other = mint_hs256("another-secret-entirely", "user-1", 1000, 60);
+        assert_eq!(v.verify(&other, 1000), Err(TokenError::BadSignature));
+        let t = mint_hs256(SECRET, "user-1", 1000, 60);
+        let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"admin","exp":99999999999}"#);
+        let parts: Vec<&str> = t.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        assert_eq!(v.verify(&forged, 1000), Err(TokenError::BadSignature));
+        assert_eq!(v.verify("a.b", 1000), Err(TokenError::Malformed));
+        assert_eq!(v.user_from_header(None, 1000), Err(TokenError::Missing));
+        assert_eq!(
+            v.user_from_header(Some("Basic abc"), 1000),
+            Err(TokenError::Missing)
+        );
+        let none_alg = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            parts[1]
+        );
+        assert_eq!(
+            v.verify(&none_alg, 1000),
+            Err(TokenError::Algorithm("none".into()))
+        );
+    }
+
+    #[test]
+    fn eddsa_tokens_verify_with_a_configured_key() {
+        let keys = SigningKeyPair::generate().unwrap();
+        let v = TokenVerifier::new("", &[keys.public_key_base64()]);
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"u9","exp":2000}"#);
+        let signed = format!("{header}.{payload}");
+        let token = format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode(keys.sign(signed.as_bytes()))
+        );
+        assert_eq!(v.verify(&token, 1000).unwrap(), "u9");
+        // HS256 is off when no secret is configured.
+        let hs = mint_hs256(SECRET, "u9", 1000, 60);
+        assert_eq!(
+            v.verify(&hs, 1000),
+            Err(TokenError::Algorithm("HS256".into()))
+        );
+    }
+}

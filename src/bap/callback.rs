@@ -1,0 +1,102 @@
+//! The buyer side's `POST {bap_uri}/on_rating`: verify, match to an outstanding rating, store,
+//! ACK, and wake the waiting buyer request.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::clock::{ondc_timestamp, parse_timestamp};
+use crate::http::AppState;
+use crate::http::network::{BUYER, ack, nack, verify_inbound, wrong_signer};
+use crate::protocol::{Action, Context, NackCode, OnRatingMessage};
+use crate::store::{CallbackRecord, RatingStatus};
+
+/// `POST {bap_uri}/on_rating`.
+pub async fn on_rating(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let v = match verify_inbound(&state, &req, payload, BUYER).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let context = match Context::from_value(v.json.get("context"), Action::OnRating) {
+        Ok(c) => c,
+        Err(e) => return nack(BUYER.invalid, Some(e.path), e.message),
+    };
+    if v.signer.subscriber_id != context.bpp_id {
+        return wrong_signer(&state, BUYER, "bpp_id");
+    }
+    let message = match OnRatingMessage::from_value(v.json.get("message")) {
+        Ok(m) => m,
+        Err(e) => return nack(BUYER.invalid, Some(e.path), e.message),
+    };
+    let span = tracing::info_span!(
+        "on_rating",
+        transaction_id = %context.transaction_id,
+        message_id = %context.message_id,
+        bpp_id = %context.bpp_id,
+    );
+    let _g = span.enter();
+
+    let internal = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "store failure on /on_rating");
+        nack(
+            NackCode::BuyerInternal,
+            None,
+            "temporarily unable to record; retry",
+        )
+    };
+    let record = match state.store.order_for_message(&context.message_id).await {
+        Ok(Some(order_id)) => match state.store.get_rating(&order_id).await {
+            Ok(r) => r,
+            Err(e) => return internal(e),
+        },
+        Ok(None) => None,
+        Err(e) => return internal(e),
+    };
+    let Some(record) =
+        record.filter(|r| r.message_id() == context.message_id && r.status != RatingStatus::Failed)
+    else {
+        return nack(
+            NackCode::BuyerOutOfSequence,
+            Some("context.message_id".into()),
+            "no outstanding rating for this message_id",
+        );
+    };
+    let sent = &record.context;
+    for (field, got, want) in [
+        (
+            "transaction_id",
+            &context.transaction_id,
+            &sent.transaction_id,
+        ),
+        ("bpp_id", &context.bpp_id, &sent.bpp_id),
+        ("bap_id", &context.bap_id, &sent.bap_id),
+        ("domain", &context.domain, &sent.domain),
+        ("city", &context.city, &sent.city),
+    ] {
+        if got != want {
+            return nack(
+                BUYER.invalid,
+                Some(format!("context.{field}")),
+                format!("does not match the /rating ({want:?})"),
+            );
+        }
+    }
+    if parse_timestamp(&context.timestamp) <= parse_timestamp(&sent.timestamp) {
+        // A conformance rule the seller broke; the rating itself is still good, so record it.
+        tracing::warn!("on_rating timestamp is not later than the rating's");
+    }
+    let cb = CallbackRecord {
+        context,
+        message,
+        received_at: ondc_timestamp(state.clock.now()),
+    };
+    match state.store.put_callback(&cb).await {
+        Ok(true) => tracing::info!("on_rating stored"),
+        Ok(false) => tracing::info!("duplicate on_rating acknowledged, first one kept"),
+        Err(e) => return internal(e),
+    }
+    state.waiters.notify(&cb.context.message_id);
+    ack()
+}

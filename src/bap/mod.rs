@@ -1,0 +1,9 @@
+//! The buyer side (BAP role): the buyer HTTP API, the internal orders API, the outbound `/rating`,
+//! the `/on_rating` receiver, and the bridge that wakes a buyer request when its callback lands.
+
+pub mod api;
+pub mod auth;
+pub mod bridge;
+pub mod callback;
+pub mod orders;
+pub mod request;

@@ -1,0 +1,152 @@
+//! `POST {bpp_uri}/rating`: verify the raw body, read it tolerantly, persist it once per
+//! (bap_id, message_id), ACK, and hand the /on_rating to the sender.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::bap::orders::check_internal;
+use crate::clock::{ondc_timestamp, parse_timestamp};
+use crate::http::AppState;
+use crate::http::error::{ApiCode, ApiError};
+use crate::http::network::{SELLER, ack, nack, verify_inbound, wrong_signer};
+use crate::protocol::rating::parse_inbound;
+use crate::protocol::{Action, Context, NackCode};
+use crate::store::{DeliveryStatus, ReceivedRating};
+
+/// Reads an ISO 8601 duration of the forms ONDC uses (`PT30S`, `PT5M`, `PT1H`, `P1D`) as seconds.
+pub fn iso_duration_secs(s: &str) -> Option<i64> {
+    let rest = s.strip_prefix('P')?;
+    if rest.is_empty() || rest.ends_with('T') {
+        return None;
+    }
+    let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let date_units: &[(char, i64)] = &[('D', 86_400)];
+    let time_units: &[(char, i64)] = &[('H', 3_600), ('M', 60), ('S', 1)];
+    let mut total: i64 = 0;
+    for (part, units) in [(date, date_units), (time, time_units)] {
+        let mut num = String::new();
+        for ch in part.chars() {
+            if ch.is_ascii_digit() {
+                num.push(ch);
+                continue;
+            }
+            let mult = units.iter().find(|(u, _)| *u == ch)?.1;
+            total = total.checked_add(num.parse::<i64>().ok()?.checked_mul(mult)?)?;
+            num.clear();
+        }
+        if !num.is_empty() {
+            return None;
+        }
+    }
+    Some(total)
+}
+
+/// `POST {bpp_uri}/rating`.
+pub async fn rating(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let v = match verify_inbound(&state, &req, payload, SELLER).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let context = match Context::from_value(v.json.get("context"), Action::Rating) {
+        Ok(c) => c,
+        Err(e) => return nack(SELLER.invalid, Some(e.path), e.message),
+    };
+    if v.signer.subscriber_id != context.bap_id {
+        return wrong_signer(&state, SELLER, "bap_id");
+    }
+    if context.bpp_id != state.settings.identity.subscriber_id {
+        return nack(
+            SELLER.invalid,
+            Some("context.bpp_id".into()),
+            format!("this seller is {:?}", state.settings.identity.subscriber_id),
+        );
+    }
+    let ttl = match context.ttl.as_deref().map(iso_duration_secs) {
+        None => crate::protocol::RATING_TTL_SECS,
+        Some(Some(t)) => t,
+        Some(None) => {
+            return nack(
+                SELLER.invalid,
+                Some("context.ttl".into()),
+                "must be an ISO 8601 duration",
+            );
+        }
+    };
+    let sent_at = parse_timestamp(&context.timestamp).expect("checked by Context::from_value");
+    let now = state.clock.now();
+    if (now - sent_at).num_seconds() > ttl {
+        return nack(
+            NackCode::SellerStaleRequest,
+            Some("context.timestamp".into()),
+            "request is older than its ttl",
+        );
+    }
+    let ratings = match parse_inbound(v.json.get("message")) {
+        Ok(r) => r,
+        Err(e) => return nack(SELLER.invalid, Some(e.path), e.message),
+    };
+    let received = ReceivedRating {
+        context,
+        ratings,
+        received_at: ondc_timestamp(now),
+        on_rating: DeliveryStatus::Pending,
+        attempts: 0,
+        last_error: None,
+    };
+    let span = tracing::info_span!(
+        "rating",
+        transaction_id = %received.context.transaction_id,
+        message_id = %received.context.message_id,
+        bap_id = %received.context.bap_id,
+    );
+    let _g = span.enter();
+    match state.store.insert_received(&received).await {
+        Ok(true) => {
+            tracing::info!(ratings = received.ratings.len(), "rating received");
+            let state = state.clone();
+            // ACK first (the response below), then call back; the send has its own deadline.
+            tokio::spawn(async move { super::sender::deliver(state, received).await });
+        }
+        Ok(false) => tracing::info!("repeated /rating acknowledged, not processed again"),
+        Err(e) => {
+            tracing::error!(error = %e, "store failure on /rating");
+            return nack(SELLER.internal, None, "temporarily unable to record; retry");
+        }
+    }
+    ack()
+}
+
+/// `GET /internal/seller/ratings/{bap_id}/{message_id}`: the seller platform reads a received
+/// rating and the state of its /on_rating.
+pub async fn get_received(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    check_internal(&req, &state.settings.seller.internal_token)?;
+    let (bap_id, message_id) = path.into_inner();
+    match state.store.get_received(&bap_id, &message_id).await? {
+        Some(r) => Ok(HttpResponse::Ok().json(serde_json::json!({ "rating": r }))),
+        None => Err(ApiError::new(ApiCode::NotFound, "no such received rating")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso_duration_secs;
+
+    #[test]
+    fn iso_durations() {
+        assert_eq!(iso_duration_secs("PT30S"), Some(30));
+        assert_eq!(iso_duration_secs("PT5M"), Some(300));
+        assert_eq!(iso_duration_secs("PT1H30M"), Some(5400));
+        assert_eq!(iso_duration_secs("P1D"), Some(86_400));
+        assert_eq!(iso_duration_secs("P1M"), None);
+        assert_eq!(iso_duration_secs("30S"), None);
+        assert_eq!(iso_duration_secs("PT"), None);
+        assert_eq!(iso_duration_secs("PT30"), None);
+    }
+}

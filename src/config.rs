@@ -1,0 +1,496 @@
+//! Typed settings, loaded and validated in one place.
+//!
+//! Layers, later wins: built-in defaults, the TOML file, then environment variables named
+//! `ONDC_RATING__SECTION__KEY` (for example `ONDC_RATING__STORE__BACKEND=redis`), and `REDIS_URL`
+//! for `store.redis_url`. Validation happens here, at start-up, so a bad setting stops the process
+//! with a message instead of surfacing as a runtime error later.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::crypto::{SigningKeyPair, verifying_key_from_base64};
+
+/// Everything the server needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Listener.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Who this adapter is on the network.
+    pub identity: IdentitySettings,
+    /// Where state lives.
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// Buyer side (BAP role).
+    #[serde(default)]
+    pub buyer: BuyerSettings,
+    /// Seller side (BPP role).
+    #[serde(default)]
+    pub seller: SellerSettings,
+    /// Network participants whose signatures are trusted, with their keys.
+    #[serde(default)]
+    pub peers: Vec<PeerSettings>,
+}
+
+/// Listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to bind, e.g. `127.0.0.1:8080`.
+    pub bind: String,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Log level: error, warn, info, debug, trace.
+    pub log_level: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            max_body_bytes: 64 * 1024,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// This participant's identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// Subscriber id registered with ONDC (FQDN-like, never a URL).
+    pub subscriber_id: String,
+    /// The registry's unique key id for the signing key.
+    pub unique_key_id: String,
+    /// Ed25519 private key, base64 of a 32-byte seed or 64-byte seed||public. Empty: a key is
+    /// generated at start (development only; peers cannot know it ahead of time).
+    #[serde(default)]
+    pub signing_private_key: String,
+    /// Signature validity we emit (`expires - created`), seconds.
+    #[serde(default = "default_signature_ttl")]
+    pub signature_ttl_secs: i64,
+    /// Tolerance for a peer's clock running ahead, seconds.
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: i64,
+}
+
+fn default_signature_ttl() -> i64 {
+    60
+}
+fn default_skew() -> i64 {
+    5
+}
+
+/// Which store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// A redb file on this machine.
+    Embedded,
+    /// A Redis server shared by several instances.
+    Redis,
+}
+
+/// Store settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// embedded or redis.
+    pub backend: StoreBackend,
+    /// redb file path (embedded).
+    pub path: PathBuf,
+    /// Redis URL (redis).
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several deployments (or tests) share one server.
+    pub key_prefix: String,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Embedded,
+            path: "data/ondc-rating.redb".into(),
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            key_prefix: "ondc-rating:".into(),
+        }
+    }
+}
+
+/// Buyer side (BAP).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuyerSettings {
+    /// Serve the buyer API and receive /on_rating.
+    pub enabled: bool,
+    /// Base URI peers call back (`{bap_uri}/on_rating`); its path is where /on_rating is served.
+    pub bap_uri: String,
+    /// How long a buyer request waits for /on_rating before answering 202, milliseconds (at most
+    /// the 30 s ttl).
+    pub callback_wait_ms: u64,
+    /// Attempts to deliver /rating when the seller cannot be reached (transport errors only).
+    pub send_attempts: u32,
+    /// Timeout of one /rating attempt, milliseconds.
+    pub send_timeout_ms: u64,
+    /// HS256 secret for buyer API bearer tokens (empty: HS256 off).
+    pub jwt_hs256_secret: String,
+    /// Ed25519 public keys (base64, raw 32 bytes) accepted for EdDSA bearer tokens.
+    pub jwt_eddsa_public_keys: Vec<String>,
+    /// Bearer token for the internal orders API.
+    pub internal_token: String,
+}
+
+impl Default for BuyerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bap_uri: "http://127.0.0.1:8080/bap".into(),
+            callback_wait_ms: 5_000,
+            send_attempts: 3,
+            send_timeout_ms: 5_000,
+            jwt_hs256_secret: String::new(),
+            jwt_eddsa_public_keys: Vec::new(),
+            internal_token: String::new(),
+        }
+    }
+}
+
+/// Seller side (BPP).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SellerSettings {
+    /// Receive /rating and send /on_rating.
+    pub enabled: bool,
+    /// Base URI buyers send to (`{bpp_uri}/rating`); its path is where /rating is served.
+    pub bpp_uri: String,
+    /// Feedback form URL sent in /on_rating; `{order_id}`, `{transaction_id}` and `{message_id}`
+    /// are replaced. Empty: no feedback form.
+    pub feedback_form_url: String,
+    /// `text/html` or `application/xml`.
+    pub feedback_form_mime_type: String,
+    /// Form data sent with the URL (same placeholders).
+    pub feedback_form_data: String,
+    /// Whether the buyer must fill the form.
+    pub feedback_form_required: bool,
+    /// Timeout of one /on_rating attempt, milliseconds. Retries continue until the ttl runs out.
+    pub send_timeout_ms: u64,
+    /// Internal token for the seller platform's read API.
+    pub internal_token: String,
+}
+
+impl Default for SellerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bpp_uri: "http://127.0.0.1:8080/bpp".into(),
+            feedback_form_url: String::new(),
+            feedback_form_mime_type: "text/html".into(),
+            feedback_form_data: "order_id={order_id}".into(),
+            feedback_form_required: false,
+            send_timeout_ms: 5_000,
+            internal_token: String::new(),
+        }
+    }
+}
+
+/// A trusted peer's signing key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSettings {
+    /// Its subscriber id.
+    pub subscriber_id: String,
+    /// Its unique key id.
+    pub unique_key_id: String,
+    /// Its Ed25519 public key, base64 raw 32 bytes.
+    pub signing_public_key: String,
+}
+
+/// Why settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+const ENV_PREFIX: &str = "ONDC_RATING__";
+
+impl Settings {
+    /// Loads a file, applies the process environment, and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_with_env(&text, std::env::vars())
+    }
+
+    /// Parses TOML text, applies the given environment, and validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut doc: toml::Table = text
+            .parse()
+            .map_err(|e| ConfigError::Parse(format!("{e}")))?;
+        for (name, value) in env {
+            if name == "REDIS_URL" {
+                set_path(
+                    &mut doc,
+                    &["store", "redis_url"],
+                    toml::Value::String(value),
+                );
+            } else if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+                set_path(&mut doc, &refs, scalar(&value));
+            }
+        }
+        let settings: Settings = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id = &self.identity;
+        if id.subscriber_id.trim().is_empty() || id.subscriber_id.contains("://") {
+            return Err(invalid(
+                "identity.subscriber_id",
+                "must be a subscriber id (FQDN-like), not empty and not a URL",
+            ));
+        }
+        if id.subscriber_id.contains('|') || id.unique_key_id.contains('|') {
+            return Err(invalid("identity", "ids must not contain '|'"));
+        }
+        if id.unique_key_id.trim().is_empty() {
+            return Err(invalid("identity.unique_key_id", "must not be empty"));
+        }
+        if !id.signing_private_key.is_empty() {
+            SigningKeyPair::from_base64(&id.signing_private_key)
+                .map_err(|e| invalid("identity.signing_private_key", e.to_string()))?;
+        }
+        if !(30..=3600).contains(&id.signature_ttl_secs) {
+            return Err(invalid(
+                "identity.signature_ttl_secs",
+                "must be between 30 and 3600",
+            ));
+        }
+        if !(0..=300).contains(&id.clock_skew_secs) {
+            return Err(invalid(
+                "identity.clock_skew_secs",
+                "must be between 0 and 300",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.buyer.enabled {
+            check_uri("buyer.bap_uri", &self.buyer.bap_uri)?;
+            if self.buyer.callback_wait_ms > 30_000 {
+                return Err(invalid(
+                    "buyer.callback_wait_ms",
+                    "must not exceed the 30 s rating ttl",
+                ));
+            }
+            if !(1..=10).contains(&self.buyer.send_attempts) {
+                return Err(invalid("buyer.send_attempts", "must be between 1 and 10"));
+            }
+            if self.buyer.jwt_hs256_secret.is_empty() && self.buyer.jwt_eddsa_public_keys.is_empty()
+            {
+                return Err(invalid(
+                    "buyer.jwt_hs256_secret",
+                    "set an HS256 secret or EdDSA public keys so buyer tokens can be checked",
+                ));
+            }
+            if !self.buyer.jwt_hs256_secret.is_empty() && self.buyer.jwt_hs256_secret.len() < 16 {
+                return Err(invalid(
+                    "buyer.jwt_hs256_secret",
+                    "must be at least 16 bytes",
+                ));
+            }
+            for k in &self.buyer.jwt_eddsa_public_keys {
+                verifying_key_from_base64(k)
+                    .map_err(|e| invalid("buyer.jwt_eddsa_public_keys", e.to_string()))?;
+            }
+            if self.buyer.internal_token.len() < 16 {
+                return Err(invalid(
+                    "buyer.internal_token",
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        if self.seller.enabled {
+            check_uri("seller.bpp_uri", &self.seller.bpp_uri)?;
+            if !self.seller.feedback_form_url.is_empty() {
+                check_uri("seller.feedback_form_url", &self.seller.feedback_form_url)?;
+            }
+            if !matches!(
+                self.seller.feedback_form_mime_type.as_str(),
+                "text/html" | "application/xml"
+            ) {
+                return Err(invalid(
+                    "seller.feedback_form_mime_type",
+                    "must be text/html or application/xml",
+                ));
+            }
+        }
+        if !self.buyer.enabled && !self.seller.enabled {
+            return Err(invalid("buyer.enabled", "enable at least one role"));
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            verifying_key_from_base64(&p.signing_public_key)
+                .map_err(|e| invalid(&format!("peers[{i}].signing_public_key"), e.to_string()))?;
+            if p.subscriber_id.is_empty() || p.unique_key_id.is_empty() {
+                return Err(invalid(&format!("peers[{i}]"), "ids must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_uri(key: &str, uri: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(uri).map_err(|e| invalid(key, e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(invalid(key, "must be an http(s) URL"));
+    }
+    Ok(())
+}
+
+/// The path part of a base URI without its trailing slash ("" for the root).
+pub fn uri_path(uri: &str) -> String {
+    reqwest::Url::parse(uri)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+fn scalar(raw: &str) -> toml::Value {
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+fn set_path(doc: &mut toml::Table, path: &[&str], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut table = doc;
+    for p in parents {
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        table = entry.as_table_mut().expect("just made a table");
+    }
+    table.insert(last.to_string(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT: &str = include_str!("../config/default.toml");
+
+    #[test]
+    fn shipped_default_is_valid_and_embedded() {
+        let s = Settings::from_toml_with_env(DEFAULT, []).unwrap();
+        assert_eq!(s.store.backend, StoreBackend::Embedded);
+        assert!(s.buyer.enabled && s.seller.enabled);
+        assert!(s.server.bind.starts_with("127.0.0.1:"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = [
+            (
+                "ONDC_RATING__STORE__BACKEND".to_string(),
+                "redis".to_string(),
+            ),
+            (
+                "REDIS_URL".to_string(),
+                "redis://127.0.0.1:7000/".to_string(),
+            ),
+            (
+                "ONDC_RATING__BUYER__CALLBACK_WAIT_MS".to_string(),
+                "1500".to_string(),
+            ),
+        ];
+        let s = Settings::from_toml_with_env(DEFAULT, env).unwrap();
+        assert_eq!(s.store.backend, StoreBackend::Redis);
+        assert_eq!(s.store.redis_url, "redis://127.0.0.1:7000/");
+        assert_eq!(s.buyer.callback_wait_ms, 1500);
+    }
+
+    #[test]
+    fn refuses_bad_values_with_the_key_named() {
+        let cases = [
+            (
+                "ONDC_RATING__BUYER__CALLBACK_WAIT_MS",
+                "31000",
+                "buyer.callback_wait_ms",
+            ),
+            (
+                "ONDC_RATING__IDENTITY__SUBSCRIBER_ID",
+                "https://x.example",
+                "identity.subscriber_id",
+            ),
+            (
+                "ONDC_RATING__IDENTITY__SIGNING_PRIVATE_KEY",
+                "AAAA",
+                "identity.signing_private_key",
+            ),
+            (
+                "ONDC_RATING__SELLER__BPP_URI",
+                "not a url",
+                "seller.bpp_uri",
+            ),
+        ];
+        for (k, v, key) in cases {
+            let err = Settings::from_toml_with_env(DEFAULT, [(k.to_string(), v.to_string())])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = Settings::from_toml_with_env(&format!("{DEFAULT}\n[oops]\n"), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("oops"), "{err}");
+    }
+
+    #[test]
+    fn uri_path_is_the_mount_point() {
+        assert_eq!(uri_path("http://127.0.0.1:8080/bap/"), "/bap");
+        assert_eq!(uri_path("https://seller.example"), "");
+    }
+}

@@ -1,0 +1,172 @@
+//! Buyer API errors: one table gives each error its stable code and HTTP status, and every error
+//! renders as `{"error":{"code","message","details"?,"sellerError"?}}`. Nothing leaves as a bare 500.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::protocol::NetworkError;
+use crate::store::StoreError;
+
+/// The stable machine codes of the buyer and internal APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiCode {
+    /// Missing, malformed, expired or wrongly signed bearer token.
+    Unauthorized,
+    /// The body is not JSON or not an object.
+    InvalidJson,
+    /// One or more fields are invalid (see details).
+    ValidationFailed,
+    /// The body exceeds the configured limit.
+    PayloadTooLarge,
+    /// The order belongs to another user.
+    Forbidden,
+    /// No such order.
+    OrderNotFound,
+    /// The order has not been rated.
+    RatingNotFound,
+    /// The order is not in state Completed.
+    OrderNotCompleted,
+    /// The order was rated already.
+    AlreadyRated,
+    /// The seller NACKed /rating.
+    SellerRejected,
+    /// The seller could not be reached after retries.
+    SellerUnreachable,
+    /// The seller answered something that is not an ACK/NACK.
+    SellerInvalidResponse,
+    /// The store could not be reached; nothing was changed.
+    StoreUnavailable,
+    /// No such route.
+    NotFound,
+}
+
+impl ApiCode {
+    /// (code, status).
+    pub fn spec(self) -> (&'static str, StatusCode) {
+        use ApiCode::*;
+        match self {
+            Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
+            InvalidJson => ("invalid_json", StatusCode::BAD_REQUEST),
+            ValidationFailed => ("validation_failed", StatusCode::BAD_REQUEST),
+            PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            Forbidden => ("forbidden", StatusCode::FORBIDDEN),
+            OrderNotFound => ("order_not_found", StatusCode::NOT_FOUND),
+            RatingNotFound => ("rating_not_found", StatusCode::NOT_FOUND),
+            OrderNotCompleted => ("order_not_completed", StatusCode::UNPROCESSABLE_ENTITY),
+            AlreadyRated => ("already_rated", StatusCode::CONFLICT),
+            SellerRejected => ("seller_rejected", StatusCode::BAD_GATEWAY),
+            SellerUnreachable => ("seller_unreachable", StatusCode::BAD_GATEWAY),
+            SellerInvalidResponse => ("seller_invalid_response", StatusCode::BAD_GATEWAY),
+            StoreUnavailable => ("store_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            NotFound => ("not_found", StatusCode::NOT_FOUND),
+        }
+    }
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// JSON path, e.g. `itemRatings[1].rating`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// Convenience constructor.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A buyer or internal API error.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// Code and status.
+    pub code: ApiCode,
+    /// Human-readable message.
+    pub message: String,
+    /// Field errors, for validation failures.
+    pub details: Vec<FieldError>,
+    /// The seller's NACK error, when there was one.
+    pub seller_error: Option<Box<NetworkError>>,
+}
+
+impl ApiError {
+    /// An error with a message.
+    pub fn new(code: ApiCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            seller_error: None,
+        }
+    }
+
+    /// A validation failure listing every bad field.
+    pub fn validation(details: Vec<FieldError>) -> Self {
+        Self {
+            code: ApiCode::ValidationFailed,
+            message: "request has invalid fields".into(),
+            details,
+            seller_error: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.spec().0, self.message)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    details: &'a [FieldError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seller_error: Option<&'a NetworkError>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.spec().1
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, status) = self.code.spec();
+        if status.is_server_error() {
+            tracing::warn!(code, message = %self.message, "buyer API error");
+        }
+        HttpResponse::build(status).json(Envelope {
+            error: ErrorBody {
+                code,
+                message: &self.message,
+                details: &self.details,
+                seller_error: self.seller_error.as_deref(),
+            },
+        })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        ApiError::new(
+            ApiCode::StoreUnavailable,
+            "the rating store is unavailable; nothing was changed, try again",
+        )
+    }
+}

@@ -1,0 +1,132 @@
+//! Signed POSTs to peers: serialise once, sign those bytes, send those bytes, and read the peer's
+//! synchronous ACK/NACK.
+
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+
+use crate::clock::SharedClock;
+use crate::crypto::{SigningKeyPair, sign_body};
+use crate::protocol::{AckResponse, AckStatus, NetworkError};
+
+/// What a peer answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerAnswer {
+    /// HTTP 2xx with an ACK.
+    Ack,
+    /// A NACK (any status), with the peer's error if it gave one.
+    Nack {
+        /// HTTP status.
+        status: u16,
+        /// The peer's error block.
+        error: Option<NetworkError>,
+    },
+    /// Neither: an error page, garbage, an ACK with a failure status.
+    Invalid {
+        /// HTTP status.
+        status: u16,
+        /// Start of the body, for the log and the buyer's error.
+        excerpt: String,
+    },
+}
+
+/// Signs and sends network requests as this participant.
+#[derive(Clone)]
+pub struct Outbound {
+    http: reqwest::Client,
+    keys: SigningKeyPair,
+    subscriber_id: String,
+    unique_key_id: String,
+    signature_ttl: i64,
+    clock: SharedClock,
+}
+
+impl Outbound {
+    /// A client signing as `subscriber_id|unique_key_id` with `keys`.
+    pub fn new(
+        keys: SigningKeyPair,
+        subscriber_id: String,
+        unique_key_id: String,
+        signature_ttl: i64,
+        clock: SharedClock,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("TLS backend initialises");
+        Self {
+            http,
+            keys,
+            subscriber_id,
+            unique_key_id,
+            signature_ttl,
+            clock,
+        }
+    }
+
+    /// The Authorization header for `body`, created now.
+    pub fn authorization(&self, body: &[u8]) -> String {
+        let created = self.clock.unix();
+        sign_body(
+            body,
+            &self.keys,
+            &self.subscriber_id,
+            &self.unique_key_id,
+            created,
+            created + self.signature_ttl,
+        )
+    }
+
+    /// One POST of `body` with `authorization`; Err on a transport failure (connect, timeout,
+    /// reset), which the caller may retry.
+    pub async fn post(
+        &self,
+        url: &str,
+        body: Bytes,
+        authorization: &str,
+        timeout: Duration,
+    ) -> Result<PeerAnswer, String> {
+        let resp = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(AUTHORIZATION, authorization)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| describe(&e))?;
+        Ok(read_answer(status, &bytes))
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+/// Classifies a peer's synchronous answer.
+pub fn read_answer(status: u16, body: &[u8]) -> PeerAnswer {
+    match serde_json::from_slice::<AckResponse>(body) {
+        Ok(a) if a.status() == AckStatus::Ack && (200..300).contains(&status) => PeerAnswer::Ack,
+        Ok(a) if a.status() == AckStatus::Nack => PeerAnswer::Nack {
+            status,
+            error: a.error,
+        },
+        _ => PeerAnswer::Invalid {
+            status,
+            excerpt: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        },
+    }
+}

@@ -1,0 +1,28 @@
+//! ondc-rating: an ONDC protocol adapter for order ratings, playing the buyer side (BAP), the
+//! seller side (BPP) or both.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed settings (file, then environment), validated at start-up.
+//! - [`clock`]: injected time and ONDC's timestamp format.
+//! - [`crypto`]: BLAKE2b-512 digest, signing string, the `Authorization` header, key encodings.
+//! - [`protocol`]: wire types and rules with no I/O: context, /rating, /on_rating, ACK/NACK, codes.
+//! - [`store`]: one store over two backends (embedded redb, Redis) with the atomic one-time claim.
+//! - [`registry`]: finding a peer's signing key.
+//! - [`bap`]: buyer API, internal orders API, outbound /rating, /on_rating receiver, callback bridge.
+//! - [`bpp`]: /rating receiver and the /on_rating sender.
+//! - [`http`]: actix wiring, inbound signature checks, error mapping, outbound signed client.
+//! - [`demo`]: the two-adapter walkthrough behind `ondc-rating demo`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bap;
+pub mod bpp;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod http;
+pub mod protocol;
+pub mod registry;
+pub mod store;

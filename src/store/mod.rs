@@ -1,0 +1,263 @@
+//! One store, two backends chosen at start-up: an embedded redb file (the default, one machine)
+//! and Redis (several instances). Both give the same guarantees: the one-time rating claim is
+//! atomic (a redb write transaction; a Lua script in Redis), and every write is durable in the
+//! backend's terms before the caller acknowledges anything.
+//!
+//! A backend enum rather than a trait object: the set is closed, dispatch is a match, and the
+//! async methods need no boxing.
+
+mod embedded;
+pub mod records;
+mod redis_backend;
+
+pub use embedded::EmbeddedStore;
+pub use records::*;
+pub use redis_backend::RedisStore;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{StoreBackend, StoreSettings};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or failed to write.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded.
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Keyspaces. Each is a redb table, or a key prefix in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// order_id -> [`Order`].
+    Orders,
+    /// order_id -> [`RatingRecord`] (the one-time claim).
+    Ratings,
+    /// message_id -> order_id.
+    Messages,
+    /// message_id -> [`CallbackRecord`].
+    Callbacks,
+    /// `bap_id|message_id` -> [`ReceivedRating`] (seller side).
+    Received,
+}
+
+impl Space {
+    /// Table name / key infix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Orders => "orders",
+            Space::Ratings => "ratings",
+            Space::Messages => "messages",
+            Space::Callbacks => "callbacks",
+            Space::Received => "received",
+        }
+    }
+}
+
+/// The outcome of claiming an order's rating.
+#[derive(Debug)]
+pub enum Claim {
+    /// This caller holds the claim.
+    Won,
+    /// Someone rated this order already; their record.
+    Taken(Box<RatingRecord>),
+}
+
+/// The store handle; cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    /// redb file.
+    Embedded(EmbeddedStore),
+    /// Redis server.
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// Opens the backend the settings choose.
+    pub async fn open(settings: &StoreSettings) -> Result<Self, StoreError> {
+        match settings.backend {
+            StoreBackend::Embedded => Ok(Store::Embedded(EmbeddedStore::open(&settings.path)?)),
+            StoreBackend::Redis => Ok(Store::Redis(
+                RedisStore::connect(&settings.redis_url, &settings.key_prefix).await?,
+            )),
+        }
+    }
+
+    async fn get_raw(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.get(space, key).await,
+            Store::Redis(s) => s.get(space, key).await,
+        }
+    }
+
+    async fn put_raw(&self, space: Space, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.put(space, key, value).await,
+            Store::Redis(s) => s.put(space, key, value).await,
+        }
+    }
+
+    async fn put_new_raw(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(s) => s.put_new(space, key, value).await,
+            Store::Redis(s) => s.put_new(space, key, value).await,
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        space: Space,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.get_raw(space, key)
+            .await?
+            .map(|b| decode(space, key, &b))
+            .transpose()
+    }
+
+    /// Stores or replaces an order.
+    pub async fn put_order(&self, order: &Order) -> Result<(), StoreError> {
+        self.put_raw(Space::Orders, &order.order_id, encode(order))
+            .await
+    }
+
+    /// An order by id.
+    pub async fn get_order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
+        self.get(Space::Orders, order_id).await
+    }
+
+    /// Takes the one-time claim on `record.order_id`: succeeds when the order has no rating or
+    /// only a failed one, and in the same atomic step indexes the record's message_id.
+    pub async fn claim_rating(&self, record: &RatingRecord) -> Result<Claim, StoreError> {
+        let value = encode(record);
+        let existing = match self {
+            Store::Embedded(s) => {
+                s.claim(
+                    &record.order_id,
+                    value,
+                    record.message_id(),
+                    &record.order_id,
+                )
+                .await?
+            }
+            Store::Redis(s) => {
+                s.claim(
+                    &record.order_id,
+                    value,
+                    record.message_id(),
+                    &record.order_id,
+                )
+                .await?
+            }
+        };
+        match existing {
+            None => Ok(Claim::Won),
+            Some(bytes) => Ok(Claim::Taken(Box::new(decode(
+                Space::Ratings,
+                &record.order_id,
+                &bytes,
+            )?))),
+        }
+    }
+
+    /// Replaces a rating record. Only the claim's holder calls this, so no other writer races it;
+    /// callbacks are stored apart (see [`Store::put_callback`]) for that reason.
+    pub async fn put_rating(&self, record: &RatingRecord) -> Result<(), StoreError> {
+        self.put_raw(Space::Ratings, &record.order_id, encode(record))
+            .await
+    }
+
+    /// An order's rating record.
+    pub async fn get_rating(&self, order_id: &str) -> Result<Option<RatingRecord>, StoreError> {
+        self.get(Space::Ratings, order_id).await
+    }
+
+    /// The order a /rating message_id belongs to.
+    pub async fn order_for_message(&self, message_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get_raw(Space::Messages, message_id)
+            .await?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Stores a callback unless one is stored for that message_id already; true when stored.
+    pub async fn put_callback(&self, cb: &CallbackRecord) -> Result<bool, StoreError> {
+        self.put_new_raw(Space::Callbacks, &cb.context.message_id, encode(cb))
+            .await
+    }
+
+    /// The callback for a message_id.
+    pub async fn get_callback(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<CallbackRecord>, StoreError> {
+        self.get(Space::Callbacks, message_id).await
+    }
+
+    /// Records a received /rating unless the same (bap_id, message_id) was recorded; true when new.
+    pub async fn insert_received(&self, r: &ReceivedRating) -> Result<bool, StoreError> {
+        self.put_new_raw(
+            Space::Received,
+            &received_key(&r.context.bap_id, &r.context.message_id),
+            encode(r),
+        )
+        .await
+    }
+
+    /// Updates a received /rating's delivery state.
+    pub async fn put_received(&self, r: &ReceivedRating) -> Result<(), StoreError> {
+        self.put_raw(
+            Space::Received,
+            &received_key(&r.context.bap_id, &r.context.message_id),
+            encode(r),
+        )
+        .await
+    }
+
+    /// A received /rating.
+    pub async fn get_received(
+        &self,
+        bap_id: &str,
+        message_id: &str,
+    ) -> Result<Option<ReceivedRating>, StoreError> {
+        self.get(Space::Received, &received_key(bap_id, message_id))
+            .await
+    }
+
+    /// Checks the backend answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.get_raw(Space::Orders, "\u{0}ping").await.map(|_| ())
+    }
+}
+
+/// Whether a stored rating record may be claimed again (its exchange failed).
+pub(crate) fn is_reclaimable(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        status: String,
+    }
+    serde_json::from_slice::<Status>(bytes).is_ok_and(|s| s.status == "failed")
+}
+
+fn received_key(bap_id: &str, message_id: &str) -> String {
+    format!("{bap_id}|{message_id}")
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail (string keys, no non-finite floats).
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+fn decode<T: DeserializeOwned>(space: Space, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{}/{key}: {e}", space.name())))
+}

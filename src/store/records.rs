@@ -1,0 +1,167 @@
+//! What is persisted: orders known to the buyer side, rating records (the one-time claim),
+//! received callbacks, and ratings received by the seller side. Stored as JSON in both backends.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Context, InboundRating, NetworkError, OnRatingMessage};
+
+/// An order as the buyer app knows it after on_confirm/on_status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    /// The order id (ONDC `order.id`).
+    pub order_id: String,
+    /// The buyer app's user id; only this user may rate the order.
+    pub user_id: String,
+    /// ONDC order state, e.g. `Completed`.
+    pub state: String,
+    /// `ONDC:RET11` etc.
+    pub domain: String,
+    /// `std:080` etc.
+    pub city: String,
+    /// The order's transaction id.
+    pub transaction_id: String,
+    /// Seller-side subscriber id.
+    pub bpp_id: String,
+    /// Seller-side base URI.
+    pub bpp_uri: String,
+    /// The provider (store) id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub provider_id: Option<String>,
+    /// Ids of the items in the order.
+    #[serde(default)]
+    pub item_ids: Vec<String>,
+    /// Ids of the order's fulfillments.
+    #[serde(default)]
+    pub fulfillment_ids: Vec<String>,
+    /// The delivery agent's id, when the order had one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub agent_id: Option<String>,
+}
+
+/// Where a rating is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RatingStatus {
+    /// Claimed; /rating being sent.
+    Pending,
+    /// The seller ACKed /rating; waiting for /on_rating.
+    Acknowledged,
+    /// /on_rating received.
+    Completed,
+    /// The seller NACKed or could not be reached; the order may be rated again.
+    Failed,
+}
+
+impl RatingStatus {
+    /// The lower-case name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RatingStatus::Pending => "pending",
+            RatingStatus::Acknowledged => "acknowledged",
+            RatingStatus::Completed => "completed",
+            RatingStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The stars a buyer gave, as submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmittedRating {
+    /// Overall.
+    pub order_rating: u8,
+    /// The store.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub provider_rating: Option<u8>,
+    /// The delivery agent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub agent_rating: Option<u8>,
+    /// The fulfilment.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fulfilment_rating: Option<u8>,
+    /// Per item.
+    #[serde(default)]
+    pub item_ratings: Vec<ItemRating>,
+}
+
+/// One item's stars.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRating {
+    /// Item id, one of the order's.
+    pub item_id: String,
+    /// 1..5.
+    pub rating: u8,
+}
+
+/// The one-time claim on an order's rating, and everything known about its exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RatingRecord {
+    /// Rated order.
+    pub order_id: String,
+    /// Who rated it.
+    pub user_id: String,
+    /// Status; `completed` is also implied by a stored callback (see [`CallbackRecord`]).
+    pub status: RatingStatus,
+    /// What the buyer submitted.
+    pub submitted: SubmittedRating,
+    /// The /rating context sent (its message_id is the exchange's key).
+    pub context: Context,
+    /// When the claim was taken (ONDC timestamp format).
+    pub created_at: String,
+    /// The seller's error when it NACKed, or why it could not be reached.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<NetworkError>,
+}
+
+impl RatingRecord {
+    /// The exchange's message id.
+    pub fn message_id(&self) -> &str {
+        &self.context.message_id
+    }
+}
+
+/// A verified /on_rating, stored by message_id before it is acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackRecord {
+    /// The callback's context as received.
+    pub context: Context,
+    /// The callback's message as received.
+    pub message: OnRatingMessage,
+    /// When it arrived.
+    pub received_at: String,
+}
+
+/// Delivery state of the /on_rating a seller side owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Not yet delivered.
+    Pending,
+    /// The buyer side ACKed it.
+    Sent,
+    /// Given up (ttl passed or the buyer NACKed).
+    Failed,
+}
+
+/// A /rating received by the seller side: the hand-off to the seller platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedRating {
+    /// The /rating context.
+    pub context: Context,
+    /// The ratings, read tolerantly.
+    pub ratings: Vec<InboundRating>,
+    /// When it arrived.
+    pub received_at: String,
+    /// The /on_rating owed for it.
+    pub on_rating: DeliveryStatus,
+    /// Attempts made to deliver /on_rating.
+    pub attempts: u32,
+    /// Last delivery error.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,109 @@
+//! The Redis backend. Keys are `{prefix}{space}:{key}`, so several deployments or test runs share
+//! one server. The claim is a Lua script: Redis runs it atomically, so of any number of concurrent
+//! claims on one order, across any number of instances, exactly one wins.
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+use super::{Space, StoreError};
+
+/// Claim script. KEYS[1] rating key, KEYS[2] message index key; ARGV[1] record, ARGV[2] order id.
+/// Returns the existing record when the order is taken (a record whose status is not "failed"),
+/// nil when the claim was written.
+const CLAIM: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, rec = pcall(cjson.decode, cur)
+  if not (ok and type(rec) == 'table' and rec['status'] == 'failed') then
+    return cur
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+return false
+"#;
+
+/// A Redis-backed store.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    claim: redis::Script,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Connects; fails when the server does not answer.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        // Short timeouts: while Redis is down, buyer requests must fail fast rather than hang.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            claim: redis::Script::new(CLAIM),
+        })
+    }
+
+    fn key(&self, space: Space, key: &str) -> String {
+        format!("{}{}:{}", self.prefix, space.name(), key)
+    }
+
+    pub(super) async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut c = self.conn.clone();
+        c.get(self.key(space, key)).await.map_err(unavailable)
+    }
+
+    pub(super) async fn put(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        c.set(self.key(space, key), value)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn put_new(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        c.set_nx(self.key(space, key), value)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn claim(
+        &self,
+        order_id: &str,
+        record: Vec<u8>,
+        message_id: &str,
+        index_value: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut c = self.conn.clone();
+        self.claim
+            .key(self.key(Space::Ratings, order_id))
+            .key(self.key(Space::Messages, message_id))
+            .arg(record)
+            .arg(index_value)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+}
