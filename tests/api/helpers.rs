@@ -1,0 +1,537 @@
+//! Test fixtures: real servers on loopback ports, a real redb file or a real Redis (a private
+//! key prefix per test), fresh keys per participant, and a scripted seller for the misbehaviours
+//! a real one cannot be configured into.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+use ondc_rating::bap::auth::mint_hs256;
+use ondc_rating::clock::SystemClock;
+use ondc_rating::config::{
+    BuyerSettings, IdentitySettings, PeerSettings, SellerSettings, ServerSettings, Settings,
+    StoreBackend, StoreSettings,
+};
+use ondc_rating::crypto::{SigningKeyPair, sign_body};
+use ondc_rating::http::Application;
+
+/// Which store a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Redis,
+}
+
+/// Runs an async test body once per store backend.
+#[macro_export]
+macro_rules! both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name($crate::helpers::Backend::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name($crate::helpers::Backend::Redis).await
+            }
+        }
+    };
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").expect(
+        "REDIS_URL is not set: run the suite with scripts/test.sh, which starts a private redis-server",
+    )
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Where one test keeps its state: a temp dir for redb files and a unique Redis key prefix.
+pub struct StoreFixture {
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    pub prefix: String,
+}
+
+impl StoreFixture {
+    pub fn new(backend: Backend) -> Arc<Self> {
+        Arc::new(Self {
+            backend,
+            dir: tempfile::tempdir().expect("temp dir"),
+            prefix: format!("test:{}:", uuid::Uuid::new_v4()),
+        })
+    }
+
+    /// Settings for a store named `name` (a redb file, or a key prefix on the shared Redis).
+    pub fn settings(&self, name: &str) -> StoreSettings {
+        match self.backend {
+            Backend::Embedded => StoreSettings {
+                backend: StoreBackend::Embedded,
+                path: self.dir.path().join(format!("{name}.redb")),
+                ..StoreSettings::default()
+            },
+            Backend::Redis => StoreSettings {
+                backend: StoreBackend::Redis,
+                redis_url: redis_url(),
+                key_prefix: format!("{}{name}:", self.prefix),
+                ..StoreSettings::default()
+            },
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.redb"))
+    }
+}
+
+/// A network participant's identity.
+#[derive(Clone)]
+pub struct Identity {
+    pub id: String,
+    pub ukid: String,
+    pub keys: SigningKeyPair,
+}
+
+impl Identity {
+    pub fn new(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            ukid: "k1".into(),
+            keys: SigningKeyPair::generate().unwrap(),
+        }
+    }
+
+    pub fn peer(&self) -> PeerSettings {
+        PeerSettings {
+            subscriber_id: self.id.clone(),
+            unique_key_id: self.ukid.clone(),
+            signing_public_key: self.keys.public_key_base64(),
+        }
+    }
+
+    /// A header valid now for `body`.
+    pub fn sign(&self, body: &[u8]) -> String {
+        let t = now();
+        sign_body(body, &self.keys, &self.id, &self.ukid, t, t + 60)
+    }
+}
+
+pub fn bind() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+/// Settings with both roles off; callers switch on what they test.
+pub fn settings_for(identity: &Identity, port: u16, store: StoreSettings) -> Settings {
+    Settings {
+        server: ServerSettings {
+            bind: format!("127.0.0.1:{port}"),
+            log_level: "warn".into(),
+            ..ServerSettings::default()
+        },
+        identity: IdentitySettings {
+            subscriber_id: identity.id.clone(),
+            unique_key_id: identity.ukid.clone(),
+            signing_private_key: identity.keys.private_key_base64(),
+            signature_ttl_secs: 60,
+            clock_skew_secs: 5,
+        },
+        store,
+        buyer: BuyerSettings {
+            enabled: false,
+            ..BuyerSettings::default()
+        },
+        seller: SellerSettings {
+            enabled: false,
+            ..SellerSettings::default()
+        },
+        peers: vec![],
+    }
+}
+
+/// A running adapter.
+pub struct TestApp {
+    pub base: String,
+    pub port: u16,
+    pub settings: Settings,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn start(settings: Settings, listener: TcpListener) -> Self {
+        settings.validate().expect("test settings are valid");
+        let port = listener.local_addr().unwrap().port();
+        let app = Application::with_listener(settings.clone(), listener, Arc::new(SystemClock))
+            .await
+            .expect("app starts");
+        let handle = app.handle();
+        let task = tokio::spawn(app.run_until_stopped());
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            settings,
+            handle,
+            task,
+        }
+    }
+
+    /// Stops the server and waits until it has released everything (the redb file included).
+    pub async fn stop(self) -> Settings {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+        self.settings
+    }
+
+    /// Stops and starts again on the same port with the same settings (same store).
+    pub async fn restart(self) -> Self {
+        let port = self.port;
+        let settings = self.stop().await;
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind same port");
+        Self::start(settings, listener).await
+    }
+}
+
+pub const JWT_SECRET: &str = "integration-test-jwt-secret";
+pub const INTERNAL: &str = "integration-internal-token";
+
+/// A buyer-side adapter and a client for its APIs.
+pub struct Buyer {
+    pub app: TestApp,
+    pub identity: Identity,
+    pub http: reqwest::Client,
+}
+
+impl Buyer {
+    pub async fn start(
+        store: &StoreFixture,
+        name: &str,
+        peers: Vec<PeerSettings>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        Self::start_as(Identity::new("buyer.test"), store, name, peers, tweak).await
+    }
+
+    pub async fn start_as(
+        identity: Identity,
+        store: &StoreFixture,
+        name: &str,
+        peers: Vec<PeerSettings>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let (listener, port) = bind();
+        let mut s = settings_for(&identity, port, store.settings(name));
+        s.buyer = BuyerSettings {
+            enabled: true,
+            bap_uri: format!("http://127.0.0.1:{port}/bap"),
+            callback_wait_ms: 5_000,
+            send_attempts: 2,
+            send_timeout_ms: 2_000,
+            jwt_hs256_secret: JWT_SECRET.into(),
+            internal_token: INTERNAL.into(),
+            ..BuyerSettings::default()
+        };
+        s.peers = peers;
+        tweak(&mut s);
+        Self {
+            app: TestApp::start(s, listener).await,
+            identity,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn token(user: &str) -> String {
+        mint_hs256(JWT_SECRET, user, now(), 600)
+    }
+
+    pub async fn put_order(&self, order_id: &str, order: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(format!("{}/internal/orders/{order_id}", self.app.base))
+            .bearer_auth(INTERNAL)
+            .json(order)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn rate(&self, user: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/ret11/rating", self.app.base))
+            .bearer_auth(Self::token(user))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn rating_of(&self, user: &str, order_id: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}/ret11/orders/{order_id}/rating", self.app.base))
+            .bearer_auth(Self::token(user))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a signed /on_rating as `signer`.
+    pub async fn on_rating(&self, signer: &Identity, body: &[u8]) -> (u16, Value) {
+        post_signed(&self.http, &format!("{}/bap/on_rating", self.app.base), signer, body).await
+    }
+}
+
+pub async fn post_signed(
+    http: &reqwest::Client,
+    url: &str,
+    signer: &Identity,
+    body: &[u8],
+) -> (u16, Value) {
+    post_with_header(http, url, Some(&signer.sign(body)), body).await
+}
+
+pub async fn post_with_header(
+    http: &reqwest::Client,
+    url: &str,
+    header: Option<&str>,
+    body: &[u8],
+) -> (u16, Value) {
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(h) = header {
+        req = req.header("authorization", h);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A seller-side adapter.
+pub struct Seller {
+    pub app: TestApp,
+    pub identity: Identity,
+    pub http: reqwest::Client,
+}
+
+impl Seller {
+    pub async fn start(
+        store: &StoreFixture,
+        name: &str,
+        peers: Vec<PeerSettings>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let identity = Identity::new("seller.test");
+        let (listener, port) = bind();
+        let mut s = settings_for(&identity, port, store.settings(name));
+        s.seller = SellerSettings {
+            enabled: true,
+            bpp_uri: format!("http://127.0.0.1:{port}/bpp"),
+            feedback_form_url: "https://seller.test/feedback/{order_id}".into(),
+            internal_token: INTERNAL.into(),
+            ..SellerSettings::default()
+        };
+        s.peers = peers;
+        tweak(&mut s);
+        Self {
+            app: TestApp::start(s, listener).await,
+            identity,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn rating_url(&self) -> String {
+        format!("{}/bpp/rating", self.app.base)
+    }
+
+    /// What the seller platform reads for a received rating.
+    pub async fn received(&self, bap_id: &str, message_id: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!(
+                "{}/internal/seller/ratings/{bap_id}/{message_id}",
+                self.app.base
+            ))
+            .bearer_auth(INTERNAL)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A full order owned by `user`, sold by `bpp_id` at `bpp_uri`.
+pub fn order(user: &str, bpp_id: &str, bpp_uri: &str) -> Value {
+    json!({
+        "userId": user,
+        "state": "Completed",
+        "domain": "ONDC:RET11",
+        "city": "std:080",
+        "transactionId": uuid::Uuid::new_v4().to_string(),
+        "bppId": bpp_id,
+        "bppUri": bpp_uri,
+        "providerId": "P1",
+        "itemIds": ["I1", "I2"],
+        "fulfillmentIds": ["F1"],
+        "agentId": "A1"
+    })
+}
+
+pub fn full_rating(order_id: &str) -> Value {
+    json!({
+        "orderId": order_id,
+        "orderRating": 5,
+        "providerRating": 4,
+        "agentRating": 3,
+        "fulfilmentRating": 2,
+        "itemRatings": [{"itemId": "I1", "rating": 5}, {"itemId": "I2", "rating": 1}]
+    })
+}
+
+/// A buyer and a real seller adapter that trust each other.
+pub struct Pair {
+    pub buyer: Buyer,
+    pub seller: Seller,
+    pub store: Arc<StoreFixture>,
+}
+
+impl Pair {
+    pub async fn start(backend: Backend) -> Self {
+        let store = StoreFixture::new(backend);
+        let buyer_identity = Identity::new("buyer.test");
+        let seller = Seller::start(&store, "seller", vec![buyer_identity.peer()], |_| {}).await;
+        let buyer = Buyer::start_as(
+            buyer_identity,
+            &store,
+            "buyer",
+            vec![seller.identity.peer()],
+            |_| {},
+        )
+        .await;
+        Self {
+            buyer,
+            seller,
+            store,
+        }
+    }
+
+    /// Registers a completed order for `user` sold by this pair's seller.
+    pub async fn order(&self, order_id: &str, user: &str) -> Value {
+        let o = order(
+            user,
+            &self.seller.identity.id,
+            &format!("{}/bpp", self.seller.app.base),
+        );
+        let (status, body) = self.buyer.put_order(order_id, &o).await;
+        assert_eq!(status, 200, "{body}");
+        o
+    }
+}
+
+/// What a scripted seller answers to /rating.
+#[derive(Clone)]
+pub enum Script {
+    /// ACK and never call back.
+    AckSilently,
+    /// Answer with this status and body.
+    Respond(u16, String),
+}
+
+/// One request the scripted seller received.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A stand-in seller for misbehaviours; records every request it gets.
+pub struct ScriptedSeller {
+    pub identity: Identity,
+    pub base: String,
+    pub received: Arc<Mutex<Vec<Captured>>>,
+    handle: ServerHandle,
+}
+
+impl ScriptedSeller {
+    pub async fn start(script: Script) -> Self {
+        let (listener, port) = bind();
+        let received: Arc<Mutex<Vec<Captured>>> = Arc::default();
+        let rec = received.clone();
+        let server = HttpServer::new(move || {
+            let rec = rec.clone();
+            let script = script.clone();
+            App::new().route(
+                "/bpp/rating",
+                web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                    let rec = rec.clone();
+                    let script = script.clone();
+                    async move {
+                        rec.lock().unwrap().push(Captured {
+                            authorization: req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|h| h.to_str().ok())
+                                .map(str::to_owned),
+                            body: body.to_vec(),
+                        });
+                        match script {
+                            Script::AckSilently => HttpResponse::Ok()
+                                .content_type("application/json")
+                                .body(r#"{"message":{"ack":{"status":"ACK"}}}"#),
+                            Script::Respond(status, body) => {
+                                HttpResponse::build(
+                                    actix_web::http::StatusCode::from_u16(status).unwrap(),
+                                )
+                                .content_type("application/json")
+                                .body(body)
+                            }
+                        }
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            identity: Identity::new("scripted-seller.test"),
+            base: format!("http://127.0.0.1:{port}"),
+            received,
+            handle,
+        }
+    }
+
+    pub fn bpp_uri(&self) -> String {
+        format!("{}/bpp", self.base)
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// A loopback port with nothing listening.
+pub fn dead_port() -> u16 {
+    let (l, port) = bind();
+    drop(l);
+    port
+}
