@@ -456,16 +456,15 @@ pub struct Captured {
     pub body: Vec<u8>,
 }
 
-/// A stand-in seller for misbehaviours; records every request it gets.
-pub struct ScriptedSeller {
-    pub identity: Identity,
+/// A small HTTP server of ours that records every POST to one path and answers by script.
+pub struct Recorder {
     pub base: String,
     pub received: Arc<Mutex<Vec<Captured>>>,
     handle: ServerHandle,
 }
 
-impl ScriptedSeller {
-    pub async fn start(script: Script) -> Self {
+impl Recorder {
+    pub async fn start(path: &'static str, script: Script) -> Self {
         let (listener, port) = bind();
         let received: Arc<Mutex<Vec<Captured>>> = Arc::default();
         let rec = received.clone();
@@ -473,7 +472,7 @@ impl ScriptedSeller {
             let rec = rec.clone();
             let script = script.clone();
             App::new().route(
-                "/bpp/rating",
+                path,
                 web::post().to(move |req: HttpRequest, body: web::Bytes| {
                     let rec = rec.clone();
                     let script = script.clone();
@@ -486,18 +485,15 @@ impl ScriptedSeller {
                                 .map(str::to_owned),
                             body: body.to_vec(),
                         });
-                        match script {
-                            Script::AckSilently => HttpResponse::Ok()
-                                .content_type("application/json")
-                                .body(r#"{"message":{"ack":{"status":"ACK"}}}"#),
-                            Script::Respond(status, body) => {
-                                HttpResponse::build(
-                                    actix_web::http::StatusCode::from_u16(status).unwrap(),
-                                )
-                                .content_type("application/json")
-                                .body(body)
+                        let (status, body) = match script {
+                            Script::AckSilently => {
+                                (200, r#"{"message":{"ack":{"status":"ACK"}}}"#.to_owned())
                             }
-                        }
+                            Script::Respond(status, body) => (status, body),
+                        };
+                        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                            .content_type("application/json")
+                            .body(body)
                     }
                 }),
             )
@@ -509,23 +505,79 @@ impl ScriptedSeller {
         let handle = server.handle();
         tokio::spawn(server);
         Self {
-            identity: Identity::new("scripted-seller.test"),
             base: format!("http://127.0.0.1:{port}"),
             received,
             handle,
         }
     }
 
-    pub fn bpp_uri(&self) -> String {
-        format!("{}/bpp", self.base)
-    }
-
     pub fn requests(&self) -> Vec<Captured> {
         self.received.lock().unwrap().clone()
     }
 
+    /// Waits (bounded) until `n` requests arrived and returns them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Captured> {
+        for _ in 0..250 {
+            if self.requests().len() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let got = self.requests();
+        assert!(got.len() >= n, "expected {n} requests, got {}", got.len());
+        got
+    }
+
     pub async fn stop(self) {
         self.handle.stop(false).await;
+    }
+}
+
+/// A stand-in seller for misbehaviours: records every /rating and answers by script.
+pub struct ScriptedSeller {
+    pub identity: Identity,
+    pub recorder: Recorder,
+}
+
+impl ScriptedSeller {
+    pub async fn start(script: Script) -> Self {
+        Self {
+            identity: Identity::new("scripted-seller.test"),
+            recorder: Recorder::start("/bpp/rating", script).await,
+        }
+    }
+
+    pub fn bpp_uri(&self) -> String {
+        format!("{}/bpp", self.recorder.base)
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.recorder.requests()
+    }
+}
+
+/// A stand-in buyer side that ACKs and records every /on_rating.
+pub struct ScriptedBuyer {
+    pub recorder: Recorder,
+}
+
+impl ScriptedBuyer {
+    pub async fn start() -> Self {
+        Self {
+            recorder: Recorder::start("/bap/on_rating", Script::AckSilently).await,
+        }
+    }
+
+    pub fn bap_uri(&self) -> String {
+        format!("{}/bap", self.recorder.base)
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.recorder.requests()
+    }
+
+    pub async fn wait_for(&self, n: usize) -> Vec<Captured> {
+        self.recorder.wait_for(n).await
     }
 }
 

@@ -1,0 +1,278 @@
+//! The network endpoints: signatures checked on raw bytes, the right NACK for each refusal, and
+//! idempotent handling of repeated messages.
+
+use serde_json::{Value, json};
+
+use crate::both_stores;
+use crate::helpers::*;
+use ondc_rating::crypto::sign_body;
+
+/// A /rating body from `bap` to `seller`, as a buyer side would send it.
+fn rating_body(bap: &Identity, bap_uri: &str, seller: &Seller, message_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "context": {
+            "domain": "ONDC:RET11", "country": "IND", "city": "std:080", "action": "rating",
+            "core_version": "1.2.0", "bap_id": bap.id, "bap_uri": bap_uri,
+            "bpp_id": seller.identity.id, "bpp_uri": format!("{}/bpp", seller.app.base),
+            "transaction_id": "txn-1", "message_id": message_id,
+            "timestamp": ondc_rating::clock::ondc_timestamp(chrono::Utc::now()), "ttl": "PT30S"
+        },
+        "message": {"ratings": [{"rating_category": "Order", "id": "O-1", "value": "5"}]}
+    }))
+    .unwrap()
+}
+
+fn assert_signature_nack(status: u16, body: &Value, code: &str) {
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        body,
+        &json!({"message": {"ack": {"status": "NACK"}},
+                "error": {"type": "POLICY-ERROR", "code": code, "message": "Invalid Signature"}})
+    );
+}
+
+async fn seller_refuses_bad_signatures(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |_| {}).await;
+    let url = seller.rating_url();
+    let http = reqwest::Client::new();
+    let body = rating_body(&bap, "http://127.0.0.1:9/bap", &seller, "m-1");
+
+    // Tampered body: signed, then one byte changed.
+    let header = bap.sign(&body);
+    let mut tampered = body.clone();
+    let pos = tampered.iter().position(|&b| b == b'5').unwrap();
+    tampered[pos] = b'1';
+    let r = http
+        .post(&url)
+        .header("authorization", &header)
+        .header("content-type", "application/json")
+        .body(tampered.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let realm = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert_eq!(
+        realm,
+        "Signature realm=\"seller.test\",headers=\"(created) (expires) digest\""
+    );
+    assert_signature_nack(401, &r.json().await.unwrap(), "30016");
+
+    // Signed by a key the seller does not know for that keyId.
+    let impostor = Identity {
+        keys: ondc_rating::crypto::SigningKeyPair::generate().unwrap(),
+        ..bap.clone()
+    };
+    let (s, b) = post_signed(&http, &url, &impostor, &body).await;
+    assert_signature_nack(s, &b, "30016");
+
+    // Expired: created and expires in the past.
+    let t = now();
+    let old = sign_body(&body, &bap.keys, &bap.id, &bap.ukid, t - 120, t - 60);
+    let (s, b) = post_with_header(&http, &url, Some(&old), &body).await;
+    assert_signature_nack(s, &b, "30016");
+
+    // From the future, beyond the allowed skew.
+    let future = sign_body(&body, &bap.keys, &bap.id, &bap.ukid, t + 60, t + 120);
+    let (s, b) = post_with_header(&http, &url, Some(&future), &body).await;
+    assert_signature_nack(s, &b, "30016");
+
+    // Missing header, and a garbage one.
+    let (s, b) = post_with_header(&http, &url, None, &body).await;
+    assert_signature_nack(s, &b, "30016");
+    let (s, b) = post_with_header(&http, &url, Some("Signature keyId=oops"), &body).await;
+    assert_signature_nack(s, &b, "30016");
+
+    // Validly signed by a known participant that is not the context's bap_id.
+    let other = Identity::new("other-buyer.test");
+    let seller2 =
+        Seller::start(&store, "seller2", vec![bap.peer(), other.peer()], |_| {}).await;
+    let body2 = rating_body(&bap, "http://127.0.0.1:9/bap", &seller2, "m-2");
+    let (s, b) = post_signed(&http, &seller2.rating_url(), &other, &body2).await;
+    assert_eq!(s, 401);
+    assert_eq!(b["error"]["code"], "30016");
+
+    // Nothing was recorded for any of them.
+    assert_eq!(seller.received("buyer.test", "m-1").await.0, 404);
+    assert_eq!(seller2.received("buyer.test", "m-2").await.0, 404);
+
+    // The same body, correctly signed, is accepted.
+    let (s, b) = post_signed(&http, &url, &bap, &body).await;
+    assert_eq!((s, b), (200, json!({"message": {"ack": {"status": "ACK"}}})));
+    assert_eq!(seller.received("buyer.test", "m-1").await.0, 200);
+}
+both_stores!(seller_refuses_bad_signatures);
+
+async fn seller_reads_tolerantly_and_nacks_what_it_cannot_accept(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |_| {}).await;
+    let http = reqwest::Client::new();
+    let url = seller.rating_url();
+    let base: Value = serde_json::from_slice(&rating_body(&bap, "http://127.0.0.1:9/bap", &seller, "m")).unwrap();
+
+    // Tolerant: a single rating object, a numeric value, an upper-case category, extra keys.
+    let mut v = base.clone();
+    v["context"]["message_id"] = json!("m-tolerant");
+    v["context"]["extra"] = json!("ignored");
+    v["message"] = json!({"rating_category": "PROVIDER", "id": "P1", "value": 4, "x": 1});
+    let (s, b) = post_signed(&http, &url, &bap, &serde_json::to_vec(&v).unwrap()).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, rec) = seller.received("buyer.test", "m-tolerant").await;
+    assert_eq!(
+        rec["rating"]["ratings"],
+        json!([{"rating_category": "Provider", "id": "P1", "value": "4"}])
+    );
+
+    // Refused with NACK 30000 and the path of the problem.
+    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str, &str)> = vec![
+        (Box::new(|v| { v["context"].as_object_mut().unwrap().remove("bap_uri"); }), "30000", "context.bap_uri"),
+        (Box::new(|v| v["context"]["action"] = json!("search")), "30000", "context.action"),
+        (Box::new(|v| v["context"]["bpp_id"] = json!("someone-else.test")), "30000", "context.bpp_id"),
+        (Box::new(|v| v["message"] = json!({"ratings": []})), "30000", "message.ratings"),
+        (Box::new(|v| v["message"] = json!({"ratings": [{"id": "O", "value": "5"}]})), "30000", "message.ratings[0].rating_category"),
+        (Box::new(|v| v["context"]["timestamp"] = json!("2020-01-01T00:00:00.000Z")), "30022", "context.timestamp"),
+    ];
+    for (i, (mutate, code, path)) in cases.into_iter().enumerate() {
+        let mut v = base.clone();
+        v["context"]["message_id"] = json!(format!("m-bad-{i}"));
+        mutate(&mut v);
+        let (s, b) = post_signed(&http, &url, &bap, &serde_json::to_vec(&v).unwrap()).await;
+        assert_eq!(s, 400, "{path}: {b}");
+        assert_eq!(b["message"]["ack"]["status"], "NACK");
+        assert_eq!(b["error"]["code"], code, "{b}");
+        assert_eq!(b["error"]["path"], path, "{b}");
+        assert_eq!(seller.received("buyer.test", &format!("m-bad-{i}")).await.0, 404);
+    }
+    // Signed but not JSON.
+    let (s, b) = post_signed(&http, &url, &bap, b"not json").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("30000")));
+}
+both_stores!(seller_reads_tolerantly_and_nacks_what_it_cannot_accept);
+
+async fn repeated_rating_is_acknowledged_but_processed_once(backend: Backend) {
+    // A real buyer side receives the seller's callbacks and counts them via its store: the
+    // seller must call back once for two identical /rating messages.
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |_| {}).await;
+    let callbacks = ScriptedBuyer::start().await;
+    let http = reqwest::Client::new();
+    let body = rating_body(&bap, &callbacks.bap_uri(), &seller, "m-dup");
+    for _ in 0..2 {
+        let (s, b) = post_signed(&http, &seller.rating_url(), &bap, &body).await;
+        assert_eq!((s, b), (200, json!({"message": {"ack": {"status": "ACK"}}})));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let got = callbacks.requests();
+    assert_eq!(got.len(), 1, "one /on_rating for two identical /rating messages");
+    let (_, rec) = seller.received("buyer.test", "m-dup").await;
+    assert_eq!(rec["rating"]["attempts"], 1);
+    assert_eq!(rec["rating"]["onRating"], "sent");
+}
+both_stores!(repeated_rating_is_acknowledged_but_processed_once);
+
+#[tokio::test]
+async fn on_rating_is_signed_echoes_the_request_and_carries_the_form() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| {
+        s.seller.feedback_form_url = "https://seller.test/f/{order_id}?t={transaction_id}".into();
+    })
+    .await;
+    let callbacks = ScriptedBuyer::start().await;
+    let http = reqwest::Client::new();
+    let body = rating_body(&bap, &callbacks.bap_uri(), &seller, "m-echo");
+    let sent: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(post_signed(&http, &seller.rating_url(), &bap, &body).await.0, 200);
+    let cb = callbacks.wait_for(1).await.remove(0);
+
+    // Signed by the seller over the exact bytes that arrived.
+    let header = cb.authorization.expect("signed");
+    let parsed = ondc_rating::crypto::verify_body(
+        &header,
+        &cb.body,
+        &seller.identity.keys.verifying_key(),
+        now(),
+        5,
+    )
+    .expect("valid signature");
+    assert_eq!(parsed.subscriber_id, "seller.test");
+
+    let got: Value = serde_json::from_slice(&cb.body).unwrap();
+    let (c, s) = (&got["context"], &sent["context"]);
+    assert_eq!(c["action"], "on_rating");
+    for k in ["domain", "country", "city", "core_version", "bap_id", "bap_uri", "bpp_id", "bpp_uri", "transaction_id", "message_id", "ttl"] {
+        assert_eq!(c[k], s[k], "{k}");
+    }
+    assert!(c["timestamp"].as_str().unwrap() > s["timestamp"].as_str().unwrap());
+    assert_eq!(
+        got["message"],
+        json!({"feedback_ack": true, "rating_ack": true, "feedback_form": {"form": {
+            "url": "https://seller.test/f/O-1?t=txn-1", "mime_type": "text/html",
+            "data": "order_id=O-1"}, "required": false}})
+    );
+    // Wire order of the context is ONDC's, not alphabetical.
+    let text = String::from_utf8(cb.body).unwrap();
+    assert!(text.starts_with(r#"{"context":{"domain":"ONDC:RET11","country":"IND","city":"std:080","action":"on_rating""#), "{text}");
+}
+
+async fn buyer_side_refuses_bad_callbacks(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
+        s.buyer.callback_wait_ms = 200;
+    })
+    .await;
+    let order_json = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &order_json).await.0, 200);
+    let (status, pending) = buyer.rate("alice", &json!({"orderId": "O-1", "orderRating": 5})).await;
+    assert_eq!(status, 202, "{pending}");
+    let rating_ctx = pending["data"]["dto"]["context"].clone();
+    let on_rating = |ctx: &Value| {
+        let mut c = ctx.clone();
+        c["action"] = json!("on_rating");
+        c["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+        serde_json::to_vec(&json!({"context": c, "message": {"feedback_ack": true, "rating_ack": true}})).unwrap()
+    };
+    let body = on_rating(&rating_ctx);
+    let url = format!("{}/bap/on_rating", buyer.app.base);
+
+    // Bad signatures: 401 with NACK 20001.
+    let mut tampered = body.clone();
+    let last = tampered.len() - 3;
+    tampered[last] = b'x';
+    let (s, b) = post_with_header(&buyer.http, &url, Some(&seller.identity.sign(&body)), &tampered).await;
+    assert_signature_nack(s, &b, "20001");
+    let stranger = Identity::new(&seller.identity.id);
+    let (s, b) = buyer.on_rating(&stranger, &body).await;
+    assert_signature_nack(s, &b, "20001");
+    let t = now();
+    let old = sign_body(&body, &seller.identity.keys, &seller.identity.id, "k1", t - 100, t - 40);
+    let (s, b) = post_with_header(&buyer.http, &url, Some(&old), &body).await;
+    assert_signature_nack(s, &b, "20001");
+
+    // No outstanding rating for that message_id: NACK 20008.
+    let mut unknown = rating_ctx.clone();
+    unknown["message_id"] = json!(uuid::Uuid::new_v4().to_string());
+    let (s, b) = buyer.on_rating(&seller.identity, &on_rating(&unknown)).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["code"], "20008");
+
+    // Context that does not match the /rating: NACK 20006 naming the field.
+    let mut wrong_txn = rating_ctx.clone();
+    wrong_txn["transaction_id"] = json!("another-transaction");
+    let (s, b) = buyer.on_rating(&seller.identity, &on_rating(&wrong_txn)).await;
+    assert_eq!((s, b["error"]["code"].as_str(), b["error"]["path"].as_str()), (400, Some("20006"), Some("context.transaction_id")));
+
+    // None of those completed the rating.
+    assert_eq!(buyer.rating_of("alice", "O-1").await.1["data"]["status"], "acknowledged");
+
+    // The genuine callback is accepted, twice over (second one ACKed, first one kept).
+    assert_eq!(buyer.on_rating(&seller.identity, &body).await.0, 200);
+    assert_eq!(buyer.on_rating(&seller.identity, &body).await.0, 200);
+    assert_eq!(buyer.rating_of("alice", "O-1").await.1["data"]["status"], "completed");
+}
+both_stores!(buyer_side_refuses_bad_callbacks);
