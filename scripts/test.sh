@@ -99,13 +99,14 @@ setup_redis() {
 
 run_tests() {
   local rc=0
+  # Doctests first (nextest does not run them), so the suite's own summary closes the output.
+  if [[ -f "$ROOT/src/lib.rs" ]]; then
+    cargo test --doc --workspace || rc=$?
+  fi
   if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --no-fail-fast "$@" || rc=$?
   else
     cargo test --workspace --all-targets "$@" || rc=$?
-  fi
-  if [[ -f "$ROOT/src/lib.rs" ]]; then
-    cargo test --doc --workspace || rc=$?
   fi
   return "$rc"
 }

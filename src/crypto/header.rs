@@ -18,6 +18,13 @@ pub const ALGORITHM: &str = "ed25519";
 pub const COVERED_HEADERS: &str = "(created) (expires) digest";
 
 /// Base64 of unkeyed BLAKE2b-512 over the exact body bytes (88 characters).
+///
+/// ```
+/// assert_eq!(
+///     ondc_rating::crypto::body_digest(b"The quick brown fox jumps over the lazy dog"),
+///     "qK3Uvd39k+SHfSdG5igXsRY2Sh+nvBSNlQkLxzM7NnP4JAHPeqLkyx7NkCluPxTLVBP47Xe+cwRbE5FM3NapGA=="
+/// );
+/// ```
 pub fn body_digest(body: &[u8]) -> String {
     b64_encode(Blake2b512::digest(body))
 }

@@ -289,7 +289,13 @@ impl Buyer {
 
     /// Posts a signed /on_rating as `signer`.
     pub async fn on_rating(&self, signer: &Identity, body: &[u8]) -> (u16, Value) {
-        post_signed(&self.http, &format!("{}/bap/on_rating", self.app.base), signer, body).await
+        post_signed(
+            &self.http,
+            &format!("{}/bap/on_rating", self.app.base),
+            signer,
+            body,
+        )
+        .await
     }
 }
 
@@ -460,7 +466,6 @@ pub struct Captured {
 pub struct Recorder {
     pub base: String,
     pub received: Arc<Mutex<Vec<Captured>>>,
-    handle: ServerHandle,
 }
 
 impl Recorder {
@@ -502,12 +507,11 @@ impl Recorder {
         .listen(listener)
         .unwrap()
         .run();
-        let handle = server.handle();
+        // Runs until the test's runtime ends.
         tokio::spawn(server);
         Self {
             base: format!("http://127.0.0.1:{port}"),
             received,
-            handle,
         }
     }
 
@@ -526,10 +530,6 @@ impl Recorder {
         let got = self.requests();
         assert!(got.len() >= n, "expected {n} requests, got {}", got.len());
         got
-    }
-
-    pub async fn stop(self) {
-        self.handle.stop(false).await;
     }
 }
 

@@ -1,7 +1,12 @@
-//! Integration tests: real adapters over loopback HTTP, real redb files, a real Redis.
+//! Integration tests: real adapters over loopback HTTP, real redb files, a real Redis, real
+//! peer processes (this binary, ONDC's Node SDK).
 
 mod helpers;
 
+mod cli;
+mod concurrency;
 mod interop;
 mod network;
 mod rating_flow;
+mod restart;
+mod seller_failures;

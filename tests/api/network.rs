@@ -87,8 +87,7 @@ async fn seller_refuses_bad_signatures(backend: Backend) {
 
     // Validly signed by a known participant that is not the context's bap_id.
     let other = Identity::new("other-buyer.test");
-    let seller2 =
-        Seller::start(&store, "seller2", vec![bap.peer(), other.peer()], |_| {}).await;
+    let seller2 = Seller::start(&store, "seller2", vec![bap.peer(), other.peer()], |_| {}).await;
     let body2 = rating_body(&bap, "http://127.0.0.1:9/bap", &seller2, "m-2");
     let (s, b) = post_signed(&http, &seller2.rating_url(), &other, &body2).await;
     assert_eq!(s, 401);
@@ -100,7 +99,10 @@ async fn seller_refuses_bad_signatures(backend: Backend) {
 
     // The same body, correctly signed, is accepted.
     let (s, b) = post_signed(&http, &url, &bap, &body).await;
-    assert_eq!((s, b), (200, json!({"message": {"ack": {"status": "ACK"}}})));
+    assert_eq!(
+        (s, b),
+        (200, json!({"message": {"ack": {"status": "ACK"}}}))
+    );
     assert_eq!(seller.received("buyer.test", "m-1").await.0, 200);
 }
 both_stores!(seller_refuses_bad_signatures);
@@ -111,7 +113,8 @@ async fn seller_reads_tolerantly_and_nacks_what_it_cannot_accept(backend: Backen
     let seller = Seller::start(&store, "seller", vec![bap.peer()], |_| {}).await;
     let http = reqwest::Client::new();
     let url = seller.rating_url();
-    let base: Value = serde_json::from_slice(&rating_body(&bap, "http://127.0.0.1:9/bap", &seller, "m")).unwrap();
+    let base: Value =
+        serde_json::from_slice(&rating_body(&bap, "http://127.0.0.1:9/bap", &seller, "m")).unwrap();
 
     // Tolerant: a single rating object, a numeric value, an upper-case category, extra keys.
     let mut v = base.clone();
@@ -127,13 +130,40 @@ async fn seller_reads_tolerantly_and_nacks_what_it_cannot_accept(backend: Backen
     );
 
     // Refused with NACK 30000 and the path of the problem.
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str, &str)> = vec![
-        (Box::new(|v| { v["context"].as_object_mut().unwrap().remove("bap_uri"); }), "30000", "context.bap_uri"),
-        (Box::new(|v| v["context"]["action"] = json!("search")), "30000", "context.action"),
-        (Box::new(|v| v["context"]["bpp_id"] = json!("someone-else.test")), "30000", "context.bpp_id"),
-        (Box::new(|v| v["message"] = json!({"ratings": []})), "30000", "message.ratings"),
-        (Box::new(|v| v["message"] = json!({"ratings": [{"id": "O", "value": "5"}]})), "30000", "message.ratings[0].rating_category"),
-        (Box::new(|v| v["context"]["timestamp"] = json!("2020-01-01T00:00:00.000Z")), "30022", "context.timestamp"),
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Mutation, &str, &str)> = vec![
+        (
+            Box::new(|v| {
+                v["context"].as_object_mut().unwrap().remove("bap_uri");
+            }),
+            "30000",
+            "context.bap_uri",
+        ),
+        (
+            Box::new(|v| v["context"]["action"] = json!("search")),
+            "30000",
+            "context.action",
+        ),
+        (
+            Box::new(|v| v["context"]["bpp_id"] = json!("someone-else.test")),
+            "30000",
+            "context.bpp_id",
+        ),
+        (
+            Box::new(|v| v["message"] = json!({"ratings": []})),
+            "30000",
+            "message.ratings",
+        ),
+        (
+            Box::new(|v| v["message"] = json!({"ratings": [{"id": "O", "value": "5"}]})),
+            "30000",
+            "message.ratings[0].rating_category",
+        ),
+        (
+            Box::new(|v| v["context"]["timestamp"] = json!("2020-01-01T00:00:00.000Z")),
+            "30022",
+            "context.timestamp",
+        ),
     ];
     for (i, (mutate, code, path)) in cases.into_iter().enumerate() {
         let mut v = base.clone();
@@ -144,7 +174,10 @@ async fn seller_reads_tolerantly_and_nacks_what_it_cannot_accept(backend: Backen
         assert_eq!(b["message"]["ack"]["status"], "NACK");
         assert_eq!(b["error"]["code"], code, "{b}");
         assert_eq!(b["error"]["path"], path, "{b}");
-        assert_eq!(seller.received("buyer.test", &format!("m-bad-{i}")).await.0, 404);
+        assert_eq!(
+            seller.received("buyer.test", &format!("m-bad-{i}")).await.0,
+            404
+        );
     }
     // Signed but not JSON.
     let (s, b) = post_signed(&http, &url, &bap, b"not json").await;
@@ -163,11 +196,18 @@ async fn repeated_rating_is_acknowledged_but_processed_once(backend: Backend) {
     let body = rating_body(&bap, &callbacks.bap_uri(), &seller, "m-dup");
     for _ in 0..2 {
         let (s, b) = post_signed(&http, &seller.rating_url(), &bap, &body).await;
-        assert_eq!((s, b), (200, json!({"message": {"ack": {"status": "ACK"}}})));
+        assert_eq!(
+            (s, b),
+            (200, json!({"message": {"ack": {"status": "ACK"}}}))
+        );
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let got = callbacks.requests();
-    assert_eq!(got.len(), 1, "one /on_rating for two identical /rating messages");
+    assert_eq!(
+        got.len(),
+        1,
+        "one /on_rating for two identical /rating messages"
+    );
     let (_, rec) = seller.received("buyer.test", "m-dup").await;
     assert_eq!(rec["rating"]["attempts"], 1);
     assert_eq!(rec["rating"]["onRating"], "sent");
@@ -186,7 +226,12 @@ async fn on_rating_is_signed_echoes_the_request_and_carries_the_form() {
     let http = reqwest::Client::new();
     let body = rating_body(&bap, &callbacks.bap_uri(), &seller, "m-echo");
     let sent: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(post_signed(&http, &seller.rating_url(), &bap, &body).await.0, 200);
+    assert_eq!(
+        post_signed(&http, &seller.rating_url(), &bap, &body)
+            .await
+            .0,
+        200
+    );
     let cb = callbacks.wait_for(1).await.remove(0);
 
     // Signed by the seller over the exact bytes that arrived.
@@ -204,7 +249,19 @@ async fn on_rating_is_signed_echoes_the_request_and_carries_the_form() {
     let got: Value = serde_json::from_slice(&cb.body).unwrap();
     let (c, s) = (&got["context"], &sent["context"]);
     assert_eq!(c["action"], "on_rating");
-    for k in ["domain", "country", "city", "core_version", "bap_id", "bap_uri", "bpp_id", "bpp_uri", "transaction_id", "message_id", "ttl"] {
+    for k in [
+        "domain",
+        "country",
+        "city",
+        "core_version",
+        "bap_id",
+        "bap_uri",
+        "bpp_id",
+        "bpp_uri",
+        "transaction_id",
+        "message_id",
+        "ttl",
+    ] {
         assert_eq!(c[k], s[k], "{k}");
     }
     assert!(c["timestamp"].as_str().unwrap() > s["timestamp"].as_str().unwrap());
@@ -228,14 +285,19 @@ async fn buyer_side_refuses_bad_callbacks(backend: Backend) {
     .await;
     let order_json = order("alice", &seller.identity.id, &seller.bpp_uri());
     assert_eq!(buyer.put_order("O-1", &order_json).await.0, 200);
-    let (status, pending) = buyer.rate("alice", &json!({"orderId": "O-1", "orderRating": 5})).await;
+    let (status, pending) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+        .await;
     assert_eq!(status, 202, "{pending}");
     let rating_ctx = pending["data"]["dto"]["context"].clone();
     let on_rating = |ctx: &Value| {
         let mut c = ctx.clone();
         c["action"] = json!("on_rating");
         c["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
-        serde_json::to_vec(&json!({"context": c, "message": {"feedback_ack": true, "rating_ack": true}})).unwrap()
+        serde_json::to_vec(
+            &json!({"context": c, "message": {"feedback_ack": true, "rating_ack": true}}),
+        )
+        .unwrap()
     };
     let body = on_rating(&rating_ctx);
     let url = format!("{}/bap/on_rating", buyer.app.base);
@@ -244,35 +306,61 @@ async fn buyer_side_refuses_bad_callbacks(backend: Backend) {
     let mut tampered = body.clone();
     let last = tampered.len() - 3;
     tampered[last] = b'x';
-    let (s, b) = post_with_header(&buyer.http, &url, Some(&seller.identity.sign(&body)), &tampered).await;
+    let (s, b) = post_with_header(
+        &buyer.http,
+        &url,
+        Some(&seller.identity.sign(&body)),
+        &tampered,
+    )
+    .await;
     assert_signature_nack(s, &b, "20001");
     let stranger = Identity::new(&seller.identity.id);
     let (s, b) = buyer.on_rating(&stranger, &body).await;
     assert_signature_nack(s, &b, "20001");
     let t = now();
-    let old = sign_body(&body, &seller.identity.keys, &seller.identity.id, "k1", t - 100, t - 40);
+    let old = sign_body(
+        &body,
+        &seller.identity.keys,
+        &seller.identity.id,
+        "k1",
+        t - 100,
+        t - 40,
+    );
     let (s, b) = post_with_header(&buyer.http, &url, Some(&old), &body).await;
     assert_signature_nack(s, &b, "20001");
 
     // No outstanding rating for that message_id: NACK 20008.
     let mut unknown = rating_ctx.clone();
     unknown["message_id"] = json!(uuid::Uuid::new_v4().to_string());
-    let (s, b) = buyer.on_rating(&seller.identity, &on_rating(&unknown)).await;
+    let (s, b) = buyer
+        .on_rating(&seller.identity, &on_rating(&unknown))
+        .await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["code"], "20008");
 
     // Context that does not match the /rating: NACK 20006 naming the field.
     let mut wrong_txn = rating_ctx.clone();
     wrong_txn["transaction_id"] = json!("another-transaction");
-    let (s, b) = buyer.on_rating(&seller.identity, &on_rating(&wrong_txn)).await;
-    assert_eq!((s, b["error"]["code"].as_str(), b["error"]["path"].as_str()), (400, Some("20006"), Some("context.transaction_id")));
+    let (s, b) = buyer
+        .on_rating(&seller.identity, &on_rating(&wrong_txn))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str(), b["error"]["path"].as_str()),
+        (400, Some("20006"), Some("context.transaction_id"))
+    );
 
     // None of those completed the rating.
-    assert_eq!(buyer.rating_of("alice", "O-1").await.1["data"]["status"], "acknowledged");
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "acknowledged"
+    );
 
     // The genuine callback is accepted, twice over (second one ACKed, first one kept).
     assert_eq!(buyer.on_rating(&seller.identity, &body).await.0, 200);
     assert_eq!(buyer.on_rating(&seller.identity, &body).await.0, 200);
-    assert_eq!(buyer.rating_of("alice", "O-1").await.1["data"]["status"], "completed");
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "completed"
+    );
 }
 both_stores!(buyer_side_refuses_bad_callbacks);

@@ -36,7 +36,10 @@ async fn happy_path_returns_the_exact_envelope(backend: Backend) {
     assert_eq!(status, 200, "{body}");
 
     // Exactly {"data":{"dto":{"context","message"},"status":"ACK"}}.
-    assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["data"]);
+    assert_eq!(
+        body.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["data"]
+    );
     let data = &body["data"];
     assert_eq!(data.as_object().unwrap().len(), 2);
     assert_eq!(data["status"], "ACK");
@@ -85,7 +88,9 @@ async fn happy_path_returns_the_exact_envelope(backend: Backend) {
     );
     assert_eq!(r["context"]["action"], "rating");
     assert_eq!(r["context"]["message_id"], message_id);
-    assert!(is_ondc_timestamp(r["context"]["timestamp"].as_str().unwrap()));
+    assert!(is_ondc_timestamp(
+        r["context"]["timestamp"].as_str().unwrap()
+    ));
     assert!(
         r["context"]["timestamp"].as_str().unwrap() < ctx["timestamp"].as_str().unwrap(),
         "on_rating must be later than rating"
@@ -93,7 +98,8 @@ async fn happy_path_returns_the_exact_envelope(backend: Backend) {
     // Delivery is recorded just after the buyer's ACK; allow the seller a moment to write it.
     let mut delivered = Value::Null;
     for _ in 0..50 {
-        delivered = p.seller.received("buyer.test", message_id).await.1["rating"]["onRating"].clone();
+        delivered =
+            p.seller.received("buyer.test", message_id).await.1["rating"]["onRating"].clone();
         if delivered == "sent" {
             break;
         }
@@ -121,7 +127,10 @@ both_stores!(happy_path_returns_the_exact_envelope);
 async fn second_submission_is_refused_whatever_its_content(backend: Backend) {
     let p = Pair::start(backend).await;
     p.order("O-2", "alice").await;
-    let (status, _) = p.buyer.rate("alice", &json!({"orderId": "O-2", "orderRating": 4})).await;
+    let (status, _) = p
+        .buyer
+        .rate("alice", &json!({"orderId": "O-2", "orderRating": 4}))
+        .await;
     assert_eq!(status, 200);
     for body in [
         json!({"orderId": "O-2", "orderRating": 4}),
@@ -133,40 +142,131 @@ async fn second_submission_is_refused_whatever_its_content(backend: Backend) {
     }
     // The stored rating is still the first one.
     let (_, got) = p.buyer.rating_of("alice", "O-2").await;
-    assert_eq!(got["data"]["rating"], json!({"orderRating": 4, "itemRatings": []}));
+    assert_eq!(
+        got["data"]["rating"],
+        json!({"orderRating": 4, "itemRatings": []})
+    );
 }
 both_stores!(second_submission_is_refused_whatever_its_content);
 
 async fn buyer_api_errors(backend: Backend) {
     let p = Pair::start(backend).await;
     p.order("O-3", "alice").await;
-    let mut pending = order("alice", "seller.test", &format!("{}/bpp", p.seller.app.base));
+    let mut pending = order(
+        "alice",
+        "seller.test",
+        &format!("{}/bpp", p.seller.app.base),
+    );
     pending["state"] = json!("In-progress");
     assert_eq!(p.buyer.put_order("O-4", &pending).await.0, 200);
-    let mut bare = order("alice", "seller.test", &format!("{}/bpp", p.seller.app.base));
+    let mut bare = order(
+        "alice",
+        "seller.test",
+        &format!("{}/bpp", p.seller.app.base),
+    );
     bare.as_object_mut().unwrap().remove("agentId");
     bare.as_object_mut().unwrap().remove("providerId");
     assert_eq!(p.buyer.put_order("O-5", &bare).await.0, 200);
 
     let cases: Vec<(&str, Value, u16, &str, Vec<&str>)> = vec![
-        ("alice", json!({"orderId": "O-3", "orderRating": 0}), 400, "validation_failed", vec!["orderRating"]),
-        ("alice", json!({"orderId": "O-3", "orderRating": 6}), 400, "validation_failed", vec!["orderRating"]),
-        ("alice", json!({"orderId": "O-3", "orderRating": 4.5}), 400, "validation_failed", vec!["orderRating"]),
-        ("alice", json!({"orderId": "O-3", "orderRating": "5"}), 400, "validation_failed", vec!["orderRating"]),
-        ("alice", json!({"orderId": "O-3"}), 400, "validation_failed", vec!["orderRating"]),
-        ("alice", json!({"orderRating": 5}), 400, "validation_failed", vec!["orderId"]),
-        ("alice", json!({"orderId": "O-3", "orderRating": 5, "agentRating": -1}), 400, "validation_failed", vec!["agentRating"]),
-        ("alice", json!({"orderId": "O-3", "orderRating": 5, "itemRatings": [{"itemId": "nope", "rating": 3}]}),
-            400, "validation_failed", vec!["itemRatings[0].itemId"]),
-        ("alice", json!({"orderId": "O-3", "orderRating": 5, "itemRatings": [{"itemId": "I1", "rating": 3}, {"itemId": "I1", "rating": 4}]}),
-            400, "validation_failed", vec!["itemRatings[1].itemId"]),
-        ("alice", json!({"orderId": "O-3", "orderRating": 5, "itemRatings": [{"itemId": "I1", "rating": 7}]}),
-            400, "validation_failed", vec!["itemRatings[0].rating"]),
-        ("alice", json!({"orderId": "O-5", "orderRating": 5, "agentRating": 4, "providerRating": 2}),
-            400, "validation_failed", vec!["providerRating", "agentRating"]),
-        ("bob", json!({"orderId": "O-3", "orderRating": 5}), 403, "forbidden", vec![]),
-        ("alice", json!({"orderId": "O-unknown", "orderRating": 5}), 404, "order_not_found", vec![]),
-        ("alice", json!({"orderId": "O-4", "orderRating": 5}), 422, "order_not_completed", vec![]),
+        (
+            "alice",
+            json!({"orderId": "O-3", "orderRating": 0}),
+            400,
+            "validation_failed",
+            vec!["orderRating"],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-3", "orderRating": 6}),
+            400,
+            "validation_failed",
+            vec!["orderRating"],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-3", "orderRating": 4.5}),
+            400,
+            "validation_failed",
+            vec!["orderRating"],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-3", "orderRating": "5"}),
+            400,
+            "validation_failed",
+            vec!["orderRating"],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-3"}),
+            400,
+            "validation_failed",
+            vec!["orderRating"],
+        ),
+        (
+            "alice",
+            json!({"orderRating": 5}),
+            400,
+            "validation_failed",
+            vec!["orderId"],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-3", "orderRating": 5, "agentRating": -1}),
+            400,
+            "validation_failed",
+            vec!["agentRating"],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-3", "orderRating": 5, "itemRatings": [{"itemId": "nope", "rating": 3}]}),
+            400,
+            "validation_failed",
+            vec!["itemRatings[0].itemId"],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-3", "orderRating": 5, "itemRatings": [{"itemId": "I1", "rating": 3}, {"itemId": "I1", "rating": 4}]}),
+            400,
+            "validation_failed",
+            vec!["itemRatings[1].itemId"],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-3", "orderRating": 5, "itemRatings": [{"itemId": "I1", "rating": 7}]}),
+            400,
+            "validation_failed",
+            vec!["itemRatings[0].rating"],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-5", "orderRating": 5, "agentRating": 4, "providerRating": 2}),
+            400,
+            "validation_failed",
+            vec!["providerRating", "agentRating"],
+        ),
+        (
+            "bob",
+            json!({"orderId": "O-3", "orderRating": 5}),
+            403,
+            "forbidden",
+            vec![],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-unknown", "orderRating": 5}),
+            404,
+            "order_not_found",
+            vec![],
+        ),
+        (
+            "alice",
+            json!({"orderId": "O-4", "orderRating": 5}),
+            422,
+            "order_not_completed",
+            vec![],
+        ),
     ];
     for (user, body, want_status, want_code, want_fields) in cases {
         let (status, err) = p.buyer.rate(user, &body).await;
@@ -181,29 +281,85 @@ async fn buyer_api_errors(backend: Backend) {
 
     // Not JSON, and no token / a bad token.
     let url = format!("{}/ret11/rating", p.buyer.app.base);
-    let r = p.buyer.http.post(&url).bearer_auth(Buyer::token("alice")).body("{nope").send().await.unwrap();
+    let r = p
+        .buyer
+        .http
+        .post(&url)
+        .bearer_auth(Buyer::token("alice"))
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_json");
-    let r = p.buyer.http.post(&url).json(&json!({"orderId": "O-3", "orderRating": 5})).send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_json"
+    );
+    let r = p
+        .buyer
+        .http
+        .post(&url)
+        .json(&json!({"orderId": "O-3", "orderRating": 5}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "unauthorized");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "unauthorized"
+    );
     let forged = ondc_rating::bap::auth::mint_hs256("some-other-secret-value", "alice", now(), 60);
-    let r = p.buyer.http.post(&url).bearer_auth(forged).json(&json!({"orderId": "O-3", "orderRating": 5})).send().await.unwrap();
+    let r = p
+        .buyer
+        .http
+        .post(&url)
+        .bearer_auth(forged)
+        .json(&json!({"orderId": "O-3", "orderRating": 5}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let expired = ondc_rating::bap::auth::mint_hs256(JWT_SECRET, "alice", now() - 3600, 60);
-    let r = p.buyer.http.post(&url).bearer_auth(expired).json(&json!({"orderId": "O-3", "orderRating": 5})).send().await.unwrap();
+    let r = p
+        .buyer
+        .http
+        .post(&url)
+        .bearer_auth(expired)
+        .json(&json!({"orderId": "O-3", "orderRating": 5}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
 
     // A body over the limit.
     let big = json!({"orderId": "O-3", "orderRating": 5, "pad": "x".repeat(70_000)});
-    let r = p.buyer.http.post(&url).bearer_auth(Buyer::token("alice")).json(&big).send().await.unwrap();
+    let r = p
+        .buyer
+        .http
+        .post(&url)
+        .bearer_auth(Buyer::token("alice"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "payload_too_large");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "payload_too_large"
+    );
 
     // None of that rated anything: nothing reached the seller, and the order can still be rated.
     assert_eq!(p.buyer.rating_of("alice", "O-3").await.0, 404);
-    let (status, _) = p.buyer.rate("alice", &json!({"orderId": "O-3", "orderRating": 5})).await;
+    let (status, _) = p
+        .buyer
+        .rate("alice", &json!({"orderId": "O-3", "orderRating": 5}))
+        .await;
     assert_eq!(status, 200);
 
     // The rating endpoint is the owner's only.
@@ -218,7 +374,15 @@ async fn internal_orders_api_checks_token_and_fields(backend: Backend) {
     let good = order("alice", "seller.test", "https://seller.test/bpp");
     let r = p.buyer.http.put(&url).json(&good).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = p.buyer.http.put(&url).bearer_auth("wrong-token-of-same-size!!").json(&good).send().await.unwrap();
+    let r = p
+        .buyer
+        .http
+        .put(&url)
+        .bearer_auth("wrong-token-of-same-size!!")
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let mut bad = good.clone();
@@ -228,25 +392,55 @@ async fn internal_orders_api_checks_token_and_fields(backend: Backend) {
     bad["bppUri"] = json!("seller.test");
     let (status, err) = p.buyer.put_order("O-9", &bad).await;
     assert_eq!(status, 400);
-    let fields: Vec<&str> = err["error"]["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = err["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["domain", "city", "bppId", "bppUri"]);
     let mut unknown = good.clone();
     unknown["colour"] = json!("red");
     assert_eq!(p.buyer.put_order("O-9", &unknown).await.0, 400);
 
     assert_eq!(p.buyer.put_order("O-9", &good).await.0, 200);
-    let r = p.buyer.http.get(&url).bearer_auth(INTERNAL).send().await.unwrap();
+    let r = p
+        .buyer
+        .http
+        .get(&url)
+        .bearer_auth(INTERNAL)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["order"]["transactionId"], good["transactionId"]);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["order"]["transactionId"],
+        good["transactionId"]
+    );
 }
 both_stores!(internal_orders_api_checks_token_and_fields);
 
 #[tokio::test]
 async fn unknown_routes_get_a_json_404() {
     let p = Pair::start(Backend::Embedded).await;
-    let r = p.buyer.http.get(format!("{}/nope", p.buyer.app.base)).send().await.unwrap();
+    let r = p
+        .buyer
+        .http
+        .get(format!("{}/nope", p.buyer.app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "not_found");
-    let r = p.buyer.http.get(format!("{}/readyz", p.buyer.app.base)).send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    let r = p
+        .buyer
+        .http
+        .get(format!("{}/readyz", p.buyer.app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }

@@ -1,0 +1,145 @@
+//! The binary as a user runs it: `demo`, `serve --config`, `keygen`, `token`, and config errors.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::bind;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ondc-rating");
+
+fn repo_file(rel: &str) -> String {
+    format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn demo_rates_once_refuses_the_second_and_exits_zero() {
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("POST /ret11/rating -> 200 OK"), "{stdout}");
+    assert!(stdout.contains("\"status\": \"ACK\""), "{stdout}");
+    assert!(stdout.contains("\"action\": \"on_rating\""), "{stdout}");
+    assert!(
+        stdout.contains("POST /ret11/rating again -> 409 Conflict"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("already_rated"), "{stdout}");
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_the_default_config_rates_against_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l, port) = bind();
+    drop(l);
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server(
+        Command::new(BIN)
+            .args(["serve", "--config", &repo_file("config/default.toml")])
+            .env("ONDC_RATING__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("ONDC_RATING__STORE__PATH", dir.path().join("s.redb"))
+            .env("ONDC_RATING__STORE__BACKEND", "embedded")
+            .env("ONDC_RATING__BUYER__BAP_URI", format!("{base}/bap"))
+            .env("ONDC_RATING__SELLER__BPP_URI", format!("{base}/bpp"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "server did not come up");
+
+    let token = String::from_utf8(
+        Command::new(BIN)
+            .args([
+                "token",
+                "--user",
+                "u1",
+                "--config",
+                &repo_file("config/default.toml"),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let order = json!({"userId": "u1", "state": "Completed", "domain": "ONDC:RET10", "city": "std:011",
+        "transactionId": "t-serve", "bppId": "ondc-rating.localhost", "bppUri": format!("{base}/bpp"),
+        "itemIds": ["I1"], "fulfillmentIds": ["F1"]});
+    let r = http
+        .put(format!("{base}/internal/orders/O-serve"))
+        .bearer_auth("dev-only-internal-token")
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{base}/ret11/rating"))
+        .bearer_auth(token.trim())
+        .json(&json!({"orderId": "O-serve", "orderRating": 4, "itemRatings": [{"itemId": "I1", "rating": 5}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"]["status"], "ACK");
+    assert_eq!(body["data"]["dto"]["context"]["domain"], "ONDC:RET10");
+    assert_eq!(
+        body["data"]["dto"]["message"]["feedback_form"]["form"]["url"],
+        "https://seller.example/feedback/O-serve"
+    );
+}
+
+#[test]
+fn keygen_prints_usable_keys_in_ondc_encodings() {
+    let out = Command::new(BIN).arg("keygen").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{k} missing in:\n{text}"))
+            .to_owned()
+    };
+    let private =
+        ondc_rating::crypto::SigningKeyPair::from_base64(&get("signing_private_key")).unwrap();
+    assert_eq!(private.public_key_base64(), get("signing_public_key"));
+    assert!(get("encryption_public_key").starts_with("MCowBQYDK2VuAyEA"));
+    assert!(get("encryption_private_key").starts_with("MC4CAQAwBQYDK2VuBCIEI"));
+}
+
+#[test]
+fn a_bad_setting_stops_serve_with_the_key_named() {
+    let out = Command::new(BIN)
+        .args(["serve", "--config", &repo_file("config/default.toml")])
+        .env("ONDC_RATING__BUYER__CALLBACK_WAIT_MS", "60000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("buyer.callback_wait_ms"), "{err}");
+}

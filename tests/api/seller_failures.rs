@@ -1,0 +1,244 @@
+//! What the buyer sees when the seller misbehaves, and that the one-time claim follows the rules:
+//! released when /rating never landed, kept when the seller ACKed.
+
+use serde_json::{Value, json};
+
+use crate::both_stores;
+use crate::helpers::*;
+
+async fn buyer_for(store: &StoreFixture, seller_id: &Identity, wait_ms: u64) -> Buyer {
+    Buyer::start(store, "buyer", vec![seller_id.peer()], |s| {
+        s.buyer.callback_wait_ms = wait_ms;
+    })
+    .await
+}
+
+async fn seller_nack_is_a_502_and_releases_the_claim(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let nack = r#"{"message":{"ack":{"status":"NACK"}},"error":{"type":"DOMAIN-ERROR","code":"30018","message":"order not found"}}"#;
+    let seller = ScriptedSeller::start(Script::Respond(400, nack.into())).await;
+    let buyer = buyer_for(&store, &seller.identity, 2_000).await;
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+
+    let (status, err) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 2}))
+        .await;
+    assert_eq!(status, 502, "{err}");
+    assert_eq!(err["error"]["code"], "seller_rejected");
+    assert_eq!(
+        err["error"]["sellerError"],
+        json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "order not found"})
+    );
+    // The rating is recorded as failed, with the seller's reason.
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(got["data"]["status"], "failed");
+    assert_eq!(got["data"]["error"]["code"], "30018");
+
+    // Sent once (a NACK is an answer, not a transport error), and the user may try again.
+    assert_eq!(seller.requests().len(), 1);
+    let (status, _) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 3}))
+        .await;
+    assert_eq!(status, 502);
+    let sent: Vec<Value> = seller
+        .requests()
+        .iter()
+        .map(|c| serde_json::from_slice(&c.body).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 2);
+    assert_ne!(
+        sent[0]["context"]["message_id"],
+        sent[1]["context"]["message_id"]
+    );
+    assert_eq!(sent[1]["message"]["ratings"][0]["value"], "3");
+}
+both_stores!(seller_nack_is_a_502_and_releases_the_claim);
+
+async fn unreachable_seller_is_retried_then_502_and_released(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let ghost = Identity::new("gone-seller.test");
+    let buyer = buyer_for(&store, &ghost, 2_000).await;
+    let port = dead_port();
+    let o = order("alice", &ghost.id, &format!("http://127.0.0.1:{port}/bpp"));
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let (status, err) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+        .await;
+    assert_eq!(status, 502, "{err}");
+    assert_eq!(err["error"]["code"], "seller_unreachable");
+    assert_eq!(err["error"]["sellerError"]["code"], "unreachable");
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "failed"
+    );
+
+    // Once the seller is there, the same user can rate the same order.
+    let seller = Recorder::start("/bpp/rating", Script::AckSilently).await;
+    let mut o2 = o.clone();
+    o2["bppUri"] = json!(format!("{}/bpp", seller.base));
+    assert_eq!(buyer.put_order("O-1", &o2).await.0, 200);
+    let (status, body) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(seller.requests().len(), 1);
+}
+both_stores!(unreachable_seller_is_retried_then_502_and_released);
+
+#[tokio::test]
+async fn garbage_from_the_seller_is_a_502_not_a_crash() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::Respond(500, "<html>oops</html>".into())).await;
+    let buyer = buyer_for(&store, &seller.identity, 2_000).await;
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let (status, err) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+        .await;
+    assert_eq!(status, 502, "{err}");
+    assert_eq!(err["error"]["code"], "seller_invalid_response");
+    assert!(
+        err["error"]["sellerError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("oops")
+    );
+}
+
+async fn silent_seller_gives_202_and_a_late_callback_completes(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = buyer_for(&store, &seller.identity, 300).await;
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+
+    let (status, body) = buyer.rate("alice", &full_rating("O-1")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["data"]["status"], "pending");
+    let ctx = &body["data"]["dto"]["context"];
+    assert_eq!(ctx["action"], "rating");
+    assert_eq!(ctx["transaction_id"], o["transactionId"]);
+    assert_eq!(body["data"]["dto"]["message"], json!({"order_id": "O-1"}));
+
+    // What reached the seller is exactly what the 202 describes, signed by the buyer.
+    let sent = seller.requests();
+    assert_eq!(sent.len(), 1);
+    let wire: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(&wire["context"], ctx);
+    ondc_rating::crypto::verify_body(
+        sent[0].authorization.as_deref().unwrap(),
+        &sent[0].body,
+        &buyer.identity.keys.verifying_key(),
+        now(),
+        5,
+    )
+    .expect("the /rating is signed by the buyer over the bytes sent");
+
+    // The claim stays taken while the callback is outstanding.
+    let (status, err) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 1}))
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("already_rated"))
+    );
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "acknowledged"
+    );
+
+    // The late /on_rating (the mock seller's variant, without ttl) completes the stored rating.
+    let mut cb_ctx = ctx.clone();
+    cb_ctx["action"] = json!("on_rating");
+    cb_ctx.as_object_mut().unwrap().remove("ttl");
+    cb_ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    let cb = serde_json::to_vec(&json!({"context": cb_ctx, "message": {
+        "order_id": "O-1",
+        "feedback_form": {"form": {"url": "https://seller.test/late", "mime_type": "text/html"}}}}))
+    .unwrap();
+    let (status, ack) = buyer.on_rating(&seller.identity, &cb).await;
+    assert_eq!(
+        (status, ack),
+        (200, json!({"message": {"ack": {"status": "ACK"}}}))
+    );
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(got["data"]["status"], "completed");
+    assert_eq!(
+        got["data"]["feedbackForm"]["url"],
+        "https://seller.test/late"
+    );
+    assert_eq!(buyer.rate("alice", &full_rating("O-1")).await.0, 409);
+}
+both_stores!(silent_seller_gives_202_and_a_late_callback_completes);
+
+/// Reads one HTTP/1.1 request (headers and a Content-Length body) from `s`.
+fn read_request(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "client closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut chunk).unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return buf[end + 4..end + 4 + len].to_vec();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_retried_with_the_same_bytes() {
+    use std::io::Write;
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller_id = Identity::new("flaky-seller.test");
+    let (listener, port) = bind();
+    // First connection: read the request, then hang up without answering. Second: ACK.
+    let server = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        let (mut first, _) = listener.accept().unwrap();
+        bodies.push(read_request(&mut first));
+        drop(first);
+        let (mut second, _) = listener.accept().unwrap();
+        bodies.push(read_request(&mut second));
+        let ack = r#"{"message":{"ack":{"status":"ACK"}}}"#;
+        write!(
+            second,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{ack}",
+            ack.len()
+        )
+        .unwrap();
+        bodies
+    });
+    let buyer = buyer_for(&store, &seller_id, 200).await;
+    let o = order(
+        "alice",
+        &seller_id.id,
+        &format!("http://127.0.0.1:{port}/bpp"),
+    );
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let (status, body) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 4}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let bodies = server.join().unwrap();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(
+        bodies[0], bodies[1],
+        "a retry resends the same signed bytes"
+    );
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "acknowledged"
+    );
+}
