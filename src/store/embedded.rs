@@ -38,8 +38,12 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let db =
-            Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Locked(path.display().to_string())
+            }
+            e => unavailable(format!("{}: {e}", path.display())),
+        })?;
         let tx = db.begin_write().map_err(unavailable)?;
         for space in ALL {
             tx.open_table(table(space)).map_err(unavailable)?;

@@ -25,6 +25,9 @@ pub enum StoreError {
     /// The backend could not be reached or failed to write.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The embedded database file is held by another process (or a server still shutting down).
+    #[error("store file {0} is in use by another process")]
+    Locked(String),
     /// A stored value could not be decoded.
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
@@ -80,7 +83,20 @@ impl Store {
     /// Opens the backend the settings choose.
     pub async fn open(settings: &StoreSettings) -> Result<Self, StoreError> {
         match settings.backend {
-            StoreBackend::Embedded => Ok(Store::Embedded(EmbeddedStore::open(&settings.path)?)),
+            StoreBackend::Embedded => {
+                // A previous server on the same file may still be releasing it (a restart):
+                // wait a bounded time for its lock rather than failing at once.
+                let mut tries = 0;
+                loop {
+                    match EmbeddedStore::open(&settings.path) {
+                        Err(StoreError::Locked(_)) if tries < 50 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        other => return other.map(Store::Embedded),
+                    }
+                }
+            }
             StoreBackend::Redis => Ok(Store::Redis(
                 RedisStore::connect(&settings.redis_url, &settings.key_prefix).await?,
             )),
