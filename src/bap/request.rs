@@ -233,6 +233,7 @@ impl RateOrder {
 mod tests {
     use super::*;
     use crate::http::error::ApiCode;
+    use proptest::prelude::Strategy;
 
     fn fields(e: ApiError) -> Vec<String> {
         assert_eq!(e.code, ApiCode::ValidationFailed);
@@ -271,6 +272,32 @@ mod tests {
                 "itemRatings[3].itemId"
             ]
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_give_a_request_or_a_typed_error(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = RateOrder::parse(&body);
+        }
+
+        #[test]
+        fn any_json_value_in_any_field_gives_a_request_or_a_typed_error(
+            field in proptest::sample::select(FIELDS.to_vec()),
+            value in proptest::prop_oneof![
+                proptest::prelude::any::<i64>().prop_map(serde_json::Value::from),
+                proptest::prelude::any::<f64>().prop_map(serde_json::Value::from),
+                ".{0,8}".prop_map(serde_json::Value::from),
+                proptest::prelude::Just(serde_json::json!([{"itemId": 1, "rating": null}])),
+                proptest::prelude::Just(serde_json::json!({"nested": [1, 2]})),
+            ],
+        ) {
+            let mut body = serde_json::json!({"orderId": "O", "orderRating": 3});
+            body[field] = value;
+            match RateOrder::parse(&serde_json::to_vec(&body).unwrap()) {
+                Ok(r) => proptest::prop_assert!((1..=5).contains(&r.rating.order_rating)),
+                Err(e) => proptest::prop_assert!(e.code == ApiCode::ValidationFailed && !e.details.is_empty()),
+            }
+        }
     }
 
     #[test]

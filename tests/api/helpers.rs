@@ -453,6 +453,8 @@ pub enum Script {
     AckSilently,
     /// Answer with this status and body.
     Respond(u16, String),
+    /// Answer the first `n` requests with this status and an error body, then ACK.
+    FailFirst(usize, u16),
 }
 
 /// One request the scripted seller received.
@@ -482,7 +484,8 @@ impl Recorder {
                     let rec = rec.clone();
                     let script = script.clone();
                     async move {
-                        rec.lock().unwrap().push(Captured {
+                        let mut log = rec.lock().unwrap();
+                        log.push(Captured {
                             authorization: req
                                 .headers()
                                 .get("authorization")
@@ -490,11 +493,16 @@ impl Recorder {
                                 .map(str::to_owned),
                             body: body.to_vec(),
                         });
+                        let seen = log.len();
+                        drop(log);
+                        let ack = r#"{"message":{"ack":{"status":"ACK"}}}"#.to_owned();
                         let (status, body) = match script {
-                            Script::AckSilently => {
-                                (200, r#"{"message":{"ack":{"status":"ACK"}}}"#.to_owned())
-                            }
+                            Script::AckSilently => (200, ack),
                             Script::Respond(status, body) => (status, body),
+                            Script::FailFirst(n, status) if seen <= n => {
+                                (status, "temporarily unavailable".to_owned())
+                            }
+                            Script::FailFirst(..) => (200, ack),
                         };
                         HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                             .content_type("application/json")
@@ -556,15 +564,19 @@ impl ScriptedSeller {
     }
 }
 
-/// A stand-in buyer side that ACKs and records every /on_rating.
+/// A stand-in buyer side that records every /on_rating and answers by script (ACK by default).
 pub struct ScriptedBuyer {
     pub recorder: Recorder,
 }
 
 impl ScriptedBuyer {
     pub async fn start() -> Self {
+        Self::with(Script::AckSilently).await
+    }
+
+    pub async fn with(script: Script) -> Self {
         Self {
-            recorder: Recorder::start("/bap/on_rating", Script::AckSilently).await,
+            recorder: Recorder::start("/bap/on_rating", script).await,
         }
     }
 

@@ -364,3 +364,58 @@ async fn buyer_side_refuses_bad_callbacks(backend: Backend) {
     );
 }
 both_stores!(buyer_side_refuses_bad_callbacks);
+
+/// Polls the seller platform's view until the /on_rating delivery is no longer pending.
+async fn settled(seller: &Seller, message_id: &str) -> Value {
+    for _ in 0..200 {
+        let (_, rec) = seller.received("buyer.test", message_id).await;
+        if rec["rating"]["onRating"] != "pending" {
+            return rec["rating"].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("on_rating delivery never settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rating_is_retried_after_a_buyer_side_failure_and_not_after_a_nack() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |_| {}).await;
+    let http = reqwest::Client::new();
+
+    // The buyer side answers 503 twice, then ACKs: three attempts, the same bytes each time.
+    let flaky = ScriptedBuyer::with(Script::FailFirst(2, 503)).await;
+    let body = rating_body(&bap, &flaky.bap_uri(), &seller, "m-retry");
+    assert_eq!(
+        post_signed(&http, &seller.rating_url(), &bap, &body)
+            .await
+            .0,
+        200
+    );
+    let rec = settled(&seller, "m-retry").await;
+    assert_eq!(rec["onRating"], "sent");
+    assert_eq!(rec["attempts"], 3);
+    let got = flaky.wait_for(3).await;
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|c| c.body == got[0].body));
+
+    // A NACK for the callback is final: one attempt, recorded as failed with the reason.
+    let nack = r#"{"message":{"ack":{"status":"NACK"}},"error":{"type":"CORE-ERROR","code":"20008","message":"no such request"}}"#;
+    let refusing = ScriptedBuyer::with(Script::Respond(400, nack.into())).await;
+    let body = rating_body(&bap, &refusing.bap_uri(), &seller, "m-nacked");
+    assert_eq!(
+        post_signed(&http, &seller.rating_url(), &bap, &body)
+            .await
+            .0,
+        200
+    );
+    let rec = settled(&seller, "m-nacked").await;
+    assert_eq!(rec["onRating"], "failed");
+    assert_eq!(rec["attempts"], 1);
+    assert!(
+        rec["lastError"].as_str().unwrap().contains("20008"),
+        "{rec}"
+    );
+    assert_eq!(refusing.requests().len(), 1);
+}
