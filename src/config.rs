@@ -239,6 +239,50 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 const ENV_PREFIX: &str = "ONDC_RATING__";
 
 impl Settings {
+    /// A participant built in code (the demo, tests): signing as `subscriber_id|unique_key_id`
+    /// with `keys`, listening on `bind`, both roles off until the caller enables them.
+    pub fn participant(
+        subscriber_id: &str,
+        unique_key_id: &str,
+        keys: &SigningKeyPair,
+        bind: String,
+        store: StoreSettings,
+    ) -> Self {
+        Self {
+            server: ServerSettings {
+                bind,
+                log_level: "warn".into(),
+                ..ServerSettings::default()
+            },
+            identity: IdentitySettings {
+                subscriber_id: subscriber_id.into(),
+                unique_key_id: unique_key_id.into(),
+                signing_private_key: keys.private_key_base64(),
+                signature_ttl_secs: default_signature_ttl(),
+                clock_skew_secs: default_skew(),
+            },
+            store,
+            buyer: BuyerSettings {
+                enabled: false,
+                ..BuyerSettings::default()
+            },
+            seller: SellerSettings {
+                enabled: false,
+                ..SellerSettings::default()
+            },
+            peers: vec![],
+        }
+    }
+
+    /// This participant as a peer entry, for another participant's `[[peers]]`.
+    pub fn as_peer(&self, keys: &SigningKeyPair) -> PeerSettings {
+        PeerSettings {
+            subscriber_id: self.identity.subscriber_id.clone(),
+            unique_key_id: self.identity.unique_key_id.clone(),
+            signing_public_key: keys.public_key_base64(),
+        }
+    }
+
     /// Loads a file, applies the process environment, and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use crate::bap::auth::mint_hs256;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    BuyerSettings, IdentitySettings, PeerSettings, SellerSettings, ServerSettings, Settings,
-    StoreBackend, StoreSettings,
+    BuyerSettings, PeerSettings, SellerSettings, Settings, StoreBackend, StoreSettings,
 };
 use crate::crypto::{SigningKeyPair, b64_encode};
 use crate::http::Application;
@@ -51,34 +50,17 @@ fn side(subscriber_id: &str, dir: &Path, name: &str) -> Result<Side, DemoError> 
     let listener = TcpListener::bind("127.0.0.1:0").map_err(setup)?;
     let port = listener.local_addr().map_err(setup)?.port();
     let keys = SigningKeyPair::generate().map_err(setup)?;
-    let settings = Settings {
-        server: ServerSettings {
-            bind: format!("127.0.0.1:{port}"),
-            log_level: "warn".into(),
-            ..ServerSettings::default()
-        },
-        identity: IdentitySettings {
-            subscriber_id: subscriber_id.into(),
-            unique_key_id: "demo-key-1".into(),
-            signing_private_key: keys.private_key_base64(),
-            signature_ttl_secs: 60,
-            clock_skew_secs: 5,
-        },
-        store: StoreSettings {
+    let settings = Settings::participant(
+        subscriber_id,
+        "demo-key-1",
+        &keys,
+        format!("127.0.0.1:{port}"),
+        StoreSettings {
             backend: StoreBackend::Embedded,
             path: dir.join(format!("{name}.redb")),
             ..StoreSettings::default()
         },
-        buyer: BuyerSettings {
-            enabled: false,
-            ..BuyerSettings::default()
-        },
-        seller: SellerSettings {
-            enabled: false,
-            ..SellerSettings::default()
-        },
-        peers: vec![],
-    };
+    );
     Ok(Side {
         settings,
         listener,
@@ -87,11 +69,7 @@ fn side(subscriber_id: &str, dir: &Path, name: &str) -> Result<Side, DemoError> 
 }
 
 fn peer_of(s: &Side) -> PeerSettings {
-    PeerSettings {
-        subscriber_id: s.settings.identity.subscriber_id.clone(),
-        unique_key_id: s.settings.identity.unique_key_id.clone(),
-        signing_public_key: s.keys.public_key_base64(),
-    }
+    s.settings.as_peer(&s.keys)
 }
 
 /// Runs the walkthrough, writing what happens to `out`. State lives under `dir`.

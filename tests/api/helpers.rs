@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 use ondc_rating::bap::auth::mint_hs256;
 use ondc_rating::clock::SystemClock;
 use ondc_rating::config::{
-    BuyerSettings, IdentitySettings, PeerSettings, SellerSettings, ServerSettings, Settings,
-    StoreBackend, StoreSettings,
+    BuyerSettings, PeerSettings, SellerSettings, Settings, StoreBackend, StoreSettings,
 };
 use ondc_rating::crypto::{SigningKeyPair, sign_body};
 use ondc_rating::http::Application;
@@ -131,30 +130,13 @@ pub fn bind() -> (TcpListener, u16) {
 
 /// Settings with both roles off; callers switch on what they test.
 pub fn settings_for(identity: &Identity, port: u16, store: StoreSettings) -> Settings {
-    Settings {
-        server: ServerSettings {
-            bind: format!("127.0.0.1:{port}"),
-            log_level: "warn".into(),
-            ..ServerSettings::default()
-        },
-        identity: IdentitySettings {
-            subscriber_id: identity.id.clone(),
-            unique_key_id: identity.ukid.clone(),
-            signing_private_key: identity.keys.private_key_base64(),
-            signature_ttl_secs: 60,
-            clock_skew_secs: 5,
-        },
+    Settings::participant(
+        &identity.id,
+        &identity.ukid,
+        &identity.keys,
+        format!("127.0.0.1:{port}"),
         store,
-        buyer: BuyerSettings {
-            enabled: false,
-            ..BuyerSettings::default()
-        },
-        seller: SellerSettings {
-            enabled: false,
-            ..SellerSettings::default()
-        },
-        peers: vec![],
-    }
+    )
 }
 
 /// A running adapter.
