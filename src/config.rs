@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-use crate::crypto::{SigningKeyPair, verifying_key_from_base64};
+use crate::crypto::{
+    ChallengeKey, SigningKeyPair, registry_encryption_public_key, verifying_key_from_base64,
+};
 
 /// Everything the server needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +30,12 @@ pub struct Settings {
     /// Seller side (BPP role).
     #[serde(default)]
     pub seller: SellerSettings,
+    /// Where peers' signing keys come from besides `[[peers]]`.
+    #[serde(default)]
+    pub registry: RegistrySettings,
+    /// Registry onboarding: site verification, `/on_subscribe`, the `/subscribe` payload.
+    #[serde(default)]
+    pub onboarding: OnboardingSettings,
     /// Network participants whose signatures are trusted, with their keys.
     #[serde(default)]
     pub peers: Vec<PeerSettings>,
@@ -193,6 +201,57 @@ impl Default for SellerSettings {
     }
 }
 
+/// Which registry lookup API to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LookupApi {
+    /// `POST /v2.0/lookup`, signed by this participant over the exact body.
+    V2,
+    /// The legacy unsigned `POST /lookup`.
+    Legacy,
+}
+
+/// The ONDC registry and the key cache in front of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// Registry base URL (e.g. the staging registry); empty: only `[[peers]]` are trusted.
+    pub url: String,
+    /// v2 (signed) or legacy.
+    pub lookup: LookupApi,
+    /// How long a found key is cached (never past its valid_until), seconds.
+    pub cache_ttl_secs: u64,
+    /// How long "no such key" is cached, seconds.
+    pub miss_ttl_secs: u64,
+    /// Keys kept in process memory (in front of the shared store).
+    pub cache_capacity: usize,
+    /// A cached key that fails to verify is looked up again (the peer may have rotated it), but
+    /// not more often than this, seconds.
+    pub refresh_interval_secs: u64,
+    /// Timeout of one lookup, milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts per lookup on transport errors, 5xx and 429.
+    pub attempts: u32,
+    /// Require the signer to be context.bap_id on /rating and context.bpp_id on /on_rating.
+    pub check_signer_matches_context: bool,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            lookup: LookupApi::V2,
+            cache_ttl_secs: 3600,
+            miss_ttl_secs: 30,
+            cache_capacity: 10_000,
+            refresh_interval_secs: 10,
+            timeout_ms: 3_000,
+            attempts: 3,
+            check_signer_matches_context: true,
+        }
+    }
+}
+
 /// A trusted peer's signing key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +262,159 @@ pub struct PeerSettings {
     pub unique_key_id: String,
     /// Its Ed25519 public key, base64 raw 32 bytes.
     pub signing_public_key: String,
+}
+
+/// Registry onboarding: what the server serves to the registry (the site verification page,
+/// `/on_subscribe`) and what `ondc-rating subscribe` sends to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnboardingSettings {
+    /// The request_id of the `/subscribe` call; its signature is served at
+    /// `/ondc-site-verification.html`. Empty: the page is not served.
+    pub request_id: String,
+    /// This participant's X25519 private key, base64 PKCS#8. Empty: `/on_subscribe` is not served.
+    pub encryption_private_key: String,
+    /// The registry's X25519 public key, base64 SubjectPublicKeyInfo, or one of the names
+    /// `staging`, `preprod`, `prod` for the ONDC registries' published keys.
+    pub registry_encryption_public_key: String,
+    /// `/subscribe` operation: 1 buyer app, 2 seller app, 4 both. Absent: from the enabled roles.
+    pub ops_no: Option<u8>,
+    /// Path under `https://{subscriber_id}` where the registry calls `/on_subscribe`.
+    pub callback_url: String,
+    /// City codes served (`std:080`, or `*` for all).
+    pub city_codes: Vec<String>,
+    /// The ONDC domain subscribed to.
+    pub domain: String,
+    /// `subscriber_url` of every network participant entry. Empty: `buyer.bap_uri` for the buyer
+    /// app entry and `seller.bpp_uri` for the seller app entry.
+    pub subscriber_url: String,
+    /// Key validity start, RFC 3339. Empty: the time of the `/subscribe` call.
+    pub valid_from: String,
+    /// Key validity end, RFC 3339. Empty: one year after `valid_from`.
+    pub valid_until: String,
+    /// Further `entity` fields of the `/subscribe` message (gst, pan, name_of_authorised_signatory,
+    /// email_id, mobile_no, country, ...), copied as given.
+    pub entity_details: toml::Table,
+}
+
+impl Default for OnboardingSettings {
+    fn default() -> Self {
+        Self {
+            request_id: String::new(),
+            encryption_private_key: String::new(),
+            registry_encryption_public_key: String::new(),
+            ops_no: None,
+            callback_url: "/".into(),
+            city_codes: Vec::new(),
+            domain: "ONDC:RET11".into(),
+            subscriber_url: String::new(),
+            valid_from: String::new(),
+            valid_until: String::new(),
+            entity_details: toml::Table::new(),
+        }
+    }
+}
+
+impl OnboardingSettings {
+    /// The registry's encryption public key, environment names resolved.
+    pub fn registry_public_key(&self) -> &str {
+        registry_encryption_public_key(&self.registry_encryption_public_key)
+    }
+
+    fn validate(&self, identity: &IdentitySettings) -> Result<(), ConfigError> {
+        if !self.request_id.is_empty() {
+            if self.request_id.trim() != self.request_id || self.request_id.len() > 256 {
+                return Err(invalid(
+                    "onboarding.request_id",
+                    "must have no surrounding whitespace and at most 256 characters",
+                ));
+            }
+            if identity.signing_private_key.is_empty() {
+                return Err(invalid(
+                    "identity.signing_private_key",
+                    "must be set to serve the site verification page (the registry checks it \
+                     against the signing key it was given)",
+                ));
+            }
+        }
+        if !self.encryption_private_key.is_empty() {
+            if self.registry_encryption_public_key.trim().is_empty() {
+                return Err(invalid(
+                    "onboarding.registry_encryption_public_key",
+                    "must be set (base64 SPKI, or staging, preprod, prod) to answer /on_subscribe",
+                ));
+            }
+            crate::crypto::EncryptionKeyPair::from_pkcs8_base64(&self.encryption_private_key)
+                .map_err(|e| invalid("onboarding.encryption_private_key", e.to_string()))?;
+            ChallengeKey::from_base64(&self.encryption_private_key, self.registry_public_key())
+                .map_err(|e| invalid("onboarding.registry_encryption_public_key", e.to_string()))?;
+        } else if !self.registry_encryption_public_key.is_empty() {
+            crate::crypto::encryption_public_key_from_base64(self.registry_public_key())
+                .map_err(|e| invalid("onboarding.registry_encryption_public_key", e.to_string()))?;
+        }
+        if let Some(n) = self.ops_no
+            && !matches!(n, 1 | 2 | 4)
+        {
+            return Err(invalid(
+                "onboarding.ops_no",
+                "must be 1 (buyer app), 2 (seller app) or 4 (both)",
+            ));
+        }
+        if !self.callback_url.starts_with('/')
+            || self.callback_url.contains(char::is_whitespace)
+            || self.callback_url.contains(['?', '#'])
+        {
+            return Err(invalid(
+                "onboarding.callback_url",
+                "must be a path starting with '/'",
+            ));
+        }
+        if self
+            .city_codes
+            .iter()
+            .any(|c| c.is_empty() || c.contains(char::is_whitespace))
+        {
+            return Err(invalid(
+                "onboarding.city_codes",
+                "each must be a city code such as std:080, or *",
+            ));
+        }
+        if self.domain.trim().is_empty() {
+            return Err(invalid("onboarding.domain", "must not be empty"));
+        }
+        if !self.subscriber_url.is_empty() {
+            check_uri("onboarding.subscriber_url", &self.subscriber_url)?;
+        }
+        for computed in ["subscriber_id", "unique_key_id", "callback_url", "key_pair"] {
+            if self.entity_details.contains_key(computed) {
+                return Err(invalid(
+                    &format!("onboarding.entity_details.{computed}"),
+                    "is filled in from the other settings; remove it",
+                ));
+            }
+        }
+        let mut times = [None, None];
+        for (slot, (key, v)) in times.iter_mut().zip([
+            ("onboarding.valid_from", &self.valid_from),
+            ("onboarding.valid_until", &self.valid_until),
+        ]) {
+            if !v.is_empty() {
+                *slot = Some(
+                    crate::clock::parse_timestamp(v)
+                        .ok_or_else(|| invalid(key, "must be an RFC 3339 timestamp"))?,
+                );
+            }
+        }
+        if let [Some(from), Some(until)] = times
+            && from >= until
+        {
+            return Err(invalid(
+                "onboarding.valid_until",
+                "must be after onboarding.valid_from",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why settings were refused.
@@ -270,6 +482,8 @@ impl Settings {
                 enabled: false,
                 ..SellerSettings::default()
             },
+            registry: RegistrySettings::default(),
+            onboarding: OnboardingSettings::default(),
             peers: vec![],
         }
     }
@@ -404,9 +618,19 @@ impl Settings {
                 ));
             }
         }
+        if !self.registry.url.is_empty() {
+            check_uri("registry.url", &self.registry.url)?;
+        }
+        if !(1..=10).contains(&self.registry.attempts) {
+            return Err(invalid("registry.attempts", "must be between 1 and 10"));
+        }
+        if self.registry.cache_capacity == 0 {
+            return Err(invalid("registry.cache_capacity", "must be at least 1"));
+        }
         if !self.buyer.enabled && !self.seller.enabled {
             return Err(invalid("buyer.enabled", "enable at least one role"));
         }
+        self.onboarding.validate(&self.identity)?;
         for (i, p) in self.peers.iter().enumerate() {
             verifying_key_from_base64(&p.signing_public_key)
                 .map_err(|e| invalid(&format!("peers[{i}].signing_public_key"), e.to_string()))?;
@@ -536,5 +760,91 @@ mod tests {
     fn uri_path_is_the_mount_point() {
         assert_eq!(uri_path("http://127.0.0.1:8080/bap/"), "/bap");
         assert_eq!(uri_path("https://seller.example"), "");
+    }
+
+    const ENCRYPTION_PRIVATE: &str =
+        "MC4CAQAwBQYDK2VuBCIEIKh1Dq7Fu82lqQdBQJTHTvBTxtD6hLconopqvVLVy81s";
+    const SIGNING_PRIVATE: &str =
+        "8pPXr0Y4iwG590D9h2XJ+LAk2vXiOAVS0If7ep1FAqd9AK2I1RKLvAju6cr4g2HLfkU9yee/AAsXX1/UmsuScg==";
+
+    fn with_onboarding(section: &str) -> Result<Settings, ConfigError> {
+        let text = DEFAULT.replace(
+            "signing_private_key = \"\"",
+            &format!("signing_private_key = \"{SIGNING_PRIVATE}\""),
+        );
+        Settings::from_toml_with_env(&format!("{text}\n[onboarding]\n{section}\n"), [])
+    }
+
+    #[test]
+    fn onboarding_is_off_by_default_and_reads_a_full_section() {
+        let s = Settings::from_toml_with_env(DEFAULT, []).unwrap();
+        assert!(s.onboarding.request_id.is_empty());
+        assert!(s.onboarding.encryption_private_key.is_empty());
+        assert_eq!(s.onboarding.callback_url, "/");
+
+        let s = with_onboarding(&format!(
+            "request_id = \"r-1\"\nencryption_private_key = \"{ENCRYPTION_PRIVATE}\"\n\
+             registry_encryption_public_key = \"preprod\"\nops_no = 2\n\
+             city_codes = [\"std:080\", \"*\"]\nvalid_from = \"2026-01-01T00:00:00.000Z\"\n\
+             [onboarding.entity_details]\ncountry = \"IND\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.onboarding.ops_no, Some(2));
+        assert_eq!(
+            s.onboarding.registry_public_key(),
+            "MCowBQYDK2VuAyEAa9Wbpvd9SsrpOZFcynyt/TO3x0Yrqyys4NUGIvyxX2Q="
+        );
+        assert_eq!(s.onboarding.entity_details["country"].as_str(), Some("IND"));
+    }
+
+    #[test]
+    fn refuses_bad_onboarding_settings_with_the_key_named() {
+        let key = format!("encryption_private_key = \"{ENCRYPTION_PRIVATE}\"\n");
+        let cases = [
+            (key.clone(), "onboarding.registry_encryption_public_key"),
+            (
+                format!("{key}registry_encryption_public_key = \"qa\""),
+                "onboarding.registry_encryption_public_key",
+            ),
+            (
+                "encryption_private_key = \"AAAA\"\nregistry_encryption_public_key = \"prod\""
+                    .into(),
+                "onboarding.encryption_private_key",
+            ),
+            ("ops_no = 3".into(), "onboarding.ops_no"),
+            ("callback_url = \"ondc\"".into(), "onboarding.callback_url"),
+            ("city_codes = [\"std 080\"]".into(), "onboarding.city_codes"),
+            (
+                "subscriber_url = \"np.example\"".into(),
+                "onboarding.subscriber_url",
+            ),
+            (
+                "valid_until = \"tomorrow\"".into(),
+                "onboarding.valid_until",
+            ),
+            (
+                "valid_from = \"2026-02-01T00:00:00Z\"\nvalid_until = \"2026-01-01T00:00:00Z\""
+                    .into(),
+                "onboarding.valid_until",
+            ),
+            ("request_id = \" r \"".into(), "onboarding.request_id"),
+            (
+                "[onboarding.entity_details]\nkey_pair = \"x\"".into(),
+                "onboarding.entity_details.key_pair",
+            ),
+            ("colour = \"red\"".into(), "colour"),
+        ];
+        for (section, key) in cases {
+            let err = with_onboarding(&section).unwrap_err().to_string();
+            assert!(err.contains(key), "{section}: {err}");
+        }
+        // The site verification page must be signed by the registered key, not a generated one.
+        let err = Settings::from_toml_with_env(
+            &format!("{DEFAULT}\n[onboarding]\nrequest_id = \"r-1\"\n"),
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("identity.signing_private_key"), "{err}");
     }
 }

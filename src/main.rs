@@ -1,4 +1,5 @@
-//! The `ondc-rating` command line: serve | demo | keygen | sign | verify | token.
+//! The `ondc-rating` command line: serve | demo | keygen | sign | verify | token |
+//! site-verification | challenge | subscribe.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -9,9 +10,11 @@ use clap::{Parser, Subcommand};
 use ondc_rating::bap::auth::mint_hs256;
 use ondc_rating::config::Settings;
 use ondc_rating::crypto::{
-    EncryptionKeyPair, SigningKeyPair, sign_body, verify_body, verifying_key_from_base64,
+    EncryptionKeyPair, SigningKeyPair, registry_encryption_public_key, sign_body,
+    site_verification_html, solve_challenge, verify_body, verifying_key_from_base64,
 };
 use ondc_rating::http::Application;
+use ondc_rating::http::onboarding::{registry_url, send_subscribe, subscribe_payload};
 
 #[derive(Parser)]
 #[command(name = "ondc-rating", version, about = "ONDC rating protocol adapter")]
@@ -30,6 +33,15 @@ enum Command {
     },
     /// Rate an order end to end between a buyer-side and a seller-side adapter on loopback.
     Demo,
+    /// Run a registry of our own that answers /v2.0/lookup (signed) and /lookup from a file.
+    Registry {
+        /// JSON array of subscriber records (flat or nested, as registries return them).
+        #[arg(long)]
+        file: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        bind: String,
+    },
     /// Print a new Ed25519 signing pair and X25519 encryption pair in ONDC encodings.
     Keygen,
     /// Print the Authorization header value for the body on stdin.
@@ -76,6 +88,45 @@ enum Command {
         /// Lifetime, seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
+    },
+    /// Print the ondc-site-verification.html page for a /subscribe request_id.
+    SiteVerification {
+        /// Ed25519 private key, base64 (32-byte seed or 64-byte seed||public).
+        #[arg(long, env = "ONDC_SIGNING_PRIVATE_KEY")]
+        private_key: String,
+        /// The request_id sent in /subscribe.
+        #[arg(long)]
+        request_id: String,
+    },
+    /// Decrypt a registry /on_subscribe challenge and print the answer.
+    Challenge {
+        /// Own X25519 private key, base64 PKCS#8.
+        #[arg(long, env = "ONDC_ENCRYPTION_PRIVATE_KEY")]
+        encryption_private_key: String,
+        /// The registry's X25519 public key, base64 SPKI, or staging, preprod, prod.
+        #[arg(long)]
+        registry_public_key: String,
+        /// The challenge, base64.
+        #[arg(long)]
+        challenge: String,
+    },
+    /// Build the registry /subscribe request from the configuration and send it (or print it).
+    Subscribe {
+        /// Configuration file with [identity] and [onboarding].
+        #[arg(long)]
+        config: PathBuf,
+        /// Registry: staging, preprod, prod, or a base URL.
+        #[arg(long)]
+        env: String,
+        /// 1 buyer app, 2 seller app, 4 both (default: onboarding.ops_no, else the enabled roles).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+        ops_no: Option<u8>,
+        /// request_id (default: onboarding.request_id).
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Print the payload instead of sending it.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -136,19 +187,45 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             .ok();
             Ok(ExitCode::SUCCESS)
         }
+        Command::Registry { file, bind } => {
+            init_logging("info");
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let records = ondc_rating::registry::server::read_records(&text)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            let listener = std::net::TcpListener::bind(&bind)
+                .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+            let count = records.len();
+            let (server, _) = ondc_rating::registry::server::serve(
+                records,
+                listener,
+                std::sync::Arc::new(ondc_rating::clock::SystemClock),
+            )
+            .map_err(|e| e.to_string())?;
+            tracing::info!(bind, records = count, "registry listening");
+            server.await.map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen => {
             let s = SigningKeyPair::generate().map_err(|e| e.to_string())?;
             let e = EncryptionKeyPair::generate().map_err(|e| e.to_string())?;
-            println!(
-                "# Ed25519 signing pair (identity.signing_private_key; registry signing_public_key)"
-            );
+            println!("# Private keys: paste into the configuration file.");
+            println!("[identity]");
+            println!("# Ed25519, 64-byte seed||public");
             println!("signing_private_key = \"{}\"", s.private_key_base64());
-            println!("signing_public_key = \"{}\"", s.public_key_base64());
-            println!("# X25519 encryption pair (registry encr_public_key; on_subscribe challenge)");
+            println!();
+            println!("[onboarding]");
+            println!("# X25519, PKCS#8 (answers the registry's /on_subscribe challenge)");
             println!(
                 "encryption_private_key = \"{}\"",
                 e.private_key_pkcs8_base64()
             );
+            println!();
+            println!(
+                "# Public keys: for the registry's /subscribe entity.key_pair (not configuration;"
+            );
+            println!("# `ondc-rating subscribe` derives them from the private keys above).");
+            println!("signing_public_key = \"{}\"", s.public_key_base64());
             println!("encryption_public_key = \"{}\"", e.public_key_der_base64());
             Ok(ExitCode::SUCCESS)
         }
@@ -205,6 +282,71 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 mint_hs256(&settings.buyer.jwt_hs256_secret, &user, now(), ttl)
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::SiteVerification {
+            private_key,
+            request_id,
+        } => {
+            let keys = SigningKeyPair::from_base64(&private_key).map_err(|e| e.to_string())?;
+            print!("{}", site_verification_html(&keys, &request_id));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Challenge {
+            encryption_private_key,
+            registry_public_key,
+            challenge,
+        } => {
+            let answer = solve_challenge(
+                &encryption_private_key,
+                registry_encryption_public_key(&registry_public_key),
+                &challenge,
+            )
+            .map_err(|e| e.to_string())?;
+            println!("{answer}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Subscribe {
+            config,
+            env,
+            ops_no,
+            request_id,
+            dry_run,
+        } => {
+            let settings = Settings::load(&config).map_err(|e| e.to_string())?;
+            let registry = registry_url(&env).map_err(|e| e.to_string())?;
+            let configured = &settings.onboarding.request_id;
+            if let Some(r) = request_id
+                .as_deref()
+                .filter(|r| !configured.is_empty() && r != configured)
+            {
+                eprintln!(
+                    "note: the server's site verification page signs onboarding.request_id \
+                     {configured:?}, not {r:?}; the registry checks the page against this request"
+                );
+            }
+            let payload =
+                subscribe_payload(&settings, ops_no, request_id.as_deref(), chrono::Utc::now())
+                    .map_err(|e| e.to_string())?;
+            let pretty = serde_json::to_string_pretty(&payload).map_err(|e| e.to_string())?;
+            if dry_run {
+                eprintln!("dry run: not sent to {registry}/subscribe");
+                println!("{pretty}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (status, body) = send_subscribe(&registry, &payload)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("POST {registry}/subscribe -> {status}");
+            println!("{body}");
+            // The registry reports refusals as a NACK, sometimes with a 2xx status.
+            let nack = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .is_some_and(|v| v["message"]["ack"]["status"] == "NACK");
+            if (200..300).contains(&status) && !nack {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(1))
+            }
         }
     }
 }

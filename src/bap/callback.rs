@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
-use crate::http::network::{BUYER, ack, nack, verify_inbound, wrong_signer};
+use crate::http::network::{BUYER, ack, nack, signer_mismatch, verify_inbound};
 use crate::protocol::{Action, Context, NackCode, OnRatingMessage};
 use crate::store::{CallbackRecord, RatingStatus};
 
@@ -23,8 +23,8 @@ pub async fn on_rating(
         Ok(c) => c,
         Err(e) => return nack(BUYER.invalid, Some(e.path), e.message),
     };
-    if v.signer.subscriber_id != context.bpp_id {
-        return wrong_signer(&state, BUYER, "bpp_id");
+    if let Some(r) = signer_mismatch(&state, BUYER, &v.signer, "bpp_id", &context.bpp_id) {
+        return r;
     }
     let message = match OnRatingMessage::from_value(v.json.get("message")) {
         Ok(m) => m,

@@ -7,7 +7,7 @@ use crate::bap::orders::check_internal;
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
 use crate::http::error::{ApiCode, ApiError};
-use crate::http::network::{SELLER, ack, nack, verify_inbound, wrong_signer};
+use crate::http::network::{SELLER, ack, nack, signer_mismatch, verify_inbound};
 use crate::protocol::rating::parse_inbound;
 use crate::protocol::{Action, Context, NackCode};
 use crate::store::{DeliveryStatus, ReceivedRating};
@@ -54,8 +54,8 @@ pub async fn rating(
         Ok(c) => c,
         Err(e) => return nack(SELLER.invalid, Some(e.path), e.message),
     };
-    if v.signer.subscriber_id != context.bap_id {
-        return wrong_signer(&state, SELLER, "bap_id");
+    if let Some(r) = signer_mismatch(&state, SELLER, &v.signer, "bap_id", &context.bap_id) {
+        return r;
     }
     if context.bpp_id != state.settings.identity.subscriber_id {
         return nack(

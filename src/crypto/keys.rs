@@ -1,12 +1,13 @@
 //! Key material in ONDC's encodings: Ed25519 signing keys (raw 32-byte public key; private key as a
 //! 32-byte seed or the 64-byte libsodium `seed || public` form) and X25519 encryption keys (public
-//! as DER SubjectPublicKeyInfo, private as PKCS#8 v0).
+//! as DER SubjectPublicKeyInfo, private as PKCS#8 v0; read also PKCS#8 v1, the 83-byte PKCS#8 form
+//! with the public key appended, and raw 32-byte public keys).
 
 use super::{b64_decode, b64_encode};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 /// Why a key could not be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum KeyError {
     /// The text is not standard base64.
     #[error("key is not valid base64")]
@@ -23,6 +24,12 @@ pub enum KeyError {
     /// The operating system's random source failed.
     #[error("random source unavailable: {0}")]
     Random(String),
+    /// The bytes are not an X25519 PKCS#8 private key (wrong DER structure or algorithm).
+    #[error("not an X25519 PKCS#8 private key")]
+    NotX25519PrivateKey,
+    /// The bytes are not an X25519 SubjectPublicKeyInfo (wrong DER structure or algorithm).
+    #[error("not an X25519 SubjectPublicKeyInfo public key")]
+    NotX25519PublicKey,
 }
 
 /// An Ed25519 signing key pair.
@@ -110,12 +117,112 @@ const X25519_PKCS8_V0_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20,
 ];
 
+/// The part of an X25519 PKCS#8 private key between the version number and the 32 key bytes:
+/// AlgorithmIdentifier 1.3.101.110, then OCTET STRING { OCTET STRING (32) }.
+const X25519_PKCS8_ALGORITHM_AND_KEY_HEADER: [u8; 11] = [
+    0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20,
+];
+/// `[1] IMPLICIT BIT STRING` (33 bytes, no unused bits) that precedes the public key in the
+/// 83-byte PKCS#8 form (RFC 5958 OneAsymmetricKey with publicKey).
+const X25519_PKCS8_PUBLIC_KEY_HEADER: [u8; 3] = [0x81, 0x21, 0x00];
+
+/// Reads the raw 32-byte X25519 private key out of PKCS#8 DER: the 48-byte form (version 0 or 1)
+/// or the 83-byte form with the public key appended, which must match the private key.
+fn x25519_private_from_pkcs8(der: &[u8]) -> Result<[u8; 32], KeyError> {
+    let sequence_len = match der.len() {
+        48 => 0x2e,
+        83 => 0x51,
+        n => {
+            return Err(KeyError::WrongLength(
+                n,
+                "48 (PKCS#8) or 83 (PKCS#8 with public key)",
+            ));
+        }
+    };
+    let header_ok = der[0] == 0x30
+        && der[1] == sequence_len
+        && der[2..4] == [0x02, 0x01]
+        && matches!(der[4], 0 | 1)
+        && der[5..16] == X25519_PKCS8_ALGORITHM_AND_KEY_HEADER;
+    if !header_ok {
+        return Err(KeyError::NotX25519PrivateKey);
+    }
+    let mut raw = [0u8; 32];
+    raw.copy_from_slice(&der[16..48]);
+    if der.len() == 83 {
+        if der[48..51] != X25519_PKCS8_PUBLIC_KEY_HEADER {
+            return Err(KeyError::NotX25519PrivateKey);
+        }
+        let derived = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(raw));
+        if derived.as_bytes()[..] != der[51..83] {
+            return Err(KeyError::MismatchedKeypair);
+        }
+    }
+    Ok(raw)
+}
+
+/// Reads an X25519 public key given as base64 of DER SubjectPublicKeyInfo (44 bytes, the
+/// registry's `encr_public_key` form) or of the raw 32 bytes.
+pub fn encryption_public_key_from_base64(
+    public_key: &str,
+) -> Result<x25519_dalek::PublicKey, KeyError> {
+    let bytes = b64_decode(public_key).map_err(|_| KeyError::NotBase64)?;
+    let raw: [u8; 32] = match bytes.len() {
+        32 => bytes.try_into().map_err(|_| KeyError::NotX25519PublicKey)?,
+        44 if bytes[..12] == X25519_SPKI_PREFIX => bytes[12..]
+            .try_into()
+            .map_err(|_| KeyError::NotX25519PublicKey)?,
+        44 => return Err(KeyError::NotX25519PublicKey),
+        n => return Err(KeyError::WrongLength(n, "44 (SPKI DER) or 32 (raw)")),
+    };
+    Ok(x25519_dalek::PublicKey::from(raw))
+}
+
+/// An X25519 public key as base64 DER SubjectPublicKeyInfo.
+pub fn encryption_public_key_der_base64(public: &x25519_dalek::PublicKey) -> String {
+    let mut der = X25519_SPKI_PREFIX.to_vec();
+    der.extend_from_slice(public.as_bytes());
+    b64_encode(der)
+}
+
 /// An X25519 encryption key pair, used by the registry's onboarding challenge.
+#[derive(Clone)]
 pub struct EncryptionKeyPair {
     secret: x25519_dalek::StaticSecret,
 }
 
+impl std::fmt::Debug for EncryptionKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the private half.
+        f.debug_struct("EncryptionKeyPair")
+            .field("public", &self.public_key_der_base64())
+            .finish()
+    }
+}
+
 impl EncryptionKeyPair {
+    /// Reads a private key given as base64 PKCS#8: the 48-byte form (version 0 or 1) or the
+    /// 83-byte form with the public key appended.
+    pub fn from_pkcs8_base64(private_key: &str) -> Result<Self, KeyError> {
+        let der = b64_decode(private_key).map_err(|_| KeyError::NotBase64)?;
+        let raw = x25519_private_from_pkcs8(&der)?;
+        Ok(Self {
+            secret: x25519_dalek::StaticSecret::from(raw),
+        })
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> x25519_dalek::PublicKey {
+        x25519_dalek::PublicKey::from(&self.secret)
+    }
+
+    /// The raw X25519 shared secret with `their_public`, or `None` when their key is a
+    /// low-order point (the result would be all zeros and known to anyone).
+    pub fn shared_secret(&self, their_public: &x25519_dalek::PublicKey) -> Option<[u8; 32]> {
+        let shared = self.secret.diffie_hellman(their_public);
+        shared.was_contributory().then(|| shared.to_bytes())
+    }
+
     /// A fresh pair from the operating system's random source.
     pub fn generate() -> Result<Self, KeyError> {
         let mut seed = [0u8; 32];
@@ -127,10 +234,7 @@ impl EncryptionKeyPair {
 
     /// Public key as base64 DER SubjectPublicKeyInfo, the registry's `encr_public_key` form.
     pub fn public_key_der_base64(&self) -> String {
-        let public = x25519_dalek::PublicKey::from(&self.secret);
-        let mut der = X25519_SPKI_PREFIX.to_vec();
-        der.extend_from_slice(public.as_bytes());
-        b64_encode(der)
+        encryption_public_key_der_base64(&self.public_key())
     }
 
     /// Private key as base64 PKCS#8 v0.
@@ -205,5 +309,74 @@ mod tests {
                 .starts_with("MC4CAQAwBQYDK2VuBCIEI")
         );
         assert_eq!(b64_decode(&e.private_key_pkcs8_base64()).unwrap().len(), 48);
+    }
+
+    #[test]
+    fn x25519_keys_read_back_from_every_accepted_form() {
+        let e = EncryptionKeyPair::generate().unwrap();
+        let again = EncryptionKeyPair::from_pkcs8_base64(&e.private_key_pkcs8_base64()).unwrap();
+        assert_eq!(again.public_key_der_base64(), e.public_key_der_base64());
+
+        let v0 = b64_decode(&e.private_key_pkcs8_base64()).unwrap();
+        let mut v1 = v0.clone();
+        v1[4] = 1;
+        let k = EncryptionKeyPair::from_pkcs8_base64(&b64_encode(&v1)).unwrap();
+        assert_eq!(k.public_key(), e.public_key());
+        let mut long = v1;
+        long[1] = 0x51;
+        long.extend_from_slice(&X25519_PKCS8_PUBLIC_KEY_HEADER);
+        long.extend_from_slice(e.public_key().as_bytes());
+        let k = EncryptionKeyPair::from_pkcs8_base64(&b64_encode(&long)).unwrap();
+        assert_eq!(k.public_key(), e.public_key());
+
+        let spki = encryption_public_key_from_base64(&e.public_key_der_base64()).unwrap();
+        let raw =
+            encryption_public_key_from_base64(&b64_encode(e.public_key().as_bytes())).unwrap();
+        assert_eq!(spki, e.public_key());
+        assert_eq!(raw, e.public_key());
+        assert!(format!("{e:?}").contains(&e.public_key_der_base64()));
+        assert!(!format!("{e:?}").contains(&e.private_key_pkcs8_base64()));
+    }
+
+    #[test]
+    fn x25519_keys_refuse_other_shapes() {
+        let e = EncryptionKeyPair::generate().unwrap();
+        let v0 = b64_decode(&e.private_key_pkcs8_base64()).unwrap();
+        assert_eq!(
+            EncryptionKeyPair::from_pkcs8_base64("*").unwrap_err(),
+            KeyError::NotBase64
+        );
+        assert!(matches!(
+            EncryptionKeyPair::from_pkcs8_base64(&b64_encode(&v0[..47])),
+            Err(KeyError::WrongLength(47, _))
+        ));
+        for (i, v) in [(0, 0x31), (1, 0x2f), (4, 2), (11, 0x70), (15, 0x21)] {
+            let mut bad = v0.clone();
+            bad[i] = v;
+            assert_eq!(
+                EncryptionKeyPair::from_pkcs8_base64(&b64_encode(&bad)).unwrap_err(),
+                KeyError::NotX25519PrivateKey,
+                "byte {i}"
+            );
+        }
+        let mut long = v0.clone();
+        long[1] = 0x51;
+        long.extend_from_slice(&[0x82, 0x21, 0x00]);
+        long.extend_from_slice(e.public_key().as_bytes());
+        assert_eq!(
+            EncryptionKeyPair::from_pkcs8_base64(&b64_encode(&long)).unwrap_err(),
+            KeyError::NotX25519PrivateKey
+        );
+        let spki = b64_decode(&e.public_key_der_base64()).unwrap();
+        let mut bad = spki.clone();
+        bad[0] = 0x31;
+        assert_eq!(
+            encryption_public_key_from_base64(&b64_encode(&bad)).unwrap_err(),
+            KeyError::NotX25519PublicKey
+        );
+        assert!(matches!(
+            encryption_public_key_from_base64(&b64_encode(&spki[..43])),
+            Err(KeyError::WrongLength(43, _))
+        ));
     }
 }

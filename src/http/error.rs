@@ -39,6 +39,8 @@ pub enum ApiCode {
     StoreUnavailable,
     /// No such route.
     NotFound,
+    /// The registry's `/on_subscribe` challenge could not be decrypted.
+    InvalidChallenge,
 }
 
 impl ApiCode {
@@ -60,6 +62,7 @@ impl ApiCode {
             SellerInvalidResponse => ("seller_invalid_response", StatusCode::BAD_GATEWAY),
             StoreUnavailable => ("store_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             NotFound => ("not_found", StatusCode::NOT_FOUND),
+            InvalidChallenge => ("invalid_challenge", StatusCode::BAD_REQUEST),
         }
     }
 }

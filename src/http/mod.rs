@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod network;
+pub mod onboarding;
 pub mod outbound;
 
 use std::net::TcpListener;
@@ -102,15 +103,22 @@ impl Application {
                 .map_err(|e| StartError::Key(e.to_string()))?
         };
         let store = Store::open(&settings.store).await?;
+        let outbound = Outbound::new(
+            keys.clone(),
+            settings.identity.subscriber_id.clone(),
+            settings.identity.unique_key_id.clone(),
+            settings.identity.signature_ttl_secs,
+            clock.clone(),
+        );
         let state = web::Data::new(AppState {
-            registry: Registry::from_settings(&settings, &keys),
-            outbound: Outbound::new(
-                keys,
-                settings.identity.subscriber_id.clone(),
-                settings.identity.unique_key_id.clone(),
-                settings.identity.signature_ttl_secs,
+            registry: Registry::new(
+                &settings,
+                &keys,
+                outbound.clone(),
+                store.clone(),
                 clock.clone(),
             ),
+            outbound,
             tokens: TokenVerifier::new(
                 &settings.buyer.jwt_hs256_secret,
                 &settings.buyer.jwt_eddsa_public_keys,
@@ -196,6 +204,7 @@ fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
             web::get().to(crate::bpp::receiver::get_received),
         );
     }
+    onboarding::configure(cfg, settings);
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

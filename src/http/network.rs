@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::AppState;
 use crate::crypto::{AuthorizationHeader, VerifyError};
 use crate::protocol::{AckResponse, NackCode};
+use crate::registry::KeySource;
 
 /// The NACK codes a role answers with.
 #[derive(Debug, Clone, Copy)]
@@ -80,46 +81,91 @@ pub async fn verify_inbound(
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     let signer = match header {
-        None => Err("missing Authorization header".to_owned()),
+        None => Err(SignatureFailure::Refused(
+            "missing Authorization header".into(),
+        )),
         Some(h) => check_signature(state, h, &body).await,
     };
-    let signer = signer.map_err(|reason| {
-        tracing::info!(reason, path = req.path(), "refused signature");
-        // The reason goes to our log only: the NACK message is the fixed text peers expect.
-        signature_nack(state, codes, None)
+    let signer = signer.map_err(|failure| match failure {
+        SignatureFailure::Refused(reason) => {
+            tracing::info!(reason, path = req.path(), "refused signature");
+            // The reason goes to our log only: the NACK message is the fixed text peers expect.
+            signature_nack(state, codes, None)
+        }
+        SignatureFailure::Unavailable(reason) => {
+            tracing::warn!(reason, path = req.path(), "cannot check signature now");
+            nack(
+                codes.internal,
+                None,
+                "cannot verify the signature right now; retry",
+            )
+        }
     })?;
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| nack(codes.invalid, None, format!("body is not JSON: {e}")))?;
     Ok(Verified { signer, json })
 }
 
+/// Why a signature was not accepted.
+enum SignatureFailure {
+    /// The request is refused (401).
+    Refused(String),
+    /// The registry could not be asked; the sender should retry (503).
+    Unavailable(String),
+}
+
 async fn check_signature(
     state: &AppState,
     header: &str,
     body: &[u8],
-) -> Result<AuthorizationHeader, String> {
-    let parsed = AuthorizationHeader::parse(header).map_err(|e| e.to_string())?;
-    let key = state
+) -> Result<AuthorizationHeader, SignatureFailure> {
+    use SignatureFailure::*;
+    let parsed = AuthorizationHeader::parse(header).map_err(|e| Refused(e.to_string()))?;
+    let (sub, ukid) = (&parsed.subscriber_id, &parsed.unique_key_id);
+    let unavailable = |e: crate::registry::LookupError| Unavailable(e.to_string());
+    let found = state
         .registry
-        .lookup(&parsed.subscriber_id, &parsed.unique_key_id)
+        .lookup(sub, ukid)
         .await
-        .ok_or_else(|| {
-            VerifyError::UnknownKey(format!("{}|{}", parsed.subscriber_id, parsed.unique_key_id))
-                .to_string()
-        })?;
-    parsed
-        .verify(
-            body,
-            &key,
-            state.clock.unix(),
-            state.settings.identity.clock_skew_secs,
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(parsed)
+        .map_err(unavailable)?
+        .ok_or_else(|| Refused(VerifyError::UnknownKey(format!("{sub}|{ukid}")).to_string()))?;
+    let (now, skew) = (state.clock.unix(), state.settings.identity.clock_skew_secs);
+    match parsed.verify(body, &found.key, now, skew) {
+        Ok(()) => Ok(parsed),
+        // A cached key that no longer verifies may have been rotated: ask once more.
+        Err(VerifyError::BadSignature) if found.source == KeySource::Cache => {
+            let fresh = state
+                .registry
+                .refresh(sub, ukid)
+                .await
+                .map_err(unavailable)?;
+            match fresh {
+                Some(f) if f.key != found.key => parsed
+                    .verify(body, &f.key, now, skew)
+                    .map(|()| parsed.clone())
+                    .map_err(|e| Refused(e.to_string())),
+                _ => Err(Refused(VerifyError::BadSignature.to_string())),
+            }
+        }
+        Err(e) => Err(Refused(e.to_string())),
+    }
+}
+
+/// The 401 NACK to send when the signer is not the participant the context names (checked when
+/// `registry.check_signer_matches_context` is on); None when the signer is acceptable.
+pub fn signer_mismatch(
+    state: &AppState,
+    codes: RoleCodes,
+    signer: &AuthorizationHeader,
+    expected_field: &str,
+    expected: &str,
+) -> Option<HttpResponse> {
+    (state.settings.registry.check_signer_matches_context && signer.subscriber_id != expected)
+        .then(|| wrong_signer(state, codes, expected_field))
 }
 
 /// The 401 NACK for a signer that is not the party the context names.
-pub fn wrong_signer(state: &AppState, codes: RoleCodes, expected_field: &str) -> HttpResponse {
+fn wrong_signer(state: &AppState, codes: RoleCodes, expected_field: &str) -> HttpResponse {
     tracing::info!(expected_field, "signer does not match context");
     signature_nack(state, codes, Some(format!("context.{expected_field}")))
 }

@@ -88,20 +88,55 @@ impl Outbound {
         authorization: &str,
         timeout: Duration,
     ) -> Result<PeerAnswer, String> {
-        let resp = self
+        let raw = self
+            .post_raw(url, body, Some(authorization), timeout)
+            .await?;
+        Ok(read_answer(raw.status, &raw.body))
+    }
+
+    /// One POST, returning the status and body as they came.
+    pub async fn post_raw(
+        &self,
+        url: &str,
+        body: Bytes,
+        authorization: Option<&str>,
+        timeout: Duration,
+    ) -> Result<RawAnswer, String> {
+        let mut req = self
             .http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
-            .header(AUTHORIZATION, authorization)
             .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| describe(&e))?;
+            .body(body);
+        if let Some(auth) = authorization {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let resp = req.send().await.map_err(|e| describe(&e))?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| describe(&e))?;
-        Ok(read_answer(status, &bytes))
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.bytes().await.map_err(|e| describe(&e))?;
+        Ok(RawAnswer {
+            status,
+            body,
+            retry_after,
+        })
     }
+}
+
+/// A peer's HTTP answer as received.
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Bytes,
+    /// `Retry-After`, when given in seconds.
+    pub retry_after: Option<Duration>,
 }
 
 fn describe(e: &reqwest::Error) -> String {

@@ -13,12 +13,13 @@ fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 5] = [
+const ALL: [Space; 6] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
     Space::Callbacks,
     Space::Received,
+    Space::Keys,
 ];
 
 /// A redb-backed store.

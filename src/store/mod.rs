@@ -46,6 +46,8 @@ pub enum Space {
     Callbacks,
     /// `bap_id|message_id` -> [`ReceivedRating`] (seller side).
     Received,
+    /// `subscriber_id|unique_key_id` -> a registry lookup result, with its own expiry.
+    Keys,
 }
 
 impl Space {
@@ -57,6 +59,7 @@ impl Space {
             Space::Messages => "messages",
             Space::Callbacks => "callbacks",
             Space::Received => "received",
+            Space::Keys => "keys",
         }
     }
 }
@@ -247,6 +250,25 @@ impl Store {
     ) -> Result<Option<ReceivedRating>, StoreError> {
         self.get(Space::Received, &received_key(bap_id, message_id))
             .await
+    }
+
+    /// A cached registry answer (the caller checks its expiry).
+    pub async fn get_cached_key(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_raw(Space::Keys, key).await
+    }
+
+    /// Caches a registry answer for `ttl` (Redis expires it; the embedded store keeps it and the
+    /// caller's expiry check ignores it once stale).
+    pub async fn put_cached_key(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.put(Space::Keys, key, value).await,
+            Store::Redis(s) => s.put_expiring(Space::Keys, key, value, ttl).await,
+        }
     }
 
     /// Checks the backend answers.

@@ -77,6 +77,25 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    pub(super) async fn put_expiring(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        redis::cmd("SET")
+            .arg(self.key(space, key))
+            .arg(value)
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
     pub(super) async fn put_new(
         &self,
         space: Space,

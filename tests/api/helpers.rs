@@ -11,7 +11,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 
 use ondc_rating::bap::auth::mint_hs256;
-use ondc_rating::clock::SystemClock;
+use ondc_rating::clock::{SharedClock, SystemClock};
 use ondc_rating::config::{
     BuyerSettings, PeerSettings, SellerSettings, Settings, StoreBackend, StoreSettings,
 };
@@ -117,7 +117,11 @@ impl Identity {
 
     /// A header valid now for `body`.
     pub fn sign(&self, body: &[u8]) -> String {
-        let t = now();
+        self.sign_at(body, now())
+    }
+
+    /// A header created at `t` (Unix seconds), valid for 60 s.
+    pub fn sign_at(&self, body: &[u8], t: i64) -> String {
         sign_body(body, &self.keys, &self.id, &self.ukid, t, t + 60)
     }
 }
@@ -144,15 +148,24 @@ pub struct TestApp {
     pub base: String,
     pub port: u16,
     pub settings: Settings,
+    pub clock: SharedClock,
     handle: ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl TestApp {
     pub async fn start(settings: Settings, listener: TcpListener) -> Self {
+        Self::start_clocked(settings, listener, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_clocked(
+        settings: Settings,
+        listener: TcpListener,
+        clock: SharedClock,
+    ) -> Self {
         settings.validate().expect("test settings are valid");
         let port = listener.local_addr().unwrap().port();
-        let app = Application::with_listener(settings.clone(), listener, Arc::new(SystemClock))
+        let app = Application::with_listener(settings.clone(), listener, clock.clone())
             .await
             .expect("app starts");
         let handle = app.handle();
@@ -161,24 +174,25 @@ impl TestApp {
             base: format!("http://127.0.0.1:{port}"),
             port,
             settings,
+            clock,
             handle,
             task,
         }
     }
 
-    /// Stops the server and waits until it has released everything (the redb file included).
-    pub async fn stop(self) -> Settings {
+    /// Stops the server and waits until it has stopped serving.
+    pub async fn stop(self) -> (Settings, SharedClock) {
         self.handle.stop(true).await;
         let _ = self.task.await;
-        self.settings
+        (self.settings, self.clock)
     }
 
-    /// Stops and starts again on the same port with the same settings (same store).
+    /// Stops and starts again on the same port with the same settings (same store) and clock.
     pub async fn restart(self) -> Self {
         let port = self.port;
-        let settings = self.stop().await;
+        let (settings, clock) = self.stop().await;
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind same port");
-        Self::start(settings, listener).await
+        Self::start_clocked(settings, listener, clock).await
     }
 }
 
@@ -321,7 +335,35 @@ impl Seller {
         peers: Vec<PeerSettings>,
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
-        let identity = Identity::new("seller.test");
+        Self::start_clocked(store, name, peers, Arc::new(SystemClock), tweak).await
+    }
+
+    pub async fn start_clocked(
+        store: &StoreFixture,
+        name: &str,
+        peers: Vec<PeerSettings>,
+        clock: SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        Self::start_as(
+            Identity::new("seller.test"),
+            store,
+            name,
+            peers,
+            clock,
+            tweak,
+        )
+        .await
+    }
+
+    pub async fn start_as(
+        identity: Identity,
+        store: &StoreFixture,
+        name: &str,
+        peers: Vec<PeerSettings>,
+        clock: SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         let (listener, port) = bind();
         let mut s = settings_for(&identity, port, store.settings(name));
         s.seller = SellerSettings {
@@ -334,7 +376,7 @@ impl Seller {
         s.peers = peers;
         tweak(&mut s);
         Self {
-            app: TestApp::start(s, listener).await,
+            app: TestApp::start_clocked(s, listener, clock).await,
             identity,
             http: reqwest::Client::new(),
         }
@@ -437,6 +479,8 @@ pub enum Script {
     Respond(u16, String),
     /// Answer the first `n` requests with this status and an error body, then ACK.
     FailFirst(usize, u16),
+    /// Answer the first `n` requests with this status, then 200 with this body.
+    FailFirstThen(usize, u16, String),
 }
 
 /// One request the scripted seller received.
@@ -485,6 +529,10 @@ impl Recorder {
                                 (status, "temporarily unavailable".to_owned())
                             }
                             Script::FailFirst(..) => (200, ack),
+                            Script::FailFirstThen(n, status, _) if seen <= n => {
+                                (status, "slow down".to_owned())
+                            }
+                            Script::FailFirstThen(_, _, body) => (200, body),
                         };
                         HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                             .content_type("application/json")
@@ -580,4 +628,26 @@ pub fn dead_port() -> u16 {
     let (l, port) = bind();
     drop(l);
     port
+}
+
+/// A /rating body from `bap` to the seller `bpp_id` at `bpp_uri`, stamped `at`.
+pub fn rating_body_at(
+    bap: &Identity,
+    bap_uri: &str,
+    bpp_id: &str,
+    bpp_uri: &str,
+    message_id: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "context": {
+            "domain": "ONDC:RET11", "country": "IND", "city": "std:080", "action": "rating",
+            "core_version": "1.2.0", "bap_id": bap.id, "bap_uri": bap_uri,
+            "bpp_id": bpp_id, "bpp_uri": bpp_uri,
+            "transaction_id": "txn-1", "message_id": message_id,
+            "timestamp": ondc_rating::clock::ondc_timestamp(at), "ttl": "PT30S"
+        },
+        "message": {"ratings": [{"rating_category": "Order", "id": "O-1", "value": "5"}]}
+    }))
+    .unwrap()
 }

@@ -48,8 +48,8 @@ const VECTOR_SIGNATURE: &str =
 // helpers
 
 /// What a finished subprocess left behind.
-struct Outcome {
-    code: Option<i32>,
+pub(crate) struct Outcome {
+    pub(crate) code: Option<i32>,
     stdout: String,
     stderr: String,
 }
@@ -210,7 +210,7 @@ fn sdk_sign_as(
 }
 
 /// Runs the Node SDK's `isHeaderValid` through `sdk.js verify`.
-fn sdk_verify(body: &str, public_key: &str, header: &str) -> Outcome {
+pub(crate) fn sdk_verify(body: &str, public_key: &str, header: &str) -> Outcome {
     let out = run(
         sdk_command(&["verify", "--public-key", public_key, "--header", header]),
         body.as_bytes(),

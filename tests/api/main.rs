@@ -7,6 +7,8 @@ mod cli;
 mod concurrency;
 mod interop;
 mod network;
+mod onboarding;
 mod rating_flow;
+mod registry;
 mod restart;
 mod seller_failures;

@@ -9,17 +9,14 @@ use ondc_rating::crypto::sign_body;
 
 /// A /rating body from `bap` to `seller`, as a buyer side would send it.
 fn rating_body(bap: &Identity, bap_uri: &str, seller: &Seller, message_id: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "context": {
-            "domain": "ONDC:RET11", "country": "IND", "city": "std:080", "action": "rating",
-            "core_version": "1.2.0", "bap_id": bap.id, "bap_uri": bap_uri,
-            "bpp_id": seller.identity.id, "bpp_uri": format!("{}/bpp", seller.app.base),
-            "transaction_id": "txn-1", "message_id": message_id,
-            "timestamp": ondc_rating::clock::ondc_timestamp(chrono::Utc::now()), "ttl": "PT30S"
-        },
-        "message": {"ratings": [{"rating_category": "Order", "id": "O-1", "value": "5"}]}
-    }))
-    .unwrap()
+    rating_body_at(
+        bap,
+        bap_uri,
+        &seller.identity.id,
+        &format!("{}/bpp", seller.app.base),
+        message_id,
+        chrono::Utc::now(),
+    )
 }
 
 fn assert_signature_nack(status: u16, body: &Value, code: &str) {
