@@ -81,6 +81,37 @@ pub struct IdentitySettings {
     /// Tolerance for a peer's clock running ahead, seconds.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: i64,
+    /// Several own keys, for rotation, each registered under its own unique key id: the one
+    /// named by `unique_key_id` signs, the others stay configured so that switching keys is a
+    /// one-line change. When used, `signing_private_key` stays empty.
+    #[serde(default)]
+    pub keys: Vec<OwnKey>,
+}
+
+/// One of this participant's signing keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnKey {
+    /// Its unique key id in the registry.
+    pub unique_key_id: String,
+    /// Ed25519 private key, base64 (32-byte seed or 64-byte seed||public).
+    pub signing_private_key: String,
+}
+
+impl IdentitySettings {
+    /// The private key that signs (base64): the `keys` entry named by `unique_key_id`, else
+    /// `signing_private_key`; None when neither is configured.
+    pub fn active_private_key(&self) -> Option<&str> {
+        let key = if self.keys.is_empty() {
+            Some(self.signing_private_key.as_str())
+        } else {
+            self.keys
+                .iter()
+                .find(|k| k.unique_key_id == self.unique_key_id)
+                .map(|k| k.signing_private_key.as_str())
+        };
+        key.filter(|k| !k.is_empty())
+    }
 }
 
 fn default_signature_ttl() -> i64 {
@@ -329,7 +360,7 @@ impl OnboardingSettings {
                     "must have no surrounding whitespace and at most 256 characters",
                 ));
             }
-            if identity.signing_private_key.is_empty() {
+            if identity.active_private_key().is_none() {
                 return Err(invalid(
                     "identity.signing_private_key",
                     "must be set to serve the site verification page (the registry checks it \
@@ -472,6 +503,7 @@ impl Settings {
                 signing_private_key: keys.private_key_base64(),
                 signature_ttl_secs: default_signature_ttl(),
                 clock_skew_secs: default_skew(),
+                keys: vec![],
             },
             store,
             buyer: BuyerSettings {
@@ -552,6 +584,34 @@ impl Settings {
         if !id.signing_private_key.is_empty() {
             SigningKeyPair::from_base64(&id.signing_private_key)
                 .map_err(|e| invalid("identity.signing_private_key", e.to_string()))?;
+        }
+        if !id.keys.is_empty() {
+            if !id.signing_private_key.is_empty() {
+                return Err(invalid(
+                    "identity.signing_private_key",
+                    "leave empty when identity.keys lists the keys",
+                ));
+            }
+            for (i, k) in id.keys.iter().enumerate() {
+                let at = format!("identity.keys[{i}]");
+                if k.unique_key_id.trim().is_empty() || k.unique_key_id.contains('|') {
+                    return Err(invalid(&at, "unique_key_id must be non-empty without '|'"));
+                }
+                if id.keys[..i]
+                    .iter()
+                    .any(|o| o.unique_key_id == k.unique_key_id)
+                {
+                    return Err(invalid(&at, "unique_key_id appears twice"));
+                }
+                SigningKeyPair::from_base64(&k.signing_private_key)
+                    .map_err(|e| invalid(&format!("{at}.signing_private_key"), e.to_string()))?;
+            }
+            if id.active_private_key().is_none() {
+                return Err(invalid(
+                    "identity.unique_key_id",
+                    "must name one of identity.keys (the active signing key)",
+                ));
+            }
         }
         if !(30..=3600).contains(&id.signature_ttl_secs) {
             return Err(invalid(
@@ -754,6 +814,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("oops"), "{err}");
+    }
+
+    #[test]
+    fn the_active_key_is_the_one_unique_key_id_names() {
+        let k1 = SigningKeyPair::generate().unwrap().private_key_base64();
+        let k2 = SigningKeyPair::generate().unwrap().private_key_base64();
+        let with_keys = |active: &str, own: &str| {
+            DEFAULT
+                .replace(
+                    "unique_key_id = \"dev-1\"",
+                    &format!("unique_key_id = \"{active}\""),
+                )
+                .replace("signing_private_key = \"\"", own)
+                + &format!(
+                    "\n[[identity.keys]]\nunique_key_id = \"k1\"\nsigning_private_key = \"{k1}\"\n\
+                     [[identity.keys]]\nunique_key_id = \"k2\"\nsigning_private_key = \"{k2}\"\n"
+                )
+        };
+        let s = Settings::from_toml_with_env(&with_keys("k2", ""), []).unwrap();
+        assert_eq!(s.identity.active_private_key(), Some(k2.as_str()));
+        let s = Settings::from_toml_with_env(&with_keys("k1", ""), []).unwrap();
+        assert_eq!(s.identity.active_private_key(), Some(k1.as_str()));
+        let err = Settings::from_toml_with_env(&with_keys("k3", ""), []).unwrap_err();
+        assert!(err.to_string().contains("identity.unique_key_id"), "{err}");
+        let both = format!("signing_private_key = \"{k1}\"");
+        let err = Settings::from_toml_with_env(&with_keys("k1", &both), []).unwrap_err();
+        assert!(err.to_string().contains("leave empty"), "{err}");
     }
 
     #[test]

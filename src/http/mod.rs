@@ -91,16 +91,18 @@ impl Application {
         listener: TcpListener,
         clock: SharedClock,
     ) -> Result<Self, StartError> {
-        let keys = if settings.identity.signing_private_key.is_empty() {
-            let k = SigningKeyPair::generate().map_err(|e| StartError::Key(e.to_string()))?;
-            tracing::warn!(
-                public_key = %k.public_key_base64(),
-                "no signing key configured; generated one for this run (development only)"
-            );
-            k
-        } else {
-            SigningKeyPair::from_base64(&settings.identity.signing_private_key)
-                .map_err(|e| StartError::Key(e.to_string()))?
+        let keys = match settings.identity.active_private_key() {
+            Some(private) => {
+                SigningKeyPair::from_base64(private).map_err(|e| StartError::Key(e.to_string()))?
+            }
+            None => {
+                let k = SigningKeyPair::generate().map_err(|e| StartError::Key(e.to_string()))?;
+                tracing::warn!(
+                    public_key = %k.public_key_base64(),
+                    "no signing key configured; generated one for this run (development only)"
+                );
+                k
+            }
         };
         let store = Store::open(&settings.store).await?;
         let outbound = Outbound::new(

@@ -38,7 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
     let o = &settings.onboarding;
     if !o.request_id.is_empty() {
         // validate() requires a configured signing key whenever request_id is set.
-        match SigningKeyPair::from_base64(&settings.identity.signing_private_key) {
+        match SigningKeyPair::from_base64(settings.identity.active_private_key().unwrap_or("")) {
             Ok(keys) => {
                 let page: Arc<str> = site_verification_html(&keys, &o.request_id).into();
                 cfg.route(
@@ -218,7 +218,7 @@ pub fn subscribe_payload(
     )?;
     let signing = SigningKeyPair::from_base64(required(
         "identity.signing_private_key",
-        &settings.identity.signing_private_key,
+        settings.identity.active_private_key().unwrap_or(""),
     )?)
     .map_err(|e| SubscribeError::Invalid {
         key: "identity.signing_private_key",

@@ -11,4 +11,5 @@ mod onboarding;
 mod rating_flow;
 mod registry;
 mod restart;
+mod rotation;
 mod seller_failures;
