@@ -51,6 +51,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Log level: error, warn, info, debug, trace.
     pub log_level: String,
+    /// Check every outbound /rating and /on_rating against the strict schemas before sending
+    /// (tests, debugging); a violation is refused instead of sent.
+    pub validate_outbound: bool,
 }
 
 impl Default for ServerSettings {
@@ -59,6 +62,7 @@ impl Default for ServerSettings {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 64 * 1024,
             log_level: "info".into(),
+            validate_outbound: false,
         }
     }
 }

@@ -146,6 +146,7 @@ pub async fn rate_order(
         context: context.clone(),
         created_at: ondc_timestamp(now),
         error: None,
+        failure: None,
     };
 
     // Register before sending: a fast seller may call back before its ACK reaches us.
@@ -174,42 +175,43 @@ pub async fn rate_order(
         message: RatingMessage { ratings },
     })
     .expect("rating message serialises");
+    if settings.server.validate_outbound
+        && let Err(v) = state.schemas.rating_outbound.check_bytes(&body)
+    {
+        tracing::error!(violation = %v, "outbound /rating fails its schema; not sent");
+        let failure = Failure::Other(format!("outbound /rating fails its schema: {v}"));
+        return Err(release(&state, record, failure, ApiCode::InternalError).await);
+    }
     let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
-    match send_with_retry(&state, &url, body).await {
+    let (failure, code) = match send_with_retry(&state, &url, body).await {
         Ok(PeerAnswer::Ack) => {
             record.status = RatingStatus::Acknowledged;
             if let Err(e) = state.store.put_rating(&record).await {
                 // The seller has the rating and the claim stays taken; only the status lags.
                 tracing::error!(error = %e, "could not record the seller's ACK");
             }
+            (None, ApiCode::SellerRejected)
         }
-        Ok(PeerAnswer::Nack { status, error }) => {
-            let error = error.unwrap_or(NetworkError {
-                kind: None,
-                code: status.to_string(),
-                path: None,
-                message: Some("NACK without an error block".into()),
-            });
-            return Err(release(&state, record, error, ApiCode::SellerRejected).await);
-        }
-        Ok(PeerAnswer::Invalid { status, excerpt }) => {
-            let error = NetworkError {
-                kind: None,
-                code: status.to_string(),
-                path: None,
-                message: Some(format!("not an ACK/NACK: {excerpt}")),
-            };
-            return Err(release(&state, record, error, ApiCode::SellerInvalidResponse).await);
-        }
-        Err(reason) => {
-            let error = NetworkError {
-                kind: None,
-                code: "unreachable".into(),
-                path: None,
-                message: Some(reason),
-            };
-            return Err(release(&state, record, error, ApiCode::SellerUnreachable).await);
-        }
+        Ok(PeerAnswer::Nack {
+            error: Some(error), ..
+        }) => (Some(Failure::Nack(error)), ApiCode::SellerRejected),
+        Ok(PeerAnswer::Nack {
+            status,
+            error: None,
+        }) => (
+            Some(Failure::Other(format!(
+                "HTTP {status}: NACK without an error block"
+            ))),
+            ApiCode::SellerRejected,
+        ),
+        Ok(PeerAnswer::Invalid { status, excerpt }) => (
+            Some(Failure::Other(format!("HTTP {status}: {excerpt}"))),
+            ApiCode::SellerInvalidResponse,
+        ),
+        Err(reason) => (Some(Failure::Other(reason)), ApiCode::SellerUnreachable),
+    };
+    if let Some(failure) = failure {
+        return Err(release(&state, record, failure, code).await);
     }
 
     // Wait for /on_rating; the store is the truth, the notification only a wake-up.
@@ -265,25 +267,41 @@ async fn send_with_retry(state: &AppState, url: &str, body: Vec<u8>) -> Result<P
     Err(last)
 }
 
+/// Why an exchange failed: the seller's NACK, or a reason of ours (unreachable, garbage answer).
+enum Failure {
+    Nack(NetworkError),
+    Other(String),
+}
+
 /// Marks the exchange failed, which releases the one-time claim, and builds the 502.
 async fn release(
     state: &AppState,
     mut record: RatingRecord,
-    error: NetworkError,
+    failure: Failure,
     code: ApiCode,
 ) -> ApiError {
     record.status = RatingStatus::Failed;
-    record.error = Some(error.clone());
+    let (seller_error, reason) = match failure {
+        Failure::Nack(e) => (Some(e), None),
+        Failure::Other(reason) => (None, Some(reason)),
+    };
+    record.error = seller_error.clone();
+    record.failure = reason.clone();
     if let Err(e) = state.store.put_rating(&record).await {
         tracing::error!(error = %e, order_id = %record.order_id, "could not release the claim");
     }
     let message = match code {
         ApiCode::SellerRejected => "the seller refused the rating; it was not recorded, try again",
         ApiCode::SellerInvalidResponse => "the seller's answer was not understood; try again",
+        ApiCode::InternalError => "the rating could not be sent; it was not recorded",
         _ => "the seller could not be reached; the rating was not recorded, try again",
     };
+    let message = match &reason {
+        Some(r) => format!("{message} ({r})"),
+        None => message.to_owned(),
+    };
     ApiError {
-        seller_error: Some(Box::new(error)),
+        seller_error: seller_error.map(Box::new),
         ..ApiError::new(code, message)
     }
 }
@@ -327,6 +345,9 @@ pub async fn get_rating(
     }
     if let Some(e) = &record.error {
         data["error"] = json!(e);
+    }
+    if let Some(f) = &record.failure {
+        data["failure"] = json!(f);
     }
     Ok(HttpResponse::Ok().json(json!({ "data": data })))
 }

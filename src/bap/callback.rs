@@ -19,6 +19,9 @@ pub async fn on_rating(
         Ok(v) => v,
         Err(r) => return r,
     };
+    if let Err(violation) = state.schemas.on_rating_inbound.check(&v.json) {
+        return nack(BUYER.invalid, Some(violation.path), violation.message);
+    }
     let context = match Context::from_value(v.json.get("context"), Action::OnRating) {
         Ok(c) => c,
         Err(e) => return nack(BUYER.invalid, Some(e.path), e.message),

@@ -50,6 +50,9 @@ pub async fn rating(
         Ok(v) => v,
         Err(r) => return r,
     };
+    if let Err(violation) = state.schemas.rating_inbound.check(&v.json) {
+        return nack(SELLER.invalid, Some(violation.path), violation.message);
+    }
     let context = match Context::from_value(v.json.get("context"), Action::Rating) {
         Ok(c) => c,
         Err(e) => return nack(SELLER.invalid, Some(e.path), e.message),

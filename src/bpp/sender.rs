@@ -63,6 +63,17 @@ pub fn build_on_rating(state: &AppState, r: &ReceivedRating) -> Vec<u8> {
 /// Delivers the /on_rating owed for `r`, recording the outcome.
 pub async fn deliver(state: web::Data<AppState>, mut r: ReceivedRating) {
     let body = web::Bytes::from(build_on_rating(&state, &r));
+    if state.settings.server.validate_outbound
+        && let Err(v) = state.schemas.on_rating_outbound.check_bytes(&body)
+    {
+        tracing::error!(violation = %v, "outbound /on_rating fails its schema; not sent");
+        r.on_rating = DeliveryStatus::Failed;
+        r.last_error = Some(format!("outbound schema violation: {v}"));
+        if let Err(e) = state.store.put_received(&r).await {
+            tracing::error!(error = %e, "could not record on_rating delivery");
+        }
+        return;
+    }
     let url = format!("{}/on_rating", r.context.bap_uri.trim_end_matches('/'));
     let auth = state.outbound.authorization(&body);
     let timeout = Duration::from_millis(state.settings.seller.send_timeout_ms);

@@ -39,6 +39,8 @@ pub enum ApiCode {
     StoreUnavailable,
     /// No such route.
     NotFound,
+    /// A defect of ours caught before it reached a peer (an outbound payload failed its schema).
+    InternalError,
     /// The registry's `/on_subscribe` challenge could not be decrypted.
     InvalidChallenge,
 }
@@ -62,6 +64,7 @@ impl ApiCode {
             SellerInvalidResponse => ("seller_invalid_response", StatusCode::BAD_GATEWAY),
             StoreUnavailable => ("store_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             NotFound => ("not_found", StatusCode::NOT_FOUND),
+            InternalError => ("internal_error", StatusCode::INTERNAL_SERVER_ERROR),
             InvalidChallenge => ("invalid_challenge", StatusCode::BAD_REQUEST),
         }
     }

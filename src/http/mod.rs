@@ -18,6 +18,7 @@ use crate::bap::bridge::Waiters;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Settings, uri_path};
 use crate::crypto::SigningKeyPair;
+use crate::protocol::schema::Schemas;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 use error::{ApiCode, ApiError};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub waiters: Waiters,
     /// Buyer API token checks.
     pub tokens: TokenVerifier,
+    /// The JSON Schemas, compiled once.
+    pub schemas: Arc<Schemas>,
 }
 
 /// Why the server could not start.
@@ -53,6 +56,9 @@ pub enum StartError {
     /// The signing key is unusable.
     #[error("signing key: {0}")]
     Key(String),
+    /// The embedded schemas do not compile (a build defect).
+    #[error(transparent)]
+    Schema(#[from] crate::protocol::schema::SchemaError),
 }
 
 /// Reads a request body up to `limit` bytes.
@@ -104,6 +110,7 @@ impl Application {
                 k
             }
         };
+        let schemas = Arc::new(Schemas::compile()?);
         let store = Store::open(&settings.store).await?;
         let outbound = Outbound::new(
             keys.clone(),
@@ -126,6 +133,7 @@ impl Application {
                 &settings.buyer.jwt_eddsa_public_keys,
             ),
             waiters: Waiters::default(),
+            schemas,
             store,
             clock,
             settings: Arc::new(settings),

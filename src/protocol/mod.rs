@@ -9,6 +9,7 @@ pub mod ack;
 pub mod context;
 pub mod on_rating;
 pub mod rating;
+pub mod schema;
 
 pub use ack::{AckResponse, AckStatus, ErrorType, NackCode, NetworkError};
 pub use context::{Action, Context, ContextError};

@@ -111,9 +111,12 @@ pub struct RatingRecord {
     pub context: Context,
     /// When the claim was taken (ONDC timestamp format).
     pub created_at: String,
-    /// The seller's error when it NACKed, or why it could not be reached.
+    /// The seller's error when it NACKed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<NetworkError>,
+    /// Why the exchange failed when it was not a NACK (unreachable seller, unreadable answer).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub failure: Option<String>,
 }
 
 impl RatingRecord {

@@ -133,14 +133,40 @@ pub fn bind() -> (TcpListener, u16) {
 }
 
 /// Settings with both roles off; callers switch on what they test.
+/// Every adapter under test checks what it sends against the strict schemas.
 pub fn settings_for(identity: &Identity, port: u16, store: StoreSettings) -> Settings {
-    Settings::participant(
+    let mut s = Settings::participant(
         &identity.id,
         &identity.ukid,
         &identity.keys,
         format!("127.0.0.1:{port}"),
         store,
-    )
+    );
+    s.server.validate_outbound = true;
+    s
+}
+
+/// The schemas in `schemas/`, compiled once per test process.
+pub fn schemas() -> &'static ondc_rating::protocol::schema::Schemas {
+    static SCHEMAS: std::sync::OnceLock<ondc_rating::protocol::schema::Schemas> =
+        std::sync::OnceLock::new();
+    SCHEMAS.get_or_init(|| ondc_rating::protocol::schema::Schemas::compile().unwrap())
+}
+
+/// Asserts a buyer API body matches its documented schema for that status.
+pub fn assert_documented(
+    status: u16,
+    body: &Value,
+    success: &ondc_rating::protocol::schema::Schema,
+) {
+    let schema = if status < 300 {
+        success
+    } else {
+        &schemas().error
+    };
+    if let Err(v) = schema.check(body) {
+        panic!("HTTP {status} body does not match its schema: {v}\n{body}");
+    }
 }
 
 /// A running adapter.
@@ -269,7 +295,9 @@ impl Buyer {
             .send()
             .await
             .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        let (status, body) = (r.status().as_u16(), r.json().await.unwrap_or(Value::Null));
+        assert_documented(status, &body, &schemas().rate_order_response);
+        (status, body)
     }
 
     pub async fn rating_of(&self, user: &str, order_id: &str) -> (u16, Value) {
@@ -280,7 +308,9 @@ impl Buyer {
             .send()
             .await
             .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        let (status, body) = (r.status().as_u16(), r.json().await.unwrap_or(Value::Null));
+        assert_documented(status, &body, &schemas().rating_response);
+        (status, body)
     }
 
     /// Posts a signed /on_rating as `signer`.
