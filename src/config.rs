@@ -54,6 +54,9 @@ pub struct ServerSettings {
     /// Check every outbound /rating and /on_rating against the strict schemas before sending
     /// (tests, debugging); a violation is refused instead of sent.
     pub validate_outbound: bool,
+    /// When set, every network message sent or received is appended to
+    /// `record_dir/traffic.ndjson` (the format `ondc-rating check` reads).
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -63,6 +66,7 @@ impl Default for ServerSettings {
             max_body_bytes: 64 * 1024,
             log_level: "info".into(),
             validate_outbound: false,
+            record_dir: None,
         }
     }
 }
@@ -219,6 +223,23 @@ pub struct SellerSettings {
     pub send_timeout_ms: u64,
     /// Internal token for the seller platform's read API.
     pub internal_token: String,
+    /// Rating categories this seller takes (any case; default all five). A /rating rating
+    /// anything else is answered with error 50003 in /on_rating. In the environment, a
+    /// comma-separated list.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub accepted_categories: Vec<String>,
+    /// Accept decimal values within 1..5 ("4.5"); off: only whole numbers, else error 30015.
+    pub allow_decimal_values: bool,
+    /// The seller platform's webhook: every new /rating that passes the checks is POSTed there,
+    /// signed with `webhook_secret`. Empty: no webhook, the configured form is always used.
+    pub webhook_url: String,
+    /// HMAC-SHA256 key for the webhook's `X-Ondc-Rating-Signature` (at least 16 bytes).
+    pub webhook_secret: String,
+    /// Time allowed for the webhook, all attempts included, milliseconds; the /on_rating goes
+    /// out after it (with the fallback form) whatever the webhook does.
+    pub webhook_timeout_ms: u64,
+    /// Attempts on transport errors, 5xx and 429, within `webhook_timeout_ms`.
+    pub webhook_attempts: u32,
 }
 
 impl Default for SellerSettings {
@@ -232,7 +253,87 @@ impl Default for SellerSettings {
             feedback_form_required: false,
             send_timeout_ms: 5_000,
             internal_token: String::new(),
+            accepted_categories: crate::protocol::RatingCategory::ALL
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+            allow_decimal_values: false,
+            webhook_url: String::new(),
+            webhook_secret: String::new(),
+            webhook_timeout_ms: 5_000,
+            webhook_attempts: 3,
         }
+    }
+}
+
+/// A list, or (from an environment variable) one comma-separated string.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(l) => l,
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+impl SellerSettings {
+    /// The longest webhook budget: the /on_rating still needs time within the 30 s ttl.
+    pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 20_000;
+
+    /// The accepted categories, canonical (PascalCase).
+    pub fn accepted(&self) -> Vec<crate::protocol::RatingCategory> {
+        self.accepted_categories
+            .iter()
+            .filter_map(|c| crate::protocol::RatingCategory::parse(c))
+            .collect()
+    }
+
+    fn validate_business(&self) -> Result<(), ConfigError> {
+        if self.accepted_categories.is_empty() {
+            return Err(invalid(
+                "seller.accepted_categories",
+                "must name at least one of Order, Provider, Item, Fulfillment, Agent",
+            ));
+        }
+        for (i, c) in self.accepted_categories.iter().enumerate() {
+            if crate::protocol::RatingCategory::parse(c).is_none() {
+                return Err(invalid(
+                    &format!("seller.accepted_categories[{i}]"),
+                    format!("{c:?} is not one of Order, Provider, Item, Fulfillment, Agent"),
+                ));
+            }
+        }
+        if !self.webhook_url.is_empty() {
+            check_uri("seller.webhook_url", &self.webhook_url)?;
+            if self.webhook_secret.len() < 16 {
+                return Err(invalid(
+                    "seller.webhook_secret",
+                    "must be at least 16 bytes when seller.webhook_url is set",
+                ));
+            }
+        }
+        if !(100..=Self::MAX_WEBHOOK_TIMEOUT_MS).contains(&self.webhook_timeout_ms) {
+            return Err(invalid(
+                "seller.webhook_timeout_ms",
+                "must be between 100 and 20000 (the /on_rating must still go out within the 30 s ttl)",
+            ));
+        }
+        if !(1..=10).contains(&self.webhook_attempts) {
+            return Err(invalid(
+                "seller.webhook_attempts",
+                "must be between 1 and 10",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -681,6 +782,7 @@ impl Settings {
                     "must be text/html or application/xml",
                 ));
             }
+            self.seller.validate_business()?;
         }
         if !self.registry.url.is_empty() {
             check_uri("registry.url", &self.registry.url)?;
@@ -845,6 +947,45 @@ mod tests {
         let both = format!("signing_private_key = \"{k1}\"");
         let err = Settings::from_toml_with_env(&with_keys("k1", &both), []).unwrap_err();
         assert!(err.to_string().contains("leave empty"), "{err}");
+    }
+
+    #[test]
+    fn seller_business_settings_are_checked() {
+        let s = Settings::from_toml_with_env(DEFAULT, []).unwrap();
+        assert_eq!(s.seller.accepted().len(), 5);
+        assert!(!s.seller.allow_decimal_values);
+        let env = |k: &str, v: &str| [(format!("ONDC_RATING__SELLER__{k}"), v.to_string())];
+        let s = Settings::from_toml_with_env(DEFAULT, env("ACCEPTED_CATEGORIES", "order, ITEM"))
+            .unwrap();
+        assert_eq!(
+            s.seller.accepted(),
+            [
+                crate::protocol::RatingCategory::Order,
+                crate::protocol::RatingCategory::Item
+            ]
+        );
+        let cases = [
+            (
+                "ACCEPTED_CATEGORIES",
+                "Order,Packaging",
+                "seller.accepted_categories[1]",
+            ),
+            ("ACCEPTED_CATEGORIES", "", "seller.accepted_categories"),
+            ("WEBHOOK_URL", "ftp://x", "seller.webhook_url"),
+            (
+                "WEBHOOK_URL",
+                "https://platform.example/hook",
+                "seller.webhook_secret",
+            ),
+            ("WEBHOOK_TIMEOUT_MS", "25000", "seller.webhook_timeout_ms"),
+            ("WEBHOOK_ATTEMPTS", "0", "seller.webhook_attempts"),
+        ];
+        for (k, v, key) in cases {
+            let err = Settings::from_toml_with_env(DEFAULT, env(k, v))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{k}={v}: {err}");
+        }
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //! - [`bpp`]: /rating receiver and the /on_rating sender.
 //! - [`http`]: actix wiring, inbound signature checks, error mapping, outbound signed client.
 //! - [`demo`]: the two-adapter walkthrough behind `ondc-rating demo`.
+//! - [`checker`]: `ondc-rating check`, conformance rules for captured /rating and /on_rating traffic.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bap;
 pub mod bpp;
+pub mod checker;
 pub mod clock;
 pub mod config;
 pub mod crypto;

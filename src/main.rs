@@ -1,5 +1,5 @@
-//! The `ondc-rating` command line: serve | demo | keygen | sign | verify | token |
-//! site-verification | challenge | subscribe.
+//! The `ondc-rating` command line: serve | demo | keygen | sign | verify | token | registry |
+//! site-verification | challenge | subscribe | check | mock-seller.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use ondc_rating::crypto::{
 };
 use ondc_rating::http::Application;
 use ondc_rating::http::onboarding::{registry_url, send_subscribe, subscribe_payload};
+use ondc_rating::registry::server::{RegistryOptions, parse_site_base};
 
 #[derive(Parser)]
 #[command(name = "ondc-rating", version, about = "ONDC rating protocol adapter")]
@@ -30,17 +31,49 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = "config/default.toml")]
         config: PathBuf,
+        /// Record every network message sent and received to DIR/traffic.ndjson (for `check`).
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
     /// Rate an order end to end between a buyer-side and a seller-side adapter on loopback.
     Demo,
-    /// Run a registry of our own that answers /v2.0/lookup (signed) and /lookup from a file.
+    /// Run a mock seller (the seller side, permissive): it ACKs a /rating for any order from a
+    /// trusted buyer and answers with a signed /on_rating carrying a feedback form. Prints its
+    /// subscriber id, unique key id and public key for the buyer app's peers.
+    MockSeller(ondc_rating::bpp::mock::MockSellerArgs),
+    /// Run a registry of our own that answers /v2.0/lookup (signed) and /lookup from a file, and
+    /// with an encryption key takes /subscribe.
     Registry {
         /// JSON array of subscriber records (flat or nested, as registries return them).
         #[arg(long)]
-        file: PathBuf,
+        file: Option<PathBuf>,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8090")]
         bind: String,
+        /// The registry's X25519 private key, base64 PKCS#8: enables POST /subscribe.
+        #[arg(
+            long,
+            env = "ONDC_REGISTRY_ENCRYPTION_PRIVATE_KEY",
+            hide_env_values = true
+        )]
+        encryption_private_key: Option<String>,
+        /// Reach subscriber ID at URL instead of https://ID while checking its /subscribe
+        /// (repeatable).
+        #[arg(long = "site-base", value_name = "ID=URL", value_parser = parse_site_base)]
+        site_base: Vec<(String, String)>,
+    },
+    /// Check captured /rating and /on_rating payloads against ONDC's rules: exit 0 when none is
+    /// broken (warnings allowed), 1 when one is, 2 when the input cannot be read.
+    Check {
+        /// Files: one payload, a JSON array of payloads, NDJSON, or traffic records.
+        #[arg(required_unless_present = "dir")]
+        files: Vec<PathBuf>,
+        /// Also check every *.json and *.ndjson file in this directory (repeatable).
+        #[arg(long)]
+        dir: Vec<PathBuf>,
+        /// Print one JSON report instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a new Ed25519 signing pair and X25519 encryption pair in ONDC encodings.
     Keygen,
@@ -163,8 +196,11 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Serve { config } => {
-            let settings = Settings::load(&config).map_err(|e| e.to_string())?;
+        Command::Serve { config, record } => {
+            let mut settings = Settings::load(&config).map_err(|e| e.to_string())?;
+            if record.is_some() {
+                settings.server.record_dir = record;
+            }
             init_logging(&settings.server.log_level);
             let app = Application::build(settings)
                 .await
@@ -187,24 +223,74 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             .ok();
             Ok(ExitCode::SUCCESS)
         }
-        Command::Registry { file, bind } => {
+        Command::MockSeller(args) => {
             init_logging("info");
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let records = ondc_rating::registry::server::read_records(&text)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+            ondc_rating::bpp::mock::run(args, &mut std::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Registry {
+            file,
+            bind,
+            encryption_private_key,
+            site_base,
+        } => {
+            init_logging("info");
+            if file.is_none() && encryption_private_key.is_none() {
+                return Err(
+                    "nothing to serve: give --file, --encryption-private-key, or both".into(),
+                );
+            }
+            let records = match &file {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                    ondc_rating::registry::server::read_records(&text)
+                        .map_err(|e| format!("{}: {e}", file.display()))?
+                }
+                None => Vec::new(),
+            };
+            let encryption_keys = encryption_private_key
+                .map(|k| EncryptionKeyPair::from_pkcs8_base64(&k))
+                .transpose()
+                .map_err(|e| format!("--encryption-private-key: {e}"))?;
+            if let Some(keys) = &encryption_keys {
+                println!("# /subscribe enabled. Adapters subscribing here set in [onboarding]:");
+                println!(
+                    "registry_encryption_public_key = \"{}\"",
+                    keys.public_key_der_base64()
+                );
+            }
+            let options = RegistryOptions {
+                encryption_keys,
+                site_bases: site_base.into_iter().collect(),
+                ..RegistryOptions::default()
+            };
             let listener = std::net::TcpListener::bind(&bind)
                 .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
             let count = records.len();
-            let (server, _) = ondc_rating::registry::server::serve(
+            let (server, _) = ondc_rating::registry::server::serve_with(
                 records,
                 listener,
                 std::sync::Arc::new(ondc_rating::clock::SystemClock),
+                options,
             )
             .map_err(|e| e.to_string())?;
             tracing::info!(bind, records = count, "registry listening");
             server.await.map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { files, dir, json } => {
+            let payloads = ondc_rating::checker::input::read_inputs(&files, &dir)
+                .map_err(|e| e.to_string())?;
+            let report = ondc_rating::checker::check_payloads(&payloads);
+            if json {
+                let text =
+                    serde_json::to_string_pretty(&report.to_json()).map_err(|e| e.to_string())?;
+                println!("{text}");
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(ExitCode::from(report.exit_code()))
         }
         Command::Keygen => {
             let s = SigningKeyPair::generate().map_err(|e| e.to_string())?;

@@ -12,6 +12,7 @@ use super::request::RateOrder;
 use crate::clock::ondc_timestamp;
 use crate::http::error::{ApiCode, ApiError};
 use crate::http::outbound::PeerAnswer;
+use crate::http::record::Direction;
 use crate::http::{AppState, read_body};
 use crate::protocol::{
     Action, CORE_VERSION, COUNTRY, Context, Envelope, NetworkError, RATING_TTL, RatingMessage,
@@ -183,6 +184,7 @@ pub async fn rate_order(
         return Err(release(&state, record, failure, ApiCode::InternalError).await);
     }
     let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
+    state.record(Direction::Sent, Action::Rating, &url, &body);
     let (failure, code) = match send_with_retry(&state, &url, body).await {
         Ok(PeerAnswer::Ack) => {
             record.status = RatingStatus::Acknowledged;

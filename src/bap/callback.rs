@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
 use crate::http::network::{BUYER, ack, nack, signer_mismatch, verify_inbound};
+use crate::http::record::Direction;
 use crate::protocol::{Action, Context, NackCode, OnRatingMessage};
 use crate::store::{CallbackRecord, RatingStatus};
 
@@ -19,6 +20,7 @@ pub async fn on_rating(
         Ok(v) => v,
         Err(r) => return r,
     };
+    state.record(Direction::Received, Action::OnRating, req.path(), &v.body);
     if let Err(violation) = state.schemas.on_rating_inbound.check(&v.json) {
         return nack(BUYER.invalid, Some(violation.path), violation.message);
     }

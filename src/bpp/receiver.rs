@@ -1,16 +1,24 @@
-//! `POST {bpp_uri}/rating`: verify the raw body, read it tolerantly, persist it once per
-//! (bap_id, message_id), ACK, and hand the /on_rating to the sender.
+//! `POST {bpp_uri}/rating`: verify the raw body, read it tolerantly, apply the business checks,
+//! persist it once per (bap_id, message_id), ACK, and hand it to the sender (seller platform
+//! webhook, then /on_rating).
+
+use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
 
 use crate::bap::orders::check_internal;
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
 use crate::http::error::{ApiCode, ApiError};
 use crate::http::network::{SELLER, ack, nack, signer_mismatch, verify_inbound};
+use crate::http::record::Direction;
 use crate::protocol::rating::parse_inbound;
 use crate::protocol::{Action, Context, NackCode};
-use crate::store::{DeliveryStatus, ReceivedRating};
+use crate::store::{DeliveryStatus, ReceivedRating, Verdict};
+
+use super::checks::first_problem;
+use super::sender::{Job, process, template_form};
 
 /// Reads an ISO 8601 duration of the forms ONDC uses (`PT30S`, `PT5M`, `PT1H`, `P1D`) as seconds.
 pub fn iso_duration_secs(s: &str) -> Option<i64> {
@@ -50,6 +58,7 @@ pub async fn rating(
         Ok(v) => v,
         Err(r) => return r,
     };
+    state.record(Direction::Received, Action::Rating, req.path(), &v.body);
     if let Err(violation) = state.schemas.rating_inbound.check(&v.json) {
         return nack(SELLER.invalid, Some(violation.path), violation.message);
     }
@@ -91,13 +100,41 @@ pub async fn rating(
         Ok(r) => r,
         Err(e) => return nack(SELLER.invalid, Some(e.path), e.message),
     };
-    let received = ReceivedRating {
+    // Business checks: the request is fine and gets its ACK; what is wrong with the ratings goes
+    // back in the /on_rating's error block.
+    let single =
+        !matches!(v.json.get("message"), Some(Value::Object(m)) if m.contains_key("ratings"));
+    let seller = &state.settings.seller;
+    let error = first_problem(&ratings, single, seller);
+    let verdict = match (&error, seller.webhook_url.is_empty()) {
+        (Some(_), _) => Verdict::Refused,
+        (None, false) => Verdict::Pending,
+        (None, true) => Verdict::Accepted,
+    };
+    let mut received = ReceivedRating {
         context,
         ratings,
         received_at: ondc_timestamp(now),
         on_rating: DeliveryStatus::Pending,
         attempts: 0,
         last_error: None,
+        verdict,
+        error,
+        feedback_form: None,
+        webhook: None,
+    };
+    if verdict == Verdict::Accepted {
+        received.feedback_form = template_form(&state, &received);
+    }
+    let job = Job {
+        single,
+        received: tokio::time::Instant::now(),
+        // Saturating: a peer may send any ttl.
+        ttl_left: Duration::from_millis(
+            ttl.saturating_mul(1000)
+                .saturating_sub((now - sent_at).num_milliseconds())
+                .max(0) as u64,
+        ),
     };
     let span = tracing::info_span!(
         "rating",
@@ -108,10 +145,15 @@ pub async fn rating(
     let _g = span.enter();
     match state.store.insert_received(&received).await {
         Ok(true) => {
-            tracing::info!(ratings = received.ratings.len(), "rating received");
+            tracing::info!(
+                ratings = received.ratings.len(),
+                verdict = ?received.verdict,
+                "rating received"
+            );
             let state = state.clone();
-            // ACK first (the response below), then call back; the send has its own deadline.
-            tokio::spawn(async move { super::sender::deliver(state, received).await });
+            // ACK first (the response below), then the webhook and the call back, each with its
+            // own deadline.
+            tokio::spawn(async move { process(state, received, job).await });
         }
         Ok(false) => tracing::info!("repeated /rating acknowledged, not processed again"),
         Err(e) => {

@@ -1,16 +1,22 @@
 //! Sends the signed `/on_rating` for a received `/rating`: the context echoes transaction_id and
-//! message_id with a strictly later timestamp; the message acknowledges the rating and carries the
-//! configured feedback form. Retried with backoff until the exchange's ttl runs out.
+//! message_id with a strictly later timestamp; the message acknowledges the rating and carries a
+//! feedback form (the seller platform's, or the configured one), or, when the rating was refused
+//! for a business reason, `rating_ack: false` and the error block. Retried with backoff until the
+//! exchange's ttl runs out.
 
 use std::time::Duration;
 
 use actix_web::web;
+use serde::Serialize;
 
+use super::webhook::{self, PlatformAnswer};
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
 use crate::http::outbound::PeerAnswer;
-use crate::protocol::{Action, Envelope, FeedbackForm, Form, OnRatingMessage, RATING_TTL_SECS};
-use crate::store::{DeliveryStatus, ReceivedRating};
+use crate::protocol::{
+    Action, Context, FeedbackForm, Form, NetworkError, OnRatingMessage, RATING_TTL_SECS,
+};
+use crate::store::{DeliveryStatus, ReceivedRating, Verdict};
 
 /// Fills `{order_id}`, `{transaction_id}` and `{message_id}`.
 fn fill(template: &str, r: &ReceivedRating, order_id: &str) -> String {
@@ -20,15 +26,41 @@ fn fill(template: &str, r: &ReceivedRating, order_id: &str) -> String {
         .replace("{message_id}", &r.context.message_id)
 }
 
-/// The /on_rating body for `r`, serialised once.
-pub fn build_on_rating(state: &AppState, r: &ReceivedRating) -> Vec<u8> {
-    let s = &state.settings.seller;
-    let order_id = r
-        .ratings
+/// The id the form placeholders use for `{order_id}`: the Order rating's id, else the
+/// transaction id.
+fn order_id(r: &ReceivedRating) -> &str {
+    r.ratings
         .iter()
         .find(|x| x.rating_category == "Order")
         .map(|x| x.id.as_str())
-        .unwrap_or(&r.context.transaction_id);
+        .unwrap_or(&r.context.transaction_id)
+}
+
+/// The configured form for `r` (`seller.feedback_form_*`), None when no URL is configured.
+pub fn template_form(state: &AppState, r: &ReceivedRating) -> Option<FeedbackForm> {
+    let s = &state.settings.seller;
+    (!s.feedback_form_url.is_empty()).then(|| FeedbackForm {
+        form: Form {
+            url: fill(&s.feedback_form_url, r, order_id(r)),
+            mime_type: s.feedback_form_mime_type.clone(),
+            data: Some(fill(&s.feedback_form_data, r, order_id(r))),
+        },
+        required: Some(s.feedback_form_required),
+    })
+}
+
+/// `{"context":...,"message":...,"error":...}`, in that order.
+#[derive(Serialize)]
+struct OnRatingBody<'a> {
+    context: &'a Context,
+    message: OnRatingMessage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a NetworkError>,
+}
+
+/// The /on_rating body for `r`, serialised once: with `r.error`, the error block and both acks
+/// false; otherwise both acks true and `r.feedback_form`.
+pub fn build_on_rating(state: &AppState, r: &ReceivedRating) -> Vec<u8> {
     let mut context = r.context.clone();
     context.action = Action::OnRating.as_str().into();
     // Strictly later than the request's timestamp, even when the buyer's clock runs ahead.
@@ -40,28 +72,89 @@ pub fn build_on_rating(state: &AppState, r: &ReceivedRating) -> Vec<u8> {
     if context.ttl.is_none() {
         context.ttl = Some(crate::protocol::RATING_TTL.into());
     }
+    let taken = r.error.is_none();
     let message = OnRatingMessage {
         order_id: None,
-        feedback_ack: Some(true),
-        rating_ack: Some(true),
-        feedback_form: (!s.feedback_form_url.is_empty()).then(|| FeedbackForm {
-            form: Form {
-                url: fill(&s.feedback_form_url, r, order_id),
-                mime_type: s.feedback_form_mime_type.clone(),
-                data: Some(fill(&s.feedback_form_data, r, order_id)),
-            },
-            required: Some(s.feedback_form_required),
-        }),
+        feedback_ack: Some(taken),
+        rating_ack: Some(taken),
+        feedback_form: if taken { r.feedback_form.clone() } else { None },
     };
-    serde_json::to_vec(&Envelope {
+    serde_json::to_vec(&OnRatingBody {
         context: &context,
         message,
+        error: r.error.as_ref(),
     })
     .expect("on_rating serialises")
 }
 
-/// Delivers the /on_rating owed for `r`, recording the outcome.
-pub async fn deliver(state: web::Data<AppState>, mut r: ReceivedRating) {
+/// What the receiver knows about a new /rating that the sender needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    /// The message was a single rating object rather than `{ratings:[...]}` (error paths).
+    pub single: bool,
+    /// When the /rating arrived; the /on_rating is retried until the ttl after it.
+    pub received: tokio::time::Instant,
+    /// What is left of the /rating's own ttl (timestamp + ttl) at arrival.
+    pub ttl_left: Duration,
+}
+
+/// Time the /on_rating keeps after the webhook, within the request's ttl.
+const ON_RATING_RESERVE: Duration = Duration::from_secs(3);
+
+/// Settles `r` (the seller platform's webhook when configured and the rating passed the checks),
+/// records the verdict, then delivers the /on_rating. Runs after the /rating was ACKed.
+pub async fn process(state: web::Data<AppState>, mut r: ReceivedRating, job: Job) {
+    if r.verdict == Verdict::Pending {
+        let budget = Duration::from_millis(state.settings.seller.webhook_timeout_ms)
+            .min(job.ttl_left.saturating_sub(ON_RATING_RESERVE));
+        let handoff = webhook::hand_off(&state, &r, job.single, budget).await;
+        if let Some(e) = &handoff.delivery.error {
+            tracing::warn!(
+                message_id = %r.context.message_id,
+                attempts = handoff.delivery.attempts,
+                error = %e,
+                "seller platform webhook failed; using the configured form"
+            );
+        }
+        r.webhook = Some(handoff.delivery);
+        r.verdict = Verdict::Accepted;
+        match handoff.answer {
+            None | Some(PlatformAnswer::Accepted) => r.feedback_form = template_form(&state, &r),
+            Some(PlatformAnswer::Form { url, data }) => {
+                let s = &state.settings.seller;
+                let data = data.unwrap_or_else(|| fill(&s.feedback_form_data, &r, order_id(&r)));
+                r.feedback_form = Some(FeedbackForm {
+                    form: Form {
+                        url,
+                        mime_type: s.feedback_form_mime_type.clone(),
+                        data: Some(data),
+                    },
+                    required: Some(s.feedback_form_required),
+                });
+            }
+            Some(PlatformAnswer::Refused(e)) => {
+                r.verdict = Verdict::Refused;
+                r.error = Some(e);
+            }
+        }
+        if let Err(e) = state.store.put_received(&r).await {
+            tracing::error!(error = %e, "could not record the webhook outcome");
+        }
+    }
+    deliver(
+        state,
+        r,
+        job.received + Duration::from_secs(RATING_TTL_SECS as u64),
+    )
+    .await;
+}
+
+/// Delivers the /on_rating owed for `r`, retrying until `deadline`, recording the outcome.
+pub async fn deliver(
+    state: web::Data<AppState>,
+    mut r: ReceivedRating,
+    deadline: tokio::time::Instant,
+) {
     let body = web::Bytes::from(build_on_rating(&state, &r));
     if state.settings.server.validate_outbound
         && let Err(v) = state.schemas.on_rating_outbound.check_bytes(&body)
@@ -75,10 +168,14 @@ pub async fn deliver(state: web::Data<AppState>, mut r: ReceivedRating) {
         return;
     }
     let url = format!("{}/on_rating", r.context.bap_uri.trim_end_matches('/'));
+    state.record(
+        crate::http::record::Direction::Sent,
+        crate::protocol::Action::OnRating,
+        &url,
+        &body,
+    );
     let auth = state.outbound.authorization(&body);
     let timeout = Duration::from_millis(state.settings.seller.send_timeout_ms);
-    let started = tokio::time::Instant::now();
-    let budget = Duration::from_secs(RATING_TTL_SECS as u64);
     let mut delay = Duration::from_millis(200);
     loop {
         r.attempts += 1;
@@ -107,7 +204,7 @@ pub async fn deliver(state: web::Data<AppState>, mut r: ReceivedRating) {
                 true
             }
         };
-        if !retry || started.elapsed() + delay >= budget {
+        if !retry || tokio::time::Instant::now() + delay >= deadline {
             if r.on_rating != DeliveryStatus::Sent {
                 r.on_rating = DeliveryStatus::Failed;
                 tracing::warn!(

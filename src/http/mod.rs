@@ -5,12 +5,15 @@
 pub mod error;
 pub mod network;
 pub mod onboarding;
+pub mod openapi;
 pub mod outbound;
+pub mod record;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::Method;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
 use crate::bap::auth::TokenVerifier;
@@ -42,6 +45,23 @@ pub struct AppState {
     pub tokens: TokenVerifier,
     /// The JSON Schemas, compiled once.
     pub schemas: Arc<Schemas>,
+    /// Where network traffic is recorded (`server.record_dir`).
+    pub traffic: Option<record::TrafficLog>,
+}
+
+impl AppState {
+    /// Records a network message when recording is on.
+    pub fn record(
+        &self,
+        direction: record::Direction,
+        action: crate::protocol::Action,
+        url: &str,
+        body: &[u8],
+    ) {
+        if let Some(log) = &self.traffic {
+            log.record(direction, action, url, body);
+        }
+    }
 }
 
 /// Why the server could not start.
@@ -56,6 +76,9 @@ pub enum StartError {
     /// The signing key is unusable.
     #[error("signing key: {0}")]
     Key(String),
+    /// The traffic record file cannot be opened.
+    #[error("cannot record traffic in {0}: {1}")]
+    Record(String, std::io::Error),
     /// The embedded schemas do not compile (a build defect).
     #[error(transparent)]
     Schema(#[from] crate::protocol::schema::SchemaError),
@@ -111,6 +134,13 @@ impl Application {
             }
         };
         let schemas = Arc::new(Schemas::compile()?);
+        let traffic = match &settings.server.record_dir {
+            Some(dir) => Some(
+                record::TrafficLog::open(dir, clock.clone())
+                    .map_err(|e| StartError::Record(dir.display().to_string(), e))?,
+            ),
+            None => None,
+        };
         let store = Store::open(&settings.store).await?;
         let outbound = Outbound::new(
             keys.clone(),
@@ -134,6 +164,7 @@ impl Application {
             ),
             waiters: Waiters::default(),
             schemas,
+            traffic,
             store,
             clock,
             settings: Arc::new(settings),
@@ -182,39 +213,92 @@ impl Application {
     }
 }
 
-fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+/// Every route of the enabled roles: (method, path, handler). One table feeds both the server
+/// and [`route_list`], which the OpenAPI test checks against the document.
+fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
+    let route = |m: Method| web::method(m);
+    let mut t = vec![
+        (
+            Method::GET,
+            "/healthz".to_owned(),
+            route(Method::GET).to(healthz),
+        ),
+        (
+            Method::GET,
+            "/readyz".to_owned(),
+            route(Method::GET).to(readyz),
+        ),
+        (
+            Method::GET,
+            "/openapi.json".to_owned(),
+            route(Method::GET).to(openapi_json),
+        ),
+    ];
     if settings.buyer.enabled {
-        cfg.route("/ret11/rating", web::post().to(crate::bap::api::rate_order))
-            .route(
-                "/ret11/orders/{order_id}/rating",
-                web::get().to(crate::bap::api::get_rating),
-            )
-            .route(
-                "/internal/orders/{order_id}",
-                web::put().to(crate::bap::orders::put_order),
-            )
-            .route(
-                "/internal/orders/{order_id}",
-                web::get().to(crate::bap::orders::get_order),
-            )
-            .route(
-                &format!("{}/on_rating", uri_path(&settings.buyer.bap_uri)),
-                web::post().to(crate::bap::callback::on_rating),
-            );
+        t.extend([
+            (
+                Method::POST,
+                "/ret11/rating".to_owned(),
+                route(Method::POST).to(crate::bap::api::rate_order),
+            ),
+            (
+                Method::GET,
+                "/ret11/orders/{order_id}/rating".to_owned(),
+                route(Method::GET).to(crate::bap::api::get_rating),
+            ),
+            (
+                Method::PUT,
+                "/internal/orders/{order_id}".to_owned(),
+                route(Method::PUT).to(crate::bap::orders::put_order),
+            ),
+            (
+                Method::GET,
+                "/internal/orders/{order_id}".to_owned(),
+                route(Method::GET).to(crate::bap::orders::get_order),
+            ),
+            (
+                Method::POST,
+                format!("{}/on_rating", uri_path(&settings.buyer.bap_uri)),
+                route(Method::POST).to(crate::bap::callback::on_rating),
+            ),
+        ]);
     }
     if settings.seller.enabled {
-        cfg.route(
-            &format!("{}/rating", uri_path(&settings.seller.bpp_uri)),
-            web::post().to(crate::bpp::receiver::rating),
-        )
-        .route(
-            "/internal/seller/ratings/{bap_id}/{message_id}",
-            web::get().to(crate::bpp::receiver::get_received),
-        );
+        t.extend([
+            (
+                Method::POST,
+                format!("{}/rating", uri_path(&settings.seller.bpp_uri)),
+                route(Method::POST).to(crate::bpp::receiver::rating),
+            ),
+            (
+                Method::GET,
+                "/internal/seller/ratings/{bap_id}/{message_id}".to_owned(),
+                route(Method::GET).to(crate::bpp::receiver::get_received),
+            ),
+        ]);
+    }
+    t
+}
+
+/// Every (method, path) this configuration serves, onboarding endpoints included.
+pub fn route_list(settings: &Settings) -> Vec<(Method, String)> {
+    let mut list: Vec<(Method, String)> = route_table(settings)
+        .into_iter()
+        .map(|(m, p, _)| (m, p))
+        .collect();
+    list.extend(onboarding::paths(settings));
+    list
+}
+
+fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
+    for (_, path, route) in route_table(settings) {
+        cfg.route(&path, route);
     }
     onboarding::configure(cfg, settings);
+}
+
+async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(openapi::document(&state.settings))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

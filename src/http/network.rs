@@ -55,6 +55,8 @@ pub struct Verified {
     pub signer: AuthorizationHeader,
     /// The body, parsed once after verification.
     pub json: Value,
+    /// The exact bytes received.
+    pub body: web::Bytes,
 }
 
 /// Reads, verifies and parses an inbound network request, or returns the NACK to send.
@@ -103,7 +105,7 @@ pub async fn verify_inbound(
     })?;
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| nack(codes.invalid, None, format!("body is not JSON: {e}")))?;
-    Ok(Verified { signer, json })
+    Ok(Verified { signer, json, body })
 }
 
 /// Why a signature was not accepted.

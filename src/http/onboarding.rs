@@ -33,6 +33,25 @@ pub fn on_subscribe_path(callback_url: &str) -> String {
     format!("{}/on_subscribe", callback_url.trim_end_matches('/'))
 }
 
+/// The onboarding endpoints `settings` enables, as (method, path).
+pub fn paths(settings: &Settings) -> Vec<(actix_web::http::Method, String)> {
+    let o = &settings.onboarding;
+    let mut out = Vec::new();
+    if !o.request_id.is_empty() {
+        out.push((
+            actix_web::http::Method::GET,
+            SITE_VERIFICATION_PATH.to_owned(),
+        ));
+    }
+    if !o.encryption_private_key.is_empty() {
+        out.push((
+            actix_web::http::Method::POST,
+            on_subscribe_path(&o.callback_url),
+        ));
+    }
+    out
+}
+
 /// Registers the onboarding endpoints that `settings` enables.
 pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
     let o = &settings.onboarding;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Context, InboundRating, NetworkError, OnRatingMessage};
+use crate::protocol::{Context, FeedbackForm, InboundRating, NetworkError, OnRatingMessage};
 
 /// An order as the buyer app knows it after on_confirm/on_status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,4 +167,61 @@ pub struct ReceivedRating {
     /// Last delivery error.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_error: Option<String>,
+    /// The seller's business verdict on the rating, answered in /on_rating's `rating_ack`.
+    #[serde(default = "Verdict::accepted")]
+    pub verdict: Verdict,
+    /// The business error sent in /on_rating's `error` block (30015, 50003, 30018), when refused.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<NetworkError>,
+    /// The feedback form sent in /on_rating, when one was.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub feedback_form: Option<FeedbackForm>,
+    /// The hand-off to the seller platform's webhook, when one is configured and was called.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub webhook: Option<WebhookDelivery>,
+}
+
+/// The seller side's verdict on a received rating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Waiting for the seller platform's webhook.
+    Pending,
+    /// Taken: /on_rating says `rating_ack: true`.
+    Accepted,
+    /// Refused for a business reason: /on_rating carries the error and `rating_ack: false`.
+    Refused,
+}
+
+impl Verdict {
+    fn accepted() -> Self {
+        Verdict::Accepted
+    }
+}
+
+/// Outcome of the call to the seller platform's webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookStatus {
+    /// The platform answered 2xx with a usable body.
+    Delivered,
+    /// Unreachable, an error status, or an unusable answer within its budget: the configured
+    /// form was used instead.
+    Failed,
+}
+
+/// The webhook call made for a received rating.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDelivery {
+    /// Delivered or failed.
+    pub status: WebhookStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// HTTP status of the last answer, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub http_status: Option<u16>,
+    /// Why it failed (or why its answer was not used).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
 }

@@ -518,6 +518,19 @@ pub enum Script {
 pub struct Captured {
     pub authorization: Option<String>,
     pub body: Vec<u8>,
+    /// Every header, names lower-case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Captured {
+    /// The value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A small HTTP server of ours that records every POST to one path and answers by script.
@@ -548,6 +561,16 @@ impl Recorder {
                                 .and_then(|h| h.to_str().ok())
                                 .map(str::to_owned),
                             body: body.to_vec(),
+                            headers: req
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| {
+                                    (
+                                        n.as_str().to_owned(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
+                                })
+                                .collect(),
                         });
                         let seen = log.len();
                         drop(log);

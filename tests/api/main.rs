@@ -3,13 +3,18 @@
 
 mod helpers;
 
+mod checker;
 mod cli;
 mod concurrency;
 mod interop;
 mod network;
 mod onboarding;
+mod openapi;
 mod rating_flow;
 mod registry;
 mod restart;
 mod rotation;
 mod seller_failures;
+mod seller_side;
+mod subscribe_flow;
+mod traffic;

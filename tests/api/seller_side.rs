@@ -1,0 +1,739 @@
+//! The seller side's business answers: a well-formed /rating is ACKed, and what is wrong with
+//! its ratings travels back in the /on_rating's error block; the hand-off to the seller
+//! platform's webhook (signed, idempotent, bounded, with a fallback); and `mock-seller` as a real
+//! process. Every /on_rating is checked against the strict outbound schema and its signature.
+
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+
+use crate::both_stores;
+use crate::helpers::*;
+
+const SECRET: &str = "webhook-secret-for-tests";
+
+fn ack_body() -> Value {
+    json!({"message": {"ack": {"status": "ACK"}}})
+}
+
+/// `{"ratings":[...]}` from (category, id, value) triples.
+fn ratings(list: &[(&str, &str, &str)]) -> Value {
+    json!({"ratings": list.iter().map(|(c, id, v)| json!({"rating_category": c, "id": id, "value": v})).collect::<Vec<_>>()})
+}
+
+/// A /rating from `bap` (calling back at `bap_uri`) to `seller` with `message` as its message.
+fn rating_to(
+    bap: &Identity,
+    bap_uri: &str,
+    seller: &Seller,
+    message_id: &str,
+    message: Value,
+) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&rating_body_at(
+        bap,
+        bap_uri,
+        &seller.identity.id,
+        &format!("{}/bpp", seller.app.base),
+        message_id,
+        chrono::Utc::now(),
+    ))
+    .unwrap();
+    v["message"] = message;
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Posts a signed /rating and expects the plain ACK.
+async fn rate(seller: &Seller, bap: &Identity, body: &[u8]) {
+    let (s, b) = post_signed(&seller.http, &seller.rating_url(), bap, body).await;
+    assert_eq!((s, b), (200, ack_body()));
+}
+
+/// Waits (bounded) for the /on_rating of `message_id`, checks its signature (by `signer`) and
+/// the strict outbound schema, and returns it.
+async fn on_rating_for(
+    buyer: &ScriptedBuyer,
+    signer: &ondc_rating::crypto::SigningKeyPair,
+    message_id: &str,
+) -> Value {
+    for _ in 0..300 {
+        for c in buyer.requests() {
+            let v: Value = serde_json::from_slice(&c.body).unwrap();
+            if v["context"]["message_id"] != message_id {
+                continue;
+            }
+            ondc_rating::crypto::verify_body(
+                c.authorization.as_deref().expect("signed"),
+                &c.body,
+                &signer.verifying_key(),
+                now(),
+                5,
+            )
+            .expect("/on_rating signed by the seller");
+            if let Err(e) = schemas().on_rating_outbound.check(&v) {
+                panic!("/on_rating breaks the strict schema: {e}\n{v}");
+            }
+            assert_eq!(v["context"]["action"], "on_rating");
+            assert_eq!(v["context"]["transaction_id"], "txn-1");
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no /on_rating for {message_id}");
+}
+
+/// The seller platform's view once the /on_rating delivery is settled.
+async fn settled(seller: &Seller, message_id: &str) -> Value {
+    for _ in 0..300 {
+        let (status, rec) = seller.received("buyer.test", message_id).await;
+        assert_eq!(status, 200, "{rec}");
+        if rec["rating"]["onRating"] != "pending" {
+            return rec["rating"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("on_rating delivery for {message_id} never settled");
+}
+
+/// Asserts a refusal: error block as given, both acks false, no form; recorded as refused.
+async fn assert_refused(
+    seller: &Seller,
+    buyer: &ScriptedBuyer,
+    message_id: &str,
+    code: &str,
+    kind: &str,
+    path: &str,
+) -> Value {
+    let got = on_rating_for(buyer, &seller.identity.keys, message_id).await;
+    assert_eq!(
+        got["message"],
+        json!({"feedback_ack": false, "rating_ack": false}),
+        "{message_id}: {got}"
+    );
+    let e = &got["error"];
+    assert_eq!(
+        (e["code"].as_str(), e["type"].as_str(), e["path"].as_str()),
+        (Some(code), Some(kind), Some(path)),
+        "{message_id}: {got}"
+    );
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{got}"
+    );
+    let rec = settled(seller, message_id).await;
+    assert_eq!(rec["onRating"], "sent", "{rec}");
+    assert_eq!(rec["verdict"], "refused", "{rec}");
+    assert_eq!(&rec["error"], e, "the read API shows what was sent");
+    assert!(rec.get("feedbackForm").is_none(), "{rec}");
+    got
+}
+
+/// Asserts an acceptance with the given form URL and data.
+async fn assert_taken(
+    seller: &Seller,
+    buyer: &ScriptedBuyer,
+    message_id: &str,
+    url: &str,
+    data: &str,
+) -> Value {
+    let got = on_rating_for(buyer, &seller.identity.keys, message_id).await;
+    assert_eq!(
+        got["message"],
+        json!({"feedback_ack": true, "rating_ack": true, "feedback_form": {"form": {
+            "url": url, "mime_type": "text/html", "data": data}, "required": false}}),
+        "{message_id}: {got}"
+    );
+    assert!(got.get("error").is_none(), "{got}");
+    let rec = settled(seller, message_id).await;
+    assert_eq!(rec["onRating"], "sent", "{rec}");
+    assert_eq!(rec["verdict"], "accepted", "{rec}");
+    assert_eq!(rec["feedbackForm"], got["message"]["feedback_form"]);
+    rec
+}
+
+async fn business_errors_travel_in_on_rating(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |_| {}).await;
+    let buyer = ScriptedBuyer::start().await;
+    let uri = buyer.bap_uri();
+    let cases: Vec<(&str, Value, &str, &str, &str)> = vec![
+        (
+            "m-zero",
+            ratings(&[("Order", "O-1", "0")]),
+            "30015",
+            "DOMAIN-ERROR",
+            "message.ratings[0].value",
+        ),
+        (
+            "m-six",
+            ratings(&[("Order", "O-1", "5"), ("Item", "I1", "6")]),
+            "30015",
+            "DOMAIN-ERROR",
+            "message.ratings[1].value",
+        ),
+        (
+            "m-text",
+            ratings(&[("Order", "O-1", "x")]),
+            "30015",
+            "DOMAIN-ERROR",
+            "message.ratings[0].value",
+        ),
+        (
+            "m-decimal",
+            ratings(&[("Order", "O-1", "4.4")]),
+            "30015",
+            "DOMAIN-ERROR",
+            "message.ratings[0].value",
+        ),
+        // The single-object form with a numeric value: the path names the field as sent.
+        (
+            "m-single",
+            json!({"rating_category": "order", "id": "O-1", "value": 6}),
+            "30015",
+            "DOMAIN-ERROR",
+            "message.value",
+        ),
+        (
+            "m-packaging",
+            ratings(&[("Order", "O-1", "5"), ("Packaging", "O-1", "4")]),
+            "50003",
+            "POLICY-ERROR",
+            "message.ratings[1].rating_category",
+        ),
+        // Several problems: the first rating with one, and in it the category before the value.
+        (
+            "m-several",
+            ratings(&[("Packaging", "O-1", "9"), ("Order", "O-1", "0")]),
+            "50003",
+            "POLICY-ERROR",
+            "message.ratings[0].rating_category",
+        ),
+        (
+            "m-order-first",
+            ratings(&[("Order", "O-1", "0"), ("Packaging", "O-1", "5")]),
+            "30015",
+            "DOMAIN-ERROR",
+            "message.ratings[0].value",
+        ),
+    ];
+    for (id, message, ..) in &cases {
+        rate(
+            &seller,
+            &bap,
+            &rating_to(&bap, &uri, &seller, id, message.clone()),
+        )
+        .await;
+    }
+    for (id, _, code, kind, path) in &cases {
+        let got = assert_refused(&seller, &buyer, id, code, kind, path).await;
+        assert_eq!(got["context"]["message_id"], *id);
+    }
+    // A good one next to them is taken with the configured form.
+    rate(
+        &seller,
+        &bap,
+        &rating_to(
+            &bap,
+            &uri,
+            &seller,
+            "m-good",
+            ratings(&[("ORDER", "O-1", "5"), ("agent", "A1", "1")]),
+        ),
+    )
+    .await;
+    assert_taken(
+        &seller,
+        &buyer,
+        "m-good",
+        "https://seller.test/feedback/O-1",
+        "order_id=O-1",
+    )
+    .await;
+    assert_eq!(
+        buyer.requests().len(),
+        cases.len() + 1,
+        "one /on_rating each"
+    );
+}
+both_stores!(business_errors_travel_in_on_rating);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decimals_are_taken_when_allowed() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| {
+        s.seller.allow_decimal_values = true;
+    })
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    let uri = buyer.bap_uri();
+    for (id, value) in [("m-4.4", "4.4"), ("m-5.5", "5.5"), ("m-0.5", "0.5")] {
+        let body = rating_to(&bap, &uri, &seller, id, ratings(&[("Order", "O-1", value)]));
+        rate(&seller, &bap, &body).await;
+    }
+    assert_taken(
+        &seller,
+        &buyer,
+        "m-4.4",
+        "https://seller.test/feedback/O-1",
+        "order_id=O-1",
+    )
+    .await;
+    for id in ["m-5.5", "m-0.5"] {
+        let got = assert_refused(
+            &seller,
+            &buyer,
+            id,
+            "30015",
+            "DOMAIN-ERROR",
+            "message.ratings[0].value",
+        )
+        .await;
+        assert!(
+            got["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("a number from 1 to 5"),
+            "{got}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn categories_the_seller_does_not_accept_are_refused() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| {
+        s.seller.accepted_categories = vec!["Order".into(), "item".into()];
+    })
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    let uri = buyer.bap_uri();
+    let taken = ratings(&[("Order", "O-1", "5"), ("ITEM", "I1", "4")]);
+    let refused = ratings(&[("Order", "O-1", "5"), ("Agent", "A1", "5")]);
+    rate(
+        &seller,
+        &bap,
+        &rating_to(&bap, &uri, &seller, "m-taken", taken),
+    )
+    .await;
+    rate(
+        &seller,
+        &bap,
+        &rating_to(&bap, &uri, &seller, "m-agent", refused),
+    )
+    .await;
+    assert_taken(
+        &seller,
+        &buyer,
+        "m-taken",
+        "https://seller.test/feedback/O-1",
+        "order_id=O-1",
+    )
+    .await;
+    let got = assert_refused(
+        &seller,
+        &buyer,
+        "m-agent",
+        "50003",
+        "POLICY-ERROR",
+        "message.ratings[1].rating_category",
+    )
+    .await;
+    assert!(
+        got["error"]["message"].as_str().unwrap().contains("Agent"),
+        "{got}"
+    );
+}
+
+fn hmac_hex(secret: &str, message: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks one webhook request the way a seller platform would, and returns its body.
+fn check_webhook_request(c: &Captured, message_id: &str) -> Value {
+    assert_eq!(c.header("content-type"), Some("application/json"));
+    let ts = c
+        .header("x-ondc-rating-timestamp")
+        .expect("timestamp header");
+    let t: i64 = ts.parse().expect("unix seconds");
+    assert!((now() - t).abs() <= 60, "timestamp {t} is not now");
+    let mut signed = format!("{ts}.").into_bytes();
+    signed.extend_from_slice(&c.body);
+    assert_eq!(
+        c.header("x-ondc-rating-signature"),
+        Some(format!("sha256={}", hmac_hex(SECRET, &signed)).as_str()),
+        "HMAC-SHA256 over \"<timestamp>.\" + body"
+    );
+    // Another secret, or the body without the timestamp, does not match.
+    assert_ne!(
+        c.header("x-ondc-rating-signature"),
+        Some(format!("sha256={}", hmac_hex(SECRET, &c.body)).as_str())
+    );
+    assert_eq!(
+        c.header("idempotency-key"),
+        Some(format!("buyer.test|{message_id}").as_str())
+    );
+    serde_json::from_slice(&c.body).unwrap()
+}
+
+fn with_webhook(url: String) -> impl FnOnce(&mut ondc_rating::config::Settings) {
+    move |s| {
+        s.seller.webhook_url = url;
+        s.seller.webhook_secret = SECRET.into();
+    }
+}
+
+async fn webhook_is_signed_called_once_and_its_form_is_used(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let answer = r#"{"feedback_form_url":"https://platform.test/forms/O-1","feedback_form_data":"token=abc"}"#;
+    let hook = Recorder::start("/hook", Script::Respond(200, answer.into())).await;
+    let seller = Seller::start(
+        &store,
+        "seller",
+        vec![bap.peer()],
+        with_webhook(format!("{}/hook", hook.base)),
+    )
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    let body = rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &seller,
+        "m-hook",
+        ratings(&[("Order", "O-1", "5"), ("Item", "I1", "4")]),
+    );
+    // A repeated /rating is ACKed again but handed to the platform once.
+    rate(&seller, &bap, &body).await;
+    rate(&seller, &bap, &body).await;
+    let rec = assert_taken(
+        &seller,
+        &buyer,
+        "m-hook",
+        "https://platform.test/forms/O-1",
+        "token=abc",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = hook.requests();
+    assert_eq!(calls.len(), 1, "one webhook call for a repeated /rating");
+    assert_eq!(buyer.requests().len(), 1, "one /on_rating");
+    let event = check_webhook_request(&calls[0], "m-hook");
+    assert_eq!(
+        event,
+        json!({
+            "event": "rating.received",
+            "bap_id": "buyer.test",
+            "bap_uri": buyer.bap_uri(),
+            "bpp_id": "seller.test",
+            "domain": "ONDC:RET11",
+            "city": "std:080",
+            "transaction_id": "txn-1",
+            "message_id": "m-hook",
+            "order_id": "O-1",
+            "ratings": [
+                {"rating_category": "Order", "id": "O-1", "value": "5"},
+                {"rating_category": "Item", "id": "I1", "value": "4"}
+            ],
+            "received_at": rec["receivedAt"]
+        })
+    );
+    assert_eq!(
+        rec["webhook"],
+        json!({"status": "delivered", "attempts": 1, "httpStatus": 200})
+    );
+
+    // A rating refused by the adapter's own checks is not handed to the platform.
+    let bad = rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &seller,
+        "m-hook-bad",
+        ratings(&[("Order", "O-1", "9")]),
+    );
+    rate(&seller, &bap, &bad).await;
+    let rec = settled(&seller, "m-hook-bad").await;
+    assert_eq!(rec["verdict"], "refused");
+    assert!(rec.get("webhook").is_none(), "{rec}");
+    assert_eq!(hook.requests().len(), 1);
+}
+both_stores!(webhook_is_signed_called_once_and_its_form_is_used);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_reports_an_unknown_order_as_30018() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let answer = r#"{"error":{"code":"30018","message":"no order O-1 at this seller"}}"#;
+    let hook = Recorder::start("/hook", Script::Respond(200, answer.into())).await;
+    let seller = Seller::start(
+        &store,
+        "seller",
+        vec![bap.peer()],
+        with_webhook(format!("{}/hook", hook.base)),
+    )
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    let body = rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &seller,
+        "m-unknown",
+        ratings(&[("Provider", "P1", "4"), ("Order", "O-1", "5")]),
+    );
+    rate(&seller, &bap, &body).await;
+    let got = assert_refused(
+        &seller,
+        &buyer,
+        "m-unknown",
+        "30018",
+        "DOMAIN-ERROR",
+        "message.ratings[1].id",
+    )
+    .await;
+    assert_eq!(got["error"]["message"], "no order O-1 at this seller");
+    let rec = settled(&seller, "m-unknown").await;
+    assert_eq!(rec["webhook"]["status"], "delivered");
+}
+
+/// A loopback server that accepts connections and never answers.
+async fn black_hole() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_failures_fall_back_to_the_configured_form() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let buyer = ScriptedBuyer::start().await;
+    let template = "https://seller.test/feedback/O-1";
+
+    // (name, webhook, attempts expected, what the recorded error says, delivered?)
+    let down = format!("http://127.0.0.1:{}/hook", dead_port());
+    let failing = Recorder::start("/hook", Script::Respond(500, "boom".into())).await;
+    let garbage = Recorder::start("/hook", Script::Respond(200, "<html>ok</html>".into())).await;
+    let wrong_code = Recorder::start(
+        "/hook",
+        Script::Respond(200, r#"{"error":{"code":"30016"}}"#.into()),
+    )
+    .await;
+    let flaky = Recorder::start("/hook", Script::FailFirst(1, 503)).await;
+    let cases = [
+        ("down", down, 3, Some("onnection refused"), false),
+        (
+            "500",
+            format!("{}/hook", failing.base),
+            3,
+            Some("HTTP 500: boom"),
+            false,
+        ),
+        (
+            "garbage",
+            format!("{}/hook", garbage.base),
+            1,
+            Some("unusable answer: not JSON"),
+            false,
+        ),
+        (
+            "code",
+            format!("{}/hook", wrong_code.base),
+            1,
+            Some("not a seller business code"),
+            false,
+        ),
+        ("flaky", format!("{}/hook", flaky.base), 2, None, true),
+    ];
+    for (name, url, attempts, error, delivered) in cases {
+        let seller = Seller::start(&store, name, vec![bap.peer()], with_webhook(url)).await;
+        let id = format!("m-{name}");
+        let body = rating_to(
+            &bap,
+            &buyer.bap_uri(),
+            &seller,
+            &id,
+            ratings(&[("Order", "O-1", "5")]),
+        );
+        rate(&seller, &bap, &body).await;
+        let rec = assert_taken(&seller, &buyer, &id, template, "order_id=O-1").await;
+        let w = &rec["webhook"];
+        assert_eq!(w["attempts"], attempts, "{name}: {rec}");
+        assert_eq!(
+            w["status"],
+            if delivered { "delivered" } else { "failed" },
+            "{name}: {rec}"
+        );
+        match error {
+            Some(e) => assert!(
+                w["error"].as_str().is_some_and(|got| got.contains(e)),
+                "{name}: {rec}"
+            ),
+            None => assert!(w.get("error").is_none(), "{name}: {rec}"),
+        }
+    }
+    // Retries resend the same body with the same Idempotency-Key.
+    let tries = failing.requests();
+    assert_eq!(tries.len(), 3);
+    for t in &tries {
+        check_webhook_request(t, "m-500");
+        assert_eq!(t.body, tries[0].body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_webhook_cannot_hold_the_on_rating_past_its_budget() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let hole = black_hole().await;
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| {
+        with_webhook(format!("{hole}/hook"))(s);
+        s.seller.webhook_timeout_ms = 1_500;
+    })
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    let body = rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &seller,
+        "m-silent",
+        ratings(&[("Order", "O-1", "5")]),
+    );
+    let started = std::time::Instant::now();
+    // The ACK does not wait for the webhook.
+    rate(&seller, &bap, &body).await;
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+    let rec = assert_taken(
+        &seller,
+        &buyer,
+        "m-silent",
+        "https://seller.test/feedback/O-1",
+        "order_id=O-1",
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_400) && took < Duration::from_millis(4_000),
+        "the /on_rating went out after {took:?}, expected just after the 1.5 s webhook budget"
+    );
+    assert_eq!(rec["webhook"]["status"], "failed");
+    assert!(
+        rec["webhook"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1500 ms"),
+        "{rec}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_seller_answers_a_trusted_buyer_as_a_real_process() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let bap = Identity::new("buyer.test");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
+        .args([
+            "mock-seller",
+            "--bind",
+            "127.0.0.1:0",
+            "--subscriber-id",
+            "mock-seller.test",
+            "--form-url",
+            "https://mock-seller.test/rate/{order_id}",
+            "--peer",
+            &format!("{}|{}|{}", bap.id, bap.ukid, bap.keys.public_key_base64()),
+            "--store",
+        ])
+        .arg(dir.path().join("mock.redb"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut public_key, mut bpp_uri, mut ukid) = (None, None, None);
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let quoted = |prefix: &str| {
+                line.strip_prefix(prefix)
+                    .map(|rest| rest.trim_matches('"').to_owned())
+            };
+            if let Some(k) = quoted("signing_public_key = ") {
+                public_key = Some(k);
+            } else if let Some(k) = quoted("unique_key_id = ") {
+                ukid = Some(k);
+            } else if let Some(u) = line.strip_prefix("# bpp_uri: ") {
+                bpp_uri = Some(u.to_owned());
+            } else if line.starts_with("# listening on") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "mock-seller did not start");
+    let public_key = public_key.expect("prints its public key");
+    let bpp_uri = bpp_uri.expect("prints its bpp_uri");
+    assert_eq!(ukid.as_deref(), Some("mock-1"));
+
+    let buyer = ScriptedBuyer::start().await;
+    let http = reqwest::Client::new();
+    let body = rating_body_at(
+        &bap,
+        &buyer.bap_uri(),
+        "mock-seller.test",
+        &bpp_uri,
+        "m-mock",
+        chrono::Utc::now(),
+    );
+    let url = format!("{bpp_uri}/rating");
+    // A stranger's signature is refused; the trusted peer's is ACKed.
+    let (s, b) = post_signed(&http, &url, &Identity::new("buyer.test"), &body).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (401, Some("30016")),
+        "{b}"
+    );
+    let (s, b) = post_signed(&http, &url, &bap, &body).await;
+    assert_eq!((s, b), (200, ack_body()));
+
+    let cb = buyer.wait_for(1).await.remove(0);
+    let key = ondc_rating::crypto::verifying_key_from_base64(&public_key).unwrap();
+    let signer = ondc_rating::crypto::verify_body(
+        cb.authorization.as_deref().unwrap(),
+        &cb.body,
+        &key,
+        now(),
+        5,
+    )
+    .expect("signed with the printed key");
+    assert_eq!(
+        (signer.subscriber_id.as_str(), signer.unique_key_id.as_str()),
+        ("mock-seller.test", "mock-1")
+    );
+    let got: Value = serde_json::from_slice(&cb.body).unwrap();
+    if let Err(e) = schemas().on_rating_outbound.check(&got) {
+        panic!("/on_rating breaks the strict schema: {e}\n{got}");
+    }
+    assert_eq!(got["context"]["message_id"], "m-mock");
+    assert_eq!(got["context"]["bpp_id"], "mock-seller.test");
+    assert_eq!(got["message"]["rating_ack"], true);
+    assert_eq!(
+        got["message"]["feedback_form"]["form"]["url"],
+        "https://mock-seller.test/rate/O-1"
+    );
+    child.kill().await.ok();
+}
