@@ -221,6 +221,17 @@ pub async fn rate_order(
         .wait(Duration::from_millis(settings.buyer.callback_wait_ms))
         .await;
     if let Some(cb) = state.store.get_callback(&context.message_id).await? {
+        if let Some(error) = cb.error {
+            // The seller took the /rating but refused it in its callback (an unknown order, a
+            // value or category it does not accept): the same answer as a NACK, claim released.
+            return Err(release(
+                &state,
+                record,
+                Failure::Nack(error),
+                ApiCode::SellerRejected,
+            )
+            .await);
+        }
         record.status = RatingStatus::Completed;
         if let Err(e) = state.store.put_rating(&record).await {
             tracing::error!(error = %e, "could not mark the rating completed");
@@ -325,11 +336,13 @@ pub async fn get_rating(
         RatingStatus::Failed => None,
         _ => state.store.get_callback(record.message_id()).await?,
     };
-    // A callback stored after the buyer's wait ended completes the rating here.
-    let status = if callback.is_some() {
-        RatingStatus::Completed
-    } else {
-        record.status
+    // A callback stored after the buyer's wait ended completes the rating here, or, when it
+    // carries the seller's refusal, fails it.
+    let seller_refusal = callback.as_ref().and_then(|c| c.error.clone());
+    let status = match (&callback, &seller_refusal) {
+        (Some(_), Some(_)) => RatingStatus::Failed,
+        (Some(_), None) => RatingStatus::Completed,
+        (None, _) => record.status,
     };
     let mut data = json!({
         "orderId": record.order_id,
@@ -345,7 +358,7 @@ pub async fn get_rating(
     {
         data["feedbackForm"] = json!({ "url": f.form.url, "mime_type": f.form.mime_type });
     }
-    if let Some(e) = &record.error {
+    if let Some(e) = record.error.as_ref().or(seller_refusal.as_ref()) {
         data["error"] = json!(e);
     }
     if let Some(f) = &record.failure {

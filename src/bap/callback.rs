@@ -7,7 +7,7 @@ use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
 use crate::http::network::{BUYER, ack, nack, signer_mismatch, verify_inbound};
 use crate::http::record::Direction;
-use crate::protocol::{Action, Context, NackCode, OnRatingMessage};
+use crate::protocol::{Action, Context, NackCode, NetworkError, OnRatingMessage};
 use crate::store::{CallbackRecord, RatingStatus};
 
 /// `POST {bap_uri}/on_rating`.
@@ -92,9 +92,18 @@ pub async fn on_rating(
         // A conformance rule the seller broke; the rating itself is still good, so record it.
         tracing::warn!("on_rating timestamp is not later than the rating's");
     }
+    // A business refusal travels in the callback's error block (the schema checked its shape).
+    let error = match v.json.get("error").filter(|e| !e.is_null()) {
+        None => None,
+        Some(e) => match serde_json::from_value::<NetworkError>(e.clone()) {
+            Ok(e) => Some(e),
+            Err(e) => return nack(BUYER.invalid, Some("error".into()), e.to_string()),
+        },
+    };
     let cb = CallbackRecord {
         context,
         message,
+        error,
         received_at: ondc_timestamp(state.clock.now()),
     };
     match state.store.put_callback(&cb).await {

@@ -134,6 +134,9 @@ pub struct CallbackRecord {
     pub context: Context,
     /// The callback's message as received.
     pub message: OnRatingMessage,
+    /// The seller's business error (an /on_rating refusing the rating), when it sent one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<NetworkError>,
     /// When it arrived.
     pub received_at: String,
 }

@@ -259,3 +259,76 @@ async fn a_dropped_connection_is_retried_with_the_same_bytes() {
         "acknowledged"
     );
 }
+
+async fn a_refusal_in_the_callback_is_a_502_and_releases_the_claim(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let buyer_id = Identity::new("buyer.test");
+    // This seller takes no agent ratings: it ACKs the /rating and refuses it in /on_rating.
+    let seller = Seller::start(&store, "seller", vec![buyer_id.peer()], |s| {
+        s.seller.accepted_categories = ["Order", "Provider", "Item", "Fulfillment"]
+            .map(String::from)
+            .to_vec();
+    })
+    .await;
+    let buyer = Buyer::start_as(
+        buyer_id,
+        &store,
+        "buyer",
+        vec![seller.identity.peer()],
+        |_| {},
+    )
+    .await;
+    let o = order("alice", "seller.test", &format!("{}/bpp", seller.app.base));
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+
+    let (status, err) = buyer
+        .rate(
+            "alice",
+            &json!({"orderId": "O-1", "orderRating": 5, "agentRating": 2}),
+        )
+        .await;
+    assert_eq!(status, 502, "{err}");
+    assert_eq!(err["error"]["code"], "seller_rejected");
+    assert_eq!(err["error"]["sellerError"]["code"], "50003");
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(got["data"]["status"], "failed");
+    assert_eq!(got["data"]["error"]["code"], "50003");
+
+    // Released: the same user rates again without the agent, and the seller takes it.
+    let (status, ok) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+        .await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "completed"
+    );
+}
+both_stores!(a_refusal_in_the_callback_is_a_502_and_releases_the_claim);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_refusal_shows_as_failed_with_the_sellers_error() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = buyer_for(&store, &seller.identity, 100).await;
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let (status, pending) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+        .await;
+    assert_eq!(status, 202);
+    let mut ctx = pending["data"]["dto"]["context"].clone();
+    ctx["action"] = json!("on_rating");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    let cb = serde_json::to_vec(&json!({"context": ctx,
+        "message": {"feedback_ack": false, "rating_ack": false},
+        "error": {"type": "DOMAIN-ERROR", "code": "30018", "message": "order not found"}}))
+    .unwrap();
+    assert_eq!(buyer.on_rating(&seller.identity, &cb).await.0, 200);
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(got["data"]["status"], "failed");
+    assert_eq!(
+        got["data"]["error"],
+        json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "order not found"})
+    );
+}
