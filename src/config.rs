@@ -51,6 +51,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Log level: error, warn, info, debug, trace.
     pub log_level: String,
+    /// Log line format: `text` (human-readable) or `json` (one object per line, with the fields
+    /// of the span the line was logged in under `span`).
+    pub log_format: LogFormat,
     /// Check every outbound /rating and /on_rating against the strict schemas before sending
     /// (tests, debugging); a violation is refused instead of sent.
     pub validate_outbound: bool,
@@ -65,8 +68,32 @@ impl Default for ServerSettings {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 64 * 1024,
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             validate_outbound: false,
             record_dir: None,
+        }
+    }
+}
+
+/// How log lines are written (`server.log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("{s:?} is not a log format: text or json")),
         }
     }
 }
@@ -908,6 +935,11 @@ mod tests {
                 "ONDC_RATING__SELLER__BPP_URI",
                 "not a url",
                 "seller.bpp_uri",
+            ),
+            (
+                "ONDC_RATING__SERVER__LOG_FORMAT",
+                "xml",
+                "server.log_format",
             ),
         ];
         for (k, v, key) in cases {

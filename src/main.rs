@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use ondc_rating::bap::auth::mint_hs256;
-use ondc_rating::config::Settings;
+use ondc_rating::config::{LogFormat, Settings};
 use ondc_rating::crypto::{
     EncryptionKeyPair, SigningKeyPair, registry_encryption_public_key, sign_body,
     site_verification_html, solve_challenge, verify_body, verifying_key_from_base64,
@@ -175,12 +175,23 @@ fn read_stdin() -> Result<Vec<u8>, String> {
     Ok(body)
 }
 
-fn init_logging(level: &str) {
+/// Logs to stderr at `level`; as JSON lines (the event's fields at the top level, the fields of
+/// the span it was logged in, such as a request's transaction_id and message_id, under `span`)
+/// or as text.
+fn init_logging(level: &str, format: LogFormat) {
     let level = level.parse().unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 #[tokio::main]
@@ -201,7 +212,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             if record.is_some() {
                 settings.server.record_dir = record;
             }
-            init_logging(&settings.server.log_level);
+            init_logging(&settings.server.log_level, settings.server.log_format);
             let app = Application::build(settings)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -210,7 +221,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
-            init_logging("warn");
+            init_logging("warn", LogFormat::Text);
             let dir = ondc_rating::demo::scratch_dir();
             let mut out = std::io::stdout();
             let result = ondc_rating::demo::run(&mut out, &dir).await;
@@ -224,7 +235,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::MockSeller(args) => {
-            init_logging("info");
+            init_logging("info", args.log_format);
             ondc_rating::bpp::mock::run(args, &mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -234,7 +245,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             encryption_private_key,
             site_base,
         } => {
-            init_logging("info");
+            init_logging("info", LogFormat::Text);
             if file.is_none() && encryption_private_key.is_none() {
                 return Err(
                     "nothing to serve: give --file, --encryption-private-key, or both".into(),

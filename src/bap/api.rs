@@ -7,10 +7,13 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde_json::json;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::request::RateOrder;
 use crate::clock::ondc_timestamp;
 use crate::http::error::{ApiCode, ApiError};
+use crate::http::metrics::{RetryTarget, WaitOutcome};
 use crate::http::outbound::PeerAnswer;
 use crate::http::record::Direction;
 use crate::http::{AppState, read_body};
@@ -101,8 +104,25 @@ fn buyer_envelope<'a>(
     }
 }
 
-/// `POST /ret11/rating`.
+/// `POST /ret11/rating`, in a span that carries the exchange's ids once the order is claimed.
 pub async fn rate_order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let span = tracing::info_span!(
+        "rate_order",
+        action = "rating",
+        order_id = Empty,
+        transaction_id = Empty,
+        message_id = Empty,
+        bap_id = Empty,
+        bpp_id = Empty,
+    );
+    rate(state, req, payload).instrument(span).await
+}
+
+async fn rate(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -161,14 +181,9 @@ pub async fn rate_order(
             ),
         ));
     }
-    tracing::info!(
-        order_id = %record.order_id,
-        transaction_id = %context.transaction_id,
-        message_id = %context.message_id,
-        bpp_id = %context.bpp_id,
-        action = "rating",
-        "claimed; sending /rating"
-    );
+    crate::http::network::record_ids(&context);
+    tracing::Span::current().record("order_id", record.order_id.as_str());
+    tracing::info!("claimed; sending /rating");
 
     // Serialise once; these exact bytes are signed and sent.
     let body = serde_json::to_vec(&Envelope {
@@ -185,6 +200,7 @@ pub async fn rate_order(
     }
     let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
     state.record(Direction::Sent, Action::Rating, &url, &body);
+    let sent_at = std::time::Instant::now();
     let (failure, code) = match send_with_retry(&state, &url, body).await {
         Ok(PeerAnswer::Ack) => {
             record.status = RatingStatus::Acknowledged;
@@ -220,7 +236,15 @@ pub async fn rate_order(
     waiter
         .wait(Duration::from_millis(settings.buyer.callback_wait_ms))
         .await;
-    if let Some(cb) = state.store.get_callback(&context.message_id).await? {
+    let callback = state.store.get_callback(&context.message_id).await?;
+    state.metrics.callback_wait(
+        sent_at.elapsed(),
+        match callback {
+            Some(_) => WaitOutcome::Callback,
+            None => WaitOutcome::Timeout,
+        },
+    );
+    if let Some(cb) = callback {
         if let Some(error) = cb.error {
             // The seller took the /rating but refused it in its callback (an unknown order, a
             // value or category it does not accept): the same answer as a NACK, claim released.
@@ -267,6 +291,7 @@ async fn send_with_retry(state: &AppState, url: &str, body: Vec<u8>) -> Result<P
     let mut last = String::new();
     for attempt in 0..b.send_attempts {
         if attempt > 0 {
+            state.metrics.retry(RetryTarget::Rating);
             tokio::time::sleep(Duration::from_millis(200 << (attempt - 1).min(4))).await;
         }
         match state.outbound.post(url, body.clone(), &auth, timeout).await {

@@ -2,16 +2,34 @@
 //! ACK, and wake the waiting buyer request.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
-use crate::http::network::{BUYER, ack, nack, signer_mismatch, verify_inbound};
+use crate::http::network::{BUYER, ack, nack, record_ids, signer_mismatch, verify_inbound};
 use crate::http::record::Direction;
 use crate::protocol::{Action, Context, NackCode, NetworkError, OnRatingMessage};
 use crate::store::{CallbackRecord, RatingStatus};
 
-/// `POST {bap_uri}/on_rating`.
+/// `POST {bap_uri}/on_rating`, in a span that carries the context's ids once they are read.
 pub async fn on_rating(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let span = tracing::info_span!(
+        "on_rating",
+        action = "on_rating",
+        transaction_id = Empty,
+        message_id = Empty,
+        bap_id = Empty,
+        bpp_id = Empty,
+    );
+    handle(state, req, payload).instrument(span).await
+}
+
+async fn handle(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -28,6 +46,7 @@ pub async fn on_rating(
         Ok(c) => c,
         Err(e) => return nack(BUYER.invalid, Some(e.path), e.message),
     };
+    record_ids(&context);
     if let Some(r) = signer_mismatch(&state, BUYER, &v.signer, "bpp_id", &context.bpp_id) {
         return r;
     }
@@ -35,16 +54,9 @@ pub async fn on_rating(
         Ok(m) => m,
         Err(e) => return nack(BUYER.invalid, Some(e.path), e.message),
     };
-    let span = tracing::info_span!(
-        "on_rating",
-        transaction_id = %context.transaction_id,
-        message_id = %context.message_id,
-        bpp_id = %context.bpp_id,
-    );
-    let _g = span.enter();
-
     let internal = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "store failure on /on_rating");
+        state.metrics.store_error();
         nack(
             NackCode::BuyerInternal,
             None,
@@ -112,5 +124,10 @@ pub async fn on_rating(
         Err(e) => return internal(e),
     }
     state.waiters.notify(&cb.context.message_id);
+    // The waiting request may be on another instance: tell them all. Stored first, so a lost
+    // announcement only delays the answer to the waiter's deadline check.
+    if let Err(e) = state.store.announce_callback(&cb.context.message_id).await {
+        tracing::warn!(error = %e, "could not announce the callback to other instances");
+    }
     ack()
 }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::clock::SystemClock;
-use crate::config::{PeerSettings, SellerSettings, Settings, StoreBackend, StoreSettings};
+use crate::config::{
+    LogFormat, PeerSettings, SellerSettings, Settings, StoreBackend, StoreSettings,
+};
 use crate::crypto::SigningKeyPair;
 use crate::http::Application;
 
@@ -53,6 +55,9 @@ pub struct MockSellerArgs {
     /// Bearer token for GET /internal/seller/ratings/... (default: a new one, printed).
     #[arg(long)]
     pub internal_token: Option<String>,
+    /// Log line format: text or json.
+    #[arg(long, env = "ONDC_RATING__SERVER__LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 /// Reads `SUB|UKID|PUBKEY`.
@@ -90,6 +95,7 @@ pub fn settings(
         store,
     );
     s.server.log_level = "info".into();
+    s.server.log_format = args.log_format;
     s.server.validate_outbound = true;
     s.seller = SellerSettings {
         enabled: true,
@@ -214,6 +220,7 @@ mod tests {
             store: None,
             allow_decimal_values: false,
             internal_token: None,
+            log_format: LogFormat::Text,
         };
         let keys = SigningKeyPair::generate().unwrap();
         let s = settings(

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::bap::orders::check_internal;
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
 use crate::http::error::{ApiCode, ApiError};
-use crate::http::network::{SELLER, ack, nack, signer_mismatch, verify_inbound};
+use crate::http::network::{SELLER, ack, nack, record_ids, signer_mismatch, verify_inbound};
 use crate::http::record::Direction;
 use crate::protocol::rating::parse_inbound;
 use crate::protocol::{Action, Context, NackCode};
@@ -48,8 +50,25 @@ pub fn iso_duration_secs(s: &str) -> Option<i64> {
     Some(total)
 }
 
-/// `POST {bpp_uri}/rating`.
+/// `POST {bpp_uri}/rating`, in a span that carries the context's ids once they are read (the
+/// webhook and the /on_rating delivery run in it too).
 pub async fn rating(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let span = tracing::info_span!(
+        "rating",
+        action = "rating",
+        transaction_id = Empty,
+        message_id = Empty,
+        bap_id = Empty,
+        bpp_id = Empty,
+    );
+    handle(state, req, payload).instrument(span).await
+}
+
+async fn handle(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -66,6 +85,7 @@ pub async fn rating(
         Ok(c) => c,
         Err(e) => return nack(SELLER.invalid, Some(e.path), e.message),
     };
+    record_ids(&context);
     if let Some(r) = signer_mismatch(&state, SELLER, &v.signer, "bap_id", &context.bap_id) {
         return r;
     }
@@ -136,13 +156,6 @@ pub async fn rating(
                 .max(0) as u64,
         ),
     };
-    let span = tracing::info_span!(
-        "rating",
-        transaction_id = %received.context.transaction_id,
-        message_id = %received.context.message_id,
-        bap_id = %received.context.bap_id,
-    );
-    let _g = span.enter();
     match state.store.insert_received(&received).await {
         Ok(true) => {
             tracing::info!(
@@ -153,11 +166,12 @@ pub async fn rating(
             let state = state.clone();
             // ACK first (the response below), then the webhook and the call back, each with its
             // own deadline.
-            tokio::spawn(async move { process(state, received, job).await });
+            tokio::spawn(process(state, received, job).in_current_span());
         }
         Ok(false) => tracing::info!("repeated /rating acknowledged, not processed again"),
         Err(e) => {
             tracing::error!(error = %e, "store failure on /rating");
+            state.metrics.store_error();
             return nack(SELLER.internal, None, "temporarily unable to record; retry");
         }
     }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::webhook::{self, PlatformAnswer};
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
+use crate::http::metrics::RetryTarget;
 use crate::http::outbound::PeerAnswer;
 use crate::protocol::{
     Action, Context, FeedbackForm, Form, NetworkError, OnRatingMessage, RATING_TTL_SECS,
@@ -218,6 +219,7 @@ pub async fn deliver(
             }
             break;
         }
+        state.metrics.retry(RetryTarget::OnRating);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 
 use super::checks::{BusinessCode, rating_path};
 use crate::http::AppState;
+use crate::http::metrics::RetryTarget;
 use crate::protocol::{InboundRating, NetworkError};
 use crate::store::{ReceivedRating, WebhookDelivery, WebhookStatus};
 
@@ -366,6 +367,7 @@ pub async fn hand_off(
         if Instant::now() + wait >= deadline {
             break;
         }
+        state.metrics.retry(RetryTarget::Webhook);
         tokio::time::sleep(wait).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }

@@ -37,6 +37,8 @@ pub enum ApiCode {
     SellerInvalidResponse,
     /// The store could not be reached; nothing was changed.
     StoreUnavailable,
+    /// The registry could not be reached (readiness).
+    RegistryUnavailable,
     /// No such route.
     NotFound,
     /// A defect of ours caught before it reached a peer (an outbound payload failed its schema).
@@ -63,6 +65,7 @@ impl ApiCode {
             SellerUnreachable => ("seller_unreachable", StatusCode::BAD_GATEWAY),
             SellerInvalidResponse => ("seller_invalid_response", StatusCode::BAD_GATEWAY),
             StoreUnavailable => ("store_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            RegistryUnavailable => ("registry_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             NotFound => ("not_found", StatusCode::NOT_FOUND),
             InternalError => ("internal_error", StatusCode::INTERNAL_SERVER_ERROR),
             InvalidChallenge => ("invalid_challenge", StatusCode::BAD_REQUEST),
@@ -156,14 +159,19 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::warn!(code, message = %self.message, "buyer API error");
         }
-        HttpResponse::build(status).json(Envelope {
+        let mut r = HttpResponse::build(status).json(Envelope {
             error: ErrorBody {
                 code,
                 message: &self.message,
                 details: &self.details,
                 seller_error: self.seller_error.as_deref(),
             },
-        })
+        });
+        if self.code == ApiCode::StoreUnavailable {
+            // Only `From<StoreError>` builds this code; the metrics middleware counts it.
+            r.extensions_mut().insert(super::metrics::StoreFailure);
+        }
+        r
     }
 }
 

@@ -3,6 +3,7 @@
 //! the server runs.
 
 pub mod error;
+pub mod metrics;
 pub mod network;
 pub mod onboarding;
 pub mod openapi;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub schemas: Arc<Schemas>,
     /// Where network traffic is recorded (`server.record_dir`).
     pub traffic: Option<record::TrafficLog>,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -104,6 +107,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    /// This instance's subscription to callbacks stored by other instances (Redis only).
+    bridge: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -149,6 +154,7 @@ impl Application {
             settings.identity.signature_ttl_secs,
             clock.clone(),
         );
+        let metrics = Arc::new(metrics::Metrics::default());
         let state = web::Data::new(AppState {
             registry: Registry::new(
                 &settings,
@@ -156,7 +162,9 @@ impl Application {
                 outbound.clone(),
                 store.clone(),
                 clock.clone(),
+                metrics.clone(),
             ),
+            metrics,
             outbound,
             tokens: TokenVerifier::new(
                 &settings.buyer.jwt_hs256_secret,
@@ -169,14 +177,30 @@ impl Application {
             clock,
             settings: Arc::new(settings),
         });
+        let waiters = state.waiters.clone();
+        let bridge = state
+            .store
+            .listen_for_callbacks(move |message_id| waiters.notify(message_id));
         let port = listener
             .local_addr()
             .map_err(|e| StartError::Bind("listener".into(), e))?
             .port();
         let data = state.clone();
         let server = HttpServer::new(move || {
+            let metrics = data.metrics.clone();
             App::new()
                 .app_data(data.clone())
+                .wrap_fn(move |req, srv| {
+                    // The route template, never the raw path: label values stay bounded.
+                    let route = req.match_pattern();
+                    let metrics = metrics.clone();
+                    let answer = actix_web::dev::Service::call(srv, req);
+                    async move {
+                        let res = answer.await?;
+                        metrics.record_response(route.as_deref(), res.response());
+                        Ok(res)
+                    }
+                })
                 .configure(|cfg| routes(cfg, &data.settings))
                 .default_service(web::to(not_found))
         })
@@ -188,6 +212,7 @@ impl Application {
             port,
             server,
             state,
+            bridge,
         })
     }
 
@@ -209,7 +234,11 @@ impl Application {
     /// Runs until stopped (SIGINT/SIGTERM or a handle).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         drop(self.state);
-        self.server.await
+        let result = self.server.await;
+        if let Some(bridge) = self.bridge {
+            bridge.abort();
+        }
+        result
     }
 }
 
@@ -232,6 +261,11 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
             Method::GET,
             "/openapi.json".to_owned(),
             route(Method::GET).to(openapi_json),
+        ),
+        (
+            Method::GET,
+            "/metrics".to_owned(),
+            route(Method::GET).to(metrics_text),
         ),
     ];
     if settings.buyer.enabled {
@@ -309,7 +343,21 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(metrics::CONTENT_TYPE)
+        .body(state.metrics.render())
+}
+
+/// Ready when the store answers and, with `registry.url` set, the registry does (any HTTP
+/// answer); otherwise 503 naming the dependency that is down.
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.store.ping().await?;
+    if let Some(Err(reason)) = state.registry.probe().await {
+        return Err(ApiError::new(
+            ApiCode::RegistryUnavailable,
+            format!("the registry cannot be reached: {reason}"),
+        ));
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
 }

@@ -37,11 +37,25 @@ pub const BUYER: RoleCodes = RoleCodes {
     internal: NackCode::BuyerInternal,
 };
 
-/// A NACK response for `code`.
+/// A NACK response for `code`, marked so that the metrics middleware counts it.
 pub fn nack(code: NackCode, path: Option<String>, message: impl Into<String>) -> HttpResponse {
     let body: AckResponse = code.nack(path, message);
-    HttpResponse::build(StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST))
-        .json(body)
+    let mut r = HttpResponse::build(
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+    )
+    .json(body);
+    r.extensions_mut().insert(super::metrics::NackSent(code));
+    r
+}
+
+/// Records the context's ids on the current span, the one a network handler runs in (declared
+/// with these fields empty), so that every line it logs from here on carries them.
+pub fn record_ids(context: &crate::protocol::Context) {
+    let span = tracing::Span::current();
+    span.record("transaction_id", context.transaction_id.as_str());
+    span.record("message_id", context.message_id.as_str());
+    span.record("bap_id", context.bap_id.as_str());
+    span.record("bpp_id", context.bpp_id.as_str());
 }
 
 /// The plain ACK.

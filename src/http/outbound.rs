@@ -126,6 +126,19 @@ impl Outbound {
             retry_after,
         })
     }
+
+    /// A readiness probe: one GET of `url`, Ok with the status of any HTTP answer (the body is
+    /// not read), Err when nothing answers within `timeout`.
+    pub async fn reachable(&self, url: &str, timeout: Duration) -> Result<u16, String> {
+        let resp = self
+            .http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(resp.status().as_u16())
+    }
 }
 
 /// A peer's HTTP answer as received.

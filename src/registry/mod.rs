@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::SharedClock;
 use crate::config::{LookupApi, RegistrySettings, Settings};
 use crate::crypto::{SigningKeyPair, verifying_key_from_base64};
+use crate::http::metrics::{CacheResult, Metrics, RetryTarget};
 use crate::http::outbound::Outbound;
 use crate::store::Store;
 
@@ -82,6 +83,8 @@ mod opt_key {
 
 struct Remote {
     settings: RegistrySettings,
+    /// `registry.url`, for the readiness probe.
+    base: String,
     url: String,
     outbound: Outbound,
     store: Store,
@@ -89,6 +92,7 @@ struct Remote {
     memory: Mutex<HashMap<String, Cached>>,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     calls: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// Signing keys of network participants.
@@ -106,6 +110,7 @@ impl Registry {
         outbound: Outbound,
         store: Store,
         clock: SharedClock,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let mut keys = HashMap::new();
         for p in &settings.peers {
@@ -129,6 +134,7 @@ impl Registry {
             };
             Arc::new(Remote {
                 settings: settings.registry.clone(),
+                base: base.to_owned(),
                 url,
                 outbound,
                 store,
@@ -136,6 +142,7 @@ impl Registry {
                 memory: Mutex::default(),
                 flights: Mutex::default(),
                 calls: AtomicU64::new(0),
+                metrics,
             })
         });
         Self {
@@ -161,6 +168,20 @@ impl Registry {
         unique_key_id: &str,
     ) -> Result<Option<FoundKey>, LookupError> {
         self.find(subscriber_id, unique_key_id, true).await
+    }
+
+    /// None without `registry.url`; otherwise whether the registry answers at all (any HTTP
+    /// status counts), within the lookup timeout and at most 2 s.
+    pub async fn probe(&self) -> Option<Result<(), String>> {
+        let remote = self.remote.as_ref()?;
+        let timeout = Duration::from_millis(remote.settings.timeout_ms.min(2_000));
+        Some(
+            remote
+                .outbound
+                .reachable(&remote.base, timeout)
+                .await
+                .map(drop),
+        )
     }
 
     /// How many registry calls this process made (lookups, not cache hits).
@@ -235,6 +256,7 @@ impl Remote {
         let key = Self::cache_key(sub, ukid);
         let asked_at = self.clock.now().timestamp_millis();
         if !fresh && let Some(c) = self.remembered(&key) {
+            self.metrics.registry_cache(CacheResult::HitMemory);
             return Ok(found(&c, KeySource::Cache));
         }
         // One flight per key: whoever holds the lock asks, the rest read what it cached.
@@ -249,6 +271,7 @@ impl Remote {
             // turn into a stream of registry calls.
             let min_age = (self.settings.refresh_interval_secs as i64).saturating_mul(1000);
             if !fresh || c.fetched_at >= asked_at || asked_at - c.fetched_at < min_age {
+                self.metrics.registry_cache(CacheResult::HitMemory);
                 return Ok(found(&c, KeySource::Cache));
             }
         }
@@ -259,6 +282,7 @@ impl Remote {
                         && c.expires_at > asked_at
                     {
                         self.remember(&key, c);
+                        self.metrics.registry_cache(CacheResult::HitStore);
                         return Ok(found(&c, KeySource::Cache));
                     }
                 }
@@ -267,6 +291,7 @@ impl Remote {
                 Err(e) => tracing::warn!(error = %e, "key cache unavailable"),
             }
         }
+        self.metrics.registry_cache(CacheResult::Lookup);
         let record = self.ask_registry(sub, ukid).await?;
         let now = self.clock.now();
         let now_ms = now.timestamp_millis();
@@ -275,6 +300,9 @@ impl Remote {
                 .inspect_err(|e| tracing::warn!(sub, ukid, error = %e, "registry key unusable"))
                 .ok()
         });
+        if key_bytes.is_none() {
+            self.metrics.registry_cache(CacheResult::Miss);
+        }
         let ttl_ms = match (&key_bytes, record.as_ref().and_then(|r| r.valid_until())) {
             (Some(_), until) => {
                 let ttl = i64::try_from(self.settings.cache_ttl_secs)
@@ -326,6 +354,7 @@ impl Remote {
         let mut last = String::new();
         for attempt in 0..self.settings.attempts {
             if attempt > 0 {
+                self.metrics.retry(RetryTarget::Registry);
                 tokio::time::sleep(Duration::from_millis(100 << (attempt - 1).min(4))).await;
             }
             self.calls.fetch_add(1, Ordering::Relaxed);

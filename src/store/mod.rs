@@ -78,8 +78,8 @@ pub enum Claim {
 pub enum Store {
     /// redb file.
     Embedded(EmbeddedStore),
-    /// Redis server.
-    Redis(RedisStore),
+    /// Redis server (boxed: its connection handles are much larger than the redb handle).
+    Redis(Box<RedisStore>),
 }
 
 impl Store {
@@ -100,9 +100,9 @@ impl Store {
                     }
                 }
             }
-            StoreBackend::Redis => Ok(Store::Redis(
+            StoreBackend::Redis => Ok(Store::Redis(Box::new(
                 RedisStore::connect(&settings.redis_url, &settings.key_prefix).await?,
-            )),
+            ))),
         }
     }
 
@@ -250,6 +250,27 @@ impl Store {
     ) -> Result<Option<ReceivedRating>, StoreError> {
         self.get(Space::Received, &received_key(bap_id, message_id))
             .await
+    }
+
+    /// Tells other instances the callback for `message_id` is stored (Redis pub/sub); the
+    /// embedded store has a single instance, so there is no one to tell.
+    pub async fn announce_callback(&self, message_id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(()),
+            Store::Redis(s) => s.announce_callback(message_id).await,
+        }
+    }
+
+    /// With Redis, starts this instance's one subscription to callback announcements, calling
+    /// `on_announce` for each; None for the embedded store.
+    pub fn listen_for_callbacks(
+        &self,
+        on_announce: impl Fn(&str) + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        match self {
+            Store::Embedded(_) => None,
+            Store::Redis(s) => Some(s.listen_for_callbacks(on_announce)),
+        }
     }
 
     /// A cached registry answer (the caller checks its expiry).

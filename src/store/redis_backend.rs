@@ -27,6 +27,7 @@ return false
 /// A Redis-backed store.
 #[derive(Clone)]
 pub struct RedisStore {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     claim: redis::Script,
@@ -50,9 +51,63 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(Self {
+            client,
             conn,
             prefix: prefix.to_owned(),
             claim: redis::Script::new(CLAIM),
+        })
+    }
+
+    /// The pub/sub channel that carries "a callback was stored for message_id" between instances.
+    fn callback_channel(&self) -> String {
+        format!("{}callbacks", self.prefix)
+    }
+
+    /// Tells every instance that the callback for `message_id` is stored.
+    pub(super) async fn announce_callback(&self, message_id: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(self.callback_channel())
+            .arg(message_id)
+            .query_async::<i64>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    /// Calls `on_announce` with every announced message_id until the returned task is dropped or
+    /// aborted. One subscription per instance (not one per waiting request); it reconnects with
+    /// backoff after Redis goes away. Announcements made while it is disconnected are lost, which
+    /// is why a waiting request also reads the store at its deadline.
+    pub(super) fn listen_for_callbacks(
+        &self,
+        on_announce: impl Fn(&str) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        use futures_util::StreamExt;
+        let client = self.client.clone();
+        let channel = self.callback_channel();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                        Ok(()) => {
+                            delay = Duration::from_millis(100);
+                            let mut messages = pubsub.into_on_message();
+                            while let Some(msg) = messages.next().await {
+                                if let Ok(id) = std::str::from_utf8(msg.get_payload_bytes()) {
+                                    on_announce(id);
+                                }
+                            }
+                            tracing::warn!("callback channel closed; resubscribing");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot subscribe to callbacks"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot connect for callbacks"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
         })
     }
 

@@ -104,3 +104,53 @@ async fn one_rating_leaves_two_redis_instances() {
 async fn one_rating_leaves_one_embedded_instance() {
     exactly_one_rating_reaches_the_seller(Backend::Embedded, 1).await;
 }
+
+/// A callback that lands on another instance wakes the waiting request through Redis, without
+/// waiting for its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_landing_on_another_instance_wakes_the_waiting_request() {
+    let store = StoreFixture::new(Backend::Redis);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let id = Identity::new("buyer.test");
+    let slow = |s: &mut ondc_rating::config::Settings| s.buyer.callback_wait_ms = 30_000;
+    let a = Arc::new(
+        Buyer::start_as(
+            id.clone(),
+            &store,
+            "buyer",
+            vec![seller.identity.peer()],
+            slow,
+        )
+        .await,
+    );
+    let b = Buyer::start_as(id, &store, "buyer", vec![seller.identity.peer()], slow).await;
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(a.put_order("O-1", &o).await.0, 200);
+
+    let waiting = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.rate("alice", &json!({"orderId": "O-1", "orderRating": 4}))
+                .await
+        })
+    };
+    let sent = seller.recorder.wait_for(1).await;
+    let rating: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    let mut ctx = rating["context"].clone();
+    ctx["action"] = json!("on_rating");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    let cb = serde_json::to_vec(&json!({"context": ctx, "message": {"feedback_ack": true, "rating_ack": true,
+        "feedback_form": {"form": {"url": "https://seller.test/f", "mime_type": "text/html", "data": "d"}}}}))
+    .unwrap();
+    // Delivered to instance B, while the request waits on instance A.
+    assert_eq!(b.on_rating(&seller.identity, &cb).await.0, 200);
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("woken well before its 30 s deadline")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["dto"]["message"]["feedback_form"]["form"]["url"],
+        "https://seller.test/f"
+    );
+}

@@ -1,0 +1,364 @@
+//! Process metrics, served at `GET /metrics` in the Prometheus text exposition format (0.0.4).
+//! Counters are atomics, or a mutex-protected map where a label takes open-ended values (route
+//! templates, NACK codes). One [`Metrics`] per server, held in the application state.
+//!
+//! - `ondc_rating_http_requests_total{route,status}`: every response, by route template;
+//! - `ondc_rating_nacks_total{code}`: every NACK this server answered with, by ONDC code;
+//! - `ondc_rating_callback_wait_seconds{outcome}`: a histogram of the time from sending `/rating`
+//!   until its `/on_rating` was found (`callback`) or the buyer's wait gave up (`timeout`);
+//! - `ondc_rating_outbound_retries_total{target}`: attempts after the first (`rating`,
+//!   `on_rating`, `registry`, `webhook`);
+//! - `ondc_rating_store_errors_total`: store failures turned into an API error or a NACK;
+//! - `ondc_rating_registry_cache_total{result}`: registry key lookups by where the answer came
+//!   from (`hit_memory`, `hit_store`, `lookup`: the registry was asked; `miss`: it had no usable
+//!   key).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+
+use crate::protocol::NackCode;
+
+/// The `Content-Type` of the exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// Upper bounds of the callback-wait histogram buckets, seconds (`+Inf` is implied).
+pub const CALLBACK_WAIT_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The route label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// Where an outbound request is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryTarget {
+    /// The buyer side's `/rating` to a seller.
+    Rating,
+    /// The seller side's `/on_rating` to a buyer.
+    OnRating,
+    /// A registry lookup.
+    Registry,
+    /// The seller platform's webhook.
+    Webhook,
+}
+
+impl RetryTarget {
+    const ALL: [RetryTarget; 4] = [Self::Rating, Self::OnRating, Self::Registry, Self::Webhook];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Rating => "rating",
+            Self::OnRating => "on_rating",
+            Self::Registry => "registry",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// Where a registry key lookup was answered from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Process memory.
+    HitMemory,
+    /// The shared store.
+    HitStore,
+    /// The registry was asked.
+    Lookup,
+    /// The registry was asked and had no usable key.
+    Miss,
+}
+
+impl CacheResult {
+    const ALL: [CacheResult; 4] = [Self::HitMemory, Self::HitStore, Self::Lookup, Self::Miss];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::HitMemory => "hit_memory",
+            Self::HitStore => "hit_store",
+            Self::Lookup => "lookup",
+            Self::Miss => "miss",
+        }
+    }
+}
+
+/// How the buyer's wait for `/on_rating` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The callback was there.
+    Callback,
+    /// The wait gave up without it.
+    Timeout,
+}
+
+impl WaitOutcome {
+    const ALL: [WaitOutcome; 2] = [Self::Callback, Self::Timeout];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Callback => "callback",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// Response marker set by [`crate::http::network::nack`]: the middleware counts the NACK.
+#[derive(Debug, Clone, Copy)]
+pub struct NackSent(pub NackCode);
+
+/// Response marker set when a store failure became the answer (an API error).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreFailure;
+
+#[derive(Default, Clone, Copy)]
+struct Histogram {
+    /// Per bucket (not cumulative), the last one `+Inf`.
+    buckets: [u64; CALLBACK_WAIT_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+/// Every metric of one server.
+#[derive(Default)]
+pub struct Metrics {
+    http_requests: Mutex<BTreeMap<(String, u16), u64>>,
+    nacks: Mutex<BTreeMap<&'static str, u64>>,
+    callback_wait: Mutex<[Histogram; 2]>,
+    retries: [AtomicU64; 4],
+    store_errors: AtomicU64,
+    registry_cache: [AtomicU64; 4],
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    /// Counts one answered request: its route template (None: no route matched), its status,
+    /// and the markers the handlers left on the response (a NACK, a store failure).
+    pub fn record_response<B>(&self, route: Option<&str>, response: &HttpResponse<B>) {
+        let route = route.unwrap_or(UNMATCHED).to_owned();
+        *lock(&self.http_requests)
+            .entry((route, response.status().as_u16()))
+            .or_default() += 1;
+        let ext = response.extensions();
+        if let Some(NackSent(code)) = ext.get::<NackSent>() {
+            *lock(&self.nacks).entry(code.spec().0).or_default() += 1;
+        }
+        if ext.get::<StoreFailure>().is_some() {
+            self.store_error();
+        }
+    }
+
+    /// One store failure turned into an error answer.
+    pub fn store_error(&self) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One retry (an attempt after the first) towards `target`.
+    pub fn retry(&self, target: RetryTarget) {
+        self.retries[target as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One registry key lookup answered from `result`.
+    pub fn registry_cache(&self, result: CacheResult) {
+        self.registry_cache[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One wait for `/on_rating`, `elapsed` since the `/rating` was sent.
+    pub fn callback_wait(&self, elapsed: Duration, outcome: WaitOutcome) {
+        let secs = elapsed.as_secs_f64();
+        let bucket = CALLBACK_WAIT_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(CALLBACK_WAIT_BUCKETS.len());
+        let mut h = lock(&self.callback_wait);
+        let h = &mut h[outcome as usize];
+        h.buckets[bucket] += 1;
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "ondc_rating_http_requests_total",
+            "counter",
+            "HTTP requests answered, by route template and status.",
+        );
+        for ((route, status), n) in lock(&self.http_requests).iter() {
+            let _ = writeln!(
+                out,
+                "ondc_rating_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        header(
+            &mut out,
+            "ondc_rating_nacks_total",
+            "counter",
+            "NACKs answered, by ONDC error code.",
+        );
+        for (code, n) in lock(&self.nacks).iter() {
+            let _ = writeln!(out, "ondc_rating_nacks_total{{code=\"{code}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "ondc_rating_callback_wait_seconds",
+            "histogram",
+            "Time from sending /rating until its /on_rating was found or the wait gave up.",
+        );
+        let waits = *lock(&self.callback_wait);
+        for outcome in WaitOutcome::ALL {
+            let h = &waits[outcome as usize];
+            let label = outcome.label();
+            let mut cumulative = 0;
+            for (i, le) in CALLBACK_WAIT_BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i];
+                let _ = writeln!(
+                    out,
+                    "ondc_rating_callback_wait_seconds_bucket{{outcome=\"{label}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            cumulative += h.buckets[CALLBACK_WAIT_BUCKETS.len()];
+            let _ = writeln!(
+                out,
+                "ondc_rating_callback_wait_seconds_bucket{{outcome=\"{label}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                out,
+                "ondc_rating_callback_wait_seconds_sum{{outcome=\"{label}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "ondc_rating_callback_wait_seconds_count{{outcome=\"{label}\"}} {}",
+                h.count
+            );
+        }
+        header(
+            &mut out,
+            "ondc_rating_outbound_retries_total",
+            "counter",
+            "Outbound attempts after the first, by target.",
+        );
+        for target in RetryTarget::ALL {
+            let _ = writeln!(
+                out,
+                "ondc_rating_outbound_retries_total{{target=\"{}\"}} {}",
+                target.label(),
+                self.retries[target as usize].load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "ondc_rating_store_errors_total",
+            "counter",
+            "Store failures answered with an API error or a NACK.",
+        );
+        let _ = writeln!(
+            out,
+            "ondc_rating_store_errors_total {}",
+            self.store_errors.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "ondc_rating_registry_cache_total",
+            "counter",
+            "Registry key lookups: cache hits by level, registry calls, and keys the registry lacked.",
+        );
+        for result in CacheResult::ALL {
+            let _ = writeln!(
+                out,
+                "ondc_rating_registry_cache_total{{result=\"{}\"}} {}",
+                result.label(),
+                self.registry_cache[result as usize].load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value: backslash, double quote and line feed escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    }
+
+    #[test]
+    fn renders_the_exposition_format() {
+        let m = Metrics::default();
+        let mut r = HttpResponse::Ok().finish();
+        r.extensions_mut()
+            .insert(NackSent(NackCode::SellerInvalidSignature));
+        m.record_response(Some("/bpp/rating"), &r);
+        m.record_response(None, &HttpResponse::NotFound().finish());
+        m.retry(RetryTarget::Webhook);
+        m.registry_cache(CacheResult::HitMemory);
+        m.callback_wait(Duration::from_millis(300), WaitOutcome::Callback);
+        m.callback_wait(Duration::from_secs(60), WaitOutcome::Timeout);
+        let t = m.render();
+        assert_eq!(
+            line(&t, "ondc_rating_http_requests_total{route=\"/bpp/rating\""),
+            "ondc_rating_http_requests_total{route=\"/bpp/rating\",status=\"200\"} 1"
+        );
+        assert!(
+            t.contains("ondc_rating_http_requests_total{route=\"unmatched\",status=\"404\"} 1")
+        );
+        assert!(t.contains("ondc_rating_nacks_total{code=\"30016\"} 1"));
+        assert!(t.contains("ondc_rating_outbound_retries_total{target=\"webhook\"} 1"));
+        assert!(t.contains("ondc_rating_outbound_retries_total{target=\"rating\"} 0"));
+        assert!(t.contains("ondc_rating_registry_cache_total{result=\"hit_memory\"} 1"));
+        assert!(t.contains("ondc_rating_store_errors_total 0"));
+        let b = "ondc_rating_callback_wait_seconds_bucket{outcome=\"callback\",le=";
+        assert!(t.contains(&format!("{b}\"0.25\"}} 0")));
+        assert!(t.contains(&format!("{b}\"0.5\"}} 1")));
+        assert!(t.contains(&format!("{b}\"+Inf\"}} 1")));
+        assert!(
+            t.contains("ondc_rating_callback_wait_seconds_bucket{outcome=\"timeout\",le=\"30\"} 0")
+        );
+        assert!(t.contains(
+            "ondc_rating_callback_wait_seconds_bucket{outcome=\"timeout\",le=\"+Inf\"} 1"
+        ));
+        assert!(t.contains("ondc_rating_callback_wait_seconds_count{outcome=\"timeout\"} 1"));
+        for family in [
+            "http_requests_total counter",
+            "nacks_total counter",
+            "callback_wait_seconds histogram",
+            "outbound_retries_total counter",
+            "store_errors_total counter",
+            "registry_cache_total counter",
+        ] {
+            assert!(
+                t.contains(&format!("# TYPE ondc_rating_{family}\n")),
+                "{family}"
+            );
+        }
+        assert!(t.ends_with('\n'));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

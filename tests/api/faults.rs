@@ -1,0 +1,149 @@
+//! Faults: the store going away and coming back.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A private redis-server with an append-only file, so it can be stopped and started again on
+/// the same port with its data.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let (l, port) = bind();
+        drop(l);
+        let mut r = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(bin)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_fails_fast_changes_nothing_and_service_resumes() {
+    let mut redis = PrivateRedis::start();
+    let store = StoreFixture::new(Backend::Redis);
+    let url = redis.url();
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = Arc::new(
+        Buyer::start(&store, "buyer", vec![seller.identity.peer()], move |s| {
+            s.store.redis_url = url;
+            s.buyer.callback_wait_ms = 100;
+        })
+        .await,
+    );
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    assert_eq!(buyer.put_order("O-2", &o).await.0, 200);
+    assert_eq!(
+        buyer
+            .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+            .await
+            .0,
+        202
+    );
+
+    redis.down();
+    let started = Instant::now();
+    let (status, err) = buyer
+        .rate("alice", &json!({"orderId": "O-2", "orderRating": 3}))
+        .await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["error"]["code"], "store_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "fails within the store timeouts"
+    );
+    assert_eq!(buyer.rating_of("alice", "O-1").await.0, 503);
+    let r = buyer
+        .http
+        .get(format!("{}/readyz", buyer.app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        seller.requests().len(),
+        1,
+        "nothing reached the seller while the store was down"
+    );
+
+    // Back on the same port with its data: no restart of the adapter needed.
+    redis.up();
+    let mut resumed = false;
+    for _ in 0..100 {
+        if buyer.rating_of("alice", "O-1").await.0 == 200 {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "service resumed");
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "acknowledged"
+    );
+    // The refused attempt left nothing behind: O-2 is unrated and can be rated now.
+    assert_eq!(buyer.rating_of("alice", "O-2").await.0, 404);
+    assert_eq!(
+        buyer
+            .rate("alice", &json!({"orderId": "O-2", "orderRating": 3}))
+            .await
+            .0,
+        202
+    );
+    assert_eq!(seller.requests().len(), 2);
+}
