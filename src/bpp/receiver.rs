@@ -166,7 +166,15 @@ async fn handle(
             let state = state.clone();
             // ACK first (the response below), then the webhook and the call back, each with its
             // own deadline.
-            tokio::spawn(process(state, received, job).in_current_span());
+            let guard = state.in_flight.start();
+            let runtime = state.background.clone();
+            runtime.spawn(
+                async move {
+                    process(state, received, job).await;
+                    drop(guard);
+                }
+                .in_current_span(),
+            );
         }
         Ok(false) => tracing::info!("repeated /rating acknowledged, not processed again"),
         Err(e) => {

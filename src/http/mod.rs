@@ -1,6 +1,6 @@
-//! actix wiring: application state, routes for the enabled roles, body limits, health, and the
-//! JSON 404. `Application::build` binds first (port 0 in tests) so callers learn the port before
-//! the server runs.
+//! actix wiring: application state, routes for the enabled roles, body limits, health and
+//! readiness, metrics (counted by a middleware), and the JSON 404. `Application::build` binds
+//! first (port 0 in tests) so callers learn the port before the server runs.
 
 pub mod error;
 pub mod metrics;
@@ -46,10 +46,73 @@ pub struct AppState {
     pub tokens: TokenVerifier,
     /// The JSON Schemas, compiled once.
     pub schemas: Arc<Schemas>,
+    /// Seller-side /on_rating deliveries still running.
+    pub in_flight: InFlight,
+    /// The runtime that outlives the HTTP workers: work that must finish after its request was
+    /// answered runs here, because a worker's own runtime (and its tasks) ends with the worker
+    /// when the server stops.
+    pub background: tokio::runtime::Handle,
     /// Where network traffic is recorded (`server.record_dir`).
     pub traffic: Option<record::TrafficLog>,
     /// What `GET /metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Work still running after its request was answered (the /on_rating a seller side owes), so a
+/// graceful shutdown can wait for it instead of dropping it.
+#[derive(Clone, Default)]
+pub struct InFlight {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    idle: Arc<tokio::sync::Notify>,
+}
+
+/// Marks one piece of in-flight work; dropping it marks the work done.
+pub struct InFlightGuard(InFlight);
+
+impl InFlight {
+    /// Counts a piece of work until the guard is dropped.
+    pub fn start(&self) -> InFlightGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// How much work is running.
+    pub fn len(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether none is running.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until no work is running, or `limit` passes; true when idle.
+    pub async fn wait_idle(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Register for the wake-up before checking, so a finish in between is not missed.
+            let notified = self.idle.notified();
+            if self.is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_empty();
+            }
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl AppState {
@@ -109,6 +172,7 @@ pub struct Application {
     state: web::Data<AppState>,
     /// This instance's subscription to callbacks stored by other instances (Redis only).
     bridge: Option<tokio::task::JoinHandle<()>>,
+    in_flight: InFlight,
 }
 
 impl Application {
@@ -172,6 +236,8 @@ impl Application {
             ),
             waiters: Waiters::default(),
             schemas,
+            in_flight: InFlight::default(),
+            background: tokio::runtime::Handle::current(),
             traffic,
             store,
             clock,
@@ -211,6 +277,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            in_flight: state.in_flight.clone(),
             state,
             bridge,
         })
@@ -235,6 +302,19 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         drop(self.state);
         let result = self.server.await;
+        // The server has stopped accepting and answered what was in flight; /on_rating sends
+        // still owed get until the end of their ttl (30 s) to finish.
+        if !self.in_flight.is_empty() {
+            tracing::info!(
+                pending = self.in_flight.len(),
+                "waiting for /on_rating deliveries"
+            );
+            self.in_flight
+                .wait_idle(std::time::Duration::from_secs(
+                    crate::protocol::RATING_TTL_SECS as u64 + 1,
+                ))
+                .await;
+        }
         if let Some(bridge) = self.bridge {
             bridge.abort();
         }

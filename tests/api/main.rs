@@ -18,5 +18,6 @@ mod restart;
 mod rotation;
 mod seller_failures;
 mod seller_side;
+mod shutdown;
 mod subscribe_flow;
 mod traffic;
