@@ -202,6 +202,9 @@ pub struct BuyerSettings {
     /// How long a buyer request waits for /on_rating before answering 202, milliseconds (at most
     /// the 30 s ttl).
     pub callback_wait_ms: u64,
+    /// Buyer requests that may wait for their /on_rating at once on this instance; beyond it a
+    /// new rating is refused with 503 `too_busy` and `Retry-After`, before anything is claimed.
+    pub max_waiting: usize,
     /// Attempts to deliver /rating when the seller cannot be reached (transport errors only).
     pub send_attempts: u32,
     /// Timeout of one /rating attempt, milliseconds.
@@ -220,6 +223,7 @@ impl Default for BuyerSettings {
             enabled: true,
             bap_uri: "http://127.0.0.1:8080/bap".into(),
             callback_wait_ms: 5_000,
+            max_waiting: 1024,
             send_attempts: 3,
             send_timeout_ms: 5_000,
             jwt_hs256_secret: String::new(),
@@ -767,6 +771,9 @@ impl Settings {
                     "buyer.callback_wait_ms",
                     "must not exceed the 30 s rating ttl",
                 ));
+            }
+            if self.buyer.max_waiting == 0 {
+                return Err(invalid("buyer.max_waiting", "must be at least 1"));
             }
             if !(1..=10).contains(&self.buyer.send_attempts) {
                 return Err(invalid("buyer.send_attempts", "must be between 1 and 10"));

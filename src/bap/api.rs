@@ -170,6 +170,14 @@ async fn rate(
         failure: None,
     };
 
+    // Each waiting request holds a connection and a little memory until its callback or
+    // deadline: bound them, and refuse before claiming so the user can simply retry.
+    if state.waiters.len() >= settings.buyer.max_waiting {
+        return Err(ApiError::new(
+            ApiCode::TooBusy,
+            "too many ratings are waiting for their sellers; retry shortly",
+        ));
+    }
     // Register before sending: a fast seller may call back before its ACK reaches us.
     let mut waiter = state.waiters.register(&context.message_id);
     if let Claim::Taken(existing) = state.store.claim_rating(&record).await? {

@@ -43,6 +43,8 @@ pub enum ApiCode {
     NotFound,
     /// A defect of ours caught before it reached a peer (an outbound payload failed its schema).
     InternalError,
+    /// Too many buyer requests are waiting for callbacks; retry after the Retry-After seconds.
+    TooBusy,
     /// The registry's `/on_subscribe` challenge could not be decrypted.
     InvalidChallenge,
 }
@@ -68,6 +70,7 @@ impl ApiCode {
             RegistryUnavailable => ("registry_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             NotFound => ("not_found", StatusCode::NOT_FOUND),
             InternalError => ("internal_error", StatusCode::INTERNAL_SERVER_ERROR),
+            TooBusy => ("too_busy", StatusCode::SERVICE_UNAVAILABLE),
             InvalidChallenge => ("invalid_challenge", StatusCode::BAD_REQUEST),
         }
     }
@@ -167,6 +170,12 @@ impl ResponseError for ApiError {
                 seller_error: self.seller_error.as_deref(),
             },
         });
+        if self.code == ApiCode::TooBusy
+            && let Ok(v) = actix_web::http::header::HeaderValue::from_str("1")
+        {
+            r.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, v);
+        }
         if self.code == ApiCode::StoreUnavailable {
             // Only `From<StoreError>` builds this code; the metrics middleware counts it.
             r.extensions_mut().insert(super::metrics::StoreFailure);

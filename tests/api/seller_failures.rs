@@ -1,6 +1,8 @@
 //! What the buyer sees when the seller misbehaves, and that the one-time claim follows the rules:
 //! released when /rating never landed, kept when the seller ACKed.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use crate::both_stores;
@@ -330,5 +332,57 @@ async fn a_late_refusal_shows_as_failed_with_the_sellers_error() {
     assert_eq!(
         got["data"]["error"],
         json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "order not found"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_waiting_a_new_rating_is_refused_with_retry_after_and_nothing_claimed() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = Arc::new(
+        Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
+            s.buyer.callback_wait_ms = 3_000;
+            s.buyer.max_waiting = 1;
+        })
+        .await,
+    );
+    for id in ["O-1", "O-2"] {
+        let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+        assert_eq!(buyer.put_order(id, &o).await.0, 200);
+    }
+    let first = {
+        let b = buyer.clone();
+        tokio::spawn(async move {
+            b.rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+                .await
+        })
+    };
+    seller.recorder.wait_for(1).await;
+    let r = buyer
+        .http
+        .post(format!("{}/ret11/rating", buyer.app.base))
+        .bearer_auth(Buyer::token("alice"))
+        .json(&json!({"orderId": "O-2", "orderRating": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_documented(503, &body, &schemas().rate_order_response);
+    assert_eq!(body["error"]["code"], "too_busy");
+    assert_eq!(
+        buyer.rating_of("alice", "O-2").await.0,
+        404,
+        "nothing was claimed"
+    );
+    assert_eq!(first.await.unwrap().0, 202);
+    // Once the first answered, there is room again.
+    assert_eq!(
+        buyer
+            .rate("alice", &json!({"orderId": "O-2", "orderRating": 4}))
+            .await
+            .0,
+        202
     );
 }
