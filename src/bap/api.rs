@@ -14,7 +14,7 @@ use super::request::RateOrder;
 use crate::clock::ondc_timestamp;
 use crate::http::error::{ApiCode, ApiError};
 use crate::http::metrics::{RetryTarget, WaitOutcome};
-use crate::http::outbound::PeerAnswer;
+use crate::http::outbound::{PeerAnswer, TransportError};
 use crate::http::record::Direction;
 use crate::http::{AppState, read_body};
 use crate::protocol::{
@@ -234,7 +234,20 @@ async fn rate(
             Some(Failure::Other(format!("HTTP {status}: {excerpt}"))),
             ApiCode::SellerInvalidResponse,
         ),
-        Err(reason) => (Some(Failure::Other(reason)), ApiCode::SellerUnreachable),
+        Err(e) if e.maybe_delivered => {
+            // The seller may have the /rating (an attempt timed out or was cut after it was
+            // sent): releasing the claim could get the order rated twice. Keep it pending; the
+            // seller's /on_rating completes it if it took the rating.
+            tracing::warn!(error = %e, "/rating delivery unknown; claim kept");
+            return Err(ApiError::new(
+                ApiCode::SellerTimeout,
+                format!(
+                    "the seller did not answer in time; the rating is kept and completes if the \
+                     seller took it ({e})"
+                ),
+            ));
+        }
+        Err(e) => (Some(Failure::Other(e.message)), ApiCode::SellerUnreachable),
     };
     if let Some(failure) = failure {
         return Err(release(&state, record, failure, code).await);
@@ -291,12 +304,22 @@ async fn rate(
 }
 
 /// Sends with a bounded retry on transport errors only: a NACK or any HTTP answer is final.
-async fn send_with_retry(state: &AppState, url: &str, body: Vec<u8>) -> Result<PeerAnswer, String> {
+/// Every attempt sends the same bytes with the same message_id, which the seller side dedupes, so
+/// retrying after a timeout cannot make it process the rating twice.
+async fn send_with_retry(
+    state: &AppState,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<PeerAnswer, TransportError> {
     let b = &state.settings.buyer;
     let body = web::Bytes::from(body);
     let auth = state.outbound.authorization(&body);
     let timeout = Duration::from_millis(b.send_timeout_ms);
-    let mut last = String::new();
+    let mut last = TransportError {
+        message: String::new(),
+        maybe_delivered: false,
+    };
+    let mut maybe_delivered = false;
     for attempt in 0..b.send_attempts {
         if attempt > 0 {
             state.metrics.retry(RetryTarget::Rating);
@@ -306,10 +329,13 @@ async fn send_with_retry(state: &AppState, url: &str, body: Vec<u8>) -> Result<P
             Ok(answer) => return Ok(answer),
             Err(e) => {
                 tracing::warn!(attempt = attempt + 1, error = %e, url, "/rating not delivered");
+                maybe_delivered |= e.maybe_delivered;
                 last = e;
             }
         }
     }
+    // One attempt that may have arrived makes the whole send ambiguous.
+    last.maybe_delivered = maybe_delivered;
     Err(last)
 }
 

@@ -201,7 +201,7 @@ pub async fn deliver(
                 *status >= 500 || *status == 429
             }
             Err(e) => {
-                r.last_error = Some(e.clone());
+                r.last_error = Some(e.to_string());
                 true
             }
         };

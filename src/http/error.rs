@@ -45,6 +45,8 @@ pub enum ApiCode {
     InternalError,
     /// Too many buyer requests are waiting for callbacks; retry after the Retry-After seconds.
     TooBusy,
+    /// The seller did not answer /rating in time; it may have it, so the rating stays claimed.
+    SellerTimeout,
     /// The registry's `/on_subscribe` challenge could not be decrypted.
     InvalidChallenge,
 }
@@ -71,6 +73,7 @@ impl ApiCode {
             NotFound => ("not_found", StatusCode::NOT_FOUND),
             InternalError => ("internal_error", StatusCode::INTERNAL_SERVER_ERROR),
             TooBusy => ("too_busy", StatusCode::SERVICE_UNAVAILABLE),
+            SellerTimeout => ("seller_timeout", StatusCode::GATEWAY_TIMEOUT),
             InvalidChallenge => ("invalid_challenge", StatusCode::BAD_REQUEST),
         }
     }

@@ -87,7 +87,7 @@ impl Outbound {
         body: Bytes,
         authorization: &str,
         timeout: Duration,
-    ) -> Result<PeerAnswer, String> {
+    ) -> Result<PeerAnswer, TransportError> {
         let raw = self
             .post_raw(url, body, Some(authorization), timeout)
             .await?;
@@ -101,7 +101,7 @@ impl Outbound {
         body: Bytes,
         authorization: Option<&str>,
         timeout: Duration,
-    ) -> Result<RawAnswer, String> {
+    ) -> Result<RawAnswer, TransportError> {
         let mut req = self
             .http
             .post(url)
@@ -111,7 +111,10 @@ impl Outbound {
         if let Some(auth) = authorization {
             req = req.header(AUTHORIZATION, auth);
         }
-        let resp = req.send().await.map_err(|e| describe(&e))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| TransportError::from_reqwest(&e))?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -119,7 +122,10 @@ impl Outbound {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.bytes().await.map_err(|e| describe(&e))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| TransportError::from_reqwest(&e))?;
         Ok(RawAnswer {
             status,
             body,
@@ -138,6 +144,32 @@ impl Outbound {
             .await
             .map_err(|e| describe(&e))?;
         Ok(resp.status().as_u16())
+    }
+}
+
+/// A request that got no HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportError {
+    /// What happened, with its causes.
+    pub message: String,
+    /// False only when the connection was never made (refused, unresolvable, TLS handshake):
+    /// then the peer cannot have the request. A timeout or a reset after sending may have
+    /// delivered it.
+    pub maybe_delivered: bool,
+}
+
+impl TransportError {
+    fn from_reqwest(e: &reqwest::Error) -> Self {
+        Self {
+            message: describe(e),
+            maybe_delivered: !e.is_connect(),
+        }
+    }
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

@@ -363,7 +363,7 @@ impl Remote {
                 .post_raw(&self.url, body.clone(), auth.as_deref(), timeout)
                 .await;
             match answer {
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
                 Ok(a) if a.status == 429 || a.status >= 500 => {
                     last = format!("HTTP {}", a.status);
                     if let Some(wait) = a.retry_after {

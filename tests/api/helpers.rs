@@ -511,6 +511,8 @@ pub enum Script {
     FailFirst(usize, u16),
     /// Answer the first `n` requests with this status, then 200 with this body.
     FailFirstThen(usize, u16, String),
+    /// Wait this many milliseconds, then ACK (a slow peer).
+    AckAfter(u64),
 }
 
 /// One request the scripted seller received.
@@ -553,28 +555,32 @@ impl Recorder {
                     let rec = rec.clone();
                     let script = script.clone();
                     async move {
-                        let mut log = rec.lock().unwrap();
-                        log.push(Captured {
-                            authorization: req
-                                .headers()
-                                .get("authorization")
-                                .and_then(|h| h.to_str().ok())
-                                .map(str::to_owned),
-                            body: body.to_vec(),
-                            headers: req
-                                .headers()
-                                .iter()
-                                .map(|(n, v)| {
-                                    (
-                                        n.as_str().to_owned(),
-                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                    )
-                                })
-                                .collect(),
-                        });
-                        let seen = log.len();
-                        drop(log);
+                        let seen = {
+                            let mut log = rec.lock().unwrap();
+                            log.push(Captured {
+                                authorization: req
+                                    .headers()
+                                    .get("authorization")
+                                    .and_then(|h| h.to_str().ok())
+                                    .map(str::to_owned),
+                                body: body.to_vec(),
+                                headers: req
+                                    .headers()
+                                    .iter()
+                                    .map(|(n, v)| {
+                                        (
+                                            n.as_str().to_owned(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
+                                    .collect(),
+                            });
+                            log.len()
+                        };
                         let ack = r#"{"message":{"ack":{"status":"ACK"}}}"#.to_owned();
+                        if let Script::AckAfter(ms) = script {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        }
                         let (status, body) = match script {
                             Script::AckSilently => (200, ack),
                             Script::Respond(status, body) => (status, body),
@@ -586,6 +592,7 @@ impl Recorder {
                                 (status, "slow down".to_owned())
                             }
                             Script::FailFirstThen(_, _, body) => (200, body),
+                            Script::AckAfter(_) => (200, ack),
                         };
                         HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                             .content_type("application/json")

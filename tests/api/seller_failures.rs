@@ -386,3 +386,54 @@ async fn beyond_max_waiting_a_new_rating_is_refused_with_retry_after_and_nothing
         202
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seller_too_slow_to_answer_keeps_the_claim_and_gets_the_same_bytes_again() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckAfter(1_500)).await;
+    let buyer = Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
+        s.buyer.send_timeout_ms = 300;
+        s.buyer.send_attempts = 2;
+    })
+    .await;
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let (status, err) = buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+        .await;
+    assert_eq!(status, 504, "{err}");
+    assert_eq!(err["error"]["code"], "seller_timeout");
+    // It may have reached the seller, so it is not released: no second rating for this order.
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "pending"
+    );
+    assert_eq!(
+        buyer
+            .rate("alice", &json!({"orderId": "O-1", "orderRating": 1}))
+            .await
+            .0,
+        409
+    );
+    let sent = seller.recorder.wait_for(2).await;
+    assert_eq!(sent.len(), 2, "one retry");
+    assert_eq!(
+        sent[0].body, sent[1].body,
+        "the retry is the same message (the seller dedupes it)"
+    );
+
+    // The seller did take it: its callback completes the rating.
+    let rating: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    let mut ctx = rating["context"].clone();
+    ctx["action"] = json!("on_rating");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    let cb = serde_json::to_vec(
+        &json!({"context": ctx, "message": {"feedback_ack": true, "rating_ack": true}}),
+    )
+    .unwrap();
+    assert_eq!(buyer.on_rating(&seller.identity, &cb).await.0, 200);
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "completed"
+    );
+}
