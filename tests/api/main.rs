@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod faults;
 mod interop;
+mod kill;
 mod network;
 mod observability;
 mod onboarding;

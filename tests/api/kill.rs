@@ -1,0 +1,225 @@
+//! SIGKILL while a buyer request waits for its callback: nothing the adapter had sent is lost.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// A `serve` process (both roles, default config) trusting `peer`, with extra environment.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Served {
+    async fn start(
+        dir: &std::path::Path,
+        port: u16,
+        peer: &Identity,
+        env: &[(&str, String)],
+    ) -> Self {
+        let default = std::fs::read_to_string(format!(
+            "{}/config/default.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let p = peer.peer();
+        let config = dir.join("adapter.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{default}\n[[peers]]\nsubscriber_id = \"{}\"\nunique_key_id = \"{}\"\nsigning_public_key = \"{}\"\n",
+                p.subscriber_id, p.unique_key_id, p.signing_public_key
+            ),
+        )
+        .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ondc-rating"));
+        cmd.args(["serve", "--config", config.to_str().unwrap()])
+            .env("ONDC_RATING__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("ONDC_RATING__BUYER__BAP_URI", format!("{base}/bap"))
+            .env("ONDC_RATING__SELLER__BPP_URI", format!("{base}/bpp"))
+            .env("ONDC_RATING__BUYER__CALLBACK_WAIT_MS", "20000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                return Self { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("adapter did not come up");
+    }
+
+    fn kill9(&mut self) {
+        let ok = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TOKEN_SECRET: &str = "dev-only-hs256-secret-change-me";
+
+async fn put_order(base: &str, seller: &ScriptedSeller) {
+    let order = json!({"userId": "u1", "state": "Completed", "domain": "ONDC:RET11", "city": "std:080",
+        "transactionId": "t-kill", "bppId": seller.identity.id, "bppUri": seller.bpp_uri()});
+    let r = reqwest::Client::new()
+        .put(format!("{base}/internal/orders/O-1"))
+        .bearer_auth("dev-only-internal-token")
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Starts a rating that will wait, returns the /rating the seller got once it got it.
+async fn rating_in_flight(base: &str, seller: &ScriptedSeller) -> Value {
+    let (base, token) = (
+        base.to_owned(),
+        ondc_rating::bap::auth::mint_hs256(TOKEN_SECRET, "u1", now(), 600),
+    );
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .post(format!("{base}/ret11/rating"))
+            .bearer_auth(token)
+            .json(&json!({"orderId": "O-1", "orderRating": 4}))
+            .send()
+            .await;
+    });
+    let sent = seller.recorder.wait_for(1).await;
+    serde_json::from_slice(&sent[0].body).unwrap()
+}
+
+fn callback_for(rating: &Value) -> Vec<u8> {
+    let mut ctx = rating["context"].clone();
+    ctx["action"] = json!("on_rating");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    serde_json::to_vec(&json!({"context": ctx, "message": {"feedback_ack": true, "rating_ack": true,
+        "feedback_form": {"form": {"url": "https://seller.test/f", "mime_type": "text/html", "data": "d"}}}}))
+    .unwrap()
+}
+
+async fn status_of(base: &str) -> (u16, Value) {
+    let token = ondc_rating::bap::auth::mint_hs256(TOKEN_SECRET, "u1", now(), 600);
+    let r = reqwest::Client::new()
+        .get(format!("{base}/ret11/orders/O-1/rating"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_restart_after_sigkill_recovers_the_waiting_rating() {
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (l, port) = bind();
+    drop(l);
+    let env = [
+        ("ONDC_RATING__STORE__BACKEND", "embedded".to_owned()),
+        (
+            "ONDC_RATING__STORE__PATH",
+            dir.path().join("s.redb").display().to_string(),
+        ),
+    ];
+    let mut first = Served::start(dir.path(), port, &seller.identity, &env).await;
+    put_order(&first.base, &seller).await;
+    let rating = rating_in_flight(&first.base, &seller).await;
+    // The ACK is recorded right after it arrives; give it a moment before the kill.
+    let mut status = Value::Null;
+    for _ in 0..50 {
+        status = status_of(&first.base).await.1["data"]["status"].clone();
+        if status == "acknowledged" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, "acknowledged");
+    first.kill9();
+
+    let second = Served::start(dir.path(), port, &seller.identity, &env).await;
+    let (code, got) = status_of(&second.base).await;
+    assert_eq!(
+        (code, got["data"]["status"].as_str()),
+        (200, Some("acknowledged")),
+        "{got}"
+    );
+    let http = reqwest::Client::new();
+    let (s, _) = post_signed(
+        &http,
+        &format!("{}/bap/on_rating", second.base),
+        &seller.identity,
+        &callback_for(&rating),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        status_of(&second.base).await.1["data"]["status"],
+        "completed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_another_instance_completes_what_a_killed_one_had_sent() {
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let store = StoreFixture::new(Backend::Redis);
+    let shared = store.settings("buyer");
+    let dir = tempfile::tempdir().unwrap();
+    let (l, port) = bind();
+    drop(l);
+    let env = [
+        ("ONDC_RATING__STORE__BACKEND", "redis".to_owned()),
+        ("REDIS_URL", shared.redis_url.clone()),
+        ("ONDC_RATING__STORE__KEY_PREFIX", shared.key_prefix.clone()),
+    ];
+    let mut killed = Served::start(dir.path(), port, &seller.identity, &env).await;
+    put_order(&killed.base, &seller).await;
+    let rating = rating_in_flight(&killed.base, &seller).await;
+    for _ in 0..50 {
+        if status_of(&killed.base).await.1["data"]["status"] == "acknowledged" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    killed.kill9();
+
+    // The seller's callback lands on another instance sharing the Redis keyspace.
+    let (l2, port2) = bind();
+    drop(l2);
+    let other = Served::start(dir.path(), port2, &seller.identity, &env).await;
+    let http = reqwest::Client::new();
+    let (s, body) = post_signed(
+        &http,
+        &format!("{}/bap/on_rating", other.base),
+        &seller.identity,
+        &callback_for(&rating),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (code, got) = status_of(&other.base).await;
+    assert_eq!(
+        (code, got["data"]["status"].as_str()),
+        (200, Some("completed")),
+        "{got}"
+    );
+}
