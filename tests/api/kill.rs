@@ -47,11 +47,20 @@ impl Served {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap();
+        // Owned at once, so the process is killed and reaped (Drop) on every path.
+        let served = Self {
+            child: cmd.spawn().unwrap(),
+            base,
+        };
         let http = reqwest::Client::new();
         for _ in 0..200 {
-            if http.get(format!("{base}/healthz")).send().await.is_ok() {
-                return Self { child, base };
+            if http
+                .get(format!("{}/healthz", served.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return served;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
