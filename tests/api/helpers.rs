@@ -469,6 +469,11 @@ pub struct Pair {
 
 impl Pair {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// A pair whose buyer's settings are adjusted by `tweak_buyer`.
+    pub async fn start_with(backend: Backend, tweak_buyer: impl FnOnce(&mut Settings)) -> Self {
         let store = StoreFixture::new(backend);
         let buyer_identity = Identity::new("buyer.test");
         let seller = Seller::start(&store, "seller", vec![buyer_identity.peer()], |_| {}).await;
@@ -477,7 +482,7 @@ impl Pair {
             &store,
             "buyer",
             vec![seller.identity.peer()],
-            |_| {},
+            tweak_buyer,
         )
         .await;
         Self {
