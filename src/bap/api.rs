@@ -306,7 +306,7 @@ async fn rate(
 /// Sends with a bounded retry on transport errors only: a NACK or any HTTP answer is final.
 /// Every attempt sends the same bytes with the same message_id, which the seller side dedupes, so
 /// retrying after a timeout cannot make it process the rating twice.
-async fn send_with_retry(
+pub(crate) async fn send_with_retry(
     state: &AppState,
     url: &str,
     body: Vec<u8>,

@@ -63,24 +63,30 @@ async fn handle(
             "temporarily unable to record; retry",
         )
     };
-    let record = match state.store.order_for_message(&context.message_id).await {
+    // The one-time buyer API's outstanding rating, or a /rating the v2 feedback API sent.
+    let sent = match state.store.order_for_message(&context.message_id).await {
         Ok(Some(order_id)) => match state.store.get_rating(&order_id).await {
-            Ok(r) => r,
+            Ok(r) => r
+                .filter(|r| {
+                    r.message_id() == context.message_id && r.status != RatingStatus::Failed
+                })
+                .map(|r| r.context),
             Err(e) => return internal(e),
         },
-        Ok(None) => None,
+        Ok(None) => match state.store.get_feedback_sent(&context.message_id).await {
+            Ok(f) => f.map(|f| f.context),
+            Err(e) => return internal(e),
+        },
         Err(e) => return internal(e),
     };
-    let Some(record) =
-        record.filter(|r| r.message_id() == context.message_id && r.status != RatingStatus::Failed)
-    else {
+    let Some(sent) = sent else {
         return nack(
             NackCode::BuyerOutOfSequence,
             Some("context.message_id".into()),
             "no outstanding rating for this message_id",
         );
     };
-    let sent = &record.context;
+    let sent = &sent;
     for (field, got, want) in [
         (
             "transaction_id",

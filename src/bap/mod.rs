@@ -5,5 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod bridge;
 pub mod callback;
+pub mod feedback;
 pub mod orders;
 pub mod request;
+pub mod users;

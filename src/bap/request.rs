@@ -176,6 +176,7 @@ impl RateOrder {
             rating_category: c,
             id: id.to_owned(),
             value: v.to_string(),
+            feedback_form: Vec::new(),
         };
         let mut out = vec![entry(
             RatingCategory::Order,

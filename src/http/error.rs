@@ -49,6 +49,8 @@ pub enum ApiCode {
     SellerTimeout,
     /// The registry's `/on_subscribe` challenge could not be decrypted.
     InvalidChallenge,
+    /// No such user (internal users API).
+    UserNotFound,
 }
 
 impl ApiCode {
@@ -75,6 +77,7 @@ impl ApiCode {
             TooBusy => ("too_busy", StatusCode::SERVICE_UNAVAILABLE),
             SellerTimeout => ("seller_timeout", StatusCode::GATEWAY_TIMEOUT),
             InvalidChallenge => ("invalid_challenge", StatusCode::BAD_REQUEST),
+            UserNotFound => ("user_not_found", StatusCode::NOT_FOUND),
         }
     }
 }

@@ -371,6 +371,26 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
                 route(Method::GET).to(crate::bap::orders::get_order),
             ),
             (
+                Method::PUT,
+                "/internal/users/{user_id}".to_owned(),
+                route(Method::PUT).to(crate::bap::users::put_user),
+            ),
+            (
+                Method::GET,
+                "/internal/users/{user_id}".to_owned(),
+                route(Method::GET).to(crate::bap::users::get_user),
+            ),
+            (
+                Method::POST,
+                "/v2/feedback/users/{user_id}/orders/{order_id}/rating".to_owned(),
+                route(Method::POST).to(crate::bap::feedback::put_feedback),
+            ),
+            (
+                Method::GET,
+                "/v2/feedback/users/{user_id}/orders/{order_id}/rating".to_owned(),
+                route(Method::GET).to(crate::bap::feedback::get_feedback),
+            ),
+            (
                 Method::POST,
                 format!("{}/on_rating", uri_path(&settings.buyer.bap_uri)),
                 route(Method::POST).to(crate::bap::callback::on_rating),

@@ -14,7 +14,7 @@ pub mod schema;
 pub use ack::{AckResponse, AckStatus, ErrorType, NackCode, NetworkError};
 pub use context::{Action, Context, ContextError};
 pub use on_rating::{FeedbackForm, Form, OnRatingMessage};
-pub use rating::{InboundRating, RatingCategory, RatingEntry, RatingMessage};
+pub use rating::{FeedbackAnswer, InboundRating, RatingCategory, RatingEntry, RatingMessage};
 
 /// A network message: `{"context":...,"message":...}`, serialised in that field order.
 #[derive(Debug, serde::Serialize)]

@@ -58,6 +58,24 @@ pub struct RatingEntry {
     pub id: String,
     /// "1".."5".
     pub value: String,
+    /// Answers that have no star value (the v2 feedback API's highlights and thank-you note).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub feedback_form: Vec<FeedbackAnswer>,
+}
+
+/// One `feedback_form` answer on a rating: `{id, parent_id, question, answer, answer_type}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackAnswer {
+    /// This answer's id (`highlight.QUALITY_ITEMS`, `thank_you_note`).
+    pub id: String,
+    /// The question group it answers (`highlights`, `thank_you_note`).
+    pub parent_id: String,
+    /// The question, in words.
+    pub question: String,
+    /// The answer (the highlight's code, or the note's text).
+    pub answer: String,
+    /// `checkbox` or `text`.
+    pub answer_type: String,
 }
 
 /// The outbound `/rating` message.
@@ -152,6 +170,7 @@ mod tests {
                 rating_category: RatingCategory::Fulfillment,
                 id: "F1".into(),
                 value: "3".into(),
+                feedback_form: Vec::new(),
             }],
         };
         assert_eq!(

@@ -52,6 +52,26 @@ pub const FILES: &[(&str, &str)] = &[
         "buyer/order.schema.json",
         include_str!("../../schemas/buyer/order.schema.json"),
     ),
+    (
+        "buyer/feedback.request.schema.json",
+        include_str!("../../schemas/buyer/feedback.request.schema.json"),
+    ),
+    (
+        "buyer/feedback.response.schema.json",
+        include_str!("../../schemas/buyer/feedback.response.schema.json"),
+    ),
+    (
+        "buyer/feedback.rating.schema.json",
+        include_str!("../../schemas/buyer/feedback.rating.schema.json"),
+    ),
+    (
+        "buyer/feedback.error.schema.json",
+        include_str!("../../schemas/buyer/feedback.error.schema.json"),
+    ),
+    (
+        "buyer/user.schema.json",
+        include_str!("../../schemas/buyer/user.schema.json"),
+    ),
 ];
 
 /// The first thing wrong with a payload.
@@ -127,6 +147,16 @@ pub struct Schemas {
     pub error: Schema,
     /// Internal orders API body.
     pub order: Schema,
+    /// v2 feedback API: request body.
+    pub feedback_request: Schema,
+    /// v2 feedback API: `{"success":true}`.
+    pub feedback_response: Schema,
+    /// v2 feedback API: the read-back.
+    pub feedback_rating: Schema,
+    /// v2 feedback API: errors.
+    pub feedback_error: Schema,
+    /// Internal users API body.
+    pub user: Schema,
 }
 
 /// Why the embedded schemas could not be compiled (a build defect caught by the tests).
@@ -201,6 +231,11 @@ impl Schemas {
             rating_response: get("buyer/rating.response.schema.json")?,
             error: get("buyer/error.schema.json")?,
             order: get("buyer/order.schema.json")?,
+            feedback_request: get("buyer/feedback.request.schema.json")?,
+            feedback_response: get("buyer/feedback.response.schema.json")?,
+            feedback_rating: get("buyer/feedback.rating.schema.json")?,
+            feedback_error: get("buyer/feedback.error.schema.json")?,
+            user: get("buyer/user.schema.json")?,
         })
     }
 }

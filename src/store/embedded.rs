@@ -13,13 +13,16 @@ fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 6] = [
+const ALL: [Space; 9] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
     Space::Callbacks,
     Space::Received,
     Space::Keys,
+    Space::Users,
+    Space::Feedback,
+    Space::FeedbackMessages,
 ];
 
 /// A redb-backed store.

@@ -48,6 +48,13 @@ pub enum Space {
     Received,
     /// `subscriber_id|unique_key_id` -> a registry lookup result, with its own expiry.
     Keys,
+    /// user_id -> [`User`] (the buyer app's users and their active flag).
+    Users,
+    /// feedback key (user and order) -> [`FeedbackRecord`], the latest v2 feedback.
+    Feedback,
+    /// message_id -> [`FeedbackSent`]: each /rating the v2 feedback API sent, so its
+    /// /on_rating can be matched.
+    FeedbackMessages,
 }
 
 impl Space {
@@ -60,6 +67,9 @@ impl Space {
             Space::Callbacks => "callbacks",
             Space::Received => "received",
             Space::Keys => "keys",
+            Space::Users => "users",
+            Space::Feedback => "feedback",
+            Space::FeedbackMessages => "feedback_messages",
         }
     }
 }
@@ -292,6 +302,55 @@ impl Store {
         }
     }
 
+    /// Stores or replaces a user.
+    pub async fn put_user(&self, user: &User) -> Result<(), StoreError> {
+        self.put_raw(Space::Users, &user.user_id, encode(user))
+            .await
+    }
+
+    /// A user by id.
+    pub async fn get_user(&self, user_id: &str) -> Result<Option<User>, StoreError> {
+        self.get(Space::Users, user_id).await
+    }
+
+    /// Indexes a v2 feedback /rating by its message_id (written before it is sent).
+    pub async fn put_feedback_sent(&self, sent: &FeedbackSent) -> Result<(), StoreError> {
+        self.put_raw(
+            Space::FeedbackMessages,
+            &sent.context.message_id,
+            encode(sent),
+        )
+        .await
+    }
+
+    /// The v2 feedback /rating sent with this message_id.
+    pub async fn get_feedback_sent(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<FeedbackSent>, StoreError> {
+        self.get(Space::FeedbackMessages, message_id).await
+    }
+
+    /// Stores or replaces the latest v2 feedback of a user on an order.
+    pub async fn put_feedback(&self, record: &FeedbackRecord) -> Result<(), StoreError> {
+        self.put_raw(
+            Space::Feedback,
+            &feedback_key(&record.user_id, &record.order_id),
+            encode(record),
+        )
+        .await
+    }
+
+    /// The latest v2 feedback of a user on an order.
+    pub async fn get_feedback(
+        &self,
+        user_id: &str,
+        order_id: &str,
+    ) -> Result<Option<FeedbackRecord>, StoreError> {
+        self.get(Space::Feedback, &feedback_key(user_id, order_id))
+            .await
+    }
+
     /// Checks the backend answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.get_raw(Space::Orders, "\u{0}ping").await.map(|_| ())
@@ -309,6 +368,11 @@ pub(crate) fn is_reclaimable(bytes: &[u8]) -> bool {
 
 fn received_key(bap_id: &str, message_id: &str) -> String {
     format!("{bap_id}|{message_id}")
+}
+
+/// `{len(user_id)}:{user_id}|{order_id}`: the length prefix keeps ids containing `|` apart.
+fn feedback_key(user_id: &str, order_id: &str) -> String {
+    format!("{}:{user_id}|{order_id}", user_id.len())
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {

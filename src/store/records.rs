@@ -228,3 +228,59 @@ pub struct WebhookDelivery {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
 }
+
+/// A buyer app user, as registered through `PUT /internal/users/{user_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    /// The buyer app's user id.
+    pub user_id: String,
+    /// Whether the user may give feedback through the v2 feedback API.
+    pub active: bool,
+    /// When it was last written (ONDC timestamp format).
+    pub updated_at: String,
+}
+
+/// What a v2 feedback request carried, mapped to ONDC values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackSubmission {
+    /// `STARS1`..`STARS5` as sent by the caller.
+    pub rating_value: String,
+    /// Highlights, deduplicated, in the caller's order.
+    #[serde(default)]
+    pub highlights: Vec<String>,
+    /// The thank-you note, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub thank_you_note: Option<String>,
+}
+
+/// A /rating sent by the v2 feedback API, indexed by its message_id so the seller's /on_rating
+/// for it is recognised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedbackSent {
+    /// Who gave the feedback.
+    pub user_id: String,
+    /// The order it is about.
+    pub order_id: String,
+    /// The /rating context sent.
+    pub context: Context,
+}
+
+/// The latest v2 feedback the seller acknowledged for a (user, order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedbackRecord {
+    /// Who gave the feedback.
+    pub user_id: String,
+    /// The order it is about.
+    pub order_id: String,
+    /// What was submitted.
+    pub submitted: FeedbackSubmission,
+    /// The /rating context sent (its message_id keys the seller's /on_rating).
+    pub context: Context,
+    /// When it was submitted (ONDC timestamp format).
+    pub submitted_at: String,
+    /// How many submissions the seller has acknowledged for this (user, order), this one included.
+    pub revision: u32,
+}

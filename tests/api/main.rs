@@ -7,6 +7,7 @@ mod checker;
 mod cli;
 mod concurrency;
 mod faults;
+mod feedback_api;
 mod interop;
 mod kill;
 mod network;
