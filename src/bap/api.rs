@@ -22,6 +22,30 @@ use crate::protocol::{
 };
 use crate::store::{Claim, Order, RatingRecord, RatingStatus};
 
+/// The context of a new /rating for `order`: a fresh message_id, the order's transaction, this
+/// participant as the BAP, stamped `now`.
+pub fn rating_context(
+    settings: &crate::config::Settings,
+    order: &Order,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Context {
+    Context {
+        domain: order.domain.clone(),
+        country: COUNTRY.into(),
+        city: order.city.clone(),
+        action: Action::Rating.as_str().into(),
+        core_version: CORE_VERSION.into(),
+        bap_id: settings.identity.subscriber_id.clone(),
+        bap_uri: settings.buyer.bap_uri.clone(),
+        bpp_id: order.bpp_id.clone(),
+        bpp_uri: order.bpp_uri.clone(),
+        transaction_id: order.transaction_id.clone(),
+        message_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: ondc_timestamp(now),
+        ttl: Some(RATING_TTL.into()),
+    }
+}
+
 /// Reads the bearer token and returns the user id.
 fn user(state: &AppState, req: &HttpRequest) -> Result<String, ApiError> {
     let header = req
@@ -144,21 +168,7 @@ async fn rate(
 
     let now = state.clock.now();
     let settings = &state.settings;
-    let context = Context {
-        domain: order.domain.clone(),
-        country: COUNTRY.into(),
-        city: order.city.clone(),
-        action: Action::Rating.as_str().into(),
-        core_version: CORE_VERSION.into(),
-        bap_id: settings.identity.subscriber_id.clone(),
-        bap_uri: settings.buyer.bap_uri.clone(),
-        bpp_id: order.bpp_id.clone(),
-        bpp_uri: order.bpp_uri.clone(),
-        transaction_id: order.transaction_id.clone(),
-        message_id: uuid::Uuid::new_v4().to_string(),
-        timestamp: ondc_timestamp(now),
-        ttl: Some(RATING_TTL.into()),
-    };
+    let context = rating_context(settings, &order, now);
     let mut record = RatingRecord {
         order_id: order.order_id.clone(),
         user_id,

@@ -7,9 +7,8 @@ use tracing::field::Empty;
 
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
-use crate::http::network::{BUYER, ack, nack, record_ids, signer_mismatch, verify_inbound};
-use crate::http::record::Direction;
-use crate::protocol::{Action, Context, NackCode, NetworkError, OnRatingMessage};
+use crate::http::network::{BUYER, accept_inbound, ack, nack};
+use crate::protocol::{Action, NackCode, NetworkError, OnRatingMessage};
 use crate::store::{CallbackRecord, RatingStatus};
 
 /// `POST {bap_uri}/on_rating`, in a span that carries the context's ids once they are read.
@@ -34,22 +33,19 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let v = match verify_inbound(&state, &req, payload, BUYER).await {
-        Ok(v) => v,
-        Err(r) => return r,
+    let (v, context) = match accept_inbound(
+        &state,
+        &req,
+        payload,
+        BUYER,
+        Action::OnRating,
+        &state.schemas.on_rating_inbound,
+    )
+    .await
+    {
+        Ok(accepted) => accepted,
+        Err(nack) => return nack,
     };
-    state.record(Direction::Received, Action::OnRating, req.path(), &v.body);
-    if let Err(violation) = state.schemas.on_rating_inbound.check(&v.json) {
-        return nack(BUYER.invalid, Some(violation.path), violation.message);
-    }
-    let context = match Context::from_value(v.json.get("context"), Action::OnRating) {
-        Ok(c) => c,
-        Err(e) => return nack(BUYER.invalid, Some(e.path), e.message),
-    };
-    record_ids(&context);
-    if let Some(r) = signer_mismatch(&state, BUYER, &v.signer, "bpp_id", &context.bpp_id) {
-        return r;
-    }
     let message = match OnRatingMessage::from_value(v.json.get("message")) {
         Ok(m) => m,
         Err(e) => return nack(BUYER.invalid, Some(e.path), e.message),

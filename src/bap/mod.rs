@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bridge;
 pub mod callback;
 pub mod feedback;
+pub mod listing;
 pub mod orders;
 pub mod request;
 pub mod users;

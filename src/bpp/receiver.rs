@@ -13,10 +13,9 @@ use crate::bap::orders::check_internal;
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
 use crate::http::error::{ApiCode, ApiError};
-use crate::http::network::{SELLER, ack, nack, record_ids, signer_mismatch, verify_inbound};
-use crate::http::record::Direction;
+use crate::http::network::{SELLER, accept_inbound, ack, nack};
 use crate::protocol::rating::parse_inbound;
-use crate::protocol::{Action, Context, NackCode};
+use crate::protocol::{Action, NackCode};
 use crate::store::{DeliveryStatus, ReceivedRating, Verdict};
 
 use super::checks::first_problem;
@@ -73,22 +72,19 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let v = match verify_inbound(&state, &req, payload, SELLER).await {
-        Ok(v) => v,
-        Err(r) => return r,
+    let (v, context) = match accept_inbound(
+        &state,
+        &req,
+        payload,
+        SELLER,
+        Action::Rating,
+        &state.schemas.rating_inbound,
+    )
+    .await
+    {
+        Ok(accepted) => accepted,
+        Err(nack) => return nack,
     };
-    state.record(Direction::Received, Action::Rating, req.path(), &v.body);
-    if let Err(violation) = state.schemas.rating_inbound.check(&v.json) {
-        return nack(SELLER.invalid, Some(violation.path), violation.message);
-    }
-    let context = match Context::from_value(v.json.get("context"), Action::Rating) {
-        Ok(c) => c,
-        Err(e) => return nack(SELLER.invalid, Some(e.path), e.message),
-    };
-    record_ids(&context);
-    if let Some(r) = signer_mismatch(&state, SELLER, &v.signer, "bap_id", &context.bap_id) {
-        return r;
-    }
     if context.bpp_id != state.settings.identity.subscriber_id {
         return nack(
             SELLER.invalid,

@@ -392,6 +392,16 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
             ),
             (
                 Method::POST,
+                "/v2/listings/{listing_id}/feedback".to_owned(),
+                route(Method::POST).to(crate::bap::listing::post_feedback),
+            ),
+            (
+                Method::GET,
+                "/v2/listings/{listing_id}/feedback/{user_id}".to_owned(),
+                route(Method::GET).to(crate::bap::listing::get_feedback),
+            ),
+            (
+                Method::POST,
                 format!("{}/on_rating", uri_path(&settings.buyer.bap_uri)),
                 route(Method::POST).to(crate::bap::callback::on_rating),
             ),

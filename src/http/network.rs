@@ -198,3 +198,40 @@ fn signature_nack(state: &AppState, codes: RoleCodes, path: Option<String>) -> H
     }
     r
 }
+
+/// The common front of both network endpoints, in protocol order: read and verify the raw body,
+/// record it, check it against `schema`, read its context for `action`, tag the request span with
+/// its ids, and check the signer is the participant the context names in `signer_field`
+/// (`bap_id` on /rating, `bpp_id` on /on_rating). Returns what the handler continues with, or the
+/// NACK to send.
+pub async fn accept_inbound(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    codes: RoleCodes,
+    action: crate::protocol::Action,
+    schema: &crate::protocol::schema::Schema,
+) -> Result<(Verified, crate::protocol::Context), HttpResponse> {
+    use crate::protocol::{Action, Context};
+    let v = verify_inbound(state, req, payload, codes).await?;
+    state.record(
+        super::record::Direction::Received,
+        action,
+        req.path(),
+        &v.body,
+    );
+    schema
+        .check(&v.json)
+        .map_err(|violation| nack(codes.invalid, Some(violation.path), violation.message))?;
+    let context = Context::from_value(v.json.get("context"), action)
+        .map_err(|e| nack(codes.invalid, Some(e.path), e.message))?;
+    record_ids(&context);
+    let (field, expected) = match action {
+        Action::Rating => ("bap_id", &context.bap_id),
+        Action::OnRating => ("bpp_id", &context.bpp_id),
+    };
+    if let Some(r) = signer_mismatch(state, codes, &v.signer, field, expected) {
+        return Err(r);
+    }
+    Ok((v, context))
+}

@@ -69,6 +69,18 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../schemas/buyer/feedback.error.schema.json"),
     ),
     (
+        "buyer/listing-feedback.request.schema.json",
+        include_str!("../../schemas/buyer/listing-feedback.request.schema.json"),
+    ),
+    (
+        "buyer/listing-feedback.response.schema.json",
+        include_str!("../../schemas/buyer/listing-feedback.response.schema.json"),
+    ),
+    (
+        "buyer/listing-feedback.error.schema.json",
+        include_str!("../../schemas/buyer/listing-feedback.error.schema.json"),
+    ),
+    (
         "buyer/user.schema.json",
         include_str!("../../schemas/buyer/user.schema.json"),
     ),
@@ -155,6 +167,12 @@ pub struct Schemas {
     pub feedback_rating: Schema,
     /// v2 feedback API: errors.
     pub feedback_error: Schema,
+    /// Listing feedback API: request body.
+    pub listing_feedback_request: Schema,
+    /// Listing feedback API: the 201 and the read-back.
+    pub listing_feedback_response: Schema,
+    /// Listing feedback API: errors.
+    pub listing_feedback_error: Schema,
     /// Internal users API body.
     pub user: Schema,
 }
@@ -235,6 +253,9 @@ impl Schemas {
             feedback_response: get("buyer/feedback.response.schema.json")?,
             feedback_rating: get("buyer/feedback.rating.schema.json")?,
             feedback_error: get("buyer/feedback.error.schema.json")?,
+            listing_feedback_request: get("buyer/listing-feedback.request.schema.json")?,
+            listing_feedback_response: get("buyer/listing-feedback.response.schema.json")?,
+            listing_feedback_error: get("buyer/listing-feedback.error.schema.json")?,
             user: get("buyer/user.schema.json")?,
         })
     }

@@ -13,7 +13,7 @@ fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 9] = [
+const ALL: [Space; 10] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
@@ -23,6 +23,7 @@ const ALL: [Space; 9] = [
     Space::Users,
     Space::Feedback,
     Space::FeedbackMessages,
+    Space::ListingFeedback,
 ];
 
 /// A redb-backed store.
@@ -91,6 +92,19 @@ impl EmbeddedStore {
                 let mut t = tx.open_table(table(space)).map_err(unavailable)?;
                 t.insert(key.as_str(), value.as_slice())
                     .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn delete(&self, space: Space, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+                t.remove(key.as_str()).map_err(unavailable)?;
             }
             tx.commit().map_err(unavailable)
         })

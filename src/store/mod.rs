@@ -55,6 +55,9 @@ pub enum Space {
     /// message_id -> [`FeedbackSent`]: each /rating the v2 feedback API sent, so its
     /// /on_rating can be matched.
     FeedbackMessages,
+    /// feedback key (user and listing) -> [`ListingFeedbackRecord`]: the one-time listing
+    /// feedback slot.
+    ListingFeedback,
 }
 
 impl Space {
@@ -70,6 +73,7 @@ impl Space {
             Space::Users => "users",
             Space::Feedback => "feedback",
             Space::FeedbackMessages => "feedback_messages",
+            Space::ListingFeedback => "listing_feedback",
         }
     }
 }
@@ -139,6 +143,13 @@ impl Store {
         match self {
             Store::Embedded(s) => s.put_new(space, key, value).await,
             Store::Redis(s) => s.put_new(space, key, value).await,
+        }
+    }
+
+    async fn delete_raw(&self, space: Space, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.delete(space, key).await,
+            Store::Redis(s) => s.delete(space, key).await,
         }
     }
 
@@ -348,6 +359,53 @@ impl Store {
         order_id: &str,
     ) -> Result<Option<FeedbackRecord>, StoreError> {
         self.get(Space::Feedback, &feedback_key(user_id, order_id))
+            .await
+    }
+
+    /// Takes the one-time listing feedback slot of `(record.user_id, record.listing_id)`
+    /// atomically; false when it is taken already.
+    pub async fn claim_listing_feedback(
+        &self,
+        record: &ListingFeedbackRecord,
+    ) -> Result<bool, StoreError> {
+        self.put_new_raw(
+            Space::ListingFeedback,
+            &feedback_key(&record.user_id, &record.listing_id),
+            encode(record),
+        )
+        .await
+    }
+
+    /// Replaces a listing feedback record (only the slot's holder calls this).
+    pub async fn put_listing_feedback(
+        &self,
+        record: &ListingFeedbackRecord,
+    ) -> Result<(), StoreError> {
+        self.put_raw(
+            Space::ListingFeedback,
+            &feedback_key(&record.user_id, &record.listing_id),
+            encode(record),
+        )
+        .await
+    }
+
+    /// Frees a listing feedback slot (its /rating surely did not reach the seller).
+    pub async fn release_listing_feedback(
+        &self,
+        user_id: &str,
+        listing_id: &str,
+    ) -> Result<(), StoreError> {
+        self.delete_raw(Space::ListingFeedback, &feedback_key(user_id, listing_id))
+            .await
+    }
+
+    /// A user's feedback on a listing.
+    pub async fn get_listing_feedback(
+        &self,
+        user_id: &str,
+        listing_id: &str,
+    ) -> Result<Option<ListingFeedbackRecord>, StoreError> {
+        self.get(Space::ListingFeedback, &feedback_key(user_id, listing_id))
             .await
     }
 

@@ -284,3 +284,30 @@ pub struct FeedbackRecord {
     /// How many submissions the seller has acknowledged for this (user, order), this one included.
     pub revision: u32,
 }
+
+/// One listing feedback (`POST /v2/listings/{listing_id}/feedback`): the one-time slot of a
+/// (user, listing) and what was sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListingFeedbackRecord {
+    /// The rater (the token's `sub`).
+    pub user_id: String,
+    /// The listing (order) rated.
+    pub listing_id: String,
+    /// `shipper` (the order's user, rating the provider) or `provider` (rating the shipper).
+    pub rater_role: String,
+    /// `Positive`, `Neutral` or `Negative`.
+    pub rating: String,
+    /// The free-text feedback, when given.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub feedback: Option<String>,
+    /// The detailed service-provider scores taken (shipper raters only), in field order.
+    #[serde(default)]
+    pub detailed: Vec<(String, u8)>,
+    /// `pending` until the seller ACKs the /rating, then `acknowledged`.
+    pub status: String,
+    /// The /rating context sent.
+    pub context: Context,
+    /// When it was submitted (ONDC timestamp format).
+    pub submitted_at: String,
+}

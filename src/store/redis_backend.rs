@@ -151,6 +151,13 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    pub(super) async fn delete(&self, space: Space, key: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        c.del::<_, ()>(self.key(space, key))
+            .await
+            .map_err(unavailable)
+    }
+
     pub(super) async fn put_new(
         &self,
         space: Space,
