@@ -19,8 +19,7 @@ use crate::http::outbound::PeerAnswer;
 use crate::http::record::Direction;
 use crate::http::{AppState, read_body};
 use crate::protocol::{
-    Action, CORE_VERSION, COUNTRY, Context, Envelope, FeedbackAnswer, NetworkError, RATING_TTL,
-    RatingCategory, RatingEntry, RatingMessage,
+    Action, Envelope, FeedbackAnswer, NetworkError, RatingCategory, RatingEntry, RatingMessage,
 };
 use crate::store::{FeedbackSent, ListingFeedbackRecord, Order};
 
@@ -386,21 +385,7 @@ pub async fn post_feedback(
 
     let now = state.clock.now();
     let settings = &state.settings;
-    let context = Context {
-        domain: order.domain.clone(),
-        country: COUNTRY.into(),
-        city: order.city.clone(),
-        action: Action::Rating.as_str().into(),
-        core_version: CORE_VERSION.into(),
-        bap_id: settings.identity.subscriber_id.clone(),
-        bap_uri: settings.buyer.bap_uri.clone(),
-        bpp_id: order.bpp_id.clone(),
-        bpp_uri: order.bpp_uri.clone(),
-        transaction_id: order.transaction_id.clone(),
-        message_id: uuid::Uuid::new_v4().to_string(),
-        timestamp: ondc_timestamp(now),
-        ttl: Some(RATING_TTL.into()),
-    };
+    let context = super::api::rating_context(settings, &order, now);
     let mut record = ListingFeedbackRecord {
         user_id: sub.clone(),
         listing_id: listing_id.clone(),
