@@ -313,7 +313,8 @@ async fn rate(
     )
 }
 
-/// Sends with a bounded retry on transport errors only: a NACK or any HTTP answer is final.
+/// Sends with a bounded retry on transport errors and busy answers (408, 429, 5xx); any other
+/// answer is final.
 /// Every attempt sends the same bytes with the same message_id, which the seller side dedupes, so
 /// retrying after a timeout cannot make it process the rating twice.
 pub(crate) async fn send_with_retry(
@@ -336,6 +337,24 @@ pub(crate) async fn send_with_retry(
             tokio::time::sleep(Duration::from_millis(200 << (attempt - 1).min(4))).await;
         }
         match state.outbound.post(url, body.clone(), &auth, timeout).await {
+            // A busy or failing seller (408, 429, 5xx): offer the same bytes again; a seller side
+            // that did take them dedupes the repeat by message_id.
+            Ok(answer) if attempt + 1 < b.send_attempts && seller_busy(&answer) => {
+                tracing::warn!(
+                    attempt = attempt + 1,
+                    ?answer,
+                    url,
+                    "seller busy; /rating offered again"
+                );
+            }
+            // After an attempt that may have arrived, only a clear answer settles it: an ACK, or a
+            // NACK (a seller that had the message would ACK its repeat, not refuse it).
+            Ok(PeerAnswer::Invalid { status, excerpt }) if maybe_delivered => {
+                return Err(TransportError {
+                    message: format!("an attempt timed out, then HTTP {status}: {excerpt}"),
+                    maybe_delivered: true,
+                });
+            }
             Ok(answer) => return Ok(answer),
             Err(e) => {
                 tracing::warn!(attempt = attempt + 1, error = %e, url, "/rating not delivered");
@@ -347,6 +366,16 @@ pub(crate) async fn send_with_retry(
     // One attempt that may have arrived makes the whole send ambiguous.
     last.maybe_delivered = maybe_delivered;
     Err(last)
+}
+
+/// An answer meaning the seller did not process the request now (request timeout, rate limit,
+/// server error): worth offering the same bytes again.
+fn seller_busy(answer: &PeerAnswer) -> bool {
+    let status = match answer {
+        PeerAnswer::Ack => return false,
+        PeerAnswer::Nack { status, .. } | PeerAnswer::Invalid { status, .. } => *status,
+    };
+    status == 408 || status == 429 || status >= 500
 }
 
 /// Why an exchange failed: the seller's NACK, or a reason of ours (unreachable, garbage answer).

@@ -437,3 +437,21 @@ async fn a_seller_too_slow_to_answer_keeps_the_claim_and_gets_the_same_bytes_aga
         "completed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_seller_is_offered_the_same_rating_again() {
+    for busy in [408, 429, 503] {
+        let store = StoreFixture::new(Backend::Embedded);
+        let seller = ScriptedSeller::start(Script::FailFirst(1, busy)).await;
+        let buyer = buyer_for(&store, &seller.identity, 100).await;
+        let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+        assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+        let (status, body) = buyer
+            .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+            .await;
+        assert_eq!(status, 202, "after a {busy}: {body}");
+        let sent = seller.requests();
+        assert_eq!(sent.len(), 2, "after a {busy}");
+        assert_eq!(sent[0].body, sent[1].body);
+    }
+}
