@@ -215,6 +215,18 @@ pub struct BuyerSettings {
     pub jwt_eddsa_public_keys: Vec<String>,
     /// Bearer token for the internal orders API.
     pub internal_token: String,
+    /// Told when v2 feedback is recorded: a signed `feedback.recorded` event is POSTed here
+    /// (signed like the seller platform webhook). Empty: no webhook.
+    pub notify_webhook_url: String,
+    /// HMAC secret of `notify_webhook_url` (at least 16 bytes when it is set).
+    pub notify_webhook_secret: String,
+    /// `host:port` of a local SMTP relay (plain SMTP, no TLS, no auth) that mails each recorded
+    /// v2 feedback to `notify_email_to`. Empty: no email.
+    pub notify_smtp: String,
+    /// Sender address of the notification email.
+    pub notify_email_from: String,
+    /// Recipient address of the notification email.
+    pub notify_email_to: String,
 }
 
 impl Default for BuyerSettings {
@@ -229,7 +241,48 @@ impl Default for BuyerSettings {
             jwt_hs256_secret: String::new(),
             jwt_eddsa_public_keys: Vec::new(),
             internal_token: String::new(),
+            notify_webhook_url: String::new(),
+            notify_webhook_secret: String::new(),
+            notify_smtp: String::new(),
+            notify_email_from: String::new(),
+            notify_email_to: String::new(),
         }
+    }
+}
+
+impl BuyerSettings {
+    fn validate_notifications(&self) -> Result<(), ConfigError> {
+        if !self.notify_webhook_url.is_empty() {
+            check_uri("buyer.notify_webhook_url", &self.notify_webhook_url)?;
+            if self.notify_webhook_secret.len() < 16 {
+                return Err(invalid(
+                    "buyer.notify_webhook_secret",
+                    "must be at least 16 bytes when buyer.notify_webhook_url is set",
+                ));
+            }
+        }
+        if !self.notify_smtp.is_empty() {
+            let port = self
+                .notify_smtp
+                .rsplit_once(':')
+                .map(|(h, p)| (h, p.parse::<u16>()));
+            if !matches!(port, Some((h, Ok(p))) if !h.is_empty() && p != 0) {
+                return Err(invalid("buyer.notify_smtp", "must be host:port"));
+            }
+            for (key, addr) in [
+                ("buyer.notify_email_from", &self.notify_email_from),
+                ("buyer.notify_email_to", &self.notify_email_to),
+            ] {
+                let bad = |c: char| c.is_whitespace() || c.is_control() || "<>".contains(c);
+                if !addr.contains('@') || addr.contains(bad) {
+                    return Err(invalid(
+                        key,
+                        "must be one email address when buyer.notify_smtp is set",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -801,6 +854,7 @@ impl Settings {
                     "must be at least 16 characters",
                 ));
             }
+            self.buyer.validate_notifications()?;
         }
         if self.seller.enabled {
             check_uri("seller.bpp_uri", &self.seller.bpp_uri)?;
@@ -1021,6 +1075,51 @@ mod tests {
         ];
         for (k, v, key) in cases {
             let err = Settings::from_toml_with_env(DEFAULT, env(k, v))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn notification_settings_are_checked() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (format!("ONDC_RATING__BUYER__{k}"), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let ok = [
+            ("NOTIFY_WEBHOOK_URL", "https://platform.example/events"),
+            ("NOTIFY_WEBHOOK_SECRET", "sixteen-bytes-at-least"),
+            ("NOTIFY_SMTP", "127.0.0.1:2525"),
+            ("NOTIFY_EMAIL_FROM", "ratings@buyer.example"),
+            ("NOTIFY_EMAIL_TO", "support@seller.example"),
+        ];
+        let s = Settings::from_toml_with_env(DEFAULT, env(&ok)).unwrap();
+        assert_eq!(s.buyer.notify_smtp, "127.0.0.1:2525");
+        let cases = [
+            (
+                ("NOTIFY_WEBHOOK_URL", "ftp://x"),
+                "buyer.notify_webhook_url",
+            ),
+            (
+                ("NOTIFY_WEBHOOK_SECRET", "short"),
+                "buyer.notify_webhook_secret",
+            ),
+            (("NOTIFY_SMTP", "localhost"), "buyer.notify_smtp"),
+            (("NOTIFY_SMTP", "localhost:0"), "buyer.notify_smtp"),
+            (("NOTIFY_EMAIL_FROM", "nobody"), "buyer.notify_email_from"),
+            (
+                ("NOTIFY_EMAIL_TO", "a@b.example\r\nRCPT TO:<c@d>"),
+                "buyer.notify_email_to",
+            ),
+        ];
+        for ((k, v), key) in cases {
+            let mut pairs = ok.to_vec();
+            pairs.retain(|(o, _)| *o != k);
+            pairs.push((k, v));
+            let err = Settings::from_toml_with_env(DEFAULT, env(&pairs))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{k}={v}: {err}");

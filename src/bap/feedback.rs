@@ -407,6 +407,14 @@ pub async fn put_feedback(
         return Err(e.into());
     }
     // The seller has it; should this write fail, a retry simply sends it again as an update.
+    let recorded = super::notify::Recorded {
+        api: super::notify::FeedbackApi::Order,
+        id: order_id.clone(),
+        user_id: user_id.clone(),
+        rating: submission.rating_value.clone(),
+        message_id: context.message_id.clone(),
+        recorded_at: ondc_timestamp(now),
+    };
     state
         .store
         .put_feedback(&FeedbackRecord {
@@ -418,6 +426,7 @@ pub async fn put_feedback(
             revision: previous.map_or(1, |p| p.revision + 1),
         })
         .await?;
+    super::notify::feedback_recorded(&state, recorded);
     Ok(HttpResponse::Ok().json(json!({ "success": true })))
 }
 

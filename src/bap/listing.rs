@@ -475,6 +475,17 @@ pub async fn post_feedback(
         // The seller has it and the slot stays taken; only the status lags.
         tracing::error!(error = %e, "could not record the seller's ACK");
     }
+    super::notify::feedback_recorded(
+        &state,
+        super::notify::Recorded {
+            api: super::notify::FeedbackApi::Listing,
+            id: listing_id.clone(),
+            user_id: sub.clone(),
+            rating: record.rating.clone(),
+            message_id: record.context.message_id.clone(),
+            recorded_at: ondc_timestamp(now),
+        },
+    );
     Ok(HttpResponse::Created()
         .insert_header((
             actix_web::http::header::LOCATION,

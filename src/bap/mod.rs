@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod callback;
 pub mod feedback;
 pub mod listing;
+pub mod notify;
 pub mod orders;
 pub mod request;
 pub mod users;

@@ -228,11 +228,16 @@ fn client() -> &'static reqwest::Client {
     })
 }
 
-struct Answer {
-    status: u16,
-    retry_after: Option<Duration>,
-    body: Vec<u8>,
-    truncated: bool,
+/// What a signed POST got back.
+pub(crate) struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Retry-After` in seconds, when given.
+    pub retry_after: Option<Duration>,
+    /// The body, at most `MAX_ANSWER_BYTES`.
+    pub body: Vec<u8>,
+    /// The body was larger and cut.
+    pub truncated: bool,
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -247,21 +252,23 @@ fn describe(e: &reqwest::Error) -> String {
     s
 }
 
-async fn post_once(
-    state: &AppState,
+/// One signed POST of `body` to `url`: the timestamp, signature (with `secret`) and idempotency
+/// headers described above. Shared by every signed webhook this adapter calls.
+pub(crate) async fn post_signed(
+    url: &str,
+    secret: &str,
+    timestamp: i64,
     body: &[u8],
     key: &str,
     timeout: Duration,
 ) -> Result<Answer, String> {
-    let s = &state.settings.seller;
-    let timestamp = state.clock.unix();
     let mut resp = client()
-        .post(&s.webhook_url)
+        .post(url)
         .header(CONTENT_TYPE, "application/json")
         .header(TIMESTAMP_HEADER, timestamp.to_string())
         .header(
             SIGNATURE_HEADER,
-            signature(s.webhook_secret.as_bytes(), timestamp, body),
+            signature(secret.as_bytes(), timestamp, body),
         )
         .header(IDEMPOTENCY_HEADER, key)
         .timeout(timeout)
@@ -292,7 +299,25 @@ async fn post_once(
     Ok(answer)
 }
 
-fn excerpt(body: &[u8]) -> String {
+async fn post_once(
+    state: &AppState,
+    body: &[u8],
+    key: &str,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let s = &state.settings.seller;
+    post_signed(
+        &s.webhook_url,
+        &s.webhook_secret,
+        state.clock.unix(),
+        body,
+        key,
+        timeout,
+    )
+    .await
+}
+
+pub(crate) fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
 

@@ -12,6 +12,7 @@ mod interop;
 mod kill;
 mod listing_feedback;
 mod network;
+mod notifications;
 mod observability;
 mod onboarding;
 mod openapi;
