@@ -205,6 +205,9 @@ pub struct BuyerSettings {
     /// Buyer requests that may wait for their /on_rating at once on this instance; beyond it a
     /// new rating is refused with 503 `too_busy` and `Retry-After`, before anything is claimed.
     pub max_waiting: usize,
+    /// /rating requests in flight to one seller (by bpp_uri) at once; a request that cannot get
+    /// a slot within `send_timeout_ms` is not sent (502, claim released).
+    pub max_in_flight_per_seller: usize,
     /// Attempts to deliver /rating when the seller cannot be reached (transport errors only).
     pub send_attempts: u32,
     /// Timeout of one /rating attempt, milliseconds.
@@ -236,6 +239,7 @@ impl Default for BuyerSettings {
             bap_uri: "http://127.0.0.1:8080/bap".into(),
             callback_wait_ms: 5_000,
             max_waiting: 1024,
+            max_in_flight_per_seller: 64,
             send_attempts: 3,
             send_timeout_ms: 5_000,
             jwt_hs256_secret: String::new(),
@@ -827,6 +831,12 @@ impl Settings {
             }
             if self.buyer.max_waiting == 0 {
                 return Err(invalid("buyer.max_waiting", "must be at least 1"));
+            }
+            if self.buyer.max_in_flight_per_seller == 0 {
+                return Err(invalid(
+                    "buyer.max_in_flight_per_seller",
+                    "must be at least 1",
+                ));
             }
             if !(1..=10).contains(&self.buyer.send_attempts) {
                 return Err(invalid("buyer.send_attempts", "must be between 1 and 10"));

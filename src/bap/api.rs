@@ -331,6 +331,16 @@ pub(crate) async fn send_with_retry(
         maybe_delivered: false,
     };
     let mut maybe_delivered = false;
+    // Held for every attempt: a slow seller cannot take all our outbound connections.
+    let Some(_slot) = state.seller_slots.acquire(url, timeout).await else {
+        return Err(TransportError {
+            message: format!(
+                "{} /rating requests already in flight to this seller",
+                b.max_in_flight_per_seller
+            ),
+            maybe_delivered: false,
+        });
+    };
     for attempt in 0..b.send_attempts {
         if attempt > 0 {
             state.metrics.retry(RetryTarget::Rating);

@@ -48,6 +48,8 @@ pub struct AppState {
     pub schemas: Arc<Schemas>,
     /// Seller-side /on_rating deliveries still running.
     pub in_flight: InFlight,
+    /// Per-seller bound on /rating requests in flight (`buyer.max_in_flight_per_seller`).
+    pub seller_slots: SellerSlots,
     /// The runtime that outlives the HTTP workers: work that must finish after its request was
     /// answered runs here, because a worker's own runtime (and its tasks) ends with the worker
     /// when the server stops.
@@ -56,6 +58,44 @@ pub struct AppState {
     pub traffic: Option<record::TrafficLog>,
     /// What `GET /metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
+}
+
+/// One semaphore per seller, so a slow seller cannot take every outbound connection.
+pub struct SellerSlots {
+    per_seller: usize,
+    slots: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl SellerSlots {
+    /// `per_seller` requests in flight to each seller.
+    pub fn new(per_seller: usize) -> Self {
+        Self {
+            per_seller,
+            slots: Default::default(),
+        }
+    }
+
+    /// Waits up to `wait` for a slot to the seller at `url`; None when none freed up.
+    pub async fn acquire(
+        &self,
+        url: &str,
+        wait: std::time::Duration,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let key = reqwest::Url::parse(url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| url.to_owned());
+        let semaphore = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots
+                .entry(key)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_seller)))
+                .clone()
+        };
+        tokio::time::timeout(wait, semaphore.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
 }
 
 /// Work still running after its request was answered (the /on_rating a seller side owes), so a
@@ -237,6 +277,7 @@ impl Application {
             waiters: Waiters::default(),
             schemas,
             in_flight: InFlight::default(),
+            seller_slots: SellerSlots::new(settings.buyer.max_in_flight_per_seller),
             background: tokio::runtime::Handle::current(),
             traffic,
             store,

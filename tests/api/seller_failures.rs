@@ -455,3 +455,45 @@ async fn a_busy_seller_is_offered_the_same_rating_again() {
         assert_eq!(sent[0].body, sent[1].body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_seller_gets_at_most_max_in_flight_requests_at_once() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckAfter(1_500)).await;
+    let buyer = Arc::new(
+        Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
+            s.buyer.max_in_flight_per_seller = 1;
+            s.buyer.send_timeout_ms = 4_000;
+            s.buyer.callback_wait_ms = 50;
+        })
+        .await,
+    );
+    for id in ["O-1", "O-2"] {
+        let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+        assert_eq!(buyer.put_order(id, &o).await.0, 200);
+    }
+    // Two ratings at once to one seller that answers after 1.5 s, one slot: the second waits
+    // for the first to finish, so the seller never sees two at a time, and both succeed.
+    let tasks: Vec<_> = ["O-1", "O-2"]
+        .into_iter()
+        .map(|id| {
+            let b = buyer.clone();
+            tokio::spawn(async move {
+                b.rate("alice", &json!({"orderId": id, "orderRating": 5}))
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    seller.recorder.wait_for(1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        seller.requests().len(),
+        1,
+        "the second /rating waits for the slot"
+    );
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 202);
+    }
+    assert_eq!(seller.requests().len(), 2);
+}
