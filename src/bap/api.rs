@@ -378,6 +378,28 @@ pub(crate) async fn send_with_retry(
     Err(last)
 }
 
+/// The API error for a /rating that did not end in an ACK (None for an ACK): the seller's NACK,
+/// an unreadable answer, a seller never reached, or a delivery that may have happened
+/// (`seller_timeout`: the caller keeps what it claimed).
+pub(crate) fn send_failure(outcome: Result<PeerAnswer, TransportError>) -> Option<ApiError> {
+    match outcome {
+        Ok(PeerAnswer::Ack) => None,
+        Ok(PeerAnswer::Nack { error, status }) => Some(ApiError {
+            seller_error: error.map(Box::new),
+            ..ApiError::new(
+                ApiCode::SellerRejected,
+                format!("HTTP {status}: the seller NACKed"),
+            )
+        }),
+        Ok(PeerAnswer::Invalid { status, excerpt }) => Some(ApiError::new(
+            ApiCode::SellerInvalidResponse,
+            format!("HTTP {status}: {excerpt}"),
+        )),
+        Err(e) if e.maybe_delivered => Some(ApiError::new(ApiCode::SellerTimeout, e.message)),
+        Err(e) => Some(ApiError::new(ApiCode::SellerUnreachable, e.message)),
+    }
+}
+
 /// An answer meaning the seller did not process the request now (request timeout, rate limit,
 /// server error): worth offering the same bytes again.
 fn seller_busy(answer: &PeerAnswer) -> bool {

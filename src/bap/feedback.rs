@@ -13,7 +13,6 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::ondc_timestamp;
 use crate::http::error::{ApiCode, ApiError};
-use crate::http::outbound::PeerAnswer;
 use crate::http::record::Direction;
 use crate::http::{AppState, read_body};
 use crate::protocol::{
@@ -386,22 +385,7 @@ pub async fn put_feedback(
         .await?;
     let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
     state.record(Direction::Sent, Action::Rating, &url, &body);
-    let failure = match super::api::send_with_retry(&state, &url, body).await {
-        Ok(PeerAnswer::Ack) => None,
-        Ok(PeerAnswer::Nack { error, status }) => Some(ApiError {
-            seller_error: error.map(Box::new),
-            ..ApiError::new(
-                ApiCode::SellerRejected,
-                format!("HTTP {status}: the seller NACKed"),
-            )
-        }),
-        Ok(PeerAnswer::Invalid { status, excerpt }) => Some(ApiError::new(
-            ApiCode::SellerInvalidResponse,
-            format!("HTTP {status}: {excerpt}"),
-        )),
-        Err(e) if e.maybe_delivered => Some(ApiError::new(ApiCode::SellerTimeout, e.message)),
-        Err(e) => Some(ApiError::new(ApiCode::SellerUnreachable, e.message)),
-    };
+    let failure = super::api::send_failure(super::api::send_with_retry(&state, &url, body).await);
     if let Some(e) = failure {
         tracing::warn!(error = %e, "feedback /rating not taken; the stored feedback is unchanged");
         return Err(e.into());

@@ -15,7 +15,6 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::ondc_timestamp;
 use crate::http::error::{ApiCode, ApiError, FieldError};
-use crate::http::outbound::PeerAnswer;
 use crate::http::record::Direction;
 use crate::http::{AppState, read_body};
 use crate::protocol::{
@@ -446,26 +445,15 @@ pub async fn post_feedback(
     }
     let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
     state.record(Direction::Sent, Action::Rating, &url, &body);
-    let failure = match super::api::send_with_retry(&state, &url, body).await {
-        Ok(PeerAnswer::Ack) => None,
-        Ok(PeerAnswer::Nack { error, status }) => Some(ApiError {
-            seller_error: error.map(Box::new),
-            ..ApiError::new(
-                ApiCode::SellerRejected,
-                format!("HTTP {status}: the seller NACKed"),
-            )
-        }),
-        Ok(PeerAnswer::Invalid { status, excerpt }) => Some(ApiError::new(
-            ApiCode::SellerInvalidResponse,
-            format!("HTTP {status}: {excerpt}"),
-        )),
-        Err(e) if e.maybe_delivered => {
-            // The seller may have it: keep the slot (pending) so the listing is not rated twice.
-            tracing::warn!(error = %e, "listing feedback /rating delivery unknown; slot kept");
-            return Err(ApiError::new(ApiCode::SellerTimeout, e.message).into());
-        }
-        Err(e) => Some(ApiError::new(ApiCode::SellerUnreachable, e.message)),
-    };
+    let failure = super::api::send_failure(super::api::send_with_retry(&state, &url, body).await);
+    if let Some(e) = failure
+        .as_ref()
+        .filter(|e| e.code == ApiCode::SellerTimeout)
+    {
+        // The seller may have it: keep the slot (pending) so the listing is not rated twice.
+        tracing::warn!(error = %e, "listing feedback /rating delivery unknown; slot kept");
+        return Err(e.clone().into());
+    }
     if let Some(e) = failure {
         tracing::warn!(error = %e, "listing feedback /rating not taken; slot released");
         return Err(release(e).await);
