@@ -716,3 +716,44 @@ pub fn rating_body_at(
     }))
     .unwrap()
 }
+
+fn hmac_hex(secret: &str, message: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks a signed webhook request the way its receiver would (content type, a fresh timestamp,
+/// `X-Ondc-Rating-Signature: sha256=HMAC-SHA256(secret, "<timestamp>." + body)`, which neither
+/// the body alone nor another secret reproduces, and the idempotency key) and returns its body.
+pub fn check_signed_webhook(c: &Captured, secret: &str, idempotency_key: &str) -> Value {
+    assert_eq!(c.header("content-type"), Some("application/json"));
+    let ts = c
+        .header("x-ondc-rating-timestamp")
+        .expect("timestamp header");
+    let t: i64 = ts.parse().expect("unix seconds");
+    assert!((now() - t).abs() <= 60, "timestamp {t} is not now");
+    let mut signed = format!("{ts}.").into_bytes();
+    signed.extend_from_slice(&c.body);
+    let signature = c.header("x-ondc-rating-signature");
+    assert_eq!(
+        signature,
+        Some(format!("sha256={}", hmac_hex(secret, &signed)).as_str()),
+        "HMAC-SHA256 over \"<timestamp>.\" + body"
+    );
+    assert_ne!(
+        signature,
+        Some(format!("sha256={}", hmac_hex(secret, &c.body)).as_str())
+    );
+    assert_ne!(
+        signature,
+        Some(format!("sha256={}", hmac_hex("another-secret-entirely", &signed)).as_str())
+    );
+    assert_eq!(c.header("idempotency-key"), Some(idempotency_key));
+    serde_json::from_slice(&c.body).unwrap()
+}

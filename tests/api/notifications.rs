@@ -4,7 +4,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -13,40 +12,9 @@ const SECRET: &str = "notify-webhook-secret-for-tests";
 const FROM: &str = "ratings@buyer.test";
 const TO: &str = "support@seller.test";
 
-fn hmac_hex(secret: &str, message: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(message);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Checks the signature the way the receiver would, and returns the event.
 fn check_signed(c: &Captured, message_id: &str) -> Value {
-    assert_eq!(c.header("content-type"), Some("application/json"));
-    let ts = c
-        .header("x-ondc-rating-timestamp")
-        .expect("timestamp header");
-    let t: i64 = ts.parse().expect("unix seconds");
-    assert!((now() - t).abs() <= 60, "timestamp {t} is not now");
-    let mut signed = format!("{ts}.").into_bytes();
-    signed.extend_from_slice(&c.body);
-    assert_eq!(
-        c.header("x-ondc-rating-signature"),
-        Some(format!("sha256={}", hmac_hex(SECRET, &signed)).as_str()),
-        "HMAC-SHA256 over \"<timestamp>.\" + body"
-    );
-    assert_ne!(
-        c.header("x-ondc-rating-signature"),
-        Some(format!("sha256={}", hmac_hex("another-secret-entirely", &signed)).as_str())
-    );
-    assert_eq!(
-        c.header("idempotency-key"),
-        Some(format!("buyer.test|{message_id}").as_str())
-    );
-    serde_json::from_slice(&c.body).unwrap()
+    check_signed_webhook(c, SECRET, &format!("buyer.test|{message_id}"))
 }
 
 async fn user_active(b: &Buyer, user: &str) -> (u16, Value) {
