@@ -1,11 +1,10 @@
 //! The binary as a user runs it: `demo`, `serve --config`, `keygen`, `token`, and config errors.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::bind;
+use crate::helpers::{bind, wait_until_up};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ondc-rating");
 
@@ -61,15 +60,7 @@ async fn serve_with_the_default_config_rates_against_itself() {
             .unwrap(),
     );
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "server did not come up");
+    wait_until_up(&base).await;
 
     let token = String::from_utf8(
         Command::new(BIN)

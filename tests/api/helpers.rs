@@ -757,3 +757,15 @@ pub fn check_signed_webhook(c: &Captured, secret: &str, idempotency_key: &str) -
     assert_eq!(c.header("idempotency-key"), Some(idempotency_key));
     serde_json::from_slice(&c.body).unwrap()
 }
+
+/// Waits (bounded, about 5 s) until a server process at `base` answers `/healthz`.
+pub async fn wait_until_up(base: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} did not come up");
+}

@@ -4,7 +4,6 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -310,15 +309,7 @@ async fn json_logs_carry_the_request_ids() {
             .unwrap(),
     );
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "server did not come up");
+    wait_until_up(&base).await;
     let token = String::from_utf8(
         Command::new(BIN)
             .args([

@@ -28,15 +28,7 @@ async fn sigterm_lets_a_waiting_request_finish_then_exits_zero() {
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "server did not come up");
+    wait_until_up(&base).await;
     let order = json!({"userId": "u1", "state": "Completed", "domain": "ONDC:RET11", "city": "std:080",
         "transactionId": "t-1", "bppId": seller.identity.id, "bppUri": seller.bpp_uri()});
     let r = http
@@ -129,12 +121,7 @@ async fn sigterm_waits_for_an_owed_on_rating_to_be_delivered() {
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_up(&base).await;
     let body = rating_body_at(
         &bap,
         &buyer_side.bap_uri(),
