@@ -2,25 +2,33 @@
 # The project's one test entry point (CI runs it through .ci/run).
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
 # Installs the Node interop peer (tests/interop), starts a private Redis unless
-# REDIS_URL is already set, then runs the whole test suite.
+# REDIS_URL is already set and a private three-node Redis Cluster unless
+# REDIS_CLUSTER_NODES is already set, then runs the whole test suite.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 INTEROP_DIR="$ROOT/tests/interop"
 REDIS_PID=""
 REDIS_TMP=""
+CLUSTER_PIDS=()
 
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+stop_pid() {
+  local pid=$1
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
 cleanup() {
   local rc=$?
-  if [[ -n "$REDIS_PID" ]] && kill -0 "$REDIS_PID" 2>/dev/null; then
-    kill "$REDIS_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$REDIS_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$REDIS_PID" 2>/dev/null || true
-    wait "$REDIS_PID" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "${CLUSTER_PIDS[@]}"; do stop_pid "$pid"; done
+  [[ -n "$REDIS_PID" ]] && stop_pid "$REDIS_PID"
   [[ -n "$REDIS_TMP" ]] && rm -rf "$REDIS_TMP"
   exit "$rc"
 }
@@ -86,10 +94,67 @@ start_redis() {
   die "could not start redis-server"
 }
 
+# A free port whose cluster bus port (port + 10000) is free too.
+free_cluster_port() {
+  local p
+  p="$(python3 -c '
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 50000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+    except OSError:
+        continue
+    print(p); break
+')" && [[ -n "$p" ]] || die "no free port pair for a Redis Cluster node"
+  echo "$p"
+}
+
+# Starts a private Redis Cluster of three masters on loopback; exports REDIS_CLUSTER_NODES.
+start_redis_cluster() {
+  local ports=() port node_dir addrs=() urls=() state=""
+  [[ -n "$REDIS_TMP" ]] || REDIS_TMP="$(mktemp -d "${TMPDIR:-/tmp}/ondc-rating-redis.XXXXXX")"
+  for _ in 1 2 3; do
+    port="$(free_cluster_port)"
+    node_dir="$REDIS_TMP/cluster-$port"
+    mkdir -p "$node_dir"
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+      --dir "$node_dir" --logfile "$node_dir/redis.log" &
+    CLUSTER_PIDS+=("$!")
+    ports+=("$port")
+    addrs+=("127.0.0.1:$port")
+    urls+=("redis://127.0.0.1:$port/")
+  done
+  for port in "${ports[@]}"; do
+    for _ in $(seq 100); do
+      [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] && break
+      sleep 0.1
+    done
+  done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >"$REDIS_TMP/cluster-create.log" 2>&1 ||
+    { cat "$REDIS_TMP/cluster-create.log" >&2; die "could not create the Redis Cluster"; }
+  for _ in $(seq 100); do
+    state="$(redis-cli -h 127.0.0.1 -p "${ports[0]}" cluster info 2>/dev/null | tr -d '\r' | sed -n 's/^cluster_state://p')"
+    [[ "$state" == ok ]] && break
+    sleep 0.1
+  done
+  [[ "$state" == ok ]] || die "the Redis Cluster did not reach cluster_state:ok"
+  REDIS_CLUSTER_NODES="$(IFS=,; echo "${urls[*]}")"
+  export REDIS_CLUSTER_NODES
+  log "private Redis Cluster at $REDIS_CLUSTER_NODES"
+}
+
 setup_redis() {
   if [[ -z "${REDIS_URL:-}" ]]; then
     ensure_redis_server
     start_redis
+  fi
+  if [[ -z "${REDIS_CLUSTER_NODES:-}" ]]; then
+    ensure_redis_server
+    command -v redis-cli >/dev/null 2>&1 || die "redis-cli not found (it comes with redis-server)"
+    start_redis_cluster
   fi
   if command -v redis-server >/dev/null 2>&1; then
     REDIS_SERVER_BIN="$(command -v redis-server)"

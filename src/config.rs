@@ -176,6 +176,11 @@ pub struct StoreSettings {
     pub path: PathBuf,
     /// Redis URL (redis).
     pub redis_url: String,
+    /// Redis Cluster seed nodes (`redis://host:port/` each; a list, or one comma-separated
+    /// string from the environment). When set, the redis backend talks to that cluster and
+    /// `redis_url` is not used.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub redis_cluster_nodes: Vec<String>,
     /// Prefix of every Redis key, so several deployments (or tests) share one server.
     pub key_prefix: String,
 }
@@ -186,6 +191,7 @@ impl Default for StoreSettings {
             backend: StoreBackend::Embedded,
             path: "data/ondc-rating.redb".into(),
             redis_url: "redis://127.0.0.1:6379/".into(),
+            redis_cluster_nodes: Vec::new(),
             key_prefix: "ondc-rating:".into(),
         }
     }
@@ -818,6 +824,14 @@ impl Settings {
                 "must be between 0 and 300",
             ));
         }
+        for (i, node) in self.store.redis_cluster_nodes.iter().enumerate() {
+            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                return Err(invalid(
+                    &format!("store.redis_cluster_nodes[{i}]"),
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
@@ -977,11 +991,19 @@ mod tests {
                 "ONDC_RATING__BUYER__CALLBACK_WAIT_MS".to_string(),
                 "1500".to_string(),
             ),
+            (
+                "ONDC_RATING__STORE__REDIS_CLUSTER_NODES".to_string(),
+                "redis://127.0.0.1:7001/, redis://127.0.0.1:7002/".to_string(),
+            ),
         ];
         let s = Settings::from_toml_with_env(DEFAULT, env).unwrap();
         assert_eq!(s.store.backend, StoreBackend::Redis);
         assert_eq!(s.store.redis_url, "redis://127.0.0.1:7000/");
         assert_eq!(s.buyer.callback_wait_ms, 1500);
+        assert_eq!(
+            s.store.redis_cluster_nodes,
+            ["redis://127.0.0.1:7001/", "redis://127.0.0.1:7002/"]
+        );
     }
 
     #[test]
@@ -1011,6 +1033,11 @@ mod tests {
                 "ONDC_RATING__SERVER__LOG_FORMAT",
                 "xml",
                 "server.log_format",
+            ),
+            (
+                "ONDC_RATING__STORE__REDIS_CLUSTER_NODES",
+                "redis://127.0.0.1:7001/,127.0.0.1:7002",
+                "store.redis_cluster_nodes[1]",
             ),
         ];
         for (k, v, key) in cases {

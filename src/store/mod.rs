@@ -114,6 +114,15 @@ impl Store {
                     }
                 }
             }
+            StoreBackend::Redis if !settings.redis_cluster_nodes.is_empty() => {
+                Ok(Store::Redis(Box::new(
+                    RedisStore::connect_cluster(
+                        &settings.redis_cluster_nodes,
+                        &settings.key_prefix,
+                    )
+                    .await?,
+                )))
+            }
             StoreBackend::Redis => Ok(Store::Redis(Box::new(
                 RedisStore::connect(&settings.redis_url, &settings.key_prefix).await?,
             ))),
@@ -176,7 +185,8 @@ impl Store {
     }
 
     /// Takes the one-time claim on `record.order_id`: succeeds when the order has no rating or
-    /// only a failed one, and in the same atomic step indexes the record's message_id.
+    /// only a failed one. The record's message_id is indexed in the same transaction (redb) or
+    /// just before the atomic claim (Redis), so a claim is never without its index.
     pub async fn claim_rating(&self, record: &RatingRecord) -> Result<Claim, StoreError> {
         let value = encode(record);
         let existing = match self {

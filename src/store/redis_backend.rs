@@ -1,16 +1,26 @@
-//! The Redis backend. Keys are `{prefix}{space}:{key}`, so several deployments or test runs share
-//! one server. The claim is a Lua script: Redis runs it atomically, so of any number of concurrent
-//! claims on one order, across any number of instances, exactly one wins.
+//! The Redis backend, on one server or a Redis Cluster. Keys are `{prefix}{space}:{key}`, so
+//! several deployments or test runs share one keyspace.
+//!
+//! Every command touches one key, so nothing needs keys to share a cluster slot (no hash tags).
+//! The one-time claim is a Lua script on the rating key alone: Redis runs it atomically, so of any
+//! number of concurrent claims on one order, across any number of instances, exactly one wins.
+//! The message index (message_id -> order_id, which finds the rating an /on_rating answers) is
+//! written just before the claim, so a claim never exists without its index; an index whose claim
+//! lost is removed again, and one left by a crash points at a rating with another message_id,
+//! which the callback path refuses.
+//!
+//! Callback announcements use pub/sub: on a cluster, PUBLISH reaches subscribers on every node,
+//! so each instance subscribes on one node (the next seed when that one goes away).
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 use std::time::Duration;
 
 use super::{Space, StoreError};
 
-/// Claim script. KEYS[1] rating key, KEYS[2] message index key; ARGV[1] record, ARGV[2] order id.
-/// Returns the existing record when the order is taken (a record whose status is not "failed"),
-/// nil when the claim was written.
+/// Claim script. KEYS[1] rating key; ARGV[1] record. Returns the existing record when the order
+/// is taken (a record whose status is not "failed"), nil when the claim was written.
 const CLAIM: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -20,42 +30,104 @@ if cur then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2])
 return false
 "#;
+
+/// One server (a connection manager that reconnects) or a cluster (a connection that follows
+/// the slot map and its changes).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// A Redis-backed store.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// Where the callback subscription connects: the server, or each cluster seed in turn.
+    subscribe_to: Vec<redis::Client>,
+    conn: Conn,
     prefix: String,
     claim: redis::Script,
 }
+
+/// Connect and response timeout of every Redis call.
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
 impl RedisStore {
-    /// Connects; fails when the server does not answer.
+    /// Connects to one server; fails when it does not answer.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         // Short timeouts: while Redis is down, buyer requests must fail fast rather than hang.
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
             .set_number_of_retries(2);
         let conn = client
             .get_connection_manager_with_config(config)
             .await
             .map_err(unavailable)?;
-        Ok(Self {
-            client,
+        Ok(Self::with(vec![client], Conn::Single(conn), prefix))
+    }
+
+    /// Connects to a Redis Cluster through its seed nodes; fails when none answers.
+    pub async fn connect_cluster(nodes: &[String], prefix: &str) -> Result<Self, StoreError> {
+        let seeds = nodes
+            .iter()
+            .map(|n| redis::Client::open(n.as_str()).map_err(unavailable))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cluster = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            .connection_timeout(TIMEOUT)
+            .response_timeout(TIMEOUT)
+            .retries(2)
+            .build()
+            .map_err(unavailable)?;
+        let conn = cluster.get_async_connection().await.map_err(unavailable)?;
+        Ok(Self::with(seeds, Conn::Cluster(conn), prefix))
+    }
+
+    fn with(subscribe_to: Vec<redis::Client>, conn: Conn, prefix: &str) -> Self {
+        Self {
+            subscribe_to,
             conn,
             prefix: prefix.to_owned(),
             claim: redis::Script::new(CLAIM),
-        })
+        }
     }
 
     /// The pub/sub channel that carries "a callback was stored for message_id" between instances.
@@ -77,18 +149,18 @@ impl RedisStore {
 
     /// Calls `on_announce` with every announced message_id until the returned task is dropped or
     /// aborted. One subscription per instance (not one per waiting request); it reconnects with
-    /// backoff after Redis goes away. Announcements made while it is disconnected are lost, which
+    /// backoff after Redis goes away (on a cluster, to the next seed node). Announcements made while it is disconnected are lost, which
     /// is why a waiting request also reads the store at its deadline.
     pub(super) fn listen_for_callbacks(
         &self,
         on_announce: impl Fn(&str) + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         use futures_util::StreamExt;
-        let client = self.client.clone();
+        let seeds = self.subscribe_to.clone();
         let channel = self.callback_channel();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
-            loop {
+            for client in seeds.iter().cycle() {
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                         Ok(()) => {
@@ -170,6 +242,8 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    /// Writes the message index, then runs the claim; removes the index again when the claim
+    /// lost (best effort: a leftover index is harmless, see the module docs).
     pub(super) async fn claim(
         &self,
         order_id: &str,
@@ -177,14 +251,23 @@ impl RedisStore {
         message_id: &str,
         index_value: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        let index = self.key(Space::Messages, message_id);
         let mut c = self.conn.clone();
-        self.claim
+        c.set::<_, _, ()>(&index, index_value)
+            .await
+            .map_err(unavailable)?;
+        let existing: Option<Vec<u8>> = self
+            .claim
             .key(self.key(Space::Ratings, order_id))
-            .key(self.key(Space::Messages, message_id))
             .arg(record)
-            .arg(index_value)
             .invoke_async(&mut c)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if existing.is_some()
+            && let Err(e) = c.del::<_, ()>(&index).await
+        {
+            tracing::warn!(error = %e, "could not remove the index of a lost claim");
+        }
+        Ok(existing)
     }
 }

@@ -1,5 +1,5 @@
 //! The one-time rule under concurrent submissions, within one instance and across two instances
-//! sharing Redis.
+//! sharing Redis (one server, or a Redis Cluster).
 
 use std::sync::Arc;
 
@@ -27,9 +27,8 @@ fn count(statuses: &[u16], s: u16) -> usize {
     statuses.iter().filter(|&&x| x == s).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_submissions_across_two_instances_sharing_redis_give_one_200() {
-    let p = Pair::start(Backend::Redis).await;
+async fn hundred_submissions_across_two_instances_give_one_200(backend: Backend) {
+    let p = Pair::start(backend).await;
     // A second buyer instance: same identity, same Redis keyspace, its own port.
     let second = Buyer::start_as(
         p.buyer.identity.clone(),
@@ -96,8 +95,23 @@ async fn exactly_one_rating_reaches_the_seller(backend: Backend, instances: usiz
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_submissions_across_two_instances_sharing_redis_give_one_200() {
+    hundred_submissions_across_two_instances_give_one_200(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_submissions_across_two_instances_sharing_a_redis_cluster_give_one_200() {
+    hundred_submissions_across_two_instances_give_one_200(Backend::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_rating_leaves_two_redis_instances() {
     exactly_one_rating_reaches_the_seller(Backend::Redis, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rating_leaves_two_instances_on_a_redis_cluster() {
+    exactly_one_rating_reaches_the_seller(Backend::Cluster, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +123,18 @@ async fn one_rating_leaves_one_embedded_instance() {
 /// waiting for its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_landing_on_another_instance_wakes_the_waiting_request() {
-    let store = StoreFixture::new(Backend::Redis);
+    callback_on_another_instance_wakes_the_waiting_request(Backend::Redis).await;
+}
+
+/// The same across a Redis Cluster: the announcement is published on one node and reaches the
+/// subscription the waiting instance holds, on whichever node that is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_landing_on_another_instance_wakes_the_waiting_request_on_a_cluster() {
+    callback_on_another_instance_wakes_the_waiting_request(Backend::Cluster).await;
+}
+
+async fn callback_on_another_instance_wakes_the_waiting_request(backend: Backend) {
+    let store = StoreFixture::new(backend);
     let seller = ScriptedSeller::start(Script::AckSilently).await;
     let id = Identity::new("buyer.test");
     let slow = |s: &mut ondc_rating::config::Settings| s.buyer.callback_wait_ms = 30_000;

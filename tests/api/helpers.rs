@@ -23,9 +23,11 @@ use ondc_rating::http::Application;
 pub enum Backend {
     Embedded,
     Redis,
+    /// A Redis Cluster (scripts/test.sh starts three masters on loopback).
+    Cluster,
 }
 
-/// Runs an async test body once per store backend.
+/// Runs an async test body once per store backend (redb, Redis, Redis Cluster).
 #[macro_export]
 macro_rules! both_stores {
     ($name:ident) => {
@@ -38,6 +40,10 @@ macro_rules! both_stores {
             async fn redis() {
                 super::$name($crate::helpers::Backend::Redis).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                super::$name($crate::helpers::Backend::Cluster).await
+            }
         }
     };
 }
@@ -46,6 +52,17 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").expect(
         "REDIS_URL is not set: run the suite with scripts/test.sh, which starts a private redis-server",
     )
+}
+
+/// The seed nodes of the test Redis Cluster.
+pub fn redis_cluster_nodes() -> Vec<String> {
+    std::env::var("REDIS_CLUSTER_NODES")
+        .expect(
+            "REDIS_CLUSTER_NODES is not set: run the suite with scripts/test.sh, which starts a private Redis Cluster",
+        )
+        .split(',')
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn now() -> i64 {
@@ -79,6 +96,14 @@ impl StoreFixture {
             Backend::Redis => StoreSettings {
                 backend: StoreBackend::Redis,
                 redis_url: redis_url(),
+                key_prefix: format!("{}{name}:", self.prefix),
+                ..StoreSettings::default()
+            },
+            Backend::Cluster => StoreSettings {
+                backend: StoreBackend::Redis,
+                // Not a server at all: everything must go to the cluster.
+                redis_url: "redis://127.0.0.1:1/".into(),
+                redis_cluster_nodes: redis_cluster_nodes(),
                 key_prefix: format!("{}{name}:", self.prefix),
                 ..StoreSettings::default()
             },

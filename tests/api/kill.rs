@@ -190,8 +190,17 @@ async fn embedded_a_restart_after_sigkill_recovers_the_waiting_rating() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_another_instance_completes_what_a_killed_one_had_sent() {
+    another_instance_completes_what_a_killed_one_had_sent(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_another_instance_completes_what_a_killed_one_had_sent() {
+    another_instance_completes_what_a_killed_one_had_sent(Backend::Cluster).await;
+}
+
+async fn another_instance_completes_what_a_killed_one_had_sent(backend: Backend) {
     let seller = ScriptedSeller::start(Script::AckSilently).await;
-    let store = StoreFixture::new(Backend::Redis);
+    let store = StoreFixture::new(backend);
     let shared = store.settings("buyer");
     let dir = tempfile::tempdir().unwrap();
     let (l, port) = bind();
@@ -199,6 +208,10 @@ async fn redis_another_instance_completes_what_a_killed_one_had_sent() {
     let env = [
         ("ONDC_RATING__STORE__BACKEND", "redis".to_owned()),
         ("REDIS_URL", shared.redis_url.clone()),
+        (
+            "ONDC_RATING__STORE__REDIS_CLUSTER_NODES",
+            shared.redis_cluster_nodes.join(","),
+        ),
         ("ONDC_RATING__STORE__KEY_PREFIX", shared.key_prefix.clone()),
     ];
     let mut killed = Served::start(dir.path(), port, &seller.identity, &env).await;
