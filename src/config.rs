@@ -49,6 +49,8 @@ pub struct ServerSettings {
     pub bind: String,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// Largest accepted request head (request line and header fields), bytes; beyond it, 431.
+    pub max_header_bytes: usize,
     /// Log level: error, warn, info, debug, trace.
     pub log_level: String,
     /// Log line format: `text` (human-readable) or `json` (one object per line, with the fields
@@ -67,6 +69,7 @@ impl Default for ServerSettings {
         Self {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             validate_outbound: false,
@@ -834,6 +837,13 @@ impl Settings {
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        let ceiling = crate::http::limits::MAX_HEADER_BYTES_CEILING;
+        if !(1024..=ceiling).contains(&self.server.max_header_bytes) {
+            return Err(invalid(
+                "server.max_header_bytes",
+                format!("must be between 1024 and {ceiling}"),
+            ));
         }
         if self.buyer.enabled {
             check_uri("buyer.bap_uri", &self.buyer.bap_uri)?;

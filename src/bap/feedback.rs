@@ -137,6 +137,7 @@ impl From<ApiError> for FeedbackError {
             Unauthorized => ("Unauthorized", 2001, json!({})),
             InvalidJson | ValidationFailed => ("Invalid Request Body", 1000, json!({})),
             PayloadTooLarge => ("Payload Too Large", 1007, json!({})),
+            HeadersTooLarge => ("Request Header Fields Too Large", 1008, json!({})),
             SellerRejected => (
                 "Seller Rejected",
                 5020,

@@ -124,6 +124,7 @@ impl From<ApiError> for ListingError {
                 (40000, "The request body is not valid JSON.")
             }
             PayloadTooLarge => (41300, "The request body is too large."),
+            HeadersTooLarge => (43100, "The request headers are too large."),
             Forbidden => return Self::forbidden(),
             OrderNotFound | RatingNotFound | NotFound | UserNotFound => return Self::not_found(),
             OrderNotCompleted => (42200, "Only a completed listing can be rated."),

@@ -19,6 +19,8 @@ pub enum ApiCode {
     ValidationFailed,
     /// The body exceeds the configured limit.
     PayloadTooLarge,
+    /// The request's headers exceed `server.max_header_bytes`.
+    HeadersTooLarge,
     /// The order belongs to another user.
     Forbidden,
     /// No such order.
@@ -62,6 +64,10 @@ impl ApiCode {
             InvalidJson => ("invalid_json", StatusCode::BAD_REQUEST),
             ValidationFailed => ("validation_failed", StatusCode::BAD_REQUEST),
             PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            HeadersTooLarge => (
+                "headers_too_large",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ),
             Forbidden => ("forbidden", StatusCode::FORBIDDEN),
             OrderNotFound => ("order_not_found", StatusCode::NOT_FOUND),
             RatingNotFound => ("rating_not_found", StatusCode::NOT_FOUND),

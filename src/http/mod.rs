@@ -3,6 +3,7 @@
 //! first (port 0 in tests) so callers learn the port before the server runs.
 
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod network;
 pub mod onboarding;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::Method;
 use actix_web::{App, HttpResponse, HttpServer, web};
+use futures_util::future::Either;
 
 use crate::bap::auth::TokenVerifier;
 use crate::bap::bridge::Waiters;
@@ -295,13 +297,19 @@ impl Application {
         let data = state.clone();
         let server = HttpServer::new(move || {
             let metrics = data.metrics.clone();
+            let settings = data.settings.clone();
             App::new()
                 .app_data(data.clone())
                 .wrap_fn(move |req, srv| {
                     // The route template, never the raw path: label values stay bounded.
                     let route = req.match_pattern();
                     let metrics = metrics.clone();
-                    let answer = actix_web::dev::Service::call(srv, req);
+                    let answer = match limits::check_head(&req, &settings) {
+                        Some(refused) => Either::Left(std::future::ready(Ok(req
+                            .into_response(refused)
+                            .map_into_boxed_body()))),
+                        None => Either::Right(actix_web::dev::Service::call(srv, req)),
+                    };
                     async move {
                         let res = answer.await?;
                         metrics.record_response(route.as_deref(), res.response());

@@ -10,6 +10,7 @@ mod faults;
 mod feedback_api;
 mod interop;
 mod kill;
+mod limits;
 mod listing_feedback;
 mod network;
 mod notifications;
