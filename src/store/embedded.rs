@@ -1,14 +1,21 @@
-//! The embedded backend: one redb file. redb serialises write transactions, so the claim's
-//! read-check-write is atomic without further locking; every commit is durable (fsync) before the
-//! call returns. redb calls block, so they run on tokio's blocking pool.
+//! The embedded backend: one redb file.
+//!
+//! Writes go through one writer thread that commits them in groups: it takes every write queued
+//! while the previous commit was being made durable, applies them in arrival order inside one
+//! write transaction and commits once, so one fsync covers the whole group. Each caller gets its
+//! answer only after that commit returned, so every write is durable before its call returns,
+//! as with one transaction per write. Applied in order inside one transaction, the claim's
+//! read-check-write still sees every earlier write, so of concurrent claims on one order exactly
+//! one wins. Reads run on tokio's blocking pool and see committed data only.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
 
 use super::{Space, StoreError};
-
 fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(space.name())
 }
@@ -26,10 +33,144 @@ const ALL: [Space; 10] = [
     Space::ListingFeedback,
 ];
 
+/// The most writes one commit takes.
+const MAX_GROUP: usize = 512;
+
 /// A redb-backed store.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    writer: mpsc::Sender<Job>,
+}
+
+/// One write, as the writer thread applies it.
+enum Write {
+    Put {
+        space: Space,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        space: Space,
+        key: String,
+    },
+    PutNew {
+        space: Space,
+        key: String,
+        value: Vec<u8>,
+    },
+    Claim {
+        order_id: String,
+        record: Vec<u8>,
+        message_id: String,
+        index_value: String,
+    },
+}
+
+/// What a write found: nothing to tell, whether a new key went in, or the live record a claim
+/// lost to.
+enum Outcome {
+    Done,
+    Inserted(bool),
+    Claimed(Option<Vec<u8>>),
+}
+
+struct Job {
+    write: Write,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// Applies one write inside the group's transaction.
+fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
+    match write {
+        Write::Put { space, key, value } => {
+            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+            t.insert(key.as_str(), value.as_slice())
+                .map_err(unavailable)?;
+            Ok(Outcome::Done)
+        }
+        Write::Delete { space, key } => {
+            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+            t.remove(key.as_str()).map_err(unavailable)?;
+            Ok(Outcome::Done)
+        }
+        Write::PutNew { space, key, value } => {
+            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+            if t.get(key.as_str()).map_err(unavailable)?.is_some() {
+                return Ok(Outcome::Inserted(false));
+            }
+            t.insert(key.as_str(), value.as_slice())
+                .map_err(unavailable)?;
+            Ok(Outcome::Inserted(true))
+        }
+        Write::Claim {
+            order_id,
+            record,
+            message_id,
+            index_value,
+        } => {
+            let mut ratings = tx.open_table(table(Space::Ratings)).map_err(unavailable)?;
+            let existing = ratings
+                .get(order_id.as_str())
+                .map_err(unavailable)?
+                .map(|v| v.value().to_vec());
+            if let Some(bytes) = existing
+                && !super::is_reclaimable(&bytes)
+            {
+                return Ok(Outcome::Claimed(Some(bytes)));
+            }
+            ratings
+                .insert(order_id.as_str(), record.as_slice())
+                .map_err(unavailable)?;
+            let mut messages = tx.open_table(table(Space::Messages)).map_err(unavailable)?;
+            messages
+                .insert(message_id.as_str(), index_value.as_bytes())
+                .map_err(unavailable)?;
+            Ok(Outcome::Claimed(None))
+        }
+    }
+}
+
+/// Commits one group: every write in order, one commit; each job answered after the commit. A
+/// storage failure fails the whole group (nothing of it is committed).
+fn commit_group(db: &Database, group: Vec<Job>) {
+    let (writes, replies): (Vec<Write>, Vec<_>) =
+        group.into_iter().map(|j| (j.write, j.reply)).unzip();
+    let mut outcomes = Vec::with_capacity(writes.len());
+    let result = db.begin_write().map_err(unavailable).and_then(|tx| {
+        for write in writes {
+            outcomes.push(apply(&tx, write)?);
+        }
+        tx.commit().map_err(unavailable)
+    });
+    match result {
+        Ok(()) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "embedded store write failed");
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The writer thread: waits for a write, takes whatever else is queued, commits the group.
+/// Ends when every handle to the store is gone.
+fn writer_loop(db: Arc<Database>, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&db, group);
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -54,7 +195,25 @@ impl EmbeddedStore {
             tx.open_table(table(space)).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let (writer, jobs) = mpsc::channel();
+        let for_writer = db.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(for_writer, jobs))
+            .map_err(unavailable)?;
+        Ok(Self { db, writer })
+    }
+
+    /// Queues a write for the writer thread and waits for its group's commit.
+    async fn write(&self, write: Write) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Job { write, reply })
+            .map_err(|_| unavailable("the store's writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the store's writer has stopped"))?
     }
 
     async fn blocking<T: Send + 'static>(
@@ -86,29 +245,14 @@ impl EmbeddedStore {
         value: Vec<u8>,
     ) -> Result<(), StoreError> {
         let key = key.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
-            {
-                let mut t = tx.open_table(table(space)).map_err(unavailable)?;
-                t.insert(key.as_str(), value.as_slice())
-                    .map_err(unavailable)?;
-            }
-            tx.commit().map_err(unavailable)
-        })
-        .await
+        self.write(Write::Put { space, key, value })
+            .await
+            .map(|_| ())
     }
 
     pub(super) async fn delete(&self, space: Space, key: &str) -> Result<(), StoreError> {
         let key = key.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
-            {
-                let mut t = tx.open_table(table(space)).map_err(unavailable)?;
-                t.remove(key.as_str()).map_err(unavailable)?;
-            }
-            tx.commit().map_err(unavailable)
-        })
-        .await
+        self.write(Write::Delete { space, key }).await.map(|_| ())
     }
 
     pub(super) async fn put_new(
@@ -118,20 +262,10 @@ impl EmbeddedStore {
         value: Vec<u8>,
     ) -> Result<bool, StoreError> {
         let key = key.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
-            {
-                let mut t = tx.open_table(table(space)).map_err(unavailable)?;
-                if t.get(key.as_str()).map_err(unavailable)?.is_some() {
-                    return Ok(false);
-                }
-                t.insert(key.as_str(), value.as_slice())
-                    .map_err(unavailable)?;
-            }
-            tx.commit().map_err(unavailable)?;
-            Ok(true)
-        })
-        .await
+        match self.write(Write::PutNew { space, key, value }).await? {
+            Outcome::Inserted(inserted) => Ok(inserted),
+            _ => Err(unavailable("unexpected answer from the store's writer")),
+        }
     }
 
     /// Claims `order_id` unless it holds a live (not failed) record; returns that record's bytes
@@ -143,35 +277,101 @@ impl EmbeddedStore {
         message_id: &str,
         index_value: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let (order_id, message_id, index_value) = (
-            order_id.to_owned(),
-            message_id.to_owned(),
-            index_value.to_owned(),
-        );
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
-            {
-                let mut ratings = tx.open_table(table(Space::Ratings)).map_err(unavailable)?;
-                let existing = ratings
-                    .get(order_id.as_str())
-                    .map_err(unavailable)?
-                    .map(|v| v.value().to_vec());
-                if let Some(bytes) = existing
-                    && !super::is_reclaimable(&bytes)
-                {
-                    return Ok(Some(bytes));
+        let write = Write::Claim {
+            order_id: order_id.to_owned(),
+            record,
+            message_id: message_id.to_owned(),
+            index_value: index_value.to_owned(),
+        };
+        match self.write(write).await? {
+            Outcome::Claimed(existing) => Ok(existing),
+            _ => Err(unavailable("unexpected answer from the store's writer")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: usize) -> Vec<u8> {
+        format!(r#"{{"status":"acknowledged","n":{n}}}"#).into_bytes()
+    }
+
+    /// Many writes at once (grouped into few commits): claims on one order have one winner,
+    /// every other write is applied, and all of it is on disk when the file is opened again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_each_applied_once_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = EmbeddedStore::open(&path).unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..200 {
+            let s = store.clone();
+            tasks.spawn(async move {
+                if n % 2 == 0 {
+                    let won = s
+                        .claim("O-1", record(n), &format!("m-{n}"), "O-1")
+                        .await
+                        .unwrap()
+                        .is_none();
+                    (n, won, false)
+                } else {
+                    let fresh = s
+                        .put_new(Space::Received, &format!("k-{n}"), record(n))
+                        .await
+                        .unwrap();
+                    // The same key again: already there.
+                    let again = s
+                        .put_new(Space::Received, &format!("k-{n}"), record(0))
+                        .await
+                        .unwrap();
+                    (n, fresh && !again, true)
                 }
-                ratings
-                    .insert(order_id.as_str(), record.as_slice())
-                    .map_err(unavailable)?;
-                let mut messages = tx.open_table(table(Space::Messages)).map_err(unavailable)?;
-                messages
-                    .insert(message_id.as_str(), index_value.as_bytes())
-                    .map_err(unavailable)?;
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            let (n, ok, is_put) = r.unwrap();
+            if is_put {
+                assert!(ok, "put_new {n}: first inserts, second refuses");
+            } else if ok {
+                winners.push(n);
             }
-            tx.commit().map_err(unavailable)?;
-            Ok(None)
-        })
-        .await
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        let winner = winners[0];
+        drop(store);
+
+        // Reopen (the writer thread lets go of the file once every handle is gone).
+        let store = loop {
+            match EmbeddedStore::open(&path) {
+                Err(StoreError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(
+            store.get(Space::Ratings, "O-1").await.unwrap(),
+            Some(record(winner))
+        );
+        assert_eq!(
+            store
+                .get(Space::Messages, &format!("m-{winner}"))
+                .await
+                .unwrap(),
+            Some(b"O-1".to_vec())
+        );
+        for n in (1..200).step_by(2) {
+            assert_eq!(
+                store.get(Space::Received, &format!("k-{n}")).await.unwrap(),
+                Some(record(n)),
+                "k-{n}"
+            );
+        }
+        // Deletes go through the same writer.
+        store.delete(Space::Received, "k-1").await.unwrap();
+        assert_eq!(store.get(Space::Received, "k-1").await.unwrap(), None);
     }
 }

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{StoreBackend, StoreSettings};
 
 /// A storage failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend could not be reached or failed to write.
     #[error("store unavailable: {0}")]
