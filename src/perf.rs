@@ -98,7 +98,7 @@ pub fn sample_on_rating_body() -> Vec<u8> {
 
 /// Round trips per second that `threads` threads complete over `duration` doing nothing but the
 /// four signature operations of a round trip, over [`sample_rating_body`] and
-/// [`sample_on_rating_body`]. See [`crypto_floor_over`].
+/// [`sample_on_rating_body`]: [`CryptoFloor::per_sec`] of [`crypto_floor_over`].
 pub fn crypto_floor(duration: Duration, threads: usize) -> f64 {
     crypto_floor_over(
         &sample_rating_body(),
@@ -106,12 +106,35 @@ pub fn crypto_floor(duration: Duration, threads: usize) -> f64 {
         duration,
         threads,
     )
+    .per_sec
 }
 
-/// Round trips per second that `threads` threads (at least one) complete over `duration`, each
-/// round trip being: sign `rating` (buyer key), verify it, sign `on_rating` (seller key), verify
-/// it, with the server's own [`sign_body`] and [`verify_body`] (digest, signing string, Ed25519,
-/// header format and parse, time-window check). The figure is the sum of every thread's rate.
+/// What [`crypto_floor_over`] measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CryptoFloor {
+    /// Threads that ran.
+    pub threads: usize,
+    /// Round trips completed per second of wall-clock time, all threads together: what this
+    /// machine did during the run, whatever else was running on it.
+    pub per_sec: f64,
+    /// Round trips per second of on-CPU time of one thread, averaged over the threads (from the
+    /// scheduler's accounting; None where the kernel does not expose it): what one core does
+    /// with nothing else competing for it. `threads` times this is the floor on that many
+    /// dedicated cores.
+    pub per_cpu_sec: Option<f64>,
+}
+
+/// On-CPU time of the calling thread so far (Linux's `/proc/thread-self/schedstat`).
+pub fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Runs `threads` threads (at least one) for `duration`, each completing round trips of: sign
+/// `rating` (buyer key), verify it, sign `on_rating` (seller key), verify it, with the server's own
+/// [`sign_body`] and [`verify_body`] (digest, signing string, Ed25519, header format and parse,
+/// time-window check).
 ///
 /// # Panics
 ///
@@ -121,7 +144,7 @@ pub fn crypto_floor_over(
     on_rating: &[u8],
     duration: Duration,
     threads: usize,
-) -> f64 {
+) -> CryptoFloor {
     // Fixed keys: the floor needs no secret, and no random source that could fail.
     let buyer = SigningKeyPair::from_base64(&b64_encode([7u8; 32])).expect("32-byte seed");
     let seller = SigningKeyPair::from_base64(&b64_encode([9u8; 32])).expect("32-byte seed");
@@ -130,12 +153,13 @@ pub fn crypto_floor_over(
     let expires = created + 3600;
     let threads = threads.max(1);
     let start = Barrier::new(threads);
-    let rates: Vec<f64> = std::thread::scope(|s| {
+    // Per thread: (round trips, wall time, on-CPU time).
+    let runs: Vec<(u64, Duration, Option<Duration>)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     start.wait();
-                    let began = Instant::now();
+                    let (began, cpu_before) = (Instant::now(), thread_cpu_time());
                     let mut done: u64 = 0;
                     loop {
                         let h = sign_body(rating, &buyer, "buyer.example", "k1", created, expires);
@@ -147,7 +171,10 @@ pub fn crypto_floor_over(
                         done += 1;
                         let elapsed = began.elapsed();
                         if elapsed >= duration {
-                            break done as f64 / elapsed.as_secs_f64();
+                            let cpu = cpu_before
+                                .zip(thread_cpu_time())
+                                .map(|(before, after)| after.saturating_sub(before));
+                            break (done, elapsed, cpu);
                         }
                     }
                 })
@@ -158,7 +185,23 @@ pub fn crypto_floor_over(
             .map(|w| w.join().expect("floor thread"))
             .collect()
     });
-    rates.iter().sum()
+    let per_sec = runs
+        .iter()
+        .map(|(n, wall, _)| *n as f64 / wall.as_secs_f64())
+        .sum();
+    let per_cpu_sec = runs
+        .iter()
+        .map(|(n, _, cpu)| {
+            cpu.filter(|c| !c.is_zero())
+                .map(|c| *n as f64 / c.as_secs_f64())
+        })
+        .sum::<Option<f64>>()
+        .map(|total| total / threads as f64);
+    CryptoFloor {
+        threads,
+        per_sec,
+        per_cpu_sec,
+    }
 }
 
 #[cfg(test)]
@@ -179,5 +222,8 @@ mod tests {
     #[test]
     fn the_floor_counts_round_trips() {
         assert!(crypto_floor(Duration::from_millis(20), 2) > 0.0);
+        let f = crypto_floor_over(b"{}", b"{}", Duration::from_millis(20), 0);
+        assert_eq!(f.threads, 1);
+        assert!(f.per_sec > 0.0);
     }
 }
