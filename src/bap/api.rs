@@ -97,13 +97,14 @@ struct BuyerData<'a> {
     status: &'static str,
 }
 
+/// The buyer API's answer to a rating: `{"data":{"dto":{"context","message"},"status"}}`.
 #[derive(Serialize)]
-struct BuyerEnvelope<'a> {
+pub struct BuyerEnvelope<'a> {
     data: BuyerData<'a>,
 }
 
 /// The buyer envelope `{"data":{"dto":{"context","message"},"status"}}`.
-fn buyer_envelope<'a>(
+pub fn buyer_envelope<'a>(
     context: &'a Context,
     order_id: &'a str,
     form: Option<&'a crate::protocol::FeedbackForm>,

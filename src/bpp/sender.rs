@@ -62,10 +62,14 @@ struct OnRatingBody<'a> {
 /// The /on_rating body for `r`, serialised once: with `r.error`, the error block and both acks
 /// false; otherwise both acks true and `r.feedback_form`.
 pub fn build_on_rating(state: &AppState, r: &ReceivedRating) -> Vec<u8> {
+    on_rating_body(r, state.clock.now())
+}
+
+/// [`build_on_rating`] at a given `now`, with no application state (the serialisation itself).
+pub fn on_rating_body(r: &ReceivedRating, now: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
     let mut context = r.context.clone();
     context.action = Action::OnRating.as_str().into();
     // Strictly later than the request's timestamp, even when the buyer's clock runs ahead.
-    let now = state.clock.now();
     let floor = parse_timestamp(&r.context.timestamp)
         .map(|t| t + chrono::Duration::milliseconds(1))
         .unwrap_or(now);
