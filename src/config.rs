@@ -177,6 +177,8 @@ pub struct StoreSettings {
     pub backend: StoreBackend,
     /// redb file path (embedded).
     pub path: PathBuf,
+    /// Memory redb may keep as its page cache, MiB (embedded); the rest is read through the OS.
+    pub cache_mib: usize,
     /// Redis URL (redis).
     pub redis_url: String,
     /// Redis Cluster seed nodes (`redis://host:port/` each; a list, or one comma-separated
@@ -193,6 +195,7 @@ impl Default for StoreSettings {
         Self {
             backend: StoreBackend::Embedded,
             path: "data/ondc-rating.redb".into(),
+            cache_mib: 32,
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_cluster_nodes: Vec::new(),
             key_prefix: "ondc-rating:".into(),
@@ -826,6 +829,9 @@ impl Settings {
                 "identity.clock_skew_secs",
                 "must be between 0 and 300",
             ));
+        }
+        if !(1..=65536).contains(&self.store.cache_mib) {
+            return Err(invalid("store.cache_mib", "must be between 1 and 65536"));
         }
         for (i, node) in self.store.redis_cluster_nodes.iter().enumerate() {
             if !(node.starts_with("redis://") || node.starts_with("rediss://")) {

@@ -178,18 +178,22 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database file and its tables.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) the database file and its tables, with a page cache of at
+    /// most `cache_bytes` (memory stays bounded however large the file grows).
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError::Locked(path.display().to_string())
-            }
-            e => unavailable(format!("{}: {e}", path.display())),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                e => unavailable(format!("{}: {e}", path.display())),
+            })?;
         let tx = db.begin_write().map_err(unavailable)?;
         for space in ALL {
             tx.open_table(table(space)).map_err(unavailable)?;
@@ -304,7 +308,7 @@ mod tests {
     async fn concurrent_writes_are_each_applied_once_and_durable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let store = EmbeddedStore::open(&path).unwrap();
+        let store = EmbeddedStore::open(&path, 1 << 20).unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..200 {
             let s = store.clone();
@@ -345,7 +349,7 @@ mod tests {
 
         // Reopen (the writer thread lets go of the file once every handle is gone).
         let store = loop {
-            match EmbeddedStore::open(&path) {
+            match EmbeddedStore::open(&path, 1 << 20) {
                 Err(StoreError::Locked(_)) => {
                     std::thread::sleep(std::time::Duration::from_millis(20))
                 }

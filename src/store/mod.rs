@@ -105,7 +105,7 @@ impl Store {
                 // wait a bounded time for its lock rather than failing at once.
                 let mut tries = 0;
                 loop {
-                    match EmbeddedStore::open(&settings.path) {
+                    match EmbeddedStore::open(&settings.path, settings.cache_mib << 20) {
                         Err(StoreError::Locked(_)) if tries < 50 => {
                             tries += 1;
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
