@@ -52,6 +52,8 @@ pub struct Memory {
     pub rss_kib: u64,
     /// Peak resident set size so far (VmHWM).
     pub hwm_kib: u64,
+    /// Threads now.
+    pub threads: u64,
 }
 
 /// Reads VmRSS and VmHWM of `pid`; None when the process is gone or /proc is unavailable.
@@ -67,6 +69,7 @@ pub fn memory_of(pid: u32) -> Option<Memory> {
     Some(Memory {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,
+        threads: field("Threads:").unwrap_or(0),
     })
 }
 

@@ -570,6 +570,7 @@ fn memory_json(server: &Server, samples: &[children::Sample], index: usize) -> V
         "peak_kib": now.map(|m| m.hwm_kib),
         "rss_max_sampled_kib": max_rss,
         "rss_final_kib": last.or(now).map(|m| m.rss_kib),
+        "threads": now.map(|m| m.threads),
     })
 }
 
@@ -682,7 +683,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     }
     let needed = match a.rate {
         Some(r) => (r * a.duration * 1.1) as u64 + a.concurrency as u64,
-        None => (warm.throughput().max(50.0) * a.duration * 1.6) as u64 + a.concurrency as u64 * 4,
+        None => (warm.throughput().max(50.0) * a.duration * 3.0) as u64 + a.concurrency as u64 * 4,
     };
     let took = register_orders(&http, &buyer, seller_ref, warm_orders, needed).await?;
     progress(format!(
@@ -937,7 +938,7 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     }
     let needed = match a.rate {
         Some(r) => (r * a.duration * 1.1) as u64 + a.concurrency as u64,
-        None => (warm.throughput().max(100.0) * a.duration * 1.6) as u64 + a.concurrency as u64 * 4,
+        None => (warm.throughput().max(100.0) * a.duration * 3.0) as u64 + a.concurrency as u64 * 4,
     };
     let signed = sign_in_background(&who, warm_n, needed).await;
     // Let the warm-up's /on_rating deliveries finish before measuring.
@@ -1281,7 +1282,8 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         "waiting_at_measurement": waiting_now,
         "seconds_to_send_all": round3(settle.as_secs_f64()),
         "buyer": {"pid": buyer_server.pid(), "rss_before_kib": before.rss_kib,
-            "rss_with_waiting_kib": with.rss_kib, "peak_kib": with.hwm_kib},
+            "rss_with_waiting_kib": with.rss_kib, "peak_kib": with.hwm_kib,
+            "threads_before": before.threads, "threads_with_waiting": with.threads},
         "kib_per_waiting_request": if per.is_finite() { json!(round3(per)) } else { Value::Null },
         "targets": {"kib_per_waiting_request": {"max": WAITING_MAX_KIB, "met": met}},
     });
@@ -1289,6 +1291,7 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         "waiting buyer requests, {} store\n  \
          waiting            {waiting_now} ({} sent to the silent seller in {:.2} s, {early} answered early)\n  \
          buyer RSS          {} KiB with {WARM} waiting, {} KiB with {} waiting (peak {} KiB)\n  \
+         buyer threads      {} with {WARM} waiting, {} with all waiting\n  \
          per waiting        {} KiB (target < {WAITING_MAX_KIB} KiB: {})\n",
         ctx.store_name(),
         added,
@@ -1297,6 +1300,8 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         with.rss_kib,
         waiting_now,
         with.hwm_kib,
+        before.threads,
+        with.threads,
         if per.is_finite() {
             format!("{per:.2}")
         } else {

@@ -11,6 +11,7 @@ mod feedback_api;
 mod interop;
 mod kill;
 mod listing_feedback;
+mod load_tool;
 mod network;
 mod notifications;
 mod observability;
