@@ -22,9 +22,10 @@ pub fn free_port() -> Result<u16, String> {
 pub struct Scratch(PathBuf);
 
 impl Scratch {
-    /// A fresh directory under the system temp dir.
-    pub fn new() -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!(
+    /// A fresh directory under `base`, else under the system temp dir.
+    pub fn new(base: Option<&Path>) -> Result<Self, String> {
+        let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let dir = base.join(format!(
             "ondc-rating-bench-{}-{}",
             std::process::id(),
             uuid::Uuid::new_v4().simple()

@@ -77,6 +77,10 @@ pub struct Common {
     /// Log level of the adapters (their logs go to the run's temp dir).
     #[arg(long, default_value = "warn")]
     pub log_level: String,
+    /// Where the run's files go (configurations, logs, embedded stores) [default: the system
+    /// temp dir]. A tmpfs here shows what the embedded store costs without its fsyncs.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Seconds for each crypto floor measurement (0: skip it).
     #[arg(long, default_value_t = 3.0)]
     pub floor_secs: f64,
@@ -525,11 +529,29 @@ async fn measure_floor(common: &Common) -> Result<Option<floor::Floor>, String> 
         .map(Some)
 }
 
-fn floor_json(f: &Option<floor::Floor>) -> Value {
-    match f {
+/// The floor measured before and after the load (the machine's other work varies): the mean.
+fn mean_floor(before: Option<floor::Floor>, after: Option<floor::Floor>) -> Option<floor::Floor> {
+    match (before, after) {
+        (Some(a), Some(b)) => Some(floor::Floor {
+            round_trips_per_sec: (a.round_trips_per_sec + b.round_trips_per_sec) / 2.0,
+            verifies_per_sec: (a.verifies_per_sec + b.verifies_per_sec) / 2.0,
+            threads: a.threads,
+        }),
+        (one, None) | (None, one) => one,
+    }
+}
+
+fn floor_json(before: Option<floor::Floor>, after: Option<floor::Floor>) -> Value {
+    let one = |f: Option<floor::Floor>| match f {
+        Some(f) => json!({"round_trips_per_sec": round1(f.round_trips_per_sec),
+            "verifies_per_sec": round1(f.verifies_per_sec)}),
+        None => Value::Null,
+    };
+    match mean_floor(before, after) {
         Some(f) => {
             json!({"threads": f.threads, "round_trips_per_sec": round1(f.round_trips_per_sec),
-            "verifies_per_sec": round1(f.verifies_per_sec)})
+            "verifies_per_sec": round1(f.verifies_per_sec), "before": one(before),
+            "after": one(after)})
         }
         None => Value::Null,
     }
@@ -632,8 +654,8 @@ fn memory_text(out: &mut String, name: &str, m: &Value) {
 }
 
 async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
-    let floor = measure_floor(&ctx.common).await?;
-    let dir = Scratch::new()?;
+    let floor_before = measure_floor(&ctx.common).await?;
+    let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let (mut seller_settings, seller_keys) =
         participant(ctx, dir.path(), "seller.bench", "seller")?;
     let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer")?;
@@ -706,6 +728,8 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     )
     .await;
     let samples = sampler.finish().await;
+    let floor_after = measure_floor(&ctx.common).await?;
+    let floor = mean_floor(floor_before, floor_after);
     let memory = json!({
         "buyer": memory_json(&buyer_server, &samples, 0),
         "seller": memory_json(&seller, &samples, 1),
@@ -741,7 +765,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         "warmup": {"secs": a.warmup, "completed": warm.completed,
             "throughput_per_sec": round1(warm.throughput()), "error_count": warm.error_count()},
         "memory": memory,
-        "floor": floor_json(&floor),
+        "floor": floor_json(floor_before, floor_after),
         "ratio_to_floor": ratio.map(round3),
         "targets": targets,
     });
@@ -766,8 +790,10 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         if let (Some(f), Some(r)) = (floor, ratio) {
             let _ = writeln!(
                 text,
-                "  crypto floor       {:.1} round trips/s (2 threads, signatures only)",
-                f.round_trips_per_sec
+                "  crypto floor       {:.1} round trips/s (2 threads, signatures only; mean of {:.1} before and {:.1} after the load)",
+                f.round_trips_per_sec,
+                floor_before.map_or(f64::NAN, |f| f.round_trips_per_sec),
+                floor_after.map_or(f64::NAN, |f| f.round_trips_per_sec),
             );
             let _ = writeln!(
                 text,
@@ -889,8 +915,8 @@ fn inbound_requests(http: &reqwest::Client, url: String, signed: Signed) -> Requ
 }
 
 async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
-    let floor = measure_floor(&ctx.common).await?;
-    let dir = Scratch::new()?;
+    let floor_before = measure_floor(&ctx.common).await?;
+    let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let sink = stub::AckPeer::start("/bap/on_rating")?;
     let (mut seller_settings, _) = participant(ctx, dir.path(), "seller.bench", "seller")?;
     enable_seller(&mut seller_settings)?;
@@ -960,6 +986,8 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     )
     .await;
     let samples = sampler.finish().await;
+    let floor_after = measure_floor(&ctx.common).await?;
+    let floor = mean_floor(floor_before, floor_after);
     let callbacks_in_run = sink.received() - before;
     let callbacks = sink
         .wait_for(before + outcome.completed, Duration::from_secs(15))
@@ -985,7 +1013,7 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
             "throughput_per_sec": round1(warm.throughput()), "error_count": warm.error_count()},
         "memory": {"seller": memory_json(&seller, &samples, 0)},
         "on_rating_received": {"during_run": callbacks_in_run, "total": callbacks},
-        "floor": floor_json(&floor),
+        "floor": floor_json(floor_before, floor_after),
         "ratio_to_verify_rate": ratio.map(round3),
         "targets": targets,
     });
@@ -1013,8 +1041,10 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         if let (Some(f), Some(r)) = (floor, ratio) {
             let _ = writeln!(
                 text,
-                "  verify rate        {:.1} /s (2 threads, digest + Ed25519 verify only)",
-                f.verifies_per_sec
+                "  verify rate        {:.1} /s (2 threads, digest + Ed25519 verify only; mean of {:.1} before and {:.1} after the load)",
+                f.verifies_per_sec,
+                floor_before.map_or(f64::NAN, |f| f.verifies_per_sec),
+                floor_after.map_or(f64::NAN, |f| f.verifies_per_sec),
             );
             let _ = writeln!(
                 text,
@@ -1033,7 +1063,7 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
 }
 
 async fn soak(a: SoakArgs, ctx: &Ctx) -> Result<Report, String> {
-    let dir = Scratch::new()?;
+    let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let (mut seller_settings, seller_keys) =
         participant(ctx, dir.path(), "seller.bench", "seller")?;
     let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer")?;
@@ -1185,7 +1215,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
     const WARM: u64 = 32;
-    let dir = Scratch::new()?;
+    let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     // A seller that ACKs /rating and never calls back: every buyer request waits.
     let silent = stub::AckPeer::start("/bpp/rating")?;
     let silent_keys = SigningKeyPair::generate().map_err(|e| e.to_string())?;
