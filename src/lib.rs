@@ -14,6 +14,7 @@
 //! - [`http`]: actix wiring, inbound signature checks, error mapping, outbound signed client.
 //! - [`demo`]: the two-adapter walkthrough behind `ondc-rating demo`.
 //! - [`checker`]: `ondc-rating check`, conformance rules for captured /rating and /on_rating traffic.
+//! - [`loadtool`]: `ondc-rating bench`, load runs against adapter processes on loopback.
 //! - [`perf`]: representative bodies and the crypto floor that throughput figures are compared to.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod http;
+pub mod loadtool;
 pub mod perf;
 pub mod protocol;
 pub mod registry;

@@ -1,5 +1,5 @@
 //! The `ondc-rating` command line: serve | demo | keygen | sign | verify | token | registry |
-//! site-verification | challenge | subscribe | check | mock-seller.
+//! site-verification | challenge | subscribe | check | mock-seller | bench.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -75,6 +75,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load runs against adapter processes on loopback: round-trip, inbound, soak, waiting.
+    Bench(ondc_rating::loadtool::BenchArgs),
     /// Print a new Ed25519 signing pair and X25519 encryption pair in ONDC encodings.
     Keygen,
     /// Print the Authorization header value for the body on stdin.
@@ -302,6 +304,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 print!("{}", report.render_text());
             }
             Ok(ExitCode::from(report.exit_code()))
+        }
+        Command::Bench(args) => {
+            let clean = ondc_rating::loadtool::run(args).await?;
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Keygen => {
             let s = SigningKeyPair::generate().map_err(|e| e.to_string())?;

@@ -12,6 +12,7 @@ mod interop;
 mod kill;
 mod limits;
 mod listing_feedback;
+mod load_tool;
 mod network;
 mod notifications;
 mod observability;

@@ -1,0 +1,1352 @@
+//! `ondc-rating bench`: load runs against real adapter processes on loopback.
+//!
+//! - `round-trip`: a seller-side and a buyer-side adapter (child processes of this binary, fresh
+//!   keys, peers configured statically); N buyers rate distinct completed orders through the
+//!   buyer API, each 200 checked for the ACK envelope. Closed loop, or open loop with `--rate`.
+//! - `inbound`: only the seller side; pre-signed distinct /rating requests POSTed to it, its
+//!   /on_rating callbacks ACKed by a small peer in this process.
+//! - `soak`: the round trip at a moderate rate for a long time, both servers' memory sampled.
+//! - `waiting`: a buyer side with many requests waiting for callbacks that never come; memory
+//!   per waiting request.
+//!
+//! Each run also measures the crypto floor (see [`floor`]) and prints the ratios to it. The
+//! adapters' logs and stores live in a temp dir removed at the end; a Redis run uses its own key
+//! prefix and deletes its keys afterwards. The child processes are killed on every way out,
+//! Ctrl-C included.
+
+mod children;
+mod drive;
+pub mod floor;
+mod stub;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::bap::auth::mint_hs256;
+use crate::clock::ondc_timestamp;
+use crate::config::{BuyerSettings, SellerSettings, Settings, StoreBackend, StoreSettings};
+use crate::crypto::{SigningKeyPair, b64_encode, sign_body};
+use children::{Memory, Sampler, Scratch, Server, free_port, summarise};
+use drive::{Attempt, Load, Outcome, Request, for_each_parallel};
+
+/// `ondc-rating bench ...`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+/// The load runs.
+#[derive(clap::Subcommand, Debug)]
+pub enum Mode {
+    /// Full round trips: buyer API -> buyer side -> /rating -> seller side -> /on_rating -> 200.
+    RoundTrip(LoadArgs),
+    /// Seller side only: signed /rating requests straight to it.
+    Inbound(LoadArgs),
+    /// Round trips at a moderate rate for a long time; memory growth after a warm-up.
+    Soak(SoakArgs),
+    /// Memory per buyer request waiting for a callback that never comes.
+    Waiting(WaitingArgs),
+}
+
+/// Store of the adapters under load.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A redb file per adapter in the run's temp dir.
+    Embedded,
+    /// Redis, one key prefix per run.
+    Redis,
+}
+
+/// Options every run takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Store of the adapters under load.
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// Redis for `--store redis` (keys under a prefix of this run's own, deleted afterwards).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    pub redis_url: String,
+    /// Print one JSON report on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Log level of the adapters (their logs go to the run's temp dir).
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
+    /// Where the run's files go (configurations, logs, embedded stores) [default: the system
+    /// temp dir]. A tmpfs here shows what the embedded store costs without its fsyncs.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Seconds for each crypto floor measurement (0: skip it).
+    #[arg(long, default_value_t = 3.0)]
+    pub floor_secs: f64,
+}
+
+/// A throughput/latency run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Concurrent clients (closed loop) or most requests outstanding (open loop).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds of measured load.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Open loop at this many requests per second (latency from each request's due time).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds of unmeasured load first (connections, caches, store files).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+}
+
+/// A soak run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Seconds in all, warm-up included.
+    #[arg(long, default_value_t = 600.0)]
+    pub duration: f64,
+    /// Round trips per second (open loop).
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Most requests outstanding.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Seconds after which memory is the baseline.
+    #[arg(long, default_value_t = 60.0)]
+    pub warmup: f64,
+    /// Seconds between memory samples.
+    #[arg(long, default_value_t = 5.0)]
+    pub sample_every: f64,
+}
+
+/// A waiting-requests run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WaitingArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Buyer requests left waiting at once.
+    #[arg(long, default_value_t = 2000)]
+    pub count: u64,
+}
+
+/// The issue's targets.
+const ROUND_TRIP_EMBEDDED_MIN_FLOOR_RATIO: f64 = 0.35;
+const ROUND_TRIP_REDIS_MIN_FLOOR_RATIO: f64 = 0.30;
+const P99_MAX_MS_AT_HALF_PEAK: f64 = 25.0;
+const INBOUND_MIN_VERIFY_RATIO: f64 = 0.60;
+const SOAK_MAX_GROWTH_PCT: f64 = 10.0;
+const WAITING_MAX_KIB: f64 = 8.0;
+
+/// Runs a bench; Ok(true) when the run finished without a failed request.
+pub async fn run(args: BenchArgs) -> Result<bool, String> {
+    let common = match &args.mode {
+        Mode::RoundTrip(a) | Mode::Inbound(a) => a.common.clone(),
+        Mode::Soak(a) => a.common.clone(),
+        Mode::Waiting(a) => a.common.clone(),
+    };
+    let ctx = Ctx::new(&common).await?;
+    let result = tokio::select! {
+        r = run_mode(args.mode, &ctx) => r,
+        s = interrupted() => Err(format!("{s}: adapters stopped, run abandoned")),
+    };
+    ctx.clean_up().await;
+    let report = result?;
+    if common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.json).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.text);
+    }
+    Ok(report.failed == 0)
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "interrupted";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
+}
+
+async fn run_mode(mode: Mode, ctx: &Ctx) -> Result<Report, String> {
+    match mode {
+        Mode::RoundTrip(a) => round_trip(a, ctx).await,
+        Mode::Inbound(a) => inbound(a, ctx).await,
+        Mode::Soak(a) => soak(a, ctx).await,
+        Mode::Waiting(a) => waiting(a, ctx).await,
+    }
+}
+
+/// What one run needs from its surroundings: the store choice and, for Redis, its prefix.
+struct Ctx {
+    common: Common,
+    prefix: String,
+}
+
+impl Ctx {
+    async fn new(common: &Common) -> Result<Self, String> {
+        let prefix = format!("ondc-rating-bench:{}:", uuid::Uuid::new_v4().simple());
+        if common.store == StoreKind::Redis {
+            let mut con = redis_connection(&common.redis_url).await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut con)
+                .await
+                .map_err(|e| format!("Redis at {} does not answer: {e}", common.redis_url))?;
+        }
+        Ok(Self {
+            common: common.clone(),
+            prefix,
+        })
+    }
+
+    fn store(&self, dir: &std::path::Path, name: &str) -> StoreSettings {
+        match self.common.store {
+            StoreKind::Embedded => StoreSettings {
+                backend: StoreBackend::Embedded,
+                path: dir.join(format!("{name}.redb")),
+                ..StoreSettings::default()
+            },
+            StoreKind::Redis => StoreSettings {
+                backend: StoreBackend::Redis,
+                redis_url: self.common.redis_url.clone(),
+                key_prefix: format!("{}{name}:", self.prefix),
+                ..StoreSettings::default()
+            },
+        }
+    }
+
+    fn store_name(&self) -> &'static str {
+        match self.common.store {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Redis => "redis",
+        }
+    }
+
+    /// Deletes this run's Redis keys (best effort).
+    async fn clean_up(&self) {
+        if self.common.store != StoreKind::Redis {
+            return;
+        }
+        let Ok(mut con) = redis_connection(&self.common.redis_url).await else {
+            return;
+        };
+        let mut cursor: u64 = 0;
+        loop {
+            let Ok((next, keys)) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", self.prefix))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async::<(u64, Vec<String>)>(&mut con)
+                .await
+            else {
+                return;
+            };
+            if !keys.is_empty() {
+                let _ = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async::<i64>(&mut con)
+                    .await;
+            }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    }
+}
+
+async fn redis_connection(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("Redis URL {url}: {e}"))?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| format!("Redis at {url}: no connection within 5 s"))?
+    .map_err(|e| format!("Redis at {url} is unreachable: {e}"))
+}
+
+/// A finished run: the table, the JSON, and how many requests failed.
+struct Report {
+    text: String,
+    json: Value,
+    failed: u64,
+}
+
+fn random_token() -> Result<String, String> {
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b).map_err(|e| e.to_string())?;
+    Ok(b64_encode(b))
+}
+
+fn progress(msg: impl std::fmt::Display) {
+    eprintln!("bench: {msg}");
+}
+
+/// An adapter identity on a free port, both roles off.
+fn participant(
+    ctx: &Ctx,
+    dir: &std::path::Path,
+    subscriber_id: &str,
+    name: &str,
+) -> Result<(Settings, SigningKeyPair), String> {
+    let port = free_port()?;
+    let keys = SigningKeyPair::generate().map_err(|e| e.to_string())?;
+    let mut s = Settings::participant(
+        subscriber_id,
+        "bench-key-1",
+        &keys,
+        format!("127.0.0.1:{port}"),
+        ctx.store(dir, name),
+    );
+    s.server.log_level = ctx.common.log_level.clone();
+    Ok((s, keys))
+}
+
+fn enable_seller(s: &mut Settings) -> Result<(), String> {
+    let base = format!("http://{}", s.server.bind);
+    s.seller = SellerSettings {
+        enabled: true,
+        bpp_uri: format!("{base}/bpp"),
+        feedback_form_url: format!("{base}/feedback/{{order_id}}"),
+        internal_token: random_token()?,
+        ..SellerSettings::default()
+    };
+    Ok(())
+}
+
+/// A buyer side's credentials for its APIs.
+struct BuyerApi {
+    base: String,
+    token: String,
+    internal: String,
+}
+
+fn enable_buyer(s: &mut Settings, ttl_secs: i64) -> Result<BuyerApi, String> {
+    let base = format!("http://{}", s.server.bind);
+    let jwt = random_token()?;
+    let internal = random_token()?;
+    s.buyer = BuyerSettings {
+        enabled: true,
+        bap_uri: format!("{base}/bap"),
+        jwt_hs256_secret: jwt.clone(),
+        internal_token: internal.clone(),
+        ..BuyerSettings::default()
+    };
+    Ok(BuyerApi {
+        base,
+        token: mint_hs256(&jwt, USER, chrono::Utc::now().timestamp(), ttl_secs),
+        internal,
+    })
+}
+
+const USER: &str = "bench-user";
+
+fn order_id(i: u64) -> String {
+    format!("bench-order-{i:08}")
+}
+
+/// A completed order sold by `bpp_id` at `bpp_uri`.
+fn order_json(bpp_id: &str, bpp_uri: &str) -> Value {
+    json!({
+        "userId": USER,
+        "state": "Completed",
+        "domain": "ONDC:RET11",
+        "city": "std:080",
+        "transactionId": uuid::Uuid::new_v4().to_string(),
+        "bppId": bpp_id,
+        "bppUri": bpp_uri,
+        "providerId": "provider-1",
+        "itemIds": ["item-1", "item-2"],
+        "fulfillmentIds": ["fulfillment-1"],
+        "agentId": "agent-1"
+    })
+}
+
+fn rating_json(order_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "orderId": order_id,
+        "orderRating": 5,
+        "providerRating": 4,
+        "agentRating": 5,
+        "fulfilmentRating": 4,
+        "itemRatings": [{"itemId": "item-1", "rating": 5}, {"itemId": "item-2", "rating": 3}]
+    }))
+    .expect("serialises")
+}
+
+fn http_client(concurrency: usize) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency.max(1) * 2)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+fn transport_label(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "other"
+    };
+    format!("transport: {kind}")
+}
+
+/// Registers orders `first..first+count` with the buyer side, 8 at a time.
+async fn register_orders(
+    http: &reqwest::Client,
+    buyer: &BuyerApi,
+    seller: (&str, &str),
+    first: u64,
+    count: u64,
+) -> Result<f64, String> {
+    let started = std::time::Instant::now();
+    let (http, base, internal) = (http.clone(), buyer.base.clone(), buyer.internal.clone());
+    let (bpp_id, bpp_uri) = (seller.0.to_owned(), seller.1.to_owned());
+    for_each_parallel(count, 8, move |i| {
+        let (http, base, internal) = (http.clone(), base.clone(), internal.clone());
+        let order = order_json(&bpp_id, &bpp_uri);
+        async move { put_order(&http, &base, &internal, first + i, &order).await }
+    })
+    .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn put_order(
+    http: &reqwest::Client,
+    base: &str,
+    internal: &str,
+    i: u64,
+    order: &Value,
+) -> Result<(), String> {
+    let r = http
+        .put(format!("{base}/internal/orders/{}", order_id(i)))
+        .bearer_auth(internal)
+        .json(order)
+        .send()
+        .await
+        .map_err(|e| format!("registering an order: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!(
+            "registering an order: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// POST /ret11/rating for one order; a 200 counts only with the ACK envelope for that order.
+async fn rate_once(http: &reqwest::Client, base: &str, token: &str, order: &str) -> Attempt {
+    let sent = http
+        .post(format!("{base}/ret11/rating"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(rating_json(order))
+        .send()
+        .await;
+    let r = match sent {
+        Ok(r) => r,
+        Err(e) => return Attempt::Error(transport_label(&e)),
+    };
+    let status = r.status().as_u16();
+    let body = match r.bytes().await {
+        Ok(b) => b,
+        Err(e) => return Attempt::Error(transport_label(&e)),
+    };
+    if status != 200 {
+        let code = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+        return Attempt::Error(match code {
+            Some(code) => format!("HTTP {status} {code}"),
+            None => format!("HTTP {status}"),
+        });
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(v) if ack_envelope_for(&v, order) => Attempt::Ok,
+        _ => Attempt::Error(UNVERIFIED_200.into()),
+    }
+}
+
+const UNVERIFIED_200: &str = "HTTP 200 without the ACK envelope";
+
+/// The buyer API's 200 body: status ACK, the seller's /on_rating context, this order.
+fn ack_envelope_for(v: &Value, order: &str) -> bool {
+    let data = &v["data"];
+    data["status"] == "ACK"
+        && data["dto"]["context"]["action"] == "on_rating"
+        && data["dto"]["message"]["order_id"] == order
+}
+
+/// Rates orders `first..first+count` (then reports the work exhausted).
+fn rating_requests(http: &reqwest::Client, buyer: &BuyerApi, first: u64, count: u64) -> Request {
+    let (http, base, token) = (http.clone(), buyer.base.clone(), buyer.token.clone());
+    Arc::new(move |i| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        Box::pin(async move {
+            if i >= count {
+                return Attempt::Exhausted;
+            }
+            rate_once(&http, &base, &token, &order_id(first + i)).await
+        })
+    })
+}
+
+async fn measure_floor(common: &Common) -> Result<Option<floor::Floor>, String> {
+    if common.floor_secs <= 0.0 {
+        return Ok(None);
+    }
+    progress(format!(
+        "crypto floor: 2 threads, {:.0} s per measurement",
+        common.floor_secs
+    ));
+    let secs = Duration::from_secs_f64(common.floor_secs);
+    tokio::task::spawn_blocking(move || floor::measure(2, secs))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(Some)
+}
+
+/// The floor measured before and after the load (the machine's other work varies): the mean.
+fn mean_floor(before: Option<floor::Floor>, after: Option<floor::Floor>) -> Option<floor::Floor> {
+    match (before, after) {
+        (Some(a), Some(b)) => Some(floor::Floor {
+            round_trips_per_sec: (a.round_trips_per_sec + b.round_trips_per_sec) / 2.0,
+            verifies_per_sec: (a.verifies_per_sec + b.verifies_per_sec) / 2.0,
+            threads: a.threads,
+        }),
+        (one, None) | (None, one) => one,
+    }
+}
+
+fn floor_json(before: Option<floor::Floor>, after: Option<floor::Floor>) -> Value {
+    let one = |f: Option<floor::Floor>| match f {
+        Some(f) => json!({"round_trips_per_sec": round1(f.round_trips_per_sec),
+            "verifies_per_sec": round1(f.verifies_per_sec)}),
+        None => Value::Null,
+    };
+    match mean_floor(before, after) {
+        Some(f) => {
+            json!({"threads": f.threads, "round_trips_per_sec": round1(f.round_trips_per_sec),
+            "verifies_per_sec": round1(f.verifies_per_sec), "before": one(before),
+            "after": one(after)})
+        }
+        None => Value::Null,
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn ms(us: u64) -> f64 {
+    round3(us as f64 / 1000.0)
+}
+
+fn latency_json(o: &Outcome) -> Value {
+    let mean = if o.latencies_us.is_empty() {
+        0.0
+    } else {
+        o.latencies_us.iter().sum::<u64>() as f64 / o.latencies_us.len() as f64 / 1000.0
+    };
+    json!({
+        "p50": ms(o.percentile_us(0.50)),
+        "p99": ms(o.percentile_us(0.99)),
+        "p99_9": ms(o.percentile_us(0.999)),
+        "max": ms(o.latencies_us.last().copied().unwrap_or(0)),
+        "mean": round3(mean),
+    })
+}
+
+fn memory_json(server: &Server, samples: &[children::Sample], index: usize) -> Value {
+    let (max_rss, last) = summarise(samples, index);
+    let now = server.memory();
+    json!({
+        "pid": server.pid(),
+        "peak_kib": now.map(|m| m.hwm_kib),
+        "rss_max_sampled_kib": max_rss,
+        "rss_final_kib": last.or(now).map(|m| m.rss_kib),
+        "threads": now.map(|m| m.threads),
+    })
+}
+
+/// The shared part of the throughput report: counts, rate, latency.
+fn outcome_json(o: &Outcome) -> Value {
+    let unverified = o.errors.get(UNVERIFIED_200).copied().unwrap_or(0);
+    json!({
+        "completed": o.completed,
+        "responses_200": o.completed + unverified,
+        "verified_200": o.completed,
+        "errors": o.errors,
+        "error_count": o.error_count(),
+        "elapsed_secs": round3(o.elapsed_secs),
+        "work_exhausted": o.exhausted,
+        "throughput_per_sec": round1(o.throughput()),
+        "latency_ms": latency_json(o),
+    })
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
+/// Renders the common lines of a throughput run.
+fn outcome_text(out: &mut String, o: &Outcome) {
+    use std::fmt::Write;
+    let l = latency_json(o);
+    let _ = writeln!(
+        out,
+        "  completed          {} ({} verified 200s) in {:.2} s{}",
+        o.completed,
+        o.completed,
+        o.elapsed_secs,
+        if o.exhausted {
+            " (prepared work ran out)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "  errors             {}", o.error_count());
+    for (label, n) in &o.errors {
+        let _ = writeln!(out, "    {label:<32} {n}");
+    }
+    let _ = writeln!(out, "  throughput         {:.1} /s", o.throughput());
+    let _ = writeln!(
+        out,
+        "  latency ms         p50 {}  p99 {}  p99.9 {}  max {}  mean {}",
+        l["p50"], l["p99"], l["p99_9"], l["max"], l["mean"]
+    );
+}
+
+fn memory_text(out: &mut String, name: &str, m: &Value) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "  {name:<6} memory      peak (VmHWM) {} KiB, RSS max sampled {} KiB, final {} KiB",
+        m["peak_kib"], m["rss_max_sampled_kib"], m["rss_final_kib"]
+    );
+}
+
+async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
+    let floor_before = measure_floor(&ctx.common).await?;
+    let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
+    let (mut seller_settings, seller_keys) =
+        participant(ctx, dir.path(), "seller.bench", "seller")?;
+    let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer")?;
+    enable_seller(&mut seller_settings)?;
+    let ttl = (a.duration + a.warmup) as i64 + 3600;
+    let buyer = enable_buyer(&mut buyer_settings, ttl)?;
+    buyer_settings.buyer.max_waiting = (a.concurrency * 2).max(1024);
+    seller_settings.peers = vec![buyer_settings.as_peer(&buyer_keys)];
+    buyer_settings.peers = vec![seller_settings.as_peer(&seller_keys)];
+    let bpp_uri = seller_settings.seller.bpp_uri.clone();
+
+    progress(format!(
+        "starting the seller and buyer adapters ({} store)",
+        ctx.store_name()
+    ));
+    let seller = Server::start("seller", &seller_settings, dir.path()).await?;
+    let buyer_server = Server::start("buyer", &buyer_settings, dir.path()).await?;
+    let http = http_client(a.concurrency)?;
+    let seller_ref = ("seller.bench", bpp_uri.as_str());
+
+    // Warm-up, which also tells how many orders the measured run needs.
+    let warm_orders = match a.rate {
+        Some(r) => (r * a.warmup * 1.2) as u64 + a.concurrency as u64,
+        None => (a.concurrency as u64 * 50).max(500),
+    };
+    let took = register_orders(&http, &buyer, seller_ref, 0, warm_orders).await?;
+    progress(format!(
+        "registered {warm_orders} orders in {took:.1} s; warming up {:.0} s",
+        a.warmup
+    ));
+    let warm = drive::run(
+        Load {
+            concurrency: a.concurrency,
+            duration: Duration::from_secs_f64(a.warmup),
+            rate: a.rate,
+        },
+        rating_requests(&http, &buyer, 0, warm_orders),
+    )
+    .await;
+    if warm.completed == 0 {
+        return Err(format!(
+            "no round trip completed during the warm-up: {:?}\nbuyer log:\n{}\nseller log:\n{}",
+            warm.errors,
+            buyer_server.log_tail(),
+            seller.log_tail()
+        ));
+    }
+    let needed = match a.rate {
+        Some(r) => (r * a.duration * 1.1) as u64 + a.concurrency as u64,
+        None => (warm.throughput().max(50.0) * a.duration * 3.0) as u64 + a.concurrency as u64 * 4,
+    };
+    let took = register_orders(&http, &buyer, seller_ref, warm_orders, needed).await?;
+    progress(format!(
+        "warm-up: {:.1} round trips/s; registered {needed} orders in {took:.1} s; measuring {:.0} s",
+        warm.throughput(),
+        a.duration
+    ));
+
+    let sampler = Sampler::start(
+        vec![buyer_server.pid(), seller.pid()],
+        Duration::from_millis(250),
+    );
+    let outcome = drive::run(
+        Load {
+            concurrency: a.concurrency,
+            duration: Duration::from_secs_f64(a.duration),
+            rate: a.rate,
+        },
+        rating_requests(&http, &buyer, warm_orders, needed),
+    )
+    .await;
+    let samples = sampler.finish().await;
+    let floor_after = measure_floor(&ctx.common).await?;
+    let floor = mean_floor(floor_before, floor_after);
+    let memory = json!({
+        "buyer": memory_json(&buyer_server, &samples, 0),
+        "seller": memory_json(&seller, &samples, 1),
+    });
+
+    let min_ratio = match ctx.common.store {
+        StoreKind::Embedded => ROUND_TRIP_EMBEDDED_MIN_FLOOR_RATIO,
+        StoreKind::Redis => ROUND_TRIP_REDIS_MIN_FLOOR_RATIO,
+    };
+    let ratio = floor.map(|f| outcome.throughput() / f.round_trips_per_sec);
+    let p99_ms = outcome.percentile_us(0.99) as f64 / 1000.0;
+    let mut targets = serde_json::Map::new();
+    if let Some(r) = ratio {
+        targets.insert(
+            "throughput_over_floor".into(),
+            json!({"value": round3(r), "min": min_ratio, "met": r >= min_ratio}),
+        );
+    }
+    if a.rate.is_some() {
+        targets.insert(
+            "p99_ms_at_this_rate".into(),
+            json!({"value": round3(p99_ms), "max": P99_MAX_MS_AT_HALF_PEAK,
+                "met": p99_ms < P99_MAX_MS_AT_HALF_PEAK,
+                "note": "the target applies when the rate is half of the closed-loop peak"}),
+        );
+    }
+    let mut json = json!({
+        "mode": "round-trip",
+        "store": ctx.store_name(),
+        "concurrency": a.concurrency,
+        "rate": a.rate,
+        "duration_secs": a.duration,
+        "warmup": {"secs": a.warmup, "completed": warm.completed,
+            "throughput_per_sec": round1(warm.throughput()), "error_count": warm.error_count()},
+        "memory": memory,
+        "floor": floor_json(floor_before, floor_after),
+        "ratio_to_floor": ratio.map(round3),
+        "targets": targets,
+    });
+    merge(&mut json, outcome_json(&outcome));
+
+    let mut text = String::new();
+    {
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "round trip, {} store, {} (concurrency {})",
+            ctx.store_name(),
+            match a.rate {
+                Some(r) => format!("open loop at {r}/s"),
+                None => "closed loop".into(),
+            },
+            a.concurrency
+        );
+        outcome_text(&mut text, &outcome);
+        memory_text(&mut text, "buyer", &json["memory"]["buyer"]);
+        memory_text(&mut text, "seller", &json["memory"]["seller"]);
+        if let (Some(f), Some(r)) = (floor, ratio) {
+            let _ = writeln!(
+                text,
+                "  crypto floor       {:.1} round trips/s (2 threads, signatures only; mean of {:.1} before and {:.1} after the load)",
+                f.round_trips_per_sec,
+                floor_before.map_or(f64::NAN, |f| f.round_trips_per_sec),
+                floor_after.map_or(f64::NAN, |f| f.round_trips_per_sec),
+            );
+            let _ = writeln!(
+                text,
+                "  throughput/floor   {:.3} (target >= {min_ratio}: {})",
+                r,
+                verdict(r >= min_ratio)
+            );
+        }
+        if a.rate.is_some() {
+            let _ = writeln!(
+                text,
+                "  p99                {p99_ms:.3} ms (target < {P99_MAX_MS_AT_HALF_PEAK} ms at half of peak: {})",
+                verdict(p99_ms < P99_MAX_MS_AT_HALF_PEAK)
+            );
+        }
+    }
+    drop(buyer_server);
+    drop(seller);
+    Ok(Report {
+        text,
+        json,
+        failed: outcome.error_count(),
+    })
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+        into.extend(from);
+    }
+}
+
+/// Pre-signed /rating requests from `buyer` to the seller: (Authorization, body).
+type Signed = Vec<(String, Vec<u8>)>;
+
+struct InboundIdentity {
+    id: String,
+    keys: SigningKeyPair,
+    bap_uri: String,
+    bpp_uri: String,
+    ttl_secs: i64,
+}
+
+fn sign_ratings(who: &InboundIdentity, first: u64, count: u64) -> Signed {
+    let now = chrono::Utc::now();
+    let created = now.timestamp();
+    let timestamp = ondc_timestamp(now);
+    let ttl = format!("PT{}S", who.ttl_secs);
+    (first..first + count)
+        .map(|i| {
+            let order = order_id(i);
+            let body = serde_json::to_vec(&json!({
+                "context": {"domain": "ONDC:RET11", "country": "IND", "city": "std:080",
+                    "action": "rating", "core_version": "1.2.0", "bap_id": who.id,
+                    "bap_uri": who.bap_uri, "bpp_id": "seller.bench", "bpp_uri": who.bpp_uri,
+                    "transaction_id": uuid::Uuid::new_v4().to_string(),
+                    "message_id": uuid::Uuid::new_v4().to_string(),
+                    "timestamp": timestamp, "ttl": ttl},
+                "message": {"ratings": [
+                    {"rating_category": "Order", "id": order, "value": "5"},
+                    {"rating_category": "Provider", "id": "provider-1", "value": "4"},
+                    {"rating_category": "Item", "id": "item-1", "value": "5"},
+                    {"rating_category": "Item", "id": "item-2", "value": "3"},
+                    {"rating_category": "Fulfillment", "id": "fulfillment-1", "value": "4"},
+                    {"rating_category": "Agent", "id": "agent-1", "value": "5"}]}
+            }))
+            .expect("serialises");
+            let header = sign_body(
+                &body,
+                &who.keys,
+                &who.id,
+                "bench-key-1",
+                created,
+                created + who.ttl_secs,
+            );
+            (header, body)
+        })
+        .collect()
+}
+
+async fn sign_in_background(who: &Arc<InboundIdentity>, first: u64, count: u64) -> Signed {
+    let who = who.clone();
+    tokio::task::spawn_blocking(move || sign_ratings(&who, first, count))
+        .await
+        .unwrap_or_default()
+}
+
+fn inbound_requests(http: &reqwest::Client, url: String, signed: Signed) -> Request {
+    let (http, url, signed) = (http.clone(), Arc::new(url), Arc::new(signed));
+    Arc::new(move |i| {
+        let (http, url, signed) = (http.clone(), url.clone(), signed.clone());
+        Box::pin(async move {
+            let Some((header, body)) = signed.get(i as usize) else {
+                return Attempt::Exhausted;
+            };
+            let sent = http
+                .post(url.as_str())
+                .header("authorization", header.as_str())
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let r = match sent {
+                Ok(r) => r,
+                Err(e) => return Attempt::Error(transport_label(&e)),
+            };
+            let status = r.status().as_u16();
+            let answer: Value = match r.bytes().await {
+                Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
+                Err(e) => return Attempt::Error(transport_label(&e)),
+            };
+            if status == 200 && answer["message"]["ack"]["status"] == "ACK" {
+                Attempt::Ok
+            } else {
+                let code = answer["error"]["code"].as_str().unwrap_or("");
+                Attempt::Error(format!("HTTP {status} NACK {code}").trim().to_owned())
+            }
+        })
+    })
+}
+
+async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
+    let floor_before = measure_floor(&ctx.common).await?;
+    let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
+    let sink = stub::AckPeer::start("/bap/on_rating")?;
+    let (mut seller_settings, _) = participant(ctx, dir.path(), "seller.bench", "seller")?;
+    enable_seller(&mut seller_settings)?;
+    let who = Arc::new(InboundIdentity {
+        id: "buyer.bench".into(),
+        keys: SigningKeyPair::generate().map_err(|e| e.to_string())?,
+        bap_uri: format!("{}/bap", sink.base),
+        bpp_uri: seller_settings.seller.bpp_uri.clone(),
+        ttl_secs: (a.warmup + a.duration) as i64 + 600,
+    });
+    seller_settings.peers = vec![crate::config::PeerSettings {
+        subscriber_id: who.id.clone(),
+        unique_key_id: "bench-key-1".into(),
+        signing_public_key: who.keys.public_key_base64(),
+    }];
+    progress(format!(
+        "starting the seller adapter ({} store)",
+        ctx.store_name()
+    ));
+    let seller = Server::start("seller", &seller_settings, dir.path()).await?;
+    let http = http_client(a.concurrency)?;
+    let url = format!("{}/rating", who.bpp_uri);
+
+    let warm_n = match a.rate {
+        Some(r) => (r * a.warmup * 1.2) as u64 + a.concurrency as u64,
+        None => (a.concurrency as u64 * 100).max(1000),
+    };
+    let warm_signed = sign_in_background(&who, 0, warm_n).await;
+    progress(format!("warming up {:.0} s", a.warmup));
+    let warm = drive::run(
+        Load {
+            concurrency: a.concurrency,
+            duration: Duration::from_secs_f64(a.warmup),
+            rate: a.rate,
+        },
+        inbound_requests(&http, url.clone(), warm_signed),
+    )
+    .await;
+    if warm.completed == 0 {
+        return Err(format!(
+            "no /rating was ACKed during the warm-up: {:?}\nseller log:\n{}",
+            warm.errors,
+            seller.log_tail()
+        ));
+    }
+    let needed = match a.rate {
+        Some(r) => (r * a.duration * 1.1) as u64 + a.concurrency as u64,
+        None => (warm.throughput().max(100.0) * a.duration * 3.0) as u64 + a.concurrency as u64 * 4,
+    };
+    let signed = sign_in_background(&who, warm_n, needed).await;
+    // Let the warm-up's /on_rating deliveries finish before measuring.
+    sink.wait_for(warm.completed, Duration::from_secs(10)).await;
+    progress(format!(
+        "warm-up: {:.1} /rating/s; {needed} requests signed; measuring {:.0} s",
+        warm.throughput(),
+        a.duration
+    ));
+    let before = sink.received();
+    let sampler = Sampler::start(vec![seller.pid()], Duration::from_millis(250));
+    let outcome = drive::run(
+        Load {
+            concurrency: a.concurrency,
+            duration: Duration::from_secs_f64(a.duration),
+            rate: a.rate,
+        },
+        inbound_requests(&http, url, signed),
+    )
+    .await;
+    let samples = sampler.finish().await;
+    let floor_after = measure_floor(&ctx.common).await?;
+    let floor = mean_floor(floor_before, floor_after);
+    let callbacks_in_run = sink.received() - before;
+    let callbacks = sink
+        .wait_for(before + outcome.completed, Duration::from_secs(15))
+        .await
+        - before;
+
+    let ratio = floor.map(|f| outcome.throughput() / f.verifies_per_sec);
+    let mut targets = serde_json::Map::new();
+    if let Some(r) = ratio {
+        targets.insert(
+            "throughput_over_verify_rate".into(),
+            json!({"value": round3(r), "min": INBOUND_MIN_VERIFY_RATIO,
+                "met": r >= INBOUND_MIN_VERIFY_RATIO}),
+        );
+    }
+    let mut json = json!({
+        "mode": "inbound",
+        "store": ctx.store_name(),
+        "concurrency": a.concurrency,
+        "rate": a.rate,
+        "duration_secs": a.duration,
+        "warmup": {"secs": a.warmup, "completed": warm.completed,
+            "throughput_per_sec": round1(warm.throughput()), "error_count": warm.error_count()},
+        "memory": {"seller": memory_json(&seller, &samples, 0)},
+        "on_rating_received": {"during_run": callbacks_in_run, "total": callbacks},
+        "floor": floor_json(floor_before, floor_after),
+        "ratio_to_verify_rate": ratio.map(round3),
+        "targets": targets,
+    });
+    merge(&mut json, outcome_json(&outcome));
+    let mut text = String::new();
+    {
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "seller inbound /rating, {} store, {} (concurrency {})",
+            ctx.store_name(),
+            match a.rate {
+                Some(r) => format!("open loop at {r}/s"),
+                None => "closed loop".into(),
+            },
+            a.concurrency
+        );
+        outcome_text(&mut text, &outcome);
+        memory_text(&mut text, "seller", &json["memory"]["seller"]);
+        let _ = writeln!(
+            text,
+            "  /on_rating back    {callbacks_in_run} during the run, {callbacks} of {} after it",
+            outcome.completed
+        );
+        if let (Some(f), Some(r)) = (floor, ratio) {
+            let _ = writeln!(
+                text,
+                "  verify rate        {:.1} /s (2 threads, digest + Ed25519 verify only; mean of {:.1} before and {:.1} after the load)",
+                f.verifies_per_sec,
+                floor_before.map_or(f64::NAN, |f| f.verifies_per_sec),
+                floor_after.map_or(f64::NAN, |f| f.verifies_per_sec),
+            );
+            let _ = writeln!(
+                text,
+                "  throughput/verify  {:.3} (target >= {INBOUND_MIN_VERIFY_RATIO}: {})",
+                r,
+                verdict(r >= INBOUND_MIN_VERIFY_RATIO)
+            );
+        }
+    }
+    drop(seller);
+    Ok(Report {
+        text,
+        json,
+        failed: outcome.error_count(),
+    })
+}
+
+async fn soak(a: SoakArgs, ctx: &Ctx) -> Result<Report, String> {
+    let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
+    let (mut seller_settings, seller_keys) =
+        participant(ctx, dir.path(), "seller.bench", "seller")?;
+    let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer")?;
+    enable_seller(&mut seller_settings)?;
+    let buyer = enable_buyer(&mut buyer_settings, a.duration as i64 + 3600)?;
+    buyer_settings.buyer.max_waiting = (a.concurrency * 2).max(1024);
+    seller_settings.peers = vec![buyer_settings.as_peer(&buyer_keys)];
+    buyer_settings.peers = vec![seller_settings.as_peer(&seller_keys)];
+    let bpp_uri = seller_settings.seller.bpp_uri.clone();
+    progress(format!(
+        "starting the seller and buyer adapters ({} store)",
+        ctx.store_name()
+    ));
+    let seller = Server::start("seller", &seller_settings, dir.path()).await?;
+    let buyer_server = Server::start("buyer", &buyer_settings, dir.path()).await?;
+    let http = http_client(a.concurrency)?;
+    progress(format!(
+        "soak: {:.0}/s for {:.0} s, memory every {:.0} s, baseline at {:.0} s",
+        a.rate, a.duration, a.sample_every, a.warmup
+    ));
+    // Each request registers its order first (a store write on the buyer side, as in service),
+    // then rates it; the latency covers both.
+    let request: Request = {
+        let (http, base, token, internal) = (
+            http.clone(),
+            buyer.base.clone(),
+            buyer.token.clone(),
+            buyer.internal.clone(),
+        );
+        Arc::new(move |i| {
+            let (http, base, token, internal) =
+                (http.clone(), base.clone(), token.clone(), internal.clone());
+            let order = order_json("seller.bench", &bpp_uri);
+            Box::pin(async move {
+                if let Err(e) = put_order(&http, &base, &internal, i, &order).await {
+                    return Attempt::Error(e.split(':').take(2).collect::<Vec<_>>().join(":"));
+                }
+                rate_once(&http, &base, &token, &order_id(i)).await
+            })
+        })
+    };
+    let sampler = Sampler::start(
+        vec![buyer_server.pid(), seller.pid()],
+        Duration::from_secs_f64(a.sample_every.max(0.1)),
+    );
+    let outcome = drive::run(
+        Load {
+            concurrency: a.concurrency,
+            duration: Duration::from_secs_f64(a.duration),
+            rate: Some(a.rate),
+        },
+        request,
+    )
+    .await;
+    let samples = sampler.finish().await;
+
+    let mut per_process = serde_json::Map::new();
+    let mut text = String::new();
+    let mut all_met = true;
+    {
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "soak, {} store, open loop at {}/s for {:.0} s",
+            ctx.store_name(),
+            a.rate,
+            a.duration
+        );
+        outcome_text(&mut text, &outcome);
+    }
+    for (index, server) in [(0usize, &buyer_server), (1, &seller)] {
+        let series: Vec<(f64, u64)> = samples
+            .iter()
+            .filter_map(|s| {
+                s.memory
+                    .get(index)
+                    .copied()
+                    .flatten()
+                    .map(|m: Memory| (s.at_secs, m.rss_kib))
+            })
+            .collect();
+        let warm = series.iter().find(|(t, _)| *t >= a.warmup).map(|x| x.1);
+        let after: Vec<u64> = series
+            .iter()
+            .filter(|(t, _)| *t >= a.warmup)
+            .map(|x| x.1)
+            .collect();
+        let max_after = after.iter().copied().max();
+        let last = series.last().map(|x| x.1);
+        let growth = |v: Option<u64>| match (warm, v) {
+            (Some(w), Some(v)) if w > 0 => Some(round1((v as f64 - w as f64) / w as f64 * 100.0)),
+            _ => None,
+        };
+        let (g_final, g_max) = (growth(last), growth(max_after));
+        let met = g_max.is_some_and(|g| g <= SOAK_MAX_GROWTH_PCT);
+        all_met &= met;
+        per_process.insert(
+            server.name.clone(),
+            json!({
+                "pid": server.pid(),
+                "rss_at_warmup_kib": warm,
+                "rss_max_after_warmup_kib": max_after,
+                "rss_final_kib": last,
+                "peak_kib": server.memory().map(|m| m.hwm_kib),
+                "growth_final_pct": g_final,
+                "growth_max_pct": g_max,
+                "target_max_growth_pct": SOAK_MAX_GROWTH_PCT,
+                "met": met,
+                "series": series.iter().map(|(t, r)| json!([round1(*t), r])).collect::<Vec<_>>(),
+            }),
+        );
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "  {:<6} RSS KiB      at warm-up {}  max after {}  final {}  growth final {}%  max {}% (target <= {SOAK_MAX_GROWTH_PCT}%: {})",
+            server.name,
+            opt(warm),
+            opt(max_after),
+            opt(last),
+            opt(g_final),
+            opt(g_max),
+            verdict(met)
+        );
+    }
+    let mut json = json!({
+        "mode": "soak",
+        "store": ctx.store_name(),
+        "rate": a.rate,
+        "concurrency": a.concurrency,
+        "duration_secs": a.duration,
+        "warmup_secs": a.warmup,
+        "sample_every_secs": a.sample_every,
+        "memory": per_process,
+        "targets": {"memory_growth": {"met": all_met}},
+    });
+    merge(&mut json, outcome_json(&outcome));
+    drop(buyer_server);
+    drop(seller);
+    Ok(Report {
+        text,
+        json,
+        failed: outcome.error_count(),
+    })
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
+    const WARM: u64 = 32;
+    let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
+    // A seller that ACKs /rating and never calls back: every buyer request waits.
+    let silent = stub::AckPeer::start("/bpp/rating")?;
+    let silent_keys = SigningKeyPair::generate().map_err(|e| e.to_string())?;
+    let (mut buyer_settings, _) = participant(ctx, dir.path(), "buyer.bench", "buyer")?;
+    let buyer = enable_buyer(&mut buyer_settings, 3600)?;
+    buyer_settings.buyer.callback_wait_ms = 30_000;
+    buyer_settings.buyer.max_waiting = (a.count + WARM) as usize + 64;
+    buyer_settings.peers = vec![crate::config::PeerSettings {
+        subscriber_id: "silent-seller.bench".into(),
+        unique_key_id: "bench-key-1".into(),
+        signing_public_key: silent_keys.public_key_base64(),
+    }];
+    progress(format!(
+        "starting the buyer adapter ({} store)",
+        ctx.store_name()
+    ));
+    let buyer_server = Server::start("buyer", &buyer_settings, dir.path()).await?;
+    let http = http_client(a.count as usize + WARM as usize)?;
+    let bpp_uri = format!("{}/bpp", silent.base);
+    let took = register_orders(
+        &http,
+        &buyer,
+        ("silent-seller.bench", &bpp_uri),
+        0,
+        a.count + WARM,
+    )
+    .await?;
+    progress(format!(
+        "registered {} orders in {took:.1} s",
+        a.count + WARM
+    ));
+
+    let answered_early = Arc::new(AtomicU64::new(0));
+    let launch = |from: u64, n: u64| -> Vec<tokio::task::JoinHandle<()>> {
+        (from..from + n)
+            .map(|i| {
+                let (http, base, token, early) = (
+                    http.clone(),
+                    buyer.base.clone(),
+                    buyer.token.clone(),
+                    answered_early.clone(),
+                );
+                tokio::spawn(async move {
+                    let _ = rate_once(&http, &base, &token, &order_id(i)).await;
+                    early.fetch_add(1, Ordering::Relaxed);
+                })
+            })
+            .collect()
+    };
+    let mut tasks = launch(0, WARM);
+    if silent.wait_for(WARM, Duration::from_secs(20)).await < WARM {
+        return Err(format!(
+            "the buyer side did not send the warm-up ratings:\n{}",
+            buyer_server.log_tail()
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = buyer_server
+        .memory()
+        .ok_or("cannot read the buyer side's memory")?;
+    progress(format!(
+        "{WARM} requests waiting, buyer RSS {} KiB; launching {}",
+        before.rss_kib, a.count
+    ));
+    let started = tokio::time::Instant::now();
+    tasks.extend(launch(WARM, a.count));
+    let reached = silent
+        .wait_for(WARM + a.count, Duration::from_secs(25))
+        .await;
+    let settle = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with = buyer_server
+        .memory()
+        .ok_or("cannot read the buyer side's memory")?;
+    let early = answered_early.load(Ordering::Relaxed);
+    for t in &tasks {
+        t.abort();
+    }
+    let waiting_now = reached.saturating_sub(early);
+    let added = reached.saturating_sub(WARM);
+    let per = if added > 0 {
+        (with.rss_kib as f64 - before.rss_kib as f64) / added as f64
+    } else {
+        f64::NAN
+    };
+    let met = per.is_finite() && per < WAITING_MAX_KIB && early == 0;
+    let json = json!({
+        "mode": "waiting",
+        "store": ctx.store_name(),
+        "count": a.count,
+        "warm_waiting": WARM,
+        "sent_to_seller": reached,
+        "answered_before_measurement": early,
+        "waiting_at_measurement": waiting_now,
+        "seconds_to_send_all": round3(settle.as_secs_f64()),
+        "buyer": {"pid": buyer_server.pid(), "rss_before_kib": before.rss_kib,
+            "rss_with_waiting_kib": with.rss_kib, "peak_kib": with.hwm_kib,
+            "threads_before": before.threads, "threads_with_waiting": with.threads},
+        "kib_per_waiting_request": if per.is_finite() { json!(round3(per)) } else { Value::Null },
+        "targets": {"kib_per_waiting_request": {"max": WAITING_MAX_KIB, "met": met}},
+    });
+    let text = format!(
+        "waiting buyer requests, {} store\n  \
+         waiting            {waiting_now} ({} sent to the silent seller in {:.2} s, {early} answered early)\n  \
+         buyer RSS          {} KiB with {WARM} waiting, {} KiB with {} waiting (peak {} KiB)\n  \
+         buyer threads      {} with {WARM} waiting, {} with all waiting\n  \
+         per waiting        {} KiB (target < {WAITING_MAX_KIB} KiB: {})\n",
+        ctx.store_name(),
+        added,
+        settle.as_secs_f64(),
+        before.rss_kib,
+        with.rss_kib,
+        waiting_now,
+        with.hwm_kib,
+        before.threads,
+        with.threads,
+        if per.is_finite() {
+            format!("{per:.2}")
+        } else {
+            "-".into()
+        },
+        verdict(met)
+    );
+    drop(buyer_server);
+    Ok(Report {
+        text,
+        json,
+        failed: if reached < WARM + a.count || early > 0 {
+            1
+        } else {
+            0
+        },
+    })
+}

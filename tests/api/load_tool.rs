@@ -1,0 +1,64 @@
+//! `ondc-rating bench round-trip`: the load tool starts its own adapter processes, drives them
+//! and reports figures that add up. Only the report's consistency is checked here; performance
+//! is measured by running the tool, never asserted in a test.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn round_trip_report_is_consistent() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
+        .args([
+            "bench",
+            "round-trip",
+            "--store",
+            "embedded",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--concurrency",
+            "4",
+            "--floor-secs",
+            "0.3",
+            "--json",
+        ])
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {}: {stderr}", out.status);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON report ({e}): {stderr}"));
+
+    assert_eq!(report["mode"], "round-trip");
+    assert_eq!(report["store"], "embedded");
+    let completed = report["completed"].as_u64().unwrap();
+    assert!(completed > 0, "{report}");
+    assert_eq!(report["error_count"], 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert_eq!(report["verified_200"], completed, "{report}");
+    assert_eq!(report["responses_200"], completed, "{report}");
+    assert!(
+        report["throughput_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+
+    let l = &report["latency_ms"];
+    let at = |k: &str| l[k].as_f64().unwrap();
+    assert!(at("p50") > 0.0, "{report}");
+    assert!(
+        at("p50") <= at("p99") && at("p99") <= at("p99_9") && at("p99_9") <= at("max"),
+        "{report}"
+    );
+
+    for side in ["buyer", "seller"] {
+        let m = &report["memory"][side];
+        let peak = m["peak_kib"].as_u64().unwrap();
+        let rss = m["rss_final_kib"].as_u64().unwrap();
+        assert!(rss > 0 && peak >= rss, "{side}: {report}");
+    }
+    let floor = report["floor"]["round_trips_per_sec"].as_f64().unwrap();
+    assert!(floor > 0.0, "{report}");
+    assert!(report["ratio_to_floor"].as_f64().unwrap() > 0.0, "{report}");
+}
