@@ -220,13 +220,13 @@ async fn rate(
     let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
     state.record(Direction::Sent, Action::Rating, &url, &body);
     let sent_at = std::time::Instant::now();
+    let mut status_written = None;
     let (failure, code) = match send_with_retry(&state, &url, body).await {
         Ok(PeerAnswer::Ack) => {
             record.status = RatingStatus::Acknowledged;
-            if let Err(e) = state.store.put_rating(&record).await {
-                // The seller has the rating and the claim stays taken; only the status lags.
-                tracing::error!(error = %e, "could not record the seller's ACK");
-            }
+            // Written while the request waits for /on_rating, not before: its commit overlaps
+            // the wait. Every later write of this record first awaits it, so they stay in order.
+            status_written = Some(write_status(&state, record.clone(), None));
             (None, ApiCode::SellerRejected)
         }
         Ok(PeerAnswer::Nack {
@@ -268,7 +268,14 @@ async fn rate(
     waiter
         .wait(Duration::from_millis(settings.buyer.callback_wait_ms))
         .await;
-    let callback = state.store.get_callback(&context.message_id).await?;
+    let callback = state.store.get_callback(&context.message_id).await;
+    let callback = match callback {
+        Ok(c) => c,
+        Err(e) => {
+            settle(status_written).await;
+            return Err(e.into());
+        }
+    };
     state.metrics.callback_wait(
         sent_at.elapsed(),
         match callback {
@@ -280,6 +287,7 @@ async fn rate(
         if let Some(error) = cb.error {
             // The seller took the /rating but refused it in its callback (an unknown order, a
             // value or category it does not accept): the same answer as a NACK, claim released.
+            settle(status_written).await;
             return Err(release(
                 &state,
                 record,
@@ -288,10 +296,10 @@ async fn rate(
             )
             .await);
         }
+        // The stored callback already makes the rating read as completed; the status write
+        // follows the answer, after the ACK status's.
         record.status = RatingStatus::Completed;
-        if let Err(e) = state.store.put_rating(&record).await {
-            tracing::error!(error = %e, "could not mark the rating completed");
-        }
+        write_status(&state, record.clone(), status_written);
         let mut cb_context = cb.context.clone();
         if cb_context.ttl.is_none() {
             // Some sellers omit ttl on callbacks; the envelope always carries the exchange's ttl.
@@ -304,6 +312,7 @@ async fn rate(
             "ACK",
         )));
     }
+    settle(status_written).await;
     Ok(
         HttpResponse::build(StatusCode::ACCEPTED).json(buyer_envelope(
             &context,
@@ -418,6 +427,34 @@ enum Failure {
 }
 
 /// Marks the exchange failed, which releases the one-time claim, and builds the 502.
+/// Writes a status change of a claimed rating in the background (on the main runtime, counted
+/// as in flight so a graceful stop waits for it), after the write `after`, if any, has landed.
+fn write_status(
+    state: &AppState,
+    record: RatingRecord,
+    after: Option<tokio::task::JoinHandle<()>>,
+) -> tokio::task::JoinHandle<()> {
+    let guard = state.in_flight.start();
+    let store = state.store.clone();
+    state.background.spawn(async move {
+        settle(after).await;
+        if let Err(e) = store.put_rating(&record).await {
+            // The claim stays taken and a stored callback still reads as completed; only the
+            // recorded status lags.
+            tracing::error!(error = %e, order_id = %record.order_id,
+                status = record.status.as_str(), "could not record the rating's status");
+        }
+        drop(guard);
+    })
+}
+
+/// Waits for a background status write to land.
+async fn settle(write: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(w) = write {
+        let _ = w.await;
+    }
+}
+
 async fn release(
     state: &AppState,
     mut record: RatingRecord,
