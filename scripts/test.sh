@@ -2,7 +2,8 @@
 # The project's one test entry point (CI runs it through .ci/run).
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
 # Installs the Node interop peer (tests/interop), starts a private Redis unless
-# REDIS_URL is already set, then runs the whole test suite.
+# REDIS_URL is already set, runs the whole test suite, then the fuzz targets for a
+# bounded time (scripts/fuzz.sh; FUZZ_SECONDS per target, SKIP_FUZZ=1 skips them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -111,6 +112,17 @@ run_tests() {
   return "$rc"
 }
 
+# The fuzz targets (fuzz/), each for FUZZ_SECONDS on the committed seeds; a separate,
+# instrumented release build of the crate. Runs whatever the tests did, so one CI run
+# reports both.
+run_fuzz() {
+  if [[ "${SKIP_FUZZ:-}" == 1 ]]; then
+    log "SKIP_FUZZ=1: fuzz targets not run"
+    return 0
+  fi
+  bash "$ROOT/scripts/fuzz.sh"
+}
+
 main() {
   cd "$ROOT"
   trap cleanup EXIT
@@ -118,7 +130,10 @@ main() {
   trap 'exit 143' TERM
   setup_node
   setup_redis
-  run_tests "$@"
+  local rc=0
+  run_tests "$@" || rc=$?
+  run_fuzz || rc=$?
+  return "$rc"
 }
 
 # Sourcing the script (for checking its parts) defines the functions only.
