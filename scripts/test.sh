@@ -3,7 +3,9 @@
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
 # Installs the Node interop peer (tests/interop), starts a private Redis unless
 # REDIS_URL is already set and a private three-node Redis Cluster unless
-# REDIS_CLUSTER_NODES is already set, then runs the whole test suite.
+# REDIS_CLUSTER_NODES is already set, runs the whole test suite, then the fuzz
+# targets for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS per target,
+# SKIP_FUZZ=1 skips them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -176,6 +178,17 @@ run_tests() {
   return "$rc"
 }
 
+# The fuzz targets (fuzz/), each for FUZZ_SECONDS on the committed seeds; a separate,
+# instrumented release build of the crate. Runs whatever the tests did, so one CI run
+# reports both.
+run_fuzz() {
+  if [[ "${SKIP_FUZZ:-}" == 1 ]]; then
+    log "SKIP_FUZZ=1: fuzz targets not run"
+    return 0
+  fi
+  bash "$ROOT/scripts/fuzz.sh"
+}
+
 main() {
   cd "$ROOT"
   trap cleanup EXIT
@@ -183,7 +196,10 @@ main() {
   trap 'exit 143' TERM
   setup_node
   setup_redis
-  run_tests "$@"
+  local rc=0
+  run_tests "$@" || rc=$?
+  run_fuzz || rc=$?
+  return "$rc"
 }
 
 # Sourcing the script (for checking its parts) defines the functions only.

@@ -101,8 +101,7 @@ impl TokenVerifier {
             return Err(TokenError::Malformed);
         };
         let decode = |x: &str| URL_SAFE_NO_PAD.decode(x).map_err(|_| TokenError::Malformed);
-        let header: Header =
-            serde_json::from_slice(&decode(h)?).map_err(|_| TokenError::Malformed)?;
+        let header: Header = json_object(&decode(h)?)?;
         let sig = decode(s)?;
         let signed = &token[..h.len() + 1 + p.len()];
         match header.alg.as_str() {
@@ -125,8 +124,7 @@ impl TokenVerifier {
             }
             other => return Err(TokenError::Algorithm(other.to_owned())),
         }
-        let claims: Claims =
-            serde_json::from_slice(&decode(p)?).map_err(|_| TokenError::Malformed)?;
+        let claims: Claims = json_object(&decode(p)?)?;
         let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
         if now > exp.saturating_add(LEEWAY_SECS) {
             return Err(TokenError::Expired);
@@ -142,6 +140,15 @@ impl TokenVerifier {
             .filter(|s| !s.is_empty())
             .ok_or(TokenError::MissingClaim("sub"))
     }
+}
+
+/// Reads a JOSE header or a claims set, which are JSON objects (RFC 7519 section 7.2). serde would
+/// also read a struct from a JSON array (`["user-1", 2000000000]` as sub and exp): refused.
+fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, TokenError> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(TokenError::Malformed);
+    }
+    serde_json::from_slice(bytes).map_err(|_| TokenError::Malformed)
 }
 
 /// Mints an HS256 token for `user` valid for `ttl_secs` from `now` (the `token` command).
@@ -211,6 +218,40 @@ mod tests {
             v.verify(&none_alg, 1000),
             Err(TokenError::Algorithm("none".into()))
         );
+    }
+
+    /// A token signed with `keys` over the given header and claims JSON.
+    fn eddsa_token(keys: &SigningKeyPair, header: &[u8], claims: &[u8]) -> String {
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode(keys.sign(signed.as_bytes()))
+        )
+    }
+
+    /// Found by the bearer_token fuzz target (fuzz/corpus/bearer_token/regress-claims-array):
+    /// a properly signed token whose claims were the array `["2", 33333333333]` was read as
+    /// sub "2", exp 33333333333 and accepted. Header and claims must be JSON objects.
+    #[test]
+    fn array_claims_or_header_are_malformed_even_when_signed() {
+        let keys = SigningKeyPair::generate().unwrap();
+        let v = TokenVerifier::new(SECRET, &[keys.public_key_base64()]);
+        let claims = include_bytes!("../../fuzz/corpus/bearer_token/regress-claims-array");
+        let token = eddsa_token(&keys, br#"{"alg":"EdDSA"}"#, claims);
+        assert_eq!(v.verify(&token, 1000), Err(TokenError::Malformed));
+        let token = eddsa_token(&keys, br#"["EdDSA"]"#, br#"{"sub":"2","exp":2000}"#);
+        assert_eq!(v.verify(&token, 1000), Err(TokenError::Malformed));
+        // The same claims as an object, with JSON's leading whitespace, are fine.
+        let token = eddsa_token(
+            &keys,
+            b" \n{\"alg\":\"EdDSA\"}",
+            b"\t{\"sub\":\"2\",\"exp\":33333333333}",
+        );
+        assert_eq!(v.verify(&token, 1000).unwrap(), "2");
     }
 
     #[test]

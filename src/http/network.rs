@@ -212,7 +212,7 @@ pub async fn accept_inbound(
     action: crate::protocol::Action,
     schema: &crate::protocol::schema::Schema,
 ) -> Result<(Verified, crate::protocol::Context), HttpResponse> {
-    use crate::protocol::{Action, Context};
+    use crate::protocol::Action;
     let v = verify_inbound(state, req, payload, codes).await?;
     state.record(
         super::record::Direction::Received,
@@ -220,10 +220,7 @@ pub async fn accept_inbound(
         req.path(),
         &v.body,
     );
-    schema
-        .check(&v.json)
-        .map_err(|violation| nack(codes.invalid, Some(violation.path), violation.message))?;
-    let context = Context::from_value(v.json.get("context"), action)
+    let context = check_inbound(&v.json, schema, action)
         .map_err(|e| nack(codes.invalid, Some(e.path), e.message))?;
     record_ids(&context);
     let (field, expected) = match action {
@@ -234,4 +231,21 @@ pub async fn accept_inbound(
         return Err(r);
     }
     Ok((v, context))
+}
+
+/// What [`accept_inbound`] checks of a verified body once it is parsed, with no I/O: the body
+/// against `schema`, then its context read for `action`. The first problem comes back as the
+/// path and message the NACK carries.
+pub fn check_inbound(
+    json: &Value,
+    schema: &crate::protocol::schema::Schema,
+    action: crate::protocol::Action,
+) -> Result<crate::protocol::Context, crate::protocol::ContextError> {
+    schema
+        .check(json)
+        .map_err(|violation| crate::protocol::ContextError {
+            path: violation.path,
+            message: violation.message,
+        })?;
+    crate::protocol::Context::from_value(json.get("context"), action)
 }
