@@ -112,6 +112,13 @@ async fn handle(
             "request is older than its ttl",
         );
     }
+    if (sent_at - now).num_seconds() > state.settings.identity.clock_skew_secs {
+        return nack(
+            NackCode::SellerStaleRequest,
+            Some("context.timestamp".into()),
+            "request is dated in the future beyond the allowed clock skew",
+        );
+    }
     let ratings = match parse_inbound(v.json.get("message")) {
         Ok(r) => r,
         Err(e) => return nack(SELLER.invalid, Some(e.path), e.message),
@@ -145,10 +152,12 @@ async fn handle(
     let job = Job {
         single,
         received: tokio::time::Instant::now(),
-        // Saturating: a peer may send any ttl.
+        // Saturating: a peer may send any ttl. At most the protocol's 30 s: that is all a
+        // graceful stop waits for owed /on_rating deliveries.
         ttl_left: Duration::from_millis(
-            ttl.saturating_mul(1000)
-                .saturating_sub((now - sent_at).num_milliseconds())
+            ttl.min(crate::protocol::RATING_TTL_SECS)
+                .saturating_mul(1000)
+                .saturating_sub((now - sent_at).num_milliseconds().max(0))
                 .max(0) as u64,
         ),
     };

@@ -161,6 +161,16 @@ async fn seller_reads_tolerantly_and_nacks_what_it_cannot_accept(backend: Backen
             "30022",
             "context.timestamp",
         ),
+        (
+            // Ten minutes ahead: beyond the 5 s clock skew allowed.
+            Box::new(|v| {
+                v["context"]["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(
+                    chrono::Utc::now() + chrono::Duration::minutes(10)
+                ))
+            }),
+            "30022",
+            "context.timestamp",
+        ),
     ];
     for (i, (mutate, code, path)) in cases.into_iter().enumerate() {
         let mut v = base.clone();
