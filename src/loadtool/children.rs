@@ -104,13 +104,10 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        // The generated file is the whole configuration: no environment override applies.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k == "REDIS_URL" || k.starts_with("ONDC_RATING__") {
-                cmd.env_remove(k.as_ref());
-            }
-        }
+        // The generated file is the configuration; `ONDC_RATING__SECTION__KEY` variables still
+        // apply on top of it (to tune a run, e.g. ONDC_RATING__STORE__CACHE_MIB), while
+        // REDIS_URL, which the tool takes as --redis-url, does not.
+        cmd.env_remove("REDIS_URL");
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the {name} adapter: {e}"))?;
