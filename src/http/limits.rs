@@ -16,8 +16,13 @@ use crate::config::{Settings, uri_path};
 pub const MAX_HEADER_BYTES_CEILING: usize = 64 * 1024;
 
 /// Bytes of the request line and header fields as they arrived (`name: value\r\n` each).
+/// Counted from the parsed parts, without building any string: it runs on every request.
 pub fn head_bytes(req: &ServiceRequest) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
     req.headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
@@ -75,4 +80,24 @@ pub fn check_head(req: &ServiceRequest, settings: &Settings) -> Option<HttpRespo
 
 fn too_large(message: String) -> ApiError {
     ApiError::new(ApiCode::HeadersTooLarge, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    /// The count is the request line as sent plus `name: value\r\n` per header, for origin- and
+    /// absolute-form targets alike.
+    #[test]
+    fn head_bytes_counts_the_line_and_every_header() {
+        for target in ["/ret11/rating?x=1", "http://adapter.test:8080/ret11/rating"] {
+            let req = TestRequest::post()
+                .uri(target)
+                .insert_header(("x-pad", "abc"))
+                .to_srv_request();
+            let line = "POST".len() + target.len() + 12;
+            assert_eq!(head_bytes(&req), line + "x-pad".len() + 3 + 4, "{target}");
+        }
+    }
 }
