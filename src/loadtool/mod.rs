@@ -365,6 +365,14 @@ fn order_id(i: u64) -> String {
     format!("bench-order-{i:08}")
 }
 
+/// How a run drives its load, as its report's heading says it.
+fn loop_label(rate: Option<f64>) -> String {
+    match rate {
+        Some(r) => format!("open loop at {r}/s"),
+        None => "closed loop".into(),
+    }
+}
+
 /// A completed order sold by `bpp_id` at `bpp_uri`.
 fn order_json(bpp_id: &str, bpp_uri: &str) -> Value {
     json!({
@@ -778,10 +786,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
             text,
             "round trip, {} store, {} (concurrency {})",
             ctx.store_name(),
-            match a.rate {
-                Some(r) => format!("open loop at {r}/s"),
-                None => "closed loop".into(),
-            },
+            loop_label(a.rate),
             a.concurrency
         );
         outcome_text(&mut text, &outcome);
@@ -1025,10 +1030,7 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
             text,
             "seller inbound /rating, {} store, {} (concurrency {})",
             ctx.store_name(),
-            match a.rate {
-                Some(r) => format!("open loop at {r}/s"),
-                None => "closed loop".into(),
-            },
+            loop_label(a.rate),
             a.concurrency
         );
         outcome_text(&mut text, &outcome);
