@@ -426,7 +426,6 @@ enum Failure {
     Other(String),
 }
 
-/// Marks the exchange failed, which releases the one-time claim, and builds the 502.
 /// Writes a status change of a claimed rating in the background (on the main runtime, counted
 /// as in flight so a graceful stop waits for it), after the write `after`, if any, has landed.
 fn write_status(
@@ -455,6 +454,7 @@ async fn settle(write: Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
+/// Marks the exchange failed, which releases the one-time claim, and builds the 502.
 async fn release(
     state: &AppState,
     mut record: RatingRecord,
