@@ -153,7 +153,7 @@ async fn rate(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = user(&state, &req)?;
-    let body = read_body(payload, state.settings.server.max_body_bytes).await?;
+    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let request = RateOrder::parse(&body)?;
     let order = owned_order(&state, &request.order_id, &user_id).await?;
     if !order.state.eq_ignore_ascii_case("Completed") {

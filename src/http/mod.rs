@@ -2,6 +2,7 @@
 //! readiness, metrics (counted by a middleware), and the JSON 404. `Application::build` binds
 //! first (port 0 in tests) so callers learn the port before the server runs.
 
+pub mod body;
 pub mod error;
 pub mod limits;
 pub mod metrics;
@@ -192,19 +193,23 @@ pub enum StartError {
     Schema(#[from] crate::protocol::schema::SchemaError),
 }
 
-/// Reads a request body up to `limit` bytes.
-pub async fn read_body(payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => Err(ApiError::new(
-            ApiCode::InvalidJson,
-            format!("cannot read body: {e}"),
-        )),
-        Err(_) => Err(ApiError::new(
-            ApiCode::PayloadTooLarge,
-            format!("body exceeds {limit} bytes"),
-        )),
-    }
+/// Reads a request body up to `limit` bytes, into a buffer of its own size ([`body::collect`]).
+pub async fn read_body(
+    req: &actix_web::HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    body::collect(req, payload, limit)
+        .await
+        .map_err(|e| match e {
+            body::BodyError::Read(e) => {
+                ApiError::new(ApiCode::InvalidJson, format!("cannot read body: {e}"))
+            }
+            body::BodyError::TooLarge => ApiError::new(
+                ApiCode::PayloadTooLarge,
+                format!("body exceeds {limit} bytes"),
+            ),
+        })
 }
 
 /// A bound, ready-to-run server.

@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
 use super::AppState;
+use super::body::BodyError;
 use crate::crypto::{AuthorizationHeader, VerifyError};
 use crate::protocol::{AckResponse, NackCode};
 use crate::registry::KeySource;
@@ -80,13 +81,13 @@ pub async fn verify_inbound(
     payload: web::Payload,
     codes: RoleCodes,
 ) -> Result<Verified, HttpResponse> {
-    let body = match payload
-        .to_bytes_limited(state.settings.server.max_body_bytes)
-        .await
+    let body = match super::body::collect(req, payload, state.settings.server.max_body_bytes).await
     {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Err(nack(codes.invalid, None, format!("cannot read body: {e}"))),
-        Err(_) => {
+        Ok(b) => b,
+        Err(BodyError::Read(e)) => {
+            return Err(nack(codes.invalid, None, format!("cannot read body: {e}")));
+        }
+        Err(BodyError::TooLarge) => {
             let mut r = nack(codes.invalid, None, "body too large");
             *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
             return Err(r);

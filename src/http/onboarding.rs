@@ -85,9 +85,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
                 });
                 cfg.route(
                     &on_subscribe_path(&o.callback_url),
-                    web::post().to(move |payload: web::Payload| {
+                    web::post().to(move |req: actix_web::HttpRequest, payload: web::Payload| {
                         let responder = responder.clone();
-                        async move { responder.answer(payload).await }
+                        async move { responder.answer(&req, payload).await }
                     }),
                 );
             }
@@ -104,8 +104,12 @@ struct ChallengeResponder {
 }
 
 impl ChallengeResponder {
-    async fn answer(&self, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-        let body = read_body(payload, self.limit).await?;
+    async fn answer(
+        &self,
+        req: &actix_web::HttpRequest,
+        payload: web::Payload,
+    ) -> Result<HttpResponse, ApiError> {
+        let body = read_body(req, payload, self.limit).await?;
         let parsed: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(ApiCode::InvalidJson, format!("body is not JSON: {e}")))?;
         let Some(parsed) = parsed.as_object() else {

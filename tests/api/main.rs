@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod bodies;
 mod checker;
 mod cli;
 mod concurrency;
