@@ -40,7 +40,7 @@ pub fn rating_context(
         bpp_id: order.bpp_id.clone(),
         bpp_uri: order.bpp_uri.clone(),
         transaction_id: order.transaction_id.clone(),
-        message_id: uuid::Uuid::new_v4().to_string(),
+        message_id: uuid::Uuid::now_v7().to_string(),
         timestamp: ondc_timestamp(now),
         ttl: Some(RATING_TTL.into()),
     }
@@ -155,6 +155,8 @@ async fn rate(
     let user_id = user(&state, &req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let request = RateOrder::parse(&body)?;
+    // Not held while the request waits for its callback.
+    drop(body);
     let order = owned_order(&state, &request.order_id, &user_id).await?;
     if !order.state.eq_ignore_ascii_case("Completed") {
         return Err(ApiError::new(
@@ -221,7 +223,8 @@ async fn rate(
     state.record(Direction::Sent, Action::Rating, &url, &body);
     let sent_at = std::time::Instant::now();
     let mut status_written = None;
-    let (failure, code) = match send_with_retry(&state, &url, body).await {
+    // Boxed: the send's state lives only while it runs, not in every waiting request's future.
+    let (failure, code) = match Box::pin(send_with_retry(&state, &url, body)).await {
         Ok(PeerAnswer::Ack) => {
             record.status = RatingStatus::Acknowledged;
             // Written while the request waits for /on_rating, not before: its commit overlaps
