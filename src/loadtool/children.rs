@@ -74,6 +74,26 @@ pub fn memory_of(pid: u32) -> Option<Memory> {
     })
 }
 
+/// CPU time (user + system) `pid` has used so far, all its threads including finished ones,
+/// from /proc/PID/stat (in clock ticks of 1/100 s, Linux's fixed USER_HZ); None when the process
+/// is gone or /proc is unavailable.
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    cpu_time_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU time of this process (the load tool itself).
+pub fn own_cpu_time() -> Option<Duration> {
+    cpu_time_in(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+fn cpu_time_in(stat: &str) -> Option<Duration> {
+    // The command name (field 2) may hold spaces and parentheses: count from its closing one.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of the line; the slice starts at field 3.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// A running adapter process.
 pub struct Server {
     /// Role name used in reports ("buyer", "seller").
@@ -166,6 +186,11 @@ impl Server {
     pub fn memory(&self) -> Option<Memory> {
         memory_of(self.pid())
     }
+
+    /// The CPU time it has used so far.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        cpu_time_of(self.pid())
+    }
 }
 
 impl Drop for Server {
@@ -250,5 +275,26 @@ mod tests {
     fn reads_own_memory() {
         let m = memory_of(std::process::id()).expect("/proc is readable");
         assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib);
+    }
+
+    #[test]
+    fn reads_cpu_time_past_a_command_name_with_spaces() {
+        // utime 250 ticks, stime 50 ticks: 3 s.
+        let line =
+            "4242 (tokio (rt) worker) S 1 4242 4242 0 -1 4194560 1024 0 0 0 250 50 0 0 20 0 9";
+        assert_eq!(cpu_time_in(line), Some(Duration::from_secs(3)));
+        assert_eq!(cpu_time_in("4242 (x) S 1"), None);
+        // Busy work shows up as CPU time (however the machine schedules it).
+        let before = own_cpu_time().expect("/proc/self/stat is readable");
+        let spin = Instant::now();
+        while own_cpu_time().unwrap() < before + Duration::from_millis(30) {
+            assert!(
+                spin.elapsed() < Duration::from_secs(30),
+                "CPU time never advanced"
+            );
+            for i in 0..100_000u64 {
+                std::hint::black_box(i);
+            }
+        }
     }
 }

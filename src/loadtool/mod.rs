@@ -29,7 +29,7 @@ use crate::bap::auth::mint_hs256;
 use crate::clock::ondc_timestamp;
 use crate::config::{BuyerSettings, SellerSettings, Settings, StoreBackend, StoreSettings};
 use crate::crypto::{SigningKeyPair, b64_encode, sign_body};
-use children::{Memory, Sampler, Scratch, Server, free_port, summarise};
+use children::{Memory, Sampler, Scratch, Server, free_port, own_cpu_time, summarise};
 use drive::{Attempt, Load, Outcome, Request, for_each_parallel};
 
 /// `ondc-rating bench ...`.
@@ -540,11 +540,16 @@ async fn measure_floor(common: &Common) -> Result<Option<floor::Floor>, String> 
 /// The floor measured before and after the load (the machine's other work varies): the mean.
 fn mean_floor(before: Option<floor::Floor>, after: Option<floor::Floor>) -> Option<floor::Floor> {
     match (before, after) {
-        (Some(a), Some(b)) => Some(floor::Floor {
-            round_trips_per_sec: (a.round_trips_per_sec + b.round_trips_per_sec) / 2.0,
-            verifies_per_sec: (a.verifies_per_sec + b.verifies_per_sec) / 2.0,
-            threads: a.threads,
-        }),
+        (Some(a), Some(b)) => {
+            let mean = |x: Option<f64>, y: Option<f64>| Some((x? + y?) / 2.0);
+            Some(floor::Floor {
+                round_trips_per_sec: (a.round_trips_per_sec + b.round_trips_per_sec) / 2.0,
+                round_trips_per_cpu_sec: mean(a.round_trips_per_cpu_sec, b.round_trips_per_cpu_sec),
+                verifies_per_sec: (a.verifies_per_sec + b.verifies_per_sec) / 2.0,
+                verifies_per_cpu_sec: mean(a.verifies_per_cpu_sec, b.verifies_per_cpu_sec),
+                threads: a.threads,
+            })
+        }
         (one, None) | (None, one) => one,
     }
 }
@@ -558,8 +563,10 @@ fn floor_json(before: Option<floor::Floor>, after: Option<floor::Floor>) -> Valu
     match mean_floor(before, after) {
         Some(f) => {
             json!({"threads": f.threads, "round_trips_per_sec": round1(f.round_trips_per_sec),
-            "verifies_per_sec": round1(f.verifies_per_sec), "before": one(before),
-            "after": one(after)})
+            "verifies_per_sec": round1(f.verifies_per_sec),
+            "round_trips_per_cpu_sec_per_thread": f.round_trips_per_cpu_sec.map(round1),
+            "verifies_per_cpu_sec_per_thread": f.verifies_per_cpu_sec.map(round1),
+            "before": one(before), "after": one(after)})
         }
         None => Value::Null,
     }
@@ -726,6 +733,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         vec![buyer_server.pid(), seller.pid()],
         Duration::from_millis(250),
     );
+    let cpu = CpuMeter::start(&[&buyer_server, &seller]);
     let outcome = drive::run(
         Load {
             concurrency: a.concurrency,
@@ -735,6 +743,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         rating_requests(&http, &buyer, warm_orders, needed),
     )
     .await;
+    let cpu = cpu.finish();
     let samples = sampler.finish().await;
     let floor_after = measure_floor(&ctx.common).await?;
     let floor = mean_floor(floor_before, floor_after);
@@ -814,6 +823,15 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
                 verdict(p99_ms < P99_MAX_MS_AT_HALF_PEAK)
             );
         }
+        json["cpu"] = cpu_report(
+            &["buyer", "seller"],
+            &cpu,
+            outcome.completed,
+            floor.and_then(|f| f.round_trips_per_cpu_sec),
+            &mut text,
+            "round trip",
+            "the crypto floor",
+        );
     }
     drop(buyer_server);
     drop(seller);
@@ -822,6 +840,107 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         json,
         failed: outcome.error_count(),
     })
+}
+
+/// CPU time used during a measured phase by each adapter and by this tool.
+struct CpuMeter {
+    pids: Vec<u32>,
+    at_start: Vec<Option<Duration>>,
+    tool_at_start: Option<Duration>,
+}
+
+/// What a [`CpuMeter`] measured: per adapter (in the order given), then the tool.
+struct CpuSpent {
+    adapters: Vec<Option<Duration>>,
+    tool: Option<Duration>,
+}
+
+impl CpuMeter {
+    fn start(servers: &[&Server]) -> Self {
+        Self {
+            pids: servers.iter().map(|s| s.pid()).collect(),
+            at_start: servers.iter().map(|s| s.cpu_time()).collect(),
+            tool_at_start: own_cpu_time(),
+        }
+    }
+
+    fn finish(self) -> CpuSpent {
+        let spent = |start: Option<Duration>, end: Option<Duration>| {
+            start.zip(end).map(|(a, b)| b.saturating_sub(a))
+        };
+        CpuSpent {
+            adapters: self
+                .pids
+                .iter()
+                .zip(self.at_start)
+                .map(|(pid, start)| spent(start, children::cpu_time_of(*pid)))
+                .collect(),
+            tool: spent(self.tool_at_start, own_cpu_time()),
+        }
+    }
+}
+
+impl CpuSpent {
+    /// The adapters' CPU time together (None if any is unknown).
+    fn adapters_total(&self) -> Option<Duration> {
+        self.adapters.iter().copied().sum()
+    }
+}
+
+/// The CPU part of a report: microseconds of CPU per operation for each adapter and the tool,
+/// operations per CPU-second of the adapters together, and that against `reference` (the same
+/// operation's signature work alone, per CPU-second of one thread).
+fn cpu_report(
+    names: &[&str],
+    spent: &CpuSpent,
+    ops: u64,
+    reference: Option<f64>,
+    text: &mut String,
+    op_name: &str,
+    reference_name: &str,
+) -> Value {
+    use std::fmt::Write;
+    let per_op_us = |d: Option<Duration>| {
+        d.filter(|_| ops > 0)
+            .map(|d| d.as_secs_f64() * 1e6 / ops as f64)
+    };
+    let mut json = serde_json::Map::new();
+    let mut parts = Vec::new();
+    for (name, d) in names.iter().zip(&spent.adapters) {
+        json.insert(
+            format!("{name}_us_per_op"),
+            json!(per_op_us(*d).map(round1)),
+        );
+        if let Some(us) = per_op_us(*d) {
+            parts.push(format!("{name} {us:.0} us"));
+        }
+    }
+    json.insert(
+        "tool_us_per_op".into(),
+        json!(per_op_us(spent.tool).map(round1)),
+    );
+    if let Some(us) = per_op_us(spent.tool) {
+        parts.push(format!("load tool {us:.0} us"));
+    }
+    let _ = writeln!(text, "  CPU per {op_name:<10} {}", parts.join(", "));
+    let per_cpu_sec = spent
+        .adapters_total()
+        .filter(|d| !d.is_zero())
+        .map(|d| ops as f64 / d.as_secs_f64());
+    json.insert(
+        "adapters_ops_per_cpu_sec".into(),
+        json!(per_cpu_sec.map(round1)),
+    );
+    json.insert("reference_per_cpu_sec".into(), json!(reference.map(round1)));
+    let ratio = per_cpu_sec.zip(reference).map(|(a, r)| a / r);
+    json.insert("ratio".into(), json!(ratio.map(round3)));
+    if let (Some(a), Some(r), Some(x)) = (per_cpu_sec, reference, ratio) {
+        let _ = writeln!(
+            text,
+            "  adapters' CPU      {a:.1} {op_name}s per CPU-second of the adapters; {reference_name} {r:.1} per CPU-second: {x:.3}"
+        );
+    }
+    Value::Object(json)
 }
 
 fn merge(into: &mut Value, from: Value) {
@@ -981,6 +1100,7 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     ));
     let before = sink.received();
     let sampler = Sampler::start(vec![seller.pid()], Duration::from_millis(250));
+    let cpu = CpuMeter::start(&[&seller]);
     let outcome = drive::run(
         Load {
             concurrency: a.concurrency,
@@ -990,6 +1110,7 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         inbound_requests(&http, url, signed),
     )
     .await;
+    let cpu = cpu.finish();
     let samples = sampler.finish().await;
     let floor_after = measure_floor(&ctx.common).await?;
     let floor = mean_floor(floor_before, floor_after);
@@ -1055,6 +1176,15 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
                 verdict(r >= INBOUND_MIN_VERIFY_RATIO)
             );
         }
+        json["cpu"] = cpu_report(
+            &["seller"],
+            &cpu,
+            outcome.completed,
+            floor.and_then(|f| f.verifies_per_cpu_sec),
+            &mut text,
+            "/rating",
+            "a single verification",
+        );
     }
     drop(seller);
     Ok(Report {
