@@ -6,7 +6,10 @@
 //! answer only after that commit returned, so every write is durable before its call returns,
 //! as with one transaction per write. Applied in order inside one transaction, the claim's
 //! read-check-write still sees every earlier write, so of concurrent claims on one order exactly
-//! one wins. Reads run on tokio's blocking pool and see committed data only.
+//! one wins. Reads run on the calling task's thread and see committed data only: a redb read
+//! transaction never waits for the writer (each sees the last commit), and its pages come from
+//! redb's bounded cache or the OS page cache. Handing each read to tokio's blocking pool instead
+//! cost a thread switch per read, a third of the buyer side's CPU per rating (docs/BENCHMARKS.md).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -220,26 +223,10 @@ impl EmbeddedStore {
             .map_err(|_| unavailable("the store's writer has stopped"))?
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(unavailable)?
-    }
-
     pub(super) async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = key.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(unavailable)?;
-            let t = tx.open_table(table(space)).map_err(unavailable)?;
-            Ok(t.get(key.as_str())
-                .map_err(unavailable)?
-                .map(|v| v.value().to_vec()))
-        })
-        .await
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let t = tx.open_table(table(space)).map_err(unavailable)?;
+        Ok(t.get(key).map_err(unavailable)?.map(|v| v.value().to_vec()))
     }
 
     pub(super) async fn put(
