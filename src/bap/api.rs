@@ -40,7 +40,7 @@ pub fn rating_context(
         bpp_id: order.bpp_id.clone(),
         bpp_uri: order.bpp_uri.clone(),
         transaction_id: order.transaction_id.clone(),
-        message_id: uuid::Uuid::now_v7().to_string(),
+        message_id: uuid::Uuid::new_v4().to_string(),
         timestamp: ondc_timestamp(now),
         ttl: Some(RATING_TTL.into()),
     }
