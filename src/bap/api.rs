@@ -10,6 +10,7 @@ use serde_json::json;
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use super::bridge::Waiter;
 use super::request::RateOrder;
 use crate::clock::ondc_timestamp;
 use crate::http::error::{ApiCode, ApiError};
@@ -152,12 +153,32 @@ async fn rate(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user(&state, &req)?;
-    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    // Everything up to the seller's ACK runs in a future of its own, freed before the wait: a
+    // waiting request keeps only what the wait needs (its record, the waiter, the status write).
+    let sent = Box::pin(claim_and_send(&state, &req, payload)).await?;
+    wait_and_answer(&state, sent).await
+}
+
+/// A rating the seller ACKed, waiting for its /on_rating.
+struct Sent {
+    record: RatingRecord,
+    waiter: Waiter,
+    /// The background write of the `acknowledged` status.
+    status_written: Option<tokio::task::JoinHandle<()>>,
+    sent_at: std::time::Instant,
+}
+
+/// Reads, checks and claims the rating, sends /rating and returns once the seller ACKed it; any
+/// other outcome is the request's answer (the claim released, or kept when delivery is unknown).
+async fn claim_and_send(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Sent, ApiError> {
+    let user_id = user(state, req)?;
+    let body = read_body(req, payload, state.settings.server.max_body_bytes).await?;
     let request = RateOrder::parse(&body)?;
-    // Not held while the request waits for its callback.
-    drop(body);
-    let order = owned_order(&state, &request.order_id, &user_id).await?;
+    let order = owned_order(state, &request.order_id, &user_id).await?;
     if !order.state.eq_ignore_ascii_case("Completed") {
         return Err(ApiError::new(
             ApiCode::OrderNotCompleted,
@@ -192,7 +213,7 @@ async fn rate(
         ));
     }
     // Register before sending: a fast seller may call back before its ACK reaches us.
-    let mut waiter = state.waiters.register(&context.message_id);
+    let waiter = state.waiters.register(&context.message_id);
     if let Claim::Taken(existing) = state.store.claim_rating(&record).await? {
         return Err(ApiError::new(
             ApiCode::AlreadyRated,
@@ -223,13 +244,12 @@ async fn rate(
     state.record(Direction::Sent, Action::Rating, &url, &body);
     let sent_at = std::time::Instant::now();
     let mut status_written = None;
-    // Boxed: the send's state lives only while it runs, not in every waiting request's future.
-    let (failure, code) = match Box::pin(send_with_retry(&state, &url, body)).await {
+    let (failure, code) = match send_with_retry(state, &url, body).await {
         Ok(PeerAnswer::Ack) => {
             record.status = RatingStatus::Acknowledged;
             // Written while the request waits for /on_rating, not before: its commit overlaps
             // the wait. Every later write of this record first awaits it, so they stay in order.
-            status_written = Some(write_status(&state, record.clone(), None));
+            status_written = Some(write_status(state, record.clone(), None));
             (None, ApiCode::SellerRejected)
         }
         Ok(PeerAnswer::Nack {
@@ -264,14 +284,31 @@ async fn rate(
         Err(e) => (Some(Failure::Other(e.message)), ApiCode::SellerUnreachable),
     };
     if let Some(failure) = failure {
-        return Err(release(&state, record, failure, code).await);
+        return Err(release(state, record, failure, code).await);
     }
+    Ok(Sent {
+        record,
+        waiter,
+        status_written,
+        sent_at,
+    })
+}
 
+/// Waits for the /on_rating of a sent rating and answers: the ACK envelope, the seller's
+/// refusal, or 202 pending when the callback is late.
+async fn wait_and_answer(state: &AppState, sent: Sent) -> Result<HttpResponse, ApiError> {
+    let Sent {
+        mut record,
+        mut waiter,
+        status_written,
+        sent_at,
+    } = sent;
+    let settings = &state.settings;
     // Wait for /on_rating; the store is the truth, the notification only a wake-up.
     waiter
         .wait(Duration::from_millis(settings.buyer.callback_wait_ms))
         .await;
-    let callback = state.store.get_callback(&context.message_id).await;
+    let callback = state.store.get_callback(record.message_id()).await;
     let callback = match callback {
         Ok(c) => c,
         Err(e) => {
@@ -291,22 +328,22 @@ async fn rate(
             // The seller took the /rating but refused it in its callback (an unknown order, a
             // value or category it does not accept): the same answer as a NACK, claim released.
             settle(status_written).await;
-            return Err(release(
-                &state,
+            return Err(Box::pin(release(
+                state,
                 record,
                 Failure::Nack(error),
                 ApiCode::SellerRejected,
-            )
+            ))
             .await);
         }
         // The stored callback already makes the rating read as completed; the status write
         // follows the answer, after the ACK status's.
         record.status = RatingStatus::Completed;
-        write_status(&state, record.clone(), status_written);
+        write_status(state, record.clone(), status_written);
         let mut cb_context = cb.context.clone();
         if cb_context.ttl.is_none() {
             // Some sellers omit ttl on callbacks; the envelope always carries the exchange's ttl.
-            cb_context.ttl = context.ttl.clone();
+            cb_context.ttl = record.context.ttl.clone();
         }
         return Ok(HttpResponse::Ok().json(buyer_envelope(
             &cb_context,
@@ -318,7 +355,7 @@ async fn rate(
     settle(status_written).await;
     Ok(
         HttpResponse::build(StatusCode::ACCEPTED).json(buyer_envelope(
-            &context,
+            &record.context,
             &record.order_id,
             None,
             "pending",

@@ -937,7 +937,7 @@ fn cpu_report(
     if let (Some(a), Some(r), Some(x)) = (per_cpu_sec, reference, ratio) {
         let _ = writeln!(
             text,
-            "  adapters' CPU      {a:.1} {op_name}s per CPU-second of the adapters; {reference_name} {r:.1} per CPU-second: {x:.3}"
+            "  adapters' CPU      {a:.1} per CPU-second of the adapters (no other work counted); {reference_name}: {r:.1} per CPU-second of one thread; ratio {x:.3}"
         );
     }
     Value::Object(json)
