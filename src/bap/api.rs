@@ -238,7 +238,7 @@ async fn claim_and_send(
     {
         tracing::error!(violation = %v, "outbound /rating fails its schema; not sent");
         let failure = Failure::Other(format!("outbound /rating fails its schema: {v}"));
-        return Err(release(&state, record, failure, ApiCode::InternalError).await);
+        return Err(release(state, record, failure, ApiCode::InternalError).await);
     }
     let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
     state.record(Direction::Sent, Action::Rating, &url, &body);
