@@ -112,8 +112,8 @@ pub struct SoakArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
-    /// Seconds in all, warm-up included.
-    #[arg(long, default_value_t = 600.0)]
+    /// Seconds in all, warm-up included (by default ten minutes after the warm-up).
+    #[arg(long, default_value_t = 960.0)]
     pub duration: f64,
     /// Round trips per second (open loop).
     #[arg(long, default_value_t = 50.0)]
@@ -121,8 +121,9 @@ pub struct SoakArgs {
     /// Most requests outstanding.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Seconds after which memory is the baseline.
-    #[arg(long, default_value_t = 60.0)]
+    /// Seconds after which memory is the baseline: long enough, at the default rate, for the
+    /// embedded store's page cache (`store.cache_mib`, 32 MiB) to fill to its bound.
+    #[arg(long, default_value_t = 360.0)]
     pub warmup: f64,
     /// Seconds between memory samples.
     #[arg(long, default_value_t = 5.0)]
