@@ -109,20 +109,23 @@ pub fn crypto_floor(duration: Duration, threads: usize) -> f64 {
     .per_sec
 }
 
-/// What [`crypto_floor_over`] measured.
+/// What [`rate_over`] measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CryptoFloor {
+pub struct Rate {
     /// Threads that ran.
     pub threads: usize,
-    /// Round trips completed per second of wall-clock time, all threads together: what this
+    /// Operations completed per second of wall-clock time, all threads together: what this
     /// machine did during the run, whatever else was running on it.
     pub per_sec: f64,
-    /// Round trips per second of on-CPU time of one thread, averaged over the threads (from the
+    /// Operations per second of on-CPU time of one thread, averaged over the threads (from the
     /// scheduler's accounting; None where the kernel does not expose it): what one core does
-    /// with nothing else competing for it. `threads` times this is the floor on that many
+    /// with nothing else competing for it. `threads` times this is the rate on that many
     /// dedicated cores.
     pub per_cpu_sec: Option<f64>,
 }
+
+/// What [`crypto_floor_over`] measured: its operation is one round trip's signature work.
+pub type CryptoFloor = Rate;
 
 /// On-CPU time of the calling thread so far (Linux's `/proc/thread-self/schedstat`).
 pub fn thread_cpu_time() -> Option<Duration> {
@@ -131,10 +134,65 @@ pub fn thread_cpu_time() -> Option<Duration> {
     Some(Duration::from_nanos(ns))
 }
 
-/// Runs `threads` threads (at least one) for `duration`, each completing round trips of: sign
-/// `rating` (buyer key), verify it, sign `on_rating` (seller key), verify it, with the server's own
-/// [`sign_body`] and [`verify_body`] (digest, signing string, Ed25519, header format and parse,
-/// time-window check).
+/// Runs `op` over and over on `threads` threads (at least one), started together, for
+/// `duration`, and reports how fast it went by the wall clock and per CPU-second.
+///
+/// # Panics
+///
+/// If `op` panics.
+pub fn rate_over<F: Fn() + Sync>(duration: Duration, threads: usize, op: F) -> Rate {
+    let threads = threads.max(1);
+    let start = Barrier::new(threads);
+    // Per thread: (operations, wall time, on-CPU time).
+    let runs: Vec<(u64, Duration, Option<Duration>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    let (began, cpu_before) = (Instant::now(), thread_cpu_time());
+                    let mut done: u64 = 0;
+                    loop {
+                        op();
+                        done += 1;
+                        let elapsed = began.elapsed();
+                        if elapsed >= duration {
+                            let cpu = cpu_before
+                                .zip(thread_cpu_time())
+                                .map(|(before, after)| after.saturating_sub(before));
+                            break (done, elapsed, cpu);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("measured operation"))
+            .collect()
+    });
+    let per_sec = runs
+        .iter()
+        .map(|(n, wall, _)| *n as f64 / wall.as_secs_f64())
+        .sum();
+    let per_cpu_sec = runs
+        .iter()
+        .map(|(n, _, cpu)| {
+            cpu.filter(|c| !c.is_zero())
+                .map(|c| *n as f64 / c.as_secs_f64())
+        })
+        .sum::<Option<f64>>()
+        .map(|total| total / threads as f64);
+    Rate {
+        threads,
+        per_sec,
+        per_cpu_sec,
+    }
+}
+
+/// [`rate_over`] for one round trip's signature work: sign `rating` (buyer key), verify it,
+/// sign `on_rating` (seller key), verify it, with the server's own [`sign_body`] and
+/// [`verify_body`] (digest, signing string, Ed25519, header format and parse, time-window
+/// check).
 ///
 /// # Panics
 ///
@@ -151,57 +209,13 @@ pub fn crypto_floor_over(
     let (buyer_pub, seller_pub) = (buyer.verifying_key(), seller.verifying_key());
     let created = chrono::Utc::now().timestamp();
     let expires = created + 3600;
-    let threads = threads.max(1);
-    let start = Barrier::new(threads);
-    // Per thread: (round trips, wall time, on-CPU time).
-    let runs: Vec<(u64, Duration, Option<Duration>)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    start.wait();
-                    let (began, cpu_before) = (Instant::now(), thread_cpu_time());
-                    let mut done: u64 = 0;
-                    loop {
-                        let h = sign_body(rating, &buyer, "buyer.example", "k1", created, expires);
-                        let ok = verify_body(&h, rating, &buyer_pub, created, 5).is_ok();
-                        let h =
-                            sign_body(on_rating, &seller, "seller.example", "k1", created, expires);
-                        let ok = ok && verify_body(&h, on_rating, &seller_pub, created, 5).is_ok();
-                        assert!(ok, "a signature made by sign_body did not verify");
-                        done += 1;
-                        let elapsed = began.elapsed();
-                        if elapsed >= duration {
-                            let cpu = cpu_before
-                                .zip(thread_cpu_time())
-                                .map(|(before, after)| after.saturating_sub(before));
-                            break (done, elapsed, cpu);
-                        }
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("floor thread"))
-            .collect()
-    });
-    let per_sec = runs
-        .iter()
-        .map(|(n, wall, _)| *n as f64 / wall.as_secs_f64())
-        .sum();
-    let per_cpu_sec = runs
-        .iter()
-        .map(|(n, _, cpu)| {
-            cpu.filter(|c| !c.is_zero())
-                .map(|c| *n as f64 / c.as_secs_f64())
-        })
-        .sum::<Option<f64>>()
-        .map(|total| total / threads as f64);
-    CryptoFloor {
-        threads,
-        per_sec,
-        per_cpu_sec,
-    }
+    rate_over(duration, threads, || {
+        let h = sign_body(rating, &buyer, "buyer.example", "k1", created, expires);
+        let ok = verify_body(&h, rating, &buyer_pub, created, 5).is_ok();
+        let h = sign_body(on_rating, &seller, "seller.example", "k1", created, expires);
+        let ok = ok && verify_body(&h, on_rating, &seller_pub, created, 5).is_ok();
+        assert!(ok, "a signature made by sign_body did not verify");
+    })
 }
 
 #[cfg(test)]

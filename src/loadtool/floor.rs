@@ -3,10 +3,10 @@
 //! signs /on_rating, the buyer side verifies that; each with its BLAKE2b-512 body digest), and how
 //! many single verifications per second two cores do.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::crypto::{SigningKeyPair, sign_body, verify_body};
-use crate::perf::{crypto_floor_over, sample_on_rating_body, sample_rating_body, thread_cpu_time};
+use crate::perf::{crypto_floor_over, rate_over, sample_on_rating_body, sample_rating_body};
 
 /// Signature-only rates, per second, over `threads` threads.
 #[derive(Debug, Clone, Copy)]
@@ -23,49 +23,9 @@ pub struct Floor {
     pub threads: usize,
 }
 
-/// Runs `op` on `threads` threads for `for_`: (operations per second of wall-clock time, all
-/// threads together; operations per second of on-CPU time of one thread, averaged).
-fn per_thread<F: Fn() + Sync>(threads: usize, for_: Duration, op: F) -> (f64, Option<f64>) {
-    let started = Instant::now();
-    let runs: Vec<(u64, Option<Duration>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let (t, cpu_before) = (Instant::now(), thread_cpu_time());
-                    let mut n = 0u64;
-                    while t.elapsed() < for_ {
-                        for _ in 0..16 {
-                            op();
-                        }
-                        n += 16;
-                    }
-                    let cpu = cpu_before
-                        .zip(thread_cpu_time())
-                        .map(|(before, after)| after.saturating_sub(before));
-                    (n, cpu)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or((0, None)))
-            .collect()
-    });
-    let total: u64 = runs.iter().map(|(n, _)| n).sum();
-    let per_cpu_sec = runs
-        .iter()
-        .map(|(n, cpu)| {
-            cpu.filter(|c| !c.is_zero())
-                .map(|c| *n as f64 / c.as_secs_f64())
-        })
-        .sum::<Option<f64>>()
-        .map(|sum| sum / threads.max(1) as f64);
-    (total as f64 / started.elapsed().as_secs_f64(), per_cpu_sec)
-}
-
 /// Measures both rates on `threads` threads, `for_` each (blocking): the round trips with the
 /// library's [`crate::perf::crypto_floor_over`] (the same figure as `cargo bench --bench micro`),
-/// the single verifications here.
+/// the single verifications with [`crate::perf::rate_over`], which it is built on.
 pub fn measure(threads: usize, for_: Duration) -> Result<Floor, String> {
     let (rating, on_rating) = (sample_rating_body(), sample_on_rating_body());
     let rt = crypto_floor_over(&rating, &on_rating, for_, threads);
@@ -78,12 +38,12 @@ pub fn measure(threads: usize, for_: Duration) -> Result<Floor, String> {
         assert!(ok, "a signature made here verifies");
     };
     verify();
-    let (verifies_per_sec, verifies_per_cpu_sec) = per_thread(threads, for_, verify);
+    let verifies = rate_over(for_, threads, verify);
     Ok(Floor {
         round_trips_per_sec: rt.per_sec,
         round_trips_per_cpu_sec: rt.per_cpu_sec,
-        verifies_per_sec,
-        verifies_per_cpu_sec,
+        verifies_per_sec: verifies.per_sec,
+        verifies_per_cpu_sec: verifies.per_cpu_sec,
         threads,
     })
 }
