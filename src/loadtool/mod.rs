@@ -106,6 +106,17 @@ pub struct LoadArgs {
     pub warmup: f64,
 }
 
+impl LoadArgs {
+    /// The load these arguments describe, for `secs` seconds.
+    fn load(&self, secs: f64) -> Load {
+        Load {
+            concurrency: self.concurrency,
+            duration: Duration::from_secs_f64(secs),
+            rate: self.rate,
+        }
+    }
+}
+
 /// A soak run.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SoakArgs {
@@ -703,11 +714,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         a.warmup
     ));
     let warm = drive::run(
-        Load {
-            concurrency: a.concurrency,
-            duration: Duration::from_secs_f64(a.warmup),
-            rate: a.rate,
-        },
+        a.load(a.warmup),
         rating_requests(&http, &buyer, 0, warm_orders),
     )
     .await;
@@ -730,22 +737,16 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         a.duration
     ));
 
-    let sampler = Sampler::start(
-        vec![buyer_server.pid(), seller.pid()],
-        Duration::from_millis(250),
-    );
-    let cpu = CpuMeter::start(&[&buyer_server, &seller]);
-    let outcome = drive::run(
-        Load {
-            concurrency: a.concurrency,
-            duration: Duration::from_secs_f64(a.duration),
-            rate: a.rate,
-        },
+    let Measured {
+        outcome,
+        samples,
+        cpu,
+    } = measure(
+        &a,
+        &[&buyer_server, &seller],
         rating_requests(&http, &buyer, warm_orders, needed),
     )
     .await;
-    let cpu = cpu.finish();
-    let samples = sampler.finish().await;
     let floor_after = measure_floor(&ctx.common).await?;
     let floor = mean_floor(floor_before, floor_after);
     let memory = json!({
@@ -774,31 +775,21 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
                 "note": "the target applies when the rate is half of the closed-loop peak"}),
         );
     }
-    let mut json = json!({
-        "mode": "round-trip",
-        "store": ctx.store_name(),
-        "concurrency": a.concurrency,
-        "rate": a.rate,
-        "duration_secs": a.duration,
-        "warmup": {"secs": a.warmup, "completed": warm.completed,
-            "throughput_per_sec": round1(warm.throughput()), "error_count": warm.error_count()},
+    let mut json = run_json("round-trip", ctx, &a, &warm);
+    merge(
+        &mut json,
+        json!({
         "memory": memory,
         "floor": floor_json(floor_before, floor_after),
         "ratio_to_floor": ratio.map(round3),
         "targets": targets,
-    });
+        }),
+    );
     merge(&mut json, outcome_json(&outcome));
 
-    let mut text = String::new();
+    let mut text = heading("round trip", ctx, &a);
     {
         use std::fmt::Write;
-        let _ = writeln!(
-            text,
-            "round trip, {} store, {} (concurrency {})",
-            ctx.store_name(),
-            loop_label(a.rate),
-            a.concurrency
-        );
         outcome_text(&mut text, &outcome);
         memory_text(&mut text, "buyer", &json["memory"]["buyer"]);
         memory_text(&mut text, "seller", &json["memory"]["seller"]);
@@ -841,6 +832,54 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         json,
         failed: outcome.error_count(),
     })
+}
+
+/// What the measured phase of a load run saw.
+struct Measured {
+    outcome: Outcome,
+    /// Memory of `servers`, every 250 ms.
+    samples: Vec<children::Sample>,
+    cpu: CpuSpent,
+}
+
+/// The measured phase: `requests` driven for `a.duration` as `a` says, while the memory of
+/// `servers` is sampled and their CPU time (and this tool's) counted.
+async fn measure(a: &LoadArgs, servers: &[&Server], requests: Request) -> Measured {
+    let sampler = Sampler::start(
+        servers.iter().map(|s| s.pid()).collect(),
+        Duration::from_millis(250),
+    );
+    let cpu = CpuMeter::start(servers);
+    let outcome = drive::run(a.load(a.duration), requests).await;
+    let cpu = cpu.finish();
+    Measured {
+        outcome,
+        samples: sampler.finish().await,
+        cpu,
+    }
+}
+
+/// The JSON fields every load run's report starts with.
+fn run_json(mode: &str, ctx: &Ctx, a: &LoadArgs, warm: &Outcome) -> Value {
+    json!({
+        "mode": mode,
+        "store": ctx.store_name(),
+        "concurrency": a.concurrency,
+        "rate": a.rate,
+        "duration_secs": a.duration,
+        "warmup": {"secs": a.warmup, "completed": warm.completed,
+            "throughput_per_sec": round1(warm.throughput()), "error_count": warm.error_count()},
+    })
+}
+
+/// A load run's report heading: what ran, on which store, how it was driven.
+fn heading(what: &str, ctx: &Ctx, a: &LoadArgs) -> String {
+    format!(
+        "{what}, {} store, {} (concurrency {})\n",
+        ctx.store_name(),
+        loop_label(a.rate),
+        a.concurrency
+    )
 }
 
 /// CPU time used during a measured phase by each adapter and by this tool.
@@ -1072,11 +1111,7 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     let warm_signed = sign_in_background(&who, 0, warm_n).await;
     progress(format!("warming up {:.0} s", a.warmup));
     let warm = drive::run(
-        Load {
-            concurrency: a.concurrency,
-            duration: Duration::from_secs_f64(a.warmup),
-            rate: a.rate,
-        },
+        a.load(a.warmup),
         inbound_requests(&http, url.clone(), warm_signed),
     )
     .await;
@@ -1100,19 +1135,11 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         a.duration
     ));
     let before = sink.received();
-    let sampler = Sampler::start(vec![seller.pid()], Duration::from_millis(250));
-    let cpu = CpuMeter::start(&[&seller]);
-    let outcome = drive::run(
-        Load {
-            concurrency: a.concurrency,
-            duration: Duration::from_secs_f64(a.duration),
-            rate: a.rate,
-        },
-        inbound_requests(&http, url, signed),
-    )
-    .await;
-    let cpu = cpu.finish();
-    let samples = sampler.finish().await;
+    let Measured {
+        outcome,
+        samples,
+        cpu,
+    } = measure(&a, &[&seller], inbound_requests(&http, url, signed)).await;
     let floor_after = measure_floor(&ctx.common).await?;
     let floor = mean_floor(floor_before, floor_after);
     let callbacks_in_run = sink.received() - before;
@@ -1130,31 +1157,21 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
                 "met": r >= INBOUND_MIN_VERIFY_RATIO}),
         );
     }
-    let mut json = json!({
-        "mode": "inbound",
-        "store": ctx.store_name(),
-        "concurrency": a.concurrency,
-        "rate": a.rate,
-        "duration_secs": a.duration,
-        "warmup": {"secs": a.warmup, "completed": warm.completed,
-            "throughput_per_sec": round1(warm.throughput()), "error_count": warm.error_count()},
+    let mut json = run_json("inbound", ctx, &a, &warm);
+    merge(
+        &mut json,
+        json!({
         "memory": {"seller": memory_json(&seller, &samples, 0)},
         "on_rating_received": {"during_run": callbacks_in_run, "total": callbacks},
         "floor": floor_json(floor_before, floor_after),
         "ratio_to_verify_rate": ratio.map(round3),
         "targets": targets,
-    });
+        }),
+    );
     merge(&mut json, outcome_json(&outcome));
-    let mut text = String::new();
+    let mut text = heading("seller inbound /rating", ctx, &a);
     {
         use std::fmt::Write;
-        let _ = writeln!(
-            text,
-            "seller inbound /rating, {} store, {} (concurrency {})",
-            ctx.store_name(),
-            loop_label(a.rate),
-            a.concurrency
-        );
         outcome_text(&mut text, &outcome);
         memory_text(&mut text, "seller", &json["memory"]["seller"]);
         let _ = writeln!(
