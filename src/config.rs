@@ -62,6 +62,11 @@ pub struct ServerSettings {
     /// When set, every network message sent or received is appended to
     /// `record_dir/traffic.ndjson` (the format `ondc-rating check` reads).
     pub record_dir: Option<PathBuf>,
+    /// Also serve cleartext HTTP/2 with prior knowledge (h2c) on the same port, told apart from
+    /// HTTP/1.1 by the connection's first bytes. Off by default: actix-web sets none of the
+    /// HTTP/2 limits, so an HTTP/2 request head may reach the h2 library's 16 MiB before
+    /// `max_header_bytes` is checked; turn it on for buyer apps behind a trusted network.
+    pub http2: bool,
 }
 
 impl Default for ServerSettings {
@@ -74,6 +79,7 @@ impl Default for ServerSettings {
             log_format: LogFormat::Text,
             validate_outbound: false,
             record_dir: None,
+            http2: false,
         }
     }
 }

@@ -153,15 +153,21 @@ async fn rate(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    // Everything up to the seller's ACK runs in a future of its own, freed before the wait: a
-    // waiting request keeps only what the wait needs (its record, the waiter, the status write).
-    let sent = Box::pin(claim_and_send(&state, &req, payload)).await?;
-    wait_and_answer(&state, sent).await
+    // Three phases, the first and last in futures of their own: a waiting request keeps only
+    // what the wait needs (a pointer to its record, the waiter, the status write, the timer),
+    // not the state of the send before it or of the answer after it.
+    let mut sent = Box::pin(claim_and_send(&state, &req, payload)).await?;
+    // Wait for /on_rating; the store is the truth, the notification only a wake-up.
+    sent.waiter
+        .wait(Duration::from_millis(state.settings.buyer.callback_wait_ms))
+        .await;
+    Box::pin(answer(&state, sent)).await
 }
 
 /// A rating the seller ACKed, waiting for its /on_rating.
 struct Sent {
-    record: RatingRecord,
+    /// Boxed: it is kept for the whole wait.
+    record: Box<RatingRecord>,
     waiter: Waiter,
     /// The background write of the `acknowledged` status.
     status_written: Option<tokio::task::JoinHandle<()>>,
@@ -287,27 +293,24 @@ async fn claim_and_send(
         return Err(release(state, record, failure, code).await);
     }
     Ok(Sent {
-        record,
+        record: Box::new(record),
         waiter,
         status_written,
         sent_at,
     })
 }
 
-/// Waits for the /on_rating of a sent rating and answers: the ACK envelope, the seller's
-/// refusal, or 202 pending when the callback is late.
-async fn wait_and_answer(state: &AppState, sent: Sent) -> Result<HttpResponse, ApiError> {
+/// Answers a sent rating once its wait is over: the ACK envelope when the /on_rating is stored,
+/// the seller's refusal, or 202 pending when the callback is late.
+async fn answer(state: &AppState, sent: Sent) -> Result<HttpResponse, ApiError> {
     let Sent {
-        mut record,
-        mut waiter,
+        record,
+        waiter,
         status_written,
         sent_at,
     } = sent;
-    let settings = &state.settings;
-    // Wait for /on_rating; the store is the truth, the notification only a wake-up.
-    waiter
-        .wait(Duration::from_millis(settings.buyer.callback_wait_ms))
-        .await;
+    drop(waiter);
+    let mut record = *record;
     let callback = state.store.get_callback(record.message_id()).await;
     let callback = match callback {
         Ok(c) => c,
@@ -475,7 +478,9 @@ fn write_status(
 ) -> tokio::task::JoinHandle<()> {
     let guard = state.in_flight.start();
     let store = state.store.clone();
-    state.background.spawn(async move {
+    // Boxed: a task's memory lasts as long as its JoinHandle, which the waiting request keeps;
+    // boxed, the write's own state is freed when it lands and the task keeps only a pointer.
+    state.background.spawn(Box::pin(async move {
         settle(after).await;
         if let Err(e) = store.put_rating(&record).await {
             // The claim stays taken and a stored callback still reads as completed; only the
@@ -484,7 +489,7 @@ fn write_status(
                 status = record.status.as_str(), "could not record the rating's status");
         }
         drop(guard);
-    })
+    }))
 }
 
 /// Waits for a background status write to land.

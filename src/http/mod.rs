@@ -323,8 +323,15 @@ impl Application {
                 })
                 .configure(|cfg| routes(cfg, &data.settings))
                 .default_service(web::to(not_found))
-        })
-        .listen(listener)
+        });
+        // With `server.http2`, HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on the one port:
+        // a buyer app on HTTP/2 shares one connection among all its waiting requests instead of
+        // holding one connection (and its buffers) for each.
+        let server = if state.settings.server.http2 {
+            server.listen_auto_h2c(listener)
+        } else {
+            server.listen(listener)
+        }
         .map_err(|e| StartError::Bind("listener".into(), e))?
         .shutdown_timeout(35)
         .run();

@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod faults;
 mod feedback_api;
+mod http2;
 mod interop;
 mod kill;
 mod limits;
