@@ -170,7 +170,7 @@ struct Sent {
     record: Box<RatingRecord>,
     waiter: Waiter,
     /// The background write of the `acknowledged` status.
-    status_written: Option<tokio::task::JoinHandle<()>>,
+    status_written: Option<StatusWrite>,
     sent_at: std::time::Instant,
 }
 
@@ -469,18 +469,27 @@ enum Failure {
     Other(String),
 }
 
-/// Writes a status change of a claimed rating in the background (on the main runtime, counted
-/// as in flight so a graceful stop waits for it), after the write `after`, if any, has landed.
-fn write_status(
-    state: &AppState,
-    record: RatingRecord,
-    after: Option<tokio::task::JoinHandle<()>>,
-) -> tokio::task::JoinHandle<()> {
-    let guard = state.in_flight.start();
+/// A status write under way.
+enum StatusWrite {
+    /// Queued in the embedded store's writer, behind every earlier write.
+    Queued(crate::store::Queued),
+    /// A task on the main runtime (Redis).
+    Task(tokio::task::JoinHandle<()>),
+}
+
+/// Writes a status change of a claimed rating in the background (counted as in flight so a
+/// graceful stop waits for it), after the write `after`, if any, has landed. The embedded store
+/// takes it straight into its writer's queue, behind `after` and every other earlier write, with
+/// no task and no thread woken for the answer; with Redis it is a task that first awaits `after`.
+fn write_status(state: &AppState, record: RatingRecord, after: Option<StatusWrite>) -> StatusWrite {
+    let guard = match state.store.queue_rating(&record, state.in_flight.start()) {
+        Ok(queued) => return StatusWrite::Queued(queued),
+        Err(guard) => guard,
+    };
     let store = state.store.clone();
     // Boxed: a task's memory lasts as long as its JoinHandle, which the waiting request keeps;
     // boxed, the write's own state is freed when it lands and the task keeps only a pointer.
-    state.background.spawn(Box::pin(async move {
+    StatusWrite::Task(state.background.spawn(Box::pin(async move {
         settle(after).await;
         if let Err(e) = store.put_rating(&record).await {
             // The claim stays taken and a stored callback still reads as completed; only the
@@ -489,13 +498,21 @@ fn write_status(
                 status = record.status.as_str(), "could not record the rating's status");
         }
         drop(guard);
-    }))
+    })))
 }
 
 /// Waits for a background status write to land.
-async fn settle(write: Option<tokio::task::JoinHandle<()>>) {
-    if let Some(w) = write {
-        let _ = w.await;
+async fn settle(write: Option<StatusWrite>) {
+    match write {
+        None => {}
+        Some(StatusWrite::Task(t)) => {
+            let _ = t.await;
+        }
+        Some(StatusWrite::Queued(q)) => {
+            if let Err(e) = q.landed().await {
+                tracing::error!(error = %e, "could not record the rating's status");
+            }
+        }
     }
 }
 

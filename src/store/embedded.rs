@@ -10,6 +10,10 @@
 //! transaction never waits for the writer (each sees the last commit), and its pages come from
 //! redb's bounded cache or the OS page cache. Handing each read to tokio's blocking pool instead
 //! cost a thread switch per read, a third of the buyer side's CPU per rating (docs/BENCHMARKS.md).
+//! A write whose caller need not wait (a rating's status change) is queued and left: being in
+//! the one queue orders it after every earlier write and before every later one, and what the
+//! caller hands along (its in-flight guard) is dropped once it is committed. No task runs it and
+//! no thread is woken for its answer (two thirds of the buyer side's context switches).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -81,6 +85,22 @@ enum Outcome {
 struct Job {
     write: Write,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    /// Dropped once the write's group is committed (or failed): what a caller that does not
+    /// wait for the answer needs kept until then.
+    hold: Option<Box<dyn Send>>,
+}
+
+/// A write queued without waiting for its commit (see [`EmbeddedStore::put_queued`]).
+pub struct Queued(oneshot::Receiver<Result<Outcome, StoreError>>);
+
+impl Queued {
+    /// Waits until the write is committed; Err when it failed.
+    pub async fn landed(self) -> Result<(), StoreError> {
+        self.0
+            .await
+            .map_err(|_| unavailable("the store's writer has stopped"))?
+            .map(|_| ())
+    }
 }
 
 /// Applies one write inside the group's transaction.
@@ -137,8 +157,14 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
 /// Commits one group: every write in order, one commit; each job answered after the commit. A
 /// storage failure fails the whole group (nothing of it is committed).
 fn commit_group(db: &Database, group: Vec<Job>) {
-    let (writes, replies): (Vec<Write>, Vec<_>) =
-        group.into_iter().map(|j| (j.write, j.reply)).unzip();
+    let mut holds = Vec::new();
+    let (writes, replies): (Vec<Write>, Vec<_>) = group
+        .into_iter()
+        .map(|j| {
+            holds.extend(j.hold);
+            (j.write, j.reply)
+        })
+        .unzip();
     let mut outcomes = Vec::with_capacity(writes.len());
     let result = db.begin_write().map_err(unavailable).and_then(|tx| {
         for write in writes {
@@ -159,6 +185,7 @@ fn commit_group(db: &Database, group: Vec<Job>) {
             }
         }
     }
+    drop(holds);
 }
 
 /// The writer thread: waits for a write, takes whatever else is queued, commits the group.
@@ -216,11 +243,43 @@ impl EmbeddedStore {
     async fn write(&self, write: Write) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Job { write, reply })
+            .send(Job {
+                write,
+                reply,
+                hold: None,
+            })
             .map_err(|_| unavailable("the store's writer has stopped"))?;
         answer
             .await
             .map_err(|_| unavailable("the store's writer has stopped"))?
+    }
+
+    /// Queues a put behind every write already queued and returns at once: the writer applies
+    /// writes in the order they were queued, so a later write of the same key lands after it
+    /// without waiting for it. `hold` is dropped when the put's group is committed or failed.
+    pub(super) fn put_queued(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        hold: Box<dyn Send>,
+    ) -> Queued {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            write: Write::Put {
+                space,
+                key: key.to_owned(),
+                value,
+            },
+            reply,
+            hold: Some(hold),
+        };
+        if let Err(mpsc::SendError(job)) = self.writer.send(job) {
+            let _ = job
+                .reply
+                .send(Err(unavailable("the store's writer has stopped")));
+        }
+        Queued(answer)
     }
 
     pub(super) async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -289,6 +348,74 @@ mod tests {
         format!(r#"{{"status":"acknowledged","n":{n}}}"#).into_bytes()
     }
 
+    /// Drops `store` and opens its file again (the writer thread lets go of the file once every
+    /// handle is gone).
+    fn reopen(store: EmbeddedStore, path: &Path) -> EmbeddedStore {
+        drop(store);
+        loop {
+            match EmbeddedStore::open(path, 1 << 20) {
+                Err(StoreError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => break other.unwrap(),
+            }
+        }
+    }
+
+    fn n_of(bytes: &[u8]) -> usize {
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        v["n"].as_u64().unwrap() as usize
+    }
+
+    /// Puts queued without waiting land in the order they were queued, and each one's hold is
+    /// dropped only once its commit is visible; a write queued after them lands after them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_puts_land_in_order_and_release_their_holds_after_commit() {
+        struct Hold(tokio::sync::mpsc::UnboundedSender<usize>, usize);
+        impl Drop for Hold {
+            fn drop(&mut self) {
+                let _ = self.0.send(self.1);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let store = EmbeddedStore::open(&path, 1 << 20).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut queued = Vec::new();
+        for n in 0..100 {
+            queued.push(store.put_queued(
+                Space::Ratings,
+                "O-1",
+                record(n),
+                Box::new(Hold(tx.clone(), n)),
+            ));
+        }
+        drop(tx);
+        // Nobody waits for the first 99; every hold still comes back, each after its commit.
+        let mut released = Vec::new();
+        while let Some(n) = rx.recv().await {
+            let stored = store.get(Space::Ratings, "O-1").await.unwrap().unwrap();
+            assert!(n_of(&stored) >= n, "hold {n} released before its commit");
+            released.push(n);
+        }
+        released.sort_unstable();
+        assert_eq!(released, (0..100).collect::<Vec<_>>());
+        // A waited write queued now lands after all of them.
+        store.put(Space::Ratings, "O-1", record(500)).await.unwrap();
+        for q in queued {
+            q.landed().await.unwrap();
+        }
+        assert_eq!(
+            store.get(Space::Ratings, "O-1").await.unwrap(),
+            Some(record(500))
+        );
+        let store = reopen(store, &path);
+        assert_eq!(
+            store.get(Space::Ratings, "O-1").await.unwrap(),
+            Some(record(500))
+        );
+    }
+
     /// Many writes at once (grouped into few commits): claims on one order have one winner,
     /// every other write is applied, and all of it is on disk when the file is opened again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,17 +459,7 @@ mod tests {
         }
         assert_eq!(winners.len(), 1, "{winners:?}");
         let winner = winners[0];
-        drop(store);
-
-        // Reopen (the writer thread lets go of the file once every handle is gone).
-        let store = loop {
-            match EmbeddedStore::open(&path, 1 << 20) {
-                Err(StoreError::Locked(_)) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => break other.unwrap(),
-            }
-        };
+        let store = reopen(store, &path);
         assert_eq!(
             store.get(Space::Ratings, "O-1").await.unwrap(),
             Some(record(winner))

@@ -10,7 +10,7 @@ mod embedded;
 pub mod records;
 mod redis_backend;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, Queued};
 pub use records::*;
 pub use redis_backend::RedisStore;
 
@@ -224,6 +224,26 @@ impl Store {
     pub async fn put_rating(&self, record: &RatingRecord) -> Result<(), StoreError> {
         self.put_raw(Space::Ratings, &record.order_id, encode(record))
             .await
+    }
+
+    /// Replaces a rating record without waiting, queued behind every write already queued, so
+    /// that it lands after them; `hold` is dropped once it has landed or failed. Only the embedded
+    /// store queues its writes: with Redis, `hold` comes back and the caller runs
+    /// [`Store::put_rating`] in a task of its own.
+    pub fn queue_rating<H: Send + 'static>(
+        &self,
+        record: &RatingRecord,
+        hold: H,
+    ) -> Result<Queued, H> {
+        match self {
+            Store::Embedded(s) => Ok(s.put_queued(
+                Space::Ratings,
+                &record.order_id,
+                encode(record),
+                Box::new(hold),
+            )),
+            Store::Redis(_) => Err(hold),
+        }
     }
 
     /// An order's rating record.
