@@ -239,17 +239,25 @@ impl EmbeddedStore {
         Ok(Self { db, writer })
     }
 
+    /// Queues a write for the writer thread; the receiver gets its outcome after its group's
+    /// commit (or at once, an error, when the writer has stopped). `hold` is dropped with the job.
+    fn queue(
+        &self,
+        write: Write,
+        hold: Option<Box<dyn Send>>,
+    ) -> oneshot::Receiver<Result<Outcome, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::SendError(job)) = self.writer.send(Job { write, reply, hold }) {
+            let _ = job
+                .reply
+                .send(Err(unavailable("the store's writer has stopped")));
+        }
+        answer
+    }
+
     /// Queues a write for the writer thread and waits for its group's commit.
     async fn write(&self, write: Write) -> Result<Outcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(Job {
-                write,
-                reply,
-                hold: None,
-            })
-            .map_err(|_| unavailable("the store's writer has stopped"))?;
-        answer
+        self.queue(write, None)
             .await
             .map_err(|_| unavailable("the store's writer has stopped"))?
     }
@@ -264,22 +272,8 @@ impl EmbeddedStore {
         value: Vec<u8>,
         hold: Box<dyn Send>,
     ) -> Queued {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            write: Write::Put {
-                space,
-                key: key.to_owned(),
-                value,
-            },
-            reply,
-            hold: Some(hold),
-        };
-        if let Err(mpsc::SendError(job)) = self.writer.send(job) {
-            let _ = job
-                .reply
-                .send(Err(unavailable("the store's writer has stopped")));
-        }
-        Queued(answer)
+        let key = key.to_owned();
+        Queued(self.queue(Write::Put { space, key, value }, Some(hold)))
     }
 
     pub(super) async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
