@@ -153,10 +153,27 @@ async fn rate(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    // Three phases, the first and last in futures of their own: a waiting request keeps only
-    // what the wait needs (a pointer to its record, the waiter, the status write, the timer),
-    // not the state of the send before it or of the answer after it.
-    let mut sent = Box::pin(claim_and_send(&state, &req, payload)).await?;
+    // Four phases, each in a future of its own, so that what a request keeps while it waits is
+    // only what that wait needs: queued for a slot to its seller, the rating it will send (not
+    // the state of the read before it or of the send after it); waiting for /on_rating, its
+    // order id, the waiter, the status write and the timer (the record is read back after).
+    let prepared = Box::pin(prepare(&state, &req, payload)).await?;
+    // The slot before the claim: a request that finds its seller's slots full after
+    // `buyer.send_timeout_ms` is refused having changed nothing, and a burst of ratings to a
+    // slow seller queues as small records instead of claimed, half-sent exchanges.
+    let wait = Duration::from_millis(state.settings.buyer.send_timeout_ms);
+    // Boxed: the wait for a slot is the largest of the waits, and a request's future is as large
+    // as its largest state for its whole life.
+    let Some(slot) = Box::pin(state.seller_slots.acquire(&prepared.url, wait)).await else {
+        return Err(ApiError::new(
+            ApiCode::TooBusy,
+            format!(
+                "{} /rating requests are already in flight to this seller; retry shortly",
+                state.settings.buyer.max_in_flight_per_seller
+            ),
+        ));
+    };
+    let mut sent = Box::pin(claim_and_send(&state, prepared, slot)).await?;
     // Wait for /on_rating; the store is the truth, the notification only a wake-up.
     sent.waiter
         .wait(Duration::from_millis(state.settings.buyer.callback_wait_ms))
@@ -164,23 +181,33 @@ async fn rate(
     Box::pin(answer(&state, sent)).await
 }
 
-/// A rating the seller ACKed, waiting for its /on_rating.
-struct Sent {
-    /// Boxed: it is kept for the whole wait.
+/// A rating read and checked, not yet claimed: what a request keeps while it queues for a slot
+/// to its seller.
+struct Prepared {
+    /// Boxed: this is held inline in the request's future while it queues.
     record: Box<RatingRecord>,
+    ratings: Vec<crate::protocol::RatingEntry>,
+    /// `{bpp_uri}/rating`.
+    url: String,
+}
+
+/// A rating the seller ACKed, waiting for its /on_rating. Its record is not kept: the store
+/// has it, and it is read back when the wait is over (about a kilobyte less per waiting request).
+struct Sent {
+    order_id: String,
     waiter: Waiter,
     /// The background write of the `acknowledged` status.
     status_written: Option<StatusWrite>,
     sent_at: std::time::Instant,
 }
 
-/// Reads, checks and claims the rating, sends /rating and returns once the seller ACKed it; any
-/// other outcome is the request's answer (the claim released, or kept when delivery is unknown).
-async fn claim_and_send(
+/// Reads and checks the request (the user, the body, the order and its state, the entries) and
+/// builds the record and the /rating's context; nothing is claimed or written.
+async fn prepare(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
-) -> Result<Sent, ApiError> {
+) -> Result<Prepared, ApiError> {
     let user_id = user(state, req)?;
     let body = read_body(req, payload, state.settings.server.max_body_bytes).await?;
     let request = RateOrder::parse(&body)?;
@@ -197,19 +224,39 @@ async fn claim_and_send(
     let ratings = request.entries_for(&order)?;
 
     let now = state.clock.now();
-    let settings = &state.settings;
-    let context = rating_context(settings, &order, now);
-    let mut record = RatingRecord {
-        order_id: order.order_id.clone(),
+    let context = rating_context(&state.settings, &order, now);
+    let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
+    let record = Box::new(RatingRecord {
+        order_id: order.order_id,
         user_id,
         status: RatingStatus::Pending,
-        submitted: request.rating.clone(),
-        context: context.clone(),
+        submitted: request.rating,
+        context,
         created_at: ondc_timestamp(now),
         error: None,
         failure: None,
-    };
+    });
+    Ok(Prepared {
+        record,
+        ratings,
+        url,
+    })
+}
 
+/// Claims the rating, sends /rating over the held slot and returns once the seller ACKed it;
+/// any other outcome is the request's answer (the claim released, or kept when delivery is
+/// unknown).
+async fn claim_and_send(
+    state: &AppState,
+    prepared: Prepared,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Sent, ApiError> {
+    let Prepared {
+        mut record,
+        ratings,
+        url,
+    } = prepared;
+    let settings = &state.settings;
     // Each waiting request holds a connection and a little memory until its callback or
     // deadline: bound them, and refuse before claiming so the user can simply retry.
     if state.waiters.len() >= settings.buyer.max_waiting {
@@ -218,6 +265,7 @@ async fn claim_and_send(
             "too many ratings are waiting for their sellers; retry shortly",
         ));
     }
+    let context = &record.context;
     // Register before sending: a fast seller may call back before its ACK reaches us.
     let waiter = state.waiters.register(&context.message_id);
     if let Claim::Taken(existing) = state.store.claim_rating(&record).await? {
@@ -229,13 +277,13 @@ async fn claim_and_send(
             ),
         ));
     }
-    crate::http::network::record_ids(&context);
+    crate::http::network::record_ids(context);
     tracing::Span::current().record("order_id", record.order_id.as_str());
     tracing::info!("claimed; sending /rating");
 
     // Serialise once; these exact bytes are signed and sent.
     let body = serde_json::to_vec(&Envelope {
-        context: &context,
+        context,
         message: RatingMessage { ratings },
     })
     .expect("rating message serialises");
@@ -244,18 +292,19 @@ async fn claim_and_send(
     {
         tracing::error!(violation = %v, "outbound /rating fails its schema; not sent");
         let failure = Failure::Other(format!("outbound /rating fails its schema: {v}"));
-        return Err(release(state, record, failure, ApiCode::InternalError).await);
+        return Err(release(state, *record, failure, ApiCode::InternalError).await);
     }
-    let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
     state.record(Direction::Sent, Action::Rating, &url, &body);
     let sent_at = std::time::Instant::now();
     let mut status_written = None;
-    let (failure, code) = match send_with_retry(state, &url, body).await {
+    let outcome = send_held(state, &url, body).await;
+    drop(slot);
+    let (failure, code) = match outcome {
         Ok(PeerAnswer::Ack) => {
             record.status = RatingStatus::Acknowledged;
             // Written while the request waits for /on_rating, not before: its commit overlaps
             // the wait. Every later write of this record first awaits it, so they stay in order.
-            status_written = Some(write_status(state, record.clone(), None));
+            status_written = Some(write_status(state, RatingRecord::clone(&record), None));
             (None, ApiCode::SellerRejected)
         }
         Ok(PeerAnswer::Nack {
@@ -290,10 +339,10 @@ async fn claim_and_send(
         Err(e) => (Some(Failure::Other(e.message)), ApiCode::SellerUnreachable),
     };
     if let Some(failure) = failure {
-        return Err(release(state, record, failure, code).await);
+        return Err(release(state, *record, failure, code).await);
     }
     Ok(Sent {
-        record: Box::new(record),
+        order_id: record.order_id,
         waiter,
         status_written,
         sent_at,
@@ -304,16 +353,31 @@ async fn claim_and_send(
 /// the seller's refusal, or 202 pending when the callback is late.
 async fn answer(state: &AppState, sent: Sent) -> Result<HttpResponse, ApiError> {
     let Sent {
-        record,
+        order_id,
         waiter,
         status_written,
         sent_at,
     } = sent;
+    let message_id = waiter.message_id();
+    // The record as claimed (its `acknowledged` write may still be on its way: every later write
+    // of it is ordered after that one) and the callback, if it came.
+    let read = async {
+        let record = state.store.get_rating(&order_id).await?;
+        let callback = state.store.get_callback(message_id).await?;
+        Ok::<_, crate::store::StoreError>((record, callback))
+    };
+    let read = read.await;
+    let found = matches!(&read, Ok((Some(r), _)) if r.message_id() == message_id);
     drop(waiter);
-    let mut record = *record;
-    let callback = state.store.get_callback(record.message_id()).await;
-    let callback = match callback {
-        Ok(c) => c,
+    let (mut record, callback) = match read {
+        Ok((Some(record), callback)) if found => (record, callback),
+        Ok(_) => {
+            settle(status_written).await;
+            return Err(ApiError::new(
+                ApiCode::InternalError,
+                "the claimed rating's record is no longer in the store",
+            ));
+        }
         Err(e) => {
             settle(status_written).await;
             return Err(e.into());
@@ -366,11 +430,33 @@ async fn answer(state: &AppState, sent: Sent) -> Result<HttpResponse, ApiError> 
     )
 }
 
-/// Sends with a bounded retry on transport errors and busy answers (408, 429, 5xx); any other
-/// answer is final.
+/// Sends with a bounded retry on transport errors and busy answers (408, 429, 5xx), holding one
+/// of the seller's slots for every attempt (a slow seller cannot take all our outbound
+/// connections); any other answer is final. See [`send_held`].
+pub(crate) async fn send_with_retry(
+    state: &AppState,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<PeerAnswer, TransportError> {
+    let b = &state.settings.buyer;
+    let timeout = Duration::from_millis(b.send_timeout_ms);
+    let Some(_slot) = state.seller_slots.acquire(url, timeout).await else {
+        return Err(TransportError {
+            message: format!(
+                "{} /rating requests already in flight to this seller",
+                b.max_in_flight_per_seller
+            ),
+            maybe_delivered: false,
+        });
+    };
+    send_held(state, url, body).await
+}
+
+/// Signs `body` and sends it with a bounded retry on transport errors and busy answers (408,
+/// 429, 5xx); any other answer is final. The caller holds a slot to the seller at `url`.
 /// Every attempt sends the same bytes with the same message_id, which the seller side dedupes, so
 /// retrying after a timeout cannot make it process the rating twice.
-pub(crate) async fn send_with_retry(
+async fn send_held(
     state: &AppState,
     url: &str,
     body: Vec<u8>,
@@ -384,16 +470,6 @@ pub(crate) async fn send_with_retry(
         maybe_delivered: false,
     };
     let mut maybe_delivered = false;
-    // Held for every attempt: a slow seller cannot take all our outbound connections.
-    let Some(_slot) = state.seller_slots.acquire(url, timeout).await else {
-        return Err(TransportError {
-            message: format!(
-                "{} /rating requests already in flight to this seller",
-                b.max_in_flight_per_seller
-            ),
-            maybe_delivered: false,
-        });
-    };
     for attempt in 0..b.send_attempts {
         if attempt > 0 {
             state.metrics.retry(RetryTarget::Rating);
@@ -482,20 +558,23 @@ enum StatusWrite {
 /// takes it straight into its writer's queue, behind `after` and every other earlier write, with
 /// no task and no thread woken for the answer; with Redis it is a task that first awaits `after`.
 fn write_status(state: &AppState, record: RatingRecord, after: Option<StatusWrite>) -> StatusWrite {
-    let guard = match state.store.queue_rating(&record, state.in_flight.start()) {
+    let (guard, write) = match state.store.queue_rating(&record, state.in_flight.start()) {
         Ok(queued) => return StatusWrite::Queued(queued),
-        Err(guard) => guard,
+        Err(redis) => redis,
     };
     let store = state.store.clone();
+    let status = record.status.as_str();
+    drop(record);
     // Boxed: a task's memory lasts as long as its JoinHandle, which the waiting request keeps;
-    // boxed, the write's own state is freed when it lands and the task keeps only a pointer.
+    // boxed, the write's own state (the encoded record, not the record) is freed when it lands
+    // and the task keeps only a pointer.
     StatusWrite::Task(state.background.spawn(Box::pin(async move {
         settle(after).await;
-        if let Err(e) = store.put_rating(&record).await {
+        let order_id = write.order_id().to_owned();
+        if let Err(e) = store.put_rating_write(write).await {
             // The claim stays taken and a stored callback still reads as completed; only the
             // recorded status lags.
-            tracing::error!(error = %e, order_id = %record.order_id,
-                status = record.status.as_str(), "could not record the rating's status");
+            tracing::error!(error = %e, order_id, status, "could not record the rating's status");
         }
         drop(guard);
     })))

@@ -227,7 +227,13 @@ pub async fn deliver(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
-    if let Err(e) = state.store.put_received(&r).await {
-        tracing::error!(error = %e, "could not record on_rating delivery");
+    // With the embedded store the outcome goes into the writer's queue and nobody waits for its
+    // commit (it counts as in flight until then, so a graceful stop waits for it); with Redis it
+    // is awaited here.
+    if let Err(guard) = state.store.queue_received(&r, state.in_flight.start()) {
+        if let Err(e) = state.store.put_received(&r).await {
+            tracing::error!(error = %e, "could not record on_rating delivery");
+        }
+        drop(guard);
     }
 }

@@ -66,7 +66,15 @@ pub struct AppState {
 /// One semaphore per seller, so a slow seller cannot take every outbound connection.
 pub struct SellerSlots {
     per_seller: usize,
-    slots: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    slots: std::sync::Mutex<Slots>,
+}
+
+/// The semaphores by seller origin, and by each URL already seen (so a URL is parsed once, not
+/// on every request).
+#[derive(Default)]
+struct Slots {
+    by_origin: std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>,
+    by_url: std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>,
 }
 
 impl SellerSlots {
@@ -84,15 +92,23 @@ impl SellerSlots {
         url: &str,
         wait: std::time::Duration,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let key = reqwest::Url::parse(url)
-            .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_else(|_| url.to_owned());
         let semaphore = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots
-                .entry(key)
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_seller)))
-                .clone()
+            match slots.by_url.get(url) {
+                Some(s) => s.clone(),
+                None => {
+                    let origin = reqwest::Url::parse(url)
+                        .map(|u| u.origin().ascii_serialization())
+                        .unwrap_or_else(|_| url.to_owned());
+                    let s = slots
+                        .by_origin
+                        .entry(origin)
+                        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_seller)))
+                        .clone();
+                    slots.by_url.insert(url.to_owned(), s.clone());
+                    s
+                }
+            }
         };
         tokio::time::timeout(wait, semaphore.acquire_owned())
             .await

@@ -150,6 +150,16 @@ pub struct WaitingArgs {
     /// Buyer requests left waiting at once.
     #[arg(long, default_value_t = 2000)]
     pub count: u64,
+    /// Requests left waiting before the baseline is read. The default is the buyer's
+    /// `max_in_flight_per_seller` (64), sent at once, so that its connection pool to the seller
+    /// (bounded by that, not by how many wait) has grown before the baseline.
+    #[arg(long, default_value_t = 64)]
+    pub warm: u64,
+    /// Orders registered (never rated) before the baseline, so that a store that has been
+    /// running a while is measured: the embedded store's page cache (`store.cache_mib`) already
+    /// at its bound, not still growing with the ratings' writes.
+    #[arg(long, default_value_t = 0)]
+    pub prefill: u64,
     /// Send the buyer requests over cleartext HTTP/2 (prior knowledge), as a buyer app with one
     /// multiplexed connection would, instead of one HTTP/1.1 connection per waiting request.
     #[arg(long)]
@@ -1368,7 +1378,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
-    const WARM: u64 = 32;
+    let warm = a.warm;
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     // A seller that ACKs /rating and never calls back: every buyer request waits.
     let silent = stub::AckPeer::start("/bpp/rating")?;
@@ -1376,7 +1386,7 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
     let (mut buyer_settings, _) = participant(ctx, dir.path(), "buyer.bench", "buyer")?;
     let buyer = enable_buyer(&mut buyer_settings, 3600)?;
     buyer_settings.buyer.callback_wait_ms = 30_000;
-    buyer_settings.buyer.max_waiting = (a.count + WARM) as usize + 64;
+    buyer_settings.buyer.max_waiting = (a.count + warm) as usize + 64;
     buyer_settings.server.http2 = a.http2;
     buyer_settings.peers = vec![crate::config::PeerSettings {
         subscriber_id: "silent-seller.bench".into(),
@@ -1388,7 +1398,7 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         ctx.store_name()
     ));
     let buyer_server = Server::start("buyer", &buyer_settings, dir.path()).await?;
-    let http = http_client(a.count as usize + WARM as usize)?;
+    let http = http_client(a.count as usize + warm as usize)?;
     let api = if a.http2 {
         reqwest::Client::builder()
             .http2_prior_knowledge()
@@ -1405,13 +1415,27 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         &buyer,
         ("silent-seller.bench", &bpp_uri),
         0,
-        a.count + WARM,
+        a.count + warm,
     )
     .await?;
     progress(format!(
         "registered {} orders in {took:.1} s",
-        a.count + WARM
+        a.count + warm
     ));
+    if a.prefill > 0 {
+        let took = register_orders(
+            &http,
+            &buyer,
+            ("silent-seller.bench", &bpp_uri),
+            a.count + warm,
+            a.prefill,
+        )
+        .await?;
+        progress(format!(
+            "prefilled the store with {} more orders in {took:.1} s",
+            a.prefill
+        ));
+    }
 
     let answered_early = Arc::new(AtomicU64::new(0));
     let launch = |from: u64, n: u64| -> Vec<tokio::task::JoinHandle<()>> {
@@ -1430,8 +1454,8 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
             })
             .collect()
     };
-    let mut tasks = launch(0, WARM);
-    if silent.wait_for(WARM, Duration::from_secs(20)).await < WARM {
+    let mut tasks = launch(0, warm);
+    if silent.wait_for(warm, Duration::from_secs(20)).await < warm {
         return Err(format!(
             "the buyer side did not send the warm-up ratings:\n{}",
             buyer_server.log_tail()
@@ -1442,13 +1466,13 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         .memory()
         .ok_or("cannot read the buyer side's memory")?;
     progress(format!(
-        "{WARM} requests waiting, buyer RSS {} KiB; launching {}",
+        "{warm} requests waiting, buyer RSS {} KiB; launching {}",
         before.rss_kib, a.count
     ));
     let started = tokio::time::Instant::now();
-    tasks.extend(launch(WARM, a.count));
+    tasks.extend(launch(warm, a.count));
     let reached = silent
-        .wait_for(WARM + a.count, Duration::from_secs(25))
+        .wait_for(warm + a.count, Duration::from_secs(25))
         .await;
     let settle = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1460,7 +1484,7 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         t.abort();
     }
     let waiting_now = reached.saturating_sub(early);
-    let added = reached.saturating_sub(WARM);
+    let added = reached.saturating_sub(warm);
     let per = if added > 0 {
         (with.rss_kib as f64 - before.rss_kib as f64) / added as f64
     } else {
@@ -1472,7 +1496,8 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         "store": ctx.store_name(),
         "protocol": protocol,
         "count": a.count,
-        "warm_waiting": WARM,
+        "warm_waiting": warm,
+        "prefilled_orders": a.prefill,
         "sent_to_seller": reached,
         "answered_before_measurement": early,
         "waiting_at_measurement": waiting_now,
@@ -1484,12 +1509,17 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         "targets": {"kib_per_waiting_request": {"max": WAITING_MAX_KIB, "met": met}},
     });
     let text = format!(
-        "waiting buyer requests, {} store, {protocol}\n  \
+        "waiting buyer requests, {} store{}, {protocol}\n  \
          waiting            {waiting_now} ({} sent to the silent seller in {:.2} s, {early} answered early)\n  \
-         buyer RSS          {} KiB with {WARM} waiting, {} KiB with {} waiting (peak {} KiB)\n  \
-         buyer threads      {} with {WARM} waiting, {} with all waiting\n  \
+         buyer RSS          {} KiB with {warm} waiting, {} KiB with {} waiting (peak {} KiB)\n  \
+         buyer threads      {} with {warm} waiting, {} with all waiting\n  \
          per waiting        {} KiB (target < {WAITING_MAX_KIB} KiB: {})\n",
         ctx.store_name(),
+        if a.prefill > 0 {
+            format!(" ({} orders prefilled)", a.prefill)
+        } else {
+            String::new()
+        },
         added,
         settle.as_secs_f64(),
         before.rss_kib,
@@ -1509,7 +1539,7 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
     Ok(Report {
         text,
         json,
-        failed: if reached < WARM + a.count || early > 0 {
+        failed: if reached < warm + a.count || early > 0 {
             1
         } else {
             0

@@ -228,22 +228,32 @@ impl Store {
 
     /// Replaces a rating record without waiting, queued behind every write already queued, so
     /// that it lands after them; `hold` is dropped once it has landed or failed. Only the embedded
-    /// store queues its writes: with Redis, `hold` comes back and the caller runs
-    /// [`Store::put_rating`] in a task of its own.
+    /// store queues its writes: with Redis, `hold` comes back with the record already encoded, and
+    /// the caller runs [`Store::put_rating_write`] in a task of its own.
     pub fn queue_rating<H: Send + 'static>(
         &self,
         record: &RatingRecord,
         hold: H,
-    ) -> Result<Queued, H> {
+    ) -> Result<Queued, (H, RatingWrite)> {
+        let value = encode(record);
         match self {
-            Store::Embedded(s) => Ok(s.put_queued(
-                Space::Ratings,
-                &record.order_id,
-                encode(record),
-                Box::new(hold),
+            Store::Embedded(s) => {
+                Ok(s.put_queued(Space::Ratings, &record.order_id, value, Box::new(hold)))
+            }
+            Store::Redis(_) => Err((
+                hold,
+                RatingWrite {
+                    order_id: record.order_id.clone(),
+                    value,
+                },
             )),
-            Store::Redis(_) => Err(hold),
         }
+    }
+
+    /// Runs a rating record's replacement that [`Store::queue_rating`] handed back.
+    pub async fn put_rating_write(&self, write: RatingWrite) -> Result<(), StoreError> {
+        self.put_raw(Space::Ratings, &write.order_id, write.value)
+            .await
     }
 
     /// An order's rating record.
@@ -291,6 +301,26 @@ impl Store {
             encode(r),
         )
         .await
+    }
+
+    /// Queues a received /rating's delivery state behind every write already queued, without
+    /// waiting for its commit; `hold` is dropped once it has landed or failed. Only the embedded
+    /// store queues its writes: with Redis, `hold` comes back and the caller runs
+    /// [`Store::put_received`].
+    pub fn queue_received<H: Send + 'static>(
+        &self,
+        r: &ReceivedRating,
+        hold: H,
+    ) -> Result<Queued, H> {
+        match self {
+            Store::Embedded(s) => Ok(s.put_queued(
+                Space::Received,
+                &received_key(&r.context.bap_id, &r.context.message_id),
+                encode(r),
+                Box::new(hold),
+            )),
+            Store::Redis(_) => Err(hold),
+        }
     }
 
     /// A received /rating.
@@ -461,6 +491,20 @@ fn received_key(bap_id: &str, message_id: &str) -> String {
 /// `{len(user_id)}:{user_id}|{order_id}`: the length prefix keeps ids containing `|` apart.
 fn feedback_key(user_id: &str, order_id: &str) -> String {
     format!("{}:{user_id}|{order_id}", user_id.len())
+}
+
+/// A rating record's replacement, encoded: what a task that writes it later keeps meanwhile (the
+/// bytes it will send, not the record and the strings it points to).
+pub struct RatingWrite {
+    order_id: String,
+    value: Vec<u8>,
+}
+
+impl RatingWrite {
+    /// The order whose record this replaces.
+    pub fn order_id(&self) -> &str {
+        &self.order_id
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {

@@ -62,3 +62,41 @@ fn round_trip_report_is_consistent() {
     assert!(floor > 0.0, "{report}");
     assert!(report["ratio_to_floor"].as_f64().unwrap() > 0.0, "{report}");
 }
+
+#[test]
+fn waiting_report_counts_every_request_as_waiting_over_http2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
+        .args([
+            "bench", "waiting", "--store", "embedded", "--count", "40", "--warm", "8", "--http2",
+            "--json",
+        ])
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {}: {stderr}", out.status);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON report ({e}): {stderr}"));
+
+    assert_eq!(report["mode"], "waiting");
+    assert_eq!(report["protocol"], "HTTP/2");
+    assert_eq!(report["warm_waiting"], 8, "{report}");
+    // Every request reached the silent seller and none was answered: all 48 were waiting when
+    // the memory was read.
+    assert_eq!(report["sent_to_seller"], 48, "{report}");
+    assert_eq!(report["answered_before_measurement"], 0, "{report}");
+    assert_eq!(report["waiting_at_measurement"], 48, "{report}");
+    let b = &report["buyer"];
+    let (before, with) = (
+        b["rss_before_kib"].as_u64().unwrap(),
+        b["rss_with_waiting_kib"].as_u64().unwrap(),
+    );
+    assert!(
+        before > 0 && b["peak_kib"].as_u64().unwrap() >= with,
+        "{report}"
+    );
+    let per = report["kib_per_waiting_request"].as_f64().unwrap();
+    assert!(
+        (per - (with as f64 - before as f64) / 40.0).abs() < 0.01,
+        "the figure is the RSS added per request sent after the warm-up: {report}"
+    );
+}

@@ -497,3 +497,64 @@ async fn a_slow_seller_gets_at_most_max_in_flight_requests_at_once() {
     }
     assert_eq!(seller.requests().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rating_that_finds_its_sellers_slots_taken_is_refused_with_retry_after_and_nothing_claimed()
+ {
+    let store = StoreFixture::new(Backend::Embedded);
+    // The first rating holds the one slot through two busy answers and their back-offs (200 and
+    // 400 ms); the second gives up waiting for it after buyer.send_timeout_ms.
+    let seller = ScriptedSeller::start(Script::FailFirst(2, 503)).await;
+    let buyer = Arc::new(
+        Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
+            s.buyer.max_in_flight_per_seller = 1;
+            s.buyer.send_attempts = 3;
+            s.buyer.send_timeout_ms = 300;
+            s.buyer.callback_wait_ms = 50;
+        })
+        .await,
+    );
+    for id in ["O-1", "O-2"] {
+        let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+        assert_eq!(buyer.put_order(id, &o).await.0, 200);
+    }
+    let first = {
+        let b = buyer.clone();
+        tokio::spawn(async move {
+            b.rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+                .await
+        })
+    };
+    seller.recorder.wait_for(1).await;
+    let r = buyer
+        .http
+        .post(format!("{}/ret11/rating", buyer.app.base))
+        .bearer_auth(Buyer::token("alice"))
+        .json(&json!({"orderId": "O-2", "orderRating": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_documented(503, &body, &schemas().rate_order_response);
+    assert_eq!(body["error"]["code"], "too_busy", "{body}");
+    assert_eq!(
+        buyer.rating_of("alice", "O-2").await.0,
+        404,
+        "nothing was claimed"
+    );
+    assert_eq!(first.await.unwrap().0, 202);
+    let sent = seller.requests();
+    assert_eq!(sent.len(), 3, "O-1's three attempts, nothing of O-2");
+    assert!(sent.iter().all(|c| c.body == sent[0].body));
+    // With the slot free again, the same rating goes through.
+    assert_eq!(
+        buyer
+            .rate("alice", &json!({"orderId": "O-2", "orderRating": 4}))
+            .await
+            .0,
+        202
+    );
+    assert_eq!(seller.requests().len(), 4);
+}
