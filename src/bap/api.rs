@@ -156,7 +156,7 @@ async fn rate(
     // Four phases, each in a future of its own, so that what a request keeps while it waits is
     // only what that wait needs: queued for a slot to its seller, the rating it will send (not
     // the state of the read before it or of the send after it); waiting for /on_rating, its
-    // order id, the waiter, the status write and the timer (the record is read back after).
+    // record packed, the waiter, the status write and the timer.
     let prepared = Box::pin(prepare(&state, &req, payload)).await?;
     // The slot before the claim: a request that finds its seller's slots full after
     // `buyer.send_timeout_ms` is refused having changed nothing, and a burst of ratings to a
@@ -191,14 +191,39 @@ struct Prepared {
     url: String,
 }
 
-/// A rating the seller ACKed, waiting for its /on_rating. Its record is not kept: the store
-/// has it, and it is read back when the wait is over (about a kilobyte less per waiting request).
+/// A rating the seller ACKed, waiting for its /on_rating.
 struct Sent {
-    order_id: String,
+    /// Kept for the whole wait, packed.
+    record: Packed,
     waiter: Waiter,
     /// The background write of the `acknowledged` status.
     status_written: Option<StatusWrite>,
     sent_at: std::time::Instant,
+}
+
+/// A record kept as its JSON while its request waits: one allocation of the record's size
+/// instead of the struct and the two dozen strings it points to, read back once when the wait is
+/// over. Measured against the boxed struct and against reading the record back from the store
+/// (docs/BENCHMARKS.md): the least memory per waiting request of the three, with no store read.
+struct Packed(Box<[u8]>);
+
+impl Packed {
+    fn new(record: &RatingRecord) -> Self {
+        Self(
+            serde_json::to_vec(record)
+                .expect("a rating record serialises")
+                .into_boxed_slice(),
+        )
+    }
+
+    fn unpack(&self) -> Result<RatingRecord, ApiError> {
+        serde_json::from_slice(&self.0).map_err(|e| {
+            ApiError::new(
+                ApiCode::InternalError,
+                format!("the waiting rating's record does not read back: {e}"),
+            )
+        })
+    }
 }
 
 /// Reads and checks the request (the user, the body, the order and its state, the entries) and
@@ -342,7 +367,7 @@ async fn claim_and_send(
         return Err(release(state, *record, failure, code).await);
     }
     Ok(Sent {
-        order_id: record.order_id,
+        record: Packed::new(&record),
         waiter,
         status_written,
         sent_at,
@@ -353,34 +378,22 @@ async fn claim_and_send(
 /// the seller's refusal, or 202 pending when the callback is late.
 async fn answer(state: &AppState, sent: Sent) -> Result<HttpResponse, ApiError> {
     let Sent {
-        order_id,
+        record,
         waiter,
         status_written,
         sent_at,
     } = sent;
-    let message_id = waiter.message_id();
-    // The record as claimed (its `acknowledged` write may still be on its way: every later write
-    // of it is ordered after that one) and the callback, if it came.
-    let read = async {
-        let record = state.store.get_rating(&order_id).await?;
-        let callback = state.store.get_callback(message_id).await?;
-        Ok::<_, crate::store::StoreError>((record, callback))
-    };
-    let read = read.await;
-    let found = matches!(&read, Ok((Some(r), _)) if r.message_id() == message_id);
     drop(waiter);
-    let (mut record, callback) = match read {
-        Ok((Some(record), callback)) if found => (record, callback),
-        Ok(_) => {
-            settle(status_written).await;
-            return Err(ApiError::new(
-                ApiCode::InternalError,
-                "the claimed rating's record is no longer in the store",
-            ));
-        }
+    let read = async {
+        let record = record.unpack()?;
+        let callback = state.store.get_callback(record.message_id()).await?;
+        Ok::<_, ApiError>((record, callback))
+    };
+    let (mut record, callback) = match read.await {
+        Ok(found) => found,
         Err(e) => {
             settle(status_written).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     state.metrics.callback_wait(

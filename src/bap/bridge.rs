@@ -60,11 +60,6 @@ impl Waiters {
 }
 
 impl Waiter {
-    /// The /rating message_id this waits for.
-    pub fn message_id(&self) -> &str {
-        &self.message_id
-    }
-
     /// Waits until notified or `timeout` passes; true when notified.
     pub async fn wait(&mut self, timeout: std::time::Duration) -> bool {
         match self.rx.take() {

@@ -1,8 +1,6 @@
 //! Signed POSTs to peers: serialise once, sign those bytes, send those bytes, and read the peer's
 //! synchronous ACK/NACK.
 
-use std::cell::RefCell;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
@@ -36,7 +34,7 @@ pub enum PeerAnswer {
 /// Signs and sends network requests as this participant.
 #[derive(Clone)]
 pub struct Outbound {
-    http: ThreadClients,
+    http: reqwest::Client,
     keys: SigningKeyPair,
     subscriber_id: String,
     unique_key_id: String,
@@ -53,8 +51,13 @@ impl Outbound {
         signature_ttl: i64,
         clock: SharedClock,
     ) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("TLS backend initialises");
         Self {
-            http: ThreadClients::default(),
+            http,
             keys,
             subscriber_id,
             unique_key_id,
@@ -101,7 +104,6 @@ impl Outbound {
     ) -> Result<RawAnswer, TransportError> {
         let mut req = self
             .http
-            .get()
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .timeout(timeout)
@@ -136,53 +138,12 @@ impl Outbound {
     pub async fn reachable(&self, url: &str, timeout: Duration) -> Result<u16, String> {
         let resp = self
             .http
-            .get()
             .get(url)
             .timeout(timeout)
             .send()
             .await
             .map_err(|e| describe(&e))?;
         Ok(resp.status().as_u16())
-    }
-}
-
-/// One HTTP client per thread for each [`Outbound`] (and its clones).
-///
-/// A client's pooled connection is driven by a task on the runtime of the thread that opened
-/// it. With one client shared by every thread, a request sent from one HTTP worker often went
-/// out over a connection whose task lived on the other worker: two cross-thread wake-ups per
-/// request. A client per thread keeps each request, its connection and its answer on the
-/// thread that sent it. The clients die with their thread or, once every clone of the
-/// `Outbound` is gone, at that thread's next look-up.
-#[derive(Clone, Default)]
-struct ThreadClients {
-    owner: Arc<()>,
-}
-
-thread_local! {
-    static CLIENTS: RefCell<Vec<(Weak<()>, reqwest::Client)>> = const { RefCell::new(Vec::new()) };
-}
-
-impl ThreadClients {
-    /// This thread's client (built on its first use here).
-    fn get(&self) -> reqwest::Client {
-        CLIENTS.with(|clients| {
-            let mut clients = clients.borrow_mut();
-            if let Some((_, c)) = clients
-                .iter()
-                .find(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&self.owner)))
-            {
-                return c.clone();
-            }
-            clients.retain(|(owner, _)| owner.strong_count() > 0);
-            let c = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build()
-                .expect("TLS backend initialises");
-            clients.push((Arc::downgrade(&self.owner), c.clone()));
-            c
-        })
     }
 }
 

@@ -6,30 +6,35 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn round_trip_report_is_consistent() {
+/// Runs `ondc-rating bench ARGS --json`, asserts it exits 0, and returns its one JSON report.
+fn bench_report(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
-        .args([
-            "bench",
-            "round-trip",
-            "--store",
-            "embedded",
-            "--duration",
-            "2",
-            "--warmup",
-            "1",
-            "--concurrency",
-            "4",
-            "--floor-secs",
-            "0.3",
-            "--json",
-        ])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .output()
         .expect("the binary runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {}: {stderr}", out.status);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is one JSON report ({e}): {stderr}"));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON report ({e}): {stderr}"))
+}
+
+#[test]
+fn round_trip_report_is_consistent() {
+    let report = bench_report(&[
+        "round-trip",
+        "--store",
+        "embedded",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--concurrency",
+        "4",
+        "--floor-secs",
+        "0.3",
+    ]);
 
     assert_eq!(report["mode"], "round-trip");
     assert_eq!(report["store"], "embedded");
@@ -65,17 +70,9 @@ fn round_trip_report_is_consistent() {
 
 #[test]
 fn waiting_report_counts_every_request_as_waiting_over_http2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
-        .args([
-            "bench", "waiting", "--store", "embedded", "--count", "40", "--warm", "8", "--http2",
-            "--json",
-        ])
-        .output()
-        .expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {}: {stderr}", out.status);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is one JSON report ({e}): {stderr}"));
+    let report = bench_report(&[
+        "waiting", "--store", "embedded", "--count", "40", "--warm", "8", "--http2",
+    ]);
 
     assert_eq!(report["mode"], "waiting");
     assert_eq!(report["protocol"], "HTTP/2");

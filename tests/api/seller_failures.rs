@@ -335,6 +335,48 @@ async fn a_late_refusal_shows_as_failed_with_the_sellers_error() {
     );
 }
 
+/// Registers alice's orders O-1 and O-2 with `seller`, starts rating O-1 and returns (with that
+/// request's answer to come) once the seller has its /rating.
+async fn first_of_two_in_flight(
+    buyer: &Arc<Buyer>,
+    seller: &ScriptedSeller,
+) -> tokio::task::JoinHandle<(u16, Value)> {
+    for id in ["O-1", "O-2"] {
+        let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+        assert_eq!(buyer.put_order(id, &o).await.0, 200);
+    }
+    let b = buyer.clone();
+    let first = tokio::spawn(async move {
+        b.rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+            .await
+    });
+    seller.recorder.wait_for(1).await;
+    first
+}
+
+/// Rates `order_id` and asserts the answer is 503 `too_busy` with `Retry-After: 1`, in the
+/// documented shape, and that the order has no rating afterwards.
+async fn assert_too_busy_and_nothing_claimed(buyer: &Buyer, order_id: &str) {
+    let r = buyer
+        .http
+        .post(format!("{}/ret11/rating", buyer.app.base))
+        .bearer_auth(Buyer::token("alice"))
+        .json(&json!({"orderId": order_id, "orderRating": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_documented(503, &body, &schemas().rate_order_response);
+    assert_eq!(body["error"]["code"], "too_busy", "{body}");
+    assert_eq!(
+        buyer.rating_of("alice", order_id).await.0,
+        404,
+        "nothing was claimed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_waiting_a_new_rating_is_refused_with_retry_after_and_nothing_claimed() {
     let store = StoreFixture::new(Backend::Embedded);
@@ -346,36 +388,8 @@ async fn beyond_max_waiting_a_new_rating_is_refused_with_retry_after_and_nothing
         })
         .await,
     );
-    for id in ["O-1", "O-2"] {
-        let o = order("alice", &seller.identity.id, &seller.bpp_uri());
-        assert_eq!(buyer.put_order(id, &o).await.0, 200);
-    }
-    let first = {
-        let b = buyer.clone();
-        tokio::spawn(async move {
-            b.rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
-                .await
-        })
-    };
-    seller.recorder.wait_for(1).await;
-    let r = buyer
-        .http
-        .post(format!("{}/ret11/rating", buyer.app.base))
-        .bearer_auth(Buyer::token("alice"))
-        .json(&json!({"orderId": "O-2", "orderRating": 4}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "1");
-    let body: Value = r.json().await.unwrap();
-    assert_documented(503, &body, &schemas().rate_order_response);
-    assert_eq!(body["error"]["code"], "too_busy");
-    assert_eq!(
-        buyer.rating_of("alice", "O-2").await.0,
-        404,
-        "nothing was claimed"
-    );
+    let first = first_of_two_in_flight(&buyer, &seller).await;
+    assert_too_busy_and_nothing_claimed(&buyer, "O-2").await;
     assert_eq!(first.await.unwrap().0, 202);
     // Once the first answered, there is room again.
     assert_eq!(
@@ -514,36 +528,8 @@ async fn a_rating_that_finds_its_sellers_slots_taken_is_refused_with_retry_after
         })
         .await,
     );
-    for id in ["O-1", "O-2"] {
-        let o = order("alice", &seller.identity.id, &seller.bpp_uri());
-        assert_eq!(buyer.put_order(id, &o).await.0, 200);
-    }
-    let first = {
-        let b = buyer.clone();
-        tokio::spawn(async move {
-            b.rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
-                .await
-        })
-    };
-    seller.recorder.wait_for(1).await;
-    let r = buyer
-        .http
-        .post(format!("{}/ret11/rating", buyer.app.base))
-        .bearer_auth(Buyer::token("alice"))
-        .json(&json!({"orderId": "O-2", "orderRating": 4}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "1");
-    let body: Value = r.json().await.unwrap();
-    assert_documented(503, &body, &schemas().rate_order_response);
-    assert_eq!(body["error"]["code"], "too_busy", "{body}");
-    assert_eq!(
-        buyer.rating_of("alice", "O-2").await.0,
-        404,
-        "nothing was claimed"
-    );
+    let first = first_of_two_in_flight(&buyer, &seller).await;
+    assert_too_busy_and_nothing_claimed(&buyer, "O-2").await;
     assert_eq!(first.await.unwrap().0, 202);
     let sent = seller.requests();
     assert_eq!(sent.len(), 3, "O-1's three attempts, nothing of O-2");
