@@ -329,7 +329,7 @@ async fn claim_and_send(
             record.status = RatingStatus::Acknowledged;
             // Written while the request waits for /on_rating, not before: its commit overlaps
             // the wait. Every later write of this record first awaits it, so they stay in order.
-            status_written = Some(write_status(state, RatingRecord::clone(&record), None));
+            status_written = Some(write_status(state, &record, None));
             (None, ApiCode::SellerRejected)
         }
         Ok(PeerAnswer::Nack {
@@ -419,7 +419,7 @@ async fn answer(state: &AppState, sent: Sent) -> Result<HttpResponse, ApiError> 
         // The stored callback already makes the rating read as completed; the status write
         // follows the answer, after the ACK status's.
         record.status = RatingStatus::Completed;
-        write_status(state, record.clone(), status_written);
+        write_status(state, &record, status_written);
         let mut cb_context = cb.context.clone();
         if cb_context.ttl.is_none() {
             // Some sellers omit ttl on callbacks; the envelope always carries the exchange's ttl.
@@ -570,14 +570,17 @@ enum StatusWrite {
 /// graceful stop waits for it), after the write `after`, if any, has landed. The embedded store
 /// takes it straight into its writer's queue, behind `after` and every other earlier write, with
 /// no task and no thread woken for the answer; with Redis it is a task that first awaits `after`.
-fn write_status(state: &AppState, record: RatingRecord, after: Option<StatusWrite>) -> StatusWrite {
-    let (guard, write) = match state.store.queue_rating(&record, state.in_flight.start()) {
+fn write_status(
+    state: &AppState,
+    record: &RatingRecord,
+    after: Option<StatusWrite>,
+) -> StatusWrite {
+    let (guard, write) = match state.store.queue_rating(record, state.in_flight.start()) {
         Ok(queued) => return StatusWrite::Queued(queued),
         Err(redis) => redis,
     };
     let store = state.store.clone();
     let status = record.status.as_str();
-    drop(record);
     // Boxed: a task's memory lasts as long as its JoinHandle, which the waiting request keeps;
     // boxed, the write's own state (the encoded record, not the record) is freed when it lands
     // and the task keeps only a pointer.
