@@ -10,7 +10,7 @@ use serde_json::json;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::bridge::Waiter;
+use super::bridge::{Waiter, Woken};
 use super::request::RateOrder;
 use crate::clock::ondc_timestamp;
 use crate::http::error::{ApiCode, ApiError};
@@ -174,11 +174,12 @@ async fn rate(
         ));
     };
     let mut sent = Box::pin(claim_and_send(&state, prepared, slot)).await?;
-    // Wait for /on_rating; the store is the truth, the notification only a wake-up.
-    sent.waiter
+    // Wait for /on_rating: handed over when it reaches this process, else read from the store.
+    let woken = sent
+        .waiter
         .wait(Duration::from_millis(state.settings.buyer.callback_wait_ms))
         .await;
-    Box::pin(answer(&state, sent)).await
+    Box::pin(answer(&state, sent, woken)).await
 }
 
 /// A rating read and checked, not yet claimed: what a request keeps while it queues for a slot
@@ -205,14 +206,15 @@ struct Sent {
 /// instead of the struct and the two dozen strings it points to, read back once when the wait is
 /// over. Measured against the boxed struct and against reading the record back from the store
 /// (docs/BENCHMARKS.md): the least memory per waiting request of the three, with no store read.
-struct Packed(Box<[u8]>);
+/// Shared with the request's waiter entry, against which a callback arriving here is matched.
+struct Packed(std::sync::Arc<[u8]>);
 
 impl Packed {
     fn new(record: &RatingRecord) -> Self {
         Self(
             serde_json::to_vec(record)
                 .expect("a rating record serialises")
-                .into_boxed_slice(),
+                .into(),
         )
     }
 
@@ -366,8 +368,10 @@ async fn claim_and_send(
     if let Some(failure) = failure {
         return Err(release(state, *record, failure, code).await);
     }
+    let record = Packed::new(&record);
+    waiter.holds(record.0.clone());
     Ok(Sent {
-        record: Packed::new(&record),
+        record,
         waiter,
         status_written,
         sent_at,
@@ -376,7 +380,7 @@ async fn claim_and_send(
 
 /// Answers a sent rating once its wait is over: the ACK envelope when the /on_rating is stored,
 /// the seller's refusal, or 202 pending when the callback is late.
-async fn answer(state: &AppState, sent: Sent) -> Result<HttpResponse, ApiError> {
+async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpResponse, ApiError> {
     let Sent {
         record,
         waiter,
@@ -386,7 +390,10 @@ async fn answer(state: &AppState, sent: Sent) -> Result<HttpResponse, ApiError> 
     drop(waiter);
     let read = async {
         let record = record.unpack()?;
-        let callback = state.store.get_callback(record.message_id()).await?;
+        let callback = match woken {
+            Woken::Callback(cb) => Some(*cb),
+            Woken::Told | Woken::Deadline => state.store.get_callback(record.message_id()).await?,
+        };
         Ok::<_, ApiError>((record, callback))
     };
     let (mut record, callback) = match read.await {

@@ -1,26 +1,48 @@
 //! Wakes a buyer request waiting for its /on_rating.
 //!
-//! The callback is always stored before anyone is woken, and the waiter reads the store after
-//! waking or at its deadline, so the notification carries no data and a missed one (the callback
-//! landed on another instance) costs only latency, never the result.
+//! The callback is always stored before anyone is woken. When it reaches the process whose
+//! request waits for it (one instance, or the instance that sent the /rating), it is matched
+//! against the /rating that request keeps and handed to it, so neither side reads the store back.
+//! When it lands on another instance, that instance matches it against the store, stores it and
+//! announces it; the announcement carries no data, and the woken request reads the store, as it
+//! does at its deadline, so a missed announcement costs only latency, never the result.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use crate::store::CallbackRecord;
+
+/// What ended a request's wait.
+pub enum Woken {
+    /// Its /on_rating reached this process and was stored: here it is.
+    Callback(Box<CallbackRecord>),
+    /// An /on_rating for it was stored (on another instance, or a repeat here): read the store.
+    Told,
+    /// Its deadline passed: read the store.
+    Deadline,
+}
+
+/// One waiting request: how to wake it and, once its /rating was acknowledged, that /rating's
+/// record as the request keeps it (shared, not copied).
+struct Entry {
+    tx: oneshot::Sender<Option<Box<CallbackRecord>>>,
+    sent: Option<Arc<[u8]>>,
+}
+
 /// Waiting requests by /rating message_id.
 #[derive(Clone, Default)]
 pub struct Waiters {
-    // A std mutex: held only for a map insert/remove, never across an await.
-    inner: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    // A std mutex: held only for a map insert, lookup or remove, never across an await.
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
 /// A registration; dropping it unregisters.
 pub struct Waiter {
     waiters: Waiters,
     message_id: String,
-    rx: Option<oneshot::Receiver<()>>,
+    rx: Option<oneshot::Receiver<Option<Box<CallbackRecord>>>>,
 }
 
 impl Waiters {
@@ -28,7 +50,8 @@ impl Waiters {
     /// callback cannot slip between the send and the wait.
     pub fn register(&self, message_id: &str) -> Waiter {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(message_id.to_owned(), tx);
+        self.lock()
+            .insert(message_id.to_owned(), Entry { tx, sent: None });
         Waiter {
             waiters: self.clone(),
             message_id: message_id.to_owned(),
@@ -36,10 +59,28 @@ impl Waiters {
         }
     }
 
-    /// Wakes the request waiting on `message_id` in this process, if any.
+    /// The record of the acknowledged /rating that a request in this process waits on, as it
+    /// was given to [`Waiter::holds`]; None when no request here waits on `message_id` or its
+    /// /rating is not acknowledged yet.
+    pub fn sent(&self, message_id: &str) -> Option<Arc<[u8]>> {
+        self.lock().get(message_id).and_then(|e| e.sent.clone())
+    }
+
+    /// Hands a stored callback to the request in this process waiting on its message_id; false
+    /// when none waits (any more).
+    pub fn deliver(&self, cb: Box<CallbackRecord>) -> bool {
+        let entry = self.lock().remove(cb.context.message_id.as_str());
+        match entry {
+            Some(e) => e.tx.send(Some(cb)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Tells the request waiting on `message_id` in this process, if any, that a callback for
+    /// it was stored.
     pub fn notify(&self, message_id: &str) {
-        if let Some(tx) = self.lock().remove(message_id) {
-            let _ = tx.send(());
+        if let Some(e) = self.lock().remove(message_id) {
+            let _ = e.tx.send(None);
         }
     }
 
@@ -53,18 +94,30 @@ impl Waiters {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<()>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // A poisoned map is still a valid map: a panic elsewhere cannot corrupt a HashMap insert.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Waiter {
-    /// Waits until notified or `timeout` passes; true when notified.
-    pub async fn wait(&mut self, timeout: std::time::Duration) -> bool {
-        match self.rx.take() {
-            Some(rx) => matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(()))),
-            None => false,
+    /// Records the acknowledged /rating this request now waits on (its record's JSON), so that
+    /// its callback arriving here is matched against it rather than against the store.
+    pub fn holds(&self, sent: Arc<[u8]>) {
+        if let Some(e) = self.waiters.lock().get_mut(&self.message_id) {
+            e.sent = Some(sent);
+        }
+    }
+
+    /// Waits until woken or `timeout` passes.
+    pub async fn wait(&mut self, timeout: std::time::Duration) -> Woken {
+        let Some(rx) = self.rx.take() else {
+            return Woken::Deadline;
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Some(cb))) => Woken::Callback(cb),
+            Ok(Ok(None)) => Woken::Told,
+            Ok(Err(_)) | Err(_) => Woken::Deadline,
         }
     }
 }
@@ -80,16 +133,44 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn callback(message_id: &str) -> Box<CallbackRecord> {
+        let mut cb: CallbackRecord = serde_json::from_value(serde_json::json!({
+            "context": {
+                "domain": "ONDC:RET11", "country": "IND", "city": "std:080",
+                "action": "on_rating", "core_version": "1.2.0",
+                "bap_id": "b", "bap_uri": "http://b", "bpp_id": "s", "bpp_uri": "http://s",
+                "transaction_id": "t", "message_id": "", "timestamp": "2026-12-02T00:00:00.000Z"
+            },
+            "message": {},
+            "receivedAt": "2026-12-02T00:00:00.000Z"
+        }))
+        .expect("a callback record");
+        cb.context.message_id = message_id.into();
+        Box::new(cb)
+    }
+
     #[tokio::test]
-    async fn notify_wakes_and_drop_unregisters() {
+    async fn a_delivered_callback_reaches_its_waiter_and_drop_unregisters() {
         let w = Waiters::default();
         let mut a = w.register("m1");
-        w.notify("m1");
-        assert!(a.wait(Duration::from_secs(1)).await);
+        assert!(w.sent("m1").is_none(), "nothing acknowledged yet");
+        a.holds(Arc::from(&b"{}"[..]));
+        assert_eq!(w.sent("m1").as_deref(), Some(&b"{}"[..]));
+        assert!(w.deliver(callback("m1")));
+        match a.wait(Duration::from_secs(1)).await {
+            Woken::Callback(cb) => assert_eq!(cb.context.message_id, "m1"),
+            _ => panic!("the callback itself should wake the waiter"),
+        }
+        assert!(!w.deliver(callback("m1")), "delivered once");
         let mut b = w.register("m2");
-        assert!(!b.wait(Duration::from_millis(20)).await);
-        drop(b);
-        drop(a);
+        w.notify("m2");
+        assert!(matches!(b.wait(Duration::from_secs(1)).await, Woken::Told));
+        let mut c = w.register("m3");
+        assert!(matches!(
+            c.wait(Duration::from_millis(20)).await,
+            Woken::Deadline
+        ));
+        drop((a, b, c));
         assert!(w.is_empty());
     }
 }

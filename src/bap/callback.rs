@@ -8,8 +8,14 @@ use tracing::field::Empty;
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
 use crate::http::network::{BUYER, accept_inbound, ack, nack};
-use crate::protocol::{Action, NackCode, NetworkError, OnRatingMessage};
+use crate::protocol::{Action, Context, NackCode, NetworkError, OnRatingMessage};
 use crate::store::{CallbackRecord, RatingStatus};
+
+/// The part of a rating record the callback is matched against: the /rating's context.
+#[derive(serde::Deserialize)]
+struct SentContext {
+    context: Context,
+}
 
 /// `POST {bap_uri}/on_rating`, in a span that carries the context's ids once they are read.
 pub async fn on_rating(
@@ -59,21 +65,37 @@ async fn handle(
             "temporarily unable to record; retry",
         )
     };
-    // The one-time buyer API's outstanding rating, or a /rating the v2 feedback API sent.
-    let sent = match state.store.order_for_message(&context.message_id).await {
-        Ok(Some(order_id)) => match state.store.get_rating(&order_id).await {
-            Ok(r) => r
-                .filter(|r| {
-                    r.message_id() == context.message_id && r.status != RatingStatus::Failed
-                })
-                .map(|r| r.context),
+    // The one-time buyer API's outstanding rating: the /rating a request here waits on, else
+    // the store's (the request may wait on another instance, or have stopped waiting); or a
+    // /rating the v2 feedback API sent.
+    let waiting_here = state.waiters.sent(&context.message_id);
+    let sent = match &waiting_here {
+        Some(packed) => match serde_json::from_slice::<SentContext>(packed) {
+            Ok(s) => Some(s.context),
+            Err(e) => {
+                tracing::error!(error = %e, "a waiting rating's record does not read back");
+                return nack(
+                    NackCode::BuyerInternal,
+                    None,
+                    "temporarily unable to record; retry",
+                );
+            }
+        },
+        None => match state.store.order_for_message(&context.message_id).await {
+            Ok(Some(order_id)) => match state.store.get_rating(&order_id).await {
+                Ok(r) => r
+                    .filter(|r| {
+                        r.message_id() == context.message_id && r.status != RatingStatus::Failed
+                    })
+                    .map(|r| r.context),
+                Err(e) => return internal(e),
+            },
+            Ok(None) => match state.store.get_feedback_sent(&context.message_id).await {
+                Ok(f) => f.map(|f| f.context),
+                Err(e) => return internal(e),
+            },
             Err(e) => return internal(e),
         },
-        Ok(None) => match state.store.get_feedback_sent(&context.message_id).await {
-            Ok(f) => f.map(|f| f.context),
-            Err(e) => return internal(e),
-        },
-        Err(e) => return internal(e),
     };
     let Some(sent) = sent else {
         return nack(
@@ -122,13 +144,28 @@ async fn handle(
     };
     match state.store.put_callback(&cb).await {
         Ok(true) => tracing::info!("on_rating stored"),
-        Ok(false) => tracing::info!("duplicate on_rating acknowledged, first one kept"),
+        Ok(false) => {
+            // The first one stored is the answer: wake the waiter to read it.
+            tracing::info!("duplicate on_rating acknowledged, first one kept");
+            return announce(&state, &cb.context.message_id).await;
+        }
         Err(e) => return internal(e),
     }
-    state.waiters.notify(&cb.context.message_id);
-    // The waiting request may be on another instance: tell them all. Stored first, so a lost
-    // announcement only delays the answer to the waiter's deadline check.
-    if let Err(e) = state.store.announce_callback(&cb.context.message_id).await {
+    if waiting_here.is_some() {
+        // Its request waits in this process and nowhere else: hand the callback over (a request
+        // whose deadline passed meanwhile reads it from the store when asked).
+        state.waiters.deliver(Box::new(cb));
+        return ack();
+    }
+    announce(&state, &cb.context.message_id).await
+}
+
+/// Tells the request waiting on `message_id` that its callback is stored, here and (the request
+/// may wait on another instance) on every instance, then ACKs. Stored first, so a lost
+/// announcement only delays the answer to the waiter's deadline check.
+async fn announce(state: &AppState, message_id: &str) -> HttpResponse {
+    state.waiters.notify(message_id);
+    if let Err(e) = state.store.announce_callback(message_id).await {
         tracing::warn!(error = %e, "could not announce the callback to other instances");
     }
     ack()

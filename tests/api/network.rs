@@ -283,15 +283,22 @@ async fn on_rating_is_signed_echoes_the_request_and_carries_the_form() {
     assert!(text.starts_with(r#"{"context":{"domain":"ONDC:RET11","country":"IND","city":"std:080","action":"on_rating""#), "{text}");
 }
 
-async fn buyer_side_refuses_bad_callbacks(backend: Backend) {
-    let store = StoreFixture::new(backend);
+/// A seller that ACKs /rating and never calls back, and a buyer side that waits `wait_ms` for
+/// callbacks and has alice's completed order O-1 with it.
+async fn silent_seller_and_buyer(store: &StoreFixture, wait_ms: u64) -> (ScriptedSeller, Buyer) {
     let seller = ScriptedSeller::start(Script::AckSilently).await;
-    let buyer = Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
-        s.buyer.callback_wait_ms = 200;
+    let buyer = Buyer::start(store, "buyer", vec![seller.identity.peer()], |s| {
+        s.buyer.callback_wait_ms = wait_ms;
     })
     .await;
     let order_json = order("alice", &seller.identity.id, &seller.bpp_uri());
     assert_eq!(buyer.put_order("O-1", &order_json).await.0, 200);
+    (seller, buyer)
+}
+
+async fn buyer_side_refuses_bad_callbacks(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let (seller, buyer) = silent_seller_and_buyer(&store, 200).await;
     let (status, pending) = buyer
         .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
         .await;
@@ -371,6 +378,85 @@ async fn buyer_side_refuses_bad_callbacks(backend: Backend) {
     );
 }
 both_stores!(buyer_side_refuses_bad_callbacks);
+
+/// A callback that reaches the instance whose request is still waiting for it is matched against
+/// the /rating that request sent: a mismatched one is refused and leaves the request waiting, the
+/// genuine one answers it with the callback's context and form, and a repeat is ACKed and changes
+/// nothing.
+async fn a_waiting_request_refuses_a_mismatched_callback_and_is_answered_by_the_genuine_one(
+    backend: Backend,
+) {
+    let store = StoreFixture::new(backend);
+    let (seller, buyer) = silent_seller_and_buyer(&store, 20_000).await;
+    let request = json!({"orderId": "O-1", "orderRating": 4});
+    let rating = buyer.rate("alice", &request);
+    let seller_side = async {
+        // The /rating as the seller got it, once the buyer has its ACK.
+        let mut sent = None;
+        for _ in 0..400 {
+            if let Some(r) = seller.requests().first() {
+                let status = buyer.rating_of("alice", "O-1").await.1["data"]["status"].clone();
+                if status == "acknowledged" {
+                    sent = Some(serde_json::from_slice::<Value>(&r.body).unwrap());
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let sent = sent.expect("the /rating reached the seller and was acknowledged");
+        let on_rating = |ctx: &Value, url: &str| {
+            let mut c = ctx.clone();
+            c["action"] = json!("on_rating");
+            c["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+            serde_json::to_vec(&json!({"context": c, "message": {"feedback_form": {
+                "form": {"url": url, "mime_type": "text/html"}, "required": false}}}))
+            .unwrap()
+        };
+        let mut wrong = sent["context"].clone();
+        wrong["city"] = json!("std:011");
+        let (s, b) = buyer
+            .on_rating(
+                &seller.identity,
+                &on_rating(&wrong, "https://wrong.example/f"),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str(), b["error"]["path"].as_str()),
+            (400, Some("20006"), Some("context.city")),
+            "{b}"
+        );
+        assert_eq!(
+            buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+            "acknowledged",
+            "the refused callback completed nothing"
+        );
+        let genuine = on_rating(&sent["context"], "https://seller.example/f/O-1");
+        let (s, b) = buyer.on_rating(&seller.identity, &genuine).await;
+        assert_eq!(s, 200, "{b}");
+        (sent, genuine)
+    };
+    let ((status, answer), (sent, genuine)) = tokio::join!(rating, seller_side);
+    assert_eq!(status, 200, "{answer}");
+    let dto = &answer["data"]["dto"];
+    assert_eq!(answer["data"]["status"], "ACK");
+    assert_eq!(dto["context"]["action"], "on_rating");
+    assert_eq!(dto["context"]["message_id"], sent["context"]["message_id"]);
+    assert_eq!(dto["context"]["bpp_id"], seller.identity.id.as_str());
+    assert_eq!(dto["message"]["order_id"], "O-1");
+    assert_eq!(
+        dto["message"]["feedback_form"]["form"]["url"],
+        "https://seller.example/f/O-1"
+    );
+    // A repeat of the genuine callback is ACKed; what was answered and stored stays.
+    assert_eq!(buyer.on_rating(&seller.identity, &genuine).await.0, 200);
+    let (_, read) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(read["data"]["status"], "completed", "{read}");
+    assert_eq!(
+        read["data"]["feedbackForm"]["url"],
+        "https://seller.example/f/O-1"
+    );
+}
+both_stores!(a_waiting_request_refuses_a_mismatched_callback_and_is_answered_by_the_genuine_one);
 
 /// Polls the seller platform's view until the /on_rating delivery is no longer pending.
 async fn settled(seller: &Seller, message_id: &str) -> Value {
