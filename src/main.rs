@@ -196,9 +196,28 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `serve` reads its settings first: they size the runtime (`server.background_threads`).
+    let serve = match &cli.command {
+        Command::Serve { config, record } => Some(Settings::load(config).map(|mut s| {
+            if record.is_some() {
+                s.server.record_dir = record.clone();
+            }
+            s
+        })),
+        _ => None,
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(Ok(settings)) = &serve {
+        runtime.worker_threads(settings.server.background_worker_threads());
+    }
+    let result = match runtime.build() {
+        Ok(runtime) => runtime.block_on(run(cli, serve)),
+        Err(e) => Err(format!("cannot start the runtime: {e}")),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -207,13 +226,15 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
+async fn run(
+    cli: Cli,
+    serve: Option<Result<Settings, ondc_rating::config::ConfigError>>,
+) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Serve { config, record } => {
-            let mut settings = Settings::load(&config).map_err(|e| e.to_string())?;
-            if record.is_some() {
-                settings.server.record_dir = record;
-            }
+        Command::Serve { .. } => {
+            let settings = serve
+                .expect("settings are read for serve")
+                .map_err(|e| e.to_string())?;
             init_logging(&settings.server.log_level, settings.server.log_format);
             let app = Application::build(settings)
                 .await

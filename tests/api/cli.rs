@@ -125,12 +125,47 @@ fn keygen_prints_usable_keys_in_ondc_encodings() {
 
 #[test]
 fn a_bad_setting_stops_serve_with_the_key_named() {
-    let out = Command::new(BIN)
-        .args(["serve", "--config", &repo_file("config/default.toml")])
-        .env("ONDC_RATING__BUYER__CALLBACK_WAIT_MS", "60000")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("buyer.callback_wait_ms"), "{err}");
+    for (key, value) in [
+        ("BUYER__CALLBACK_WAIT_MS", "60000"),
+        ("SERVER__BACKGROUND_THREADS", "257"),
+        ("SERVER__BACKGROUND_THREADS", "many"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--config", &repo_file("config/default.toml")])
+            .env(format!("ONDC_RATING__{key}"), value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let named = key.to_ascii_lowercase().replace("__", ".");
+        assert!(err.contains(&named), "{key}={value}: {err}");
+    }
+}
+
+/// The runtime beside the HTTP workers has the threads `server.background_threads` asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sizes_its_background_runtime_from_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l, port) = bind();
+    drop(l);
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Server(
+        Command::new(BIN)
+            .args(["serve", "--config", &repo_file("config/default.toml")])
+            .env("ONDC_RATING__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("ONDC_RATING__STORE__PATH", dir.path().join("s.redb"))
+            .env("ONDC_RATING__STORE__BACKEND", "embedded")
+            .env("ONDC_RATING__SERVER__BACKGROUND_THREADS", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_up(&base).await;
+    let runtime_threads = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count();
+    assert_eq!(runtime_threads, 3);
 }
