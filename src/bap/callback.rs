@@ -72,14 +72,7 @@ async fn handle(
     let sent = match &waiting_here {
         Some(packed) => match serde_json::from_slice::<SentContext>(packed) {
             Ok(s) => Some(s.context),
-            Err(e) => {
-                tracing::error!(error = %e, "a waiting rating's record does not read back");
-                return nack(
-                    NackCode::BuyerInternal,
-                    None,
-                    "temporarily unable to record; retry",
-                );
-            }
+            Err(e) => return internal(crate::store::StoreError::Corrupt(e.to_string())),
         },
         None => match state.store.order_for_message(&context.message_id).await {
             Ok(Some(order_id)) => match state.store.get_rating(&order_id).await {
