@@ -70,7 +70,8 @@ pub struct ServerSettings {
     /// Worker threads of the runtime beside the HTTP workers (one per core): it sends the
     /// seller side's /on_rating callbacks and runs the webhook calls, the Redis status writes and
     /// the callback subscription. 0: a quarter of the cores, at least one. One thread beside two
-    /// HTTP workers took 5 to 9 % less CPU per round trip with Redis than two (docs/BENCHMARKS.md).
+    /// HTTP workers took 12 % (embedded) to 21 % (Redis) less CPU per round trip at peak than two
+    /// (docs/BENCHMARKS.md).
     pub background_threads: usize,
 }
 

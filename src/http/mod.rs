@@ -406,7 +406,7 @@ impl Application {
 ///
 /// actix-web tries routes in the order given and matches each path with a `{param}` by a regular
 /// expression, so the three routes of a rating exchange (fixed paths) come first: a `/rating` or
-/// `/on_rating` used to be tried against the ten parameterised paths before it, about 4 % of the
+/// `/on_rating` used to be tried against the nine parameterised paths before it, about 4 % of the
 /// buyer side's CPU per round trip (docs/BENCHMARKS.md).
 fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
     let route = |m: Method| web::method(m);

@@ -33,6 +33,29 @@ fn demo_rates_once_refuses_the_second_and_exits_zero() {
 
 struct Server(Child);
 
+impl Server {
+    /// `serve` with the default config on a free port, its embedded store in `dir`, with extra
+    /// environment; returns once it answers, with its base URL.
+    async fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> (Self, String) {
+        let (l, port) = bind();
+        drop(l);
+        let base = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", &repo_file("config/default.toml")])
+            .env("ONDC_RATING__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("ONDC_RATING__STORE__PATH", dir.join("s.redb"))
+            .env("ONDC_RATING__STORE__BACKEND", "embedded")
+            .env("ONDC_RATING__BUYER__BAP_URI", format!("{base}/bap"))
+            .env("ONDC_RATING__SELLER__BPP_URI", format!("{base}/bpp"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let server = Self(cmd.spawn().unwrap());
+        wait_until_up(&base).await;
+        (server, base)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -43,24 +66,8 @@ impl Drop for Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_the_default_config_rates_against_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let (l, port) = bind();
-    drop(l);
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(BIN)
-            .args(["serve", "--config", &repo_file("config/default.toml")])
-            .env("ONDC_RATING__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("ONDC_RATING__STORE__PATH", dir.path().join("s.redb"))
-            .env("ONDC_RATING__STORE__BACKEND", "embedded")
-            .env("ONDC_RATING__BUYER__BAP_URI", format!("{base}/bap"))
-            .env("ONDC_RATING__SELLER__BPP_URI", format!("{base}/bpp"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_server, base) = Server::start(dir.path(), &[]).await;
     let http = reqwest::Client::new();
-    wait_until_up(&base).await;
 
     let token = String::from_utf8(
         Command::new(BIN)
@@ -146,22 +153,11 @@ fn a_bad_setting_stops_serve_with_the_key_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_sizes_its_background_runtime_from_the_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let (l, port) = bind();
-    drop(l);
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Server(
-        Command::new(BIN)
-            .args(["serve", "--config", &repo_file("config/default.toml")])
-            .env("ONDC_RATING__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("ONDC_RATING__STORE__PATH", dir.path().join("s.redb"))
-            .env("ONDC_RATING__STORE__BACKEND", "embedded")
-            .env("ONDC_RATING__SERVER__BACKGROUND_THREADS", "3")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until_up(&base).await;
+    let (server, _) = Server::start(
+        dir.path(),
+        &[("ONDC_RATING__SERVER__BACKGROUND_THREADS", "3")],
+    )
+    .await;
     let runtime_threads = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
