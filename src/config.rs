@@ -366,6 +366,23 @@ pub struct SellerSettings {
     pub webhook_timeout_ms: u64,
     /// Attempts on transport errors, 5xx and 429, within `webhook_timeout_ms`.
     pub webhook_attempts: u32,
+    /// Who sends the `/on_rating` of a rating that passed the checks: the adapter, at once
+    /// (`auto`), or the seller platform, through
+    /// `POST /internal/seller/ratings/{bap_id}/{message_id}/on_rating` within the ttl
+    /// (`platform`).
+    pub on_rating: OnRatingMode,
+}
+
+/// `seller.on_rating`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRatingMode {
+    /// After the checks (and the webhook, when configured), the adapter sends it.
+    #[default]
+    Auto,
+    /// The seller platform answers each rating that passed the checks; the adapter sends the
+    /// `/on_rating` when it does. Ratings the checks refuse are still answered at once.
+    Platform,
 }
 
 impl Default for SellerSettings {
@@ -388,6 +405,7 @@ impl Default for SellerSettings {
             webhook_secret: String::new(),
             webhook_timeout_ms: 5_000,
             webhook_attempts: 3,
+            on_rating: OnRatingMode::Auto,
         }
     }
 }
@@ -1148,7 +1166,10 @@ mod tests {
         let s = Settings::from_toml_with_env(DEFAULT, []).unwrap();
         assert_eq!(s.seller.accepted().len(), 5);
         assert!(!s.seller.allow_decimal_values);
+        assert_eq!(s.seller.on_rating, OnRatingMode::Auto);
         let env = |k: &str, v: &str| [(format!("ONDC_RATING__SELLER__{k}"), v.to_string())];
+        let s = Settings::from_toml_with_env(DEFAULT, env("ON_RATING", "platform")).unwrap();
+        assert_eq!(s.seller.on_rating, OnRatingMode::Platform);
         let s = Settings::from_toml_with_env(DEFAULT, env("ACCEPTED_CATEGORIES", "order, ITEM"))
             .unwrap();
         assert_eq!(
@@ -1173,6 +1194,7 @@ mod tests {
             ),
             ("WEBHOOK_TIMEOUT_MS", "25000", "seller.webhook_timeout_ms"),
             ("WEBHOOK_ATTEMPTS", "0", "seller.webhook_attempts"),
+            ("ON_RATING", "later", "seller.on_rating"),
         ];
         for (k, v, key) in cases {
             let err = Settings::from_toml_with_env(DEFAULT, env(k, v))

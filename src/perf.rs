@@ -71,6 +71,7 @@ pub fn sample_received() -> ReceivedRating {
             required: Some(false),
         }),
         webhook: None,
+        single: false,
     }
 }
 

@@ -156,7 +156,9 @@ impl From<ApiError> for FeedbackError {
                 return Self::not_found();
             }
             OrderNotCompleted => ("Order Not Completed", 4220, json!({})),
-            AlreadyRated | InvalidChallenge | InternalError => ("Internal Error", 5000, json!({})),
+            AlreadyRated | InvalidChallenge | InternalError | AlreadyAnswered | TtlPassed => {
+                ("Internal Error", 5000, json!({}))
+            }
         };
         Self {
             status: e.code.spec().1,

@@ -139,7 +139,7 @@ impl From<ApiError> for ListingError {
                 50400,
                 "The provider's platform did not answer in time; the feedback is kept.",
             ),
-            InternalError => (50000, "Internal error."),
+            InternalError | AlreadyAnswered | TtlPassed => (50000, "Internal error."),
         };
         Self {
             seller_error: e.seller_error,

@@ -11,6 +11,7 @@ use tracing::field::Empty;
 
 use crate::bap::orders::check_internal;
 use crate::clock::{ondc_timestamp, parse_timestamp};
+use crate::config::OnRatingMode;
 use crate::http::AppState;
 use crate::http::error::{ApiCode, ApiError};
 use crate::http::network::{SELLER, accept_inbound, ack, nack};
@@ -19,7 +20,8 @@ use crate::protocol::{Action, NackCode};
 use crate::store::{DeliveryStatus, ReceivedRating, Verdict};
 
 use super::checks::first_problem;
-use super::sender::{Job, process, template_form};
+use super::sender::{Job, apply_answer, process, send, template_form};
+use super::webhook::read_answer;
 
 /// Reads an ISO 8601 duration of the forms ONDC uses (`PT30S`, `PT5M`, `PT1H`, `P1D`) as seconds.
 pub fn iso_duration_secs(s: &str) -> Option<i64> {
@@ -134,17 +136,25 @@ async fn handle(
         (None, false) => Verdict::Pending,
         (None, true) => Verdict::Accepted,
     };
+    // With `seller.on_rating = "platform"` a rating that passed the checks waits for the seller
+    // platform's answer; a refused one is answered at once either way.
+    let held = seller.on_rating == OnRatingMode::Platform && verdict != Verdict::Refused;
     let mut received = ReceivedRating {
         context,
         ratings,
         received_at: ondc_timestamp(now),
-        on_rating: DeliveryStatus::Pending,
+        on_rating: if held {
+            DeliveryStatus::Awaiting
+        } else {
+            DeliveryStatus::Pending
+        },
         attempts: 0,
         last_error: None,
         verdict,
         error,
         feedback_form: None,
         webhook: None,
+        single,
     };
     if verdict == Verdict::Accepted {
         received.feedback_form = template_form(&state, &received);
@@ -168,18 +178,20 @@ async fn handle(
                 verdict = ?received.verdict,
                 "rating received"
             );
-            let state = state.clone();
             // ACK first (the response below), then the webhook and the call back, each with its
-            // own deadline.
-            let guard = state.in_flight.start();
-            let runtime = state.background.clone();
-            runtime.spawn(
-                async move {
-                    process(state, received, job).await;
-                    drop(guard);
-                }
-                .in_current_span(),
-            );
+            // own deadline. A held rating without a webhook has nothing left to do here.
+            if !held || received.verdict == Verdict::Pending {
+                let state = state.clone();
+                let guard = state.in_flight.start();
+                let runtime = state.background.clone();
+                runtime.spawn(
+                    async move {
+                        process(state, received, job).await;
+                        drop(guard);
+                    }
+                    .in_current_span(),
+                );
+            }
         }
         Ok(false) => tracing::info!("repeated /rating acknowledged, not processed again"),
         Err(e) => {
@@ -204,6 +216,131 @@ pub async fn get_received(
         Some(r) => Ok(HttpResponse::Ok().json(serde_json::json!({ "rating": r }))),
         None => Err(ApiError::new(ApiCode::NotFound, "no such received rating")),
     }
+}
+
+/// Takes a received rating's key out of [`AppState::answering`] when the answer ends, however it
+/// ends.
+struct Answering {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
+}
+
+/// `POST /internal/seller/ratings/{bap_id}/{message_id}/on_rating` (`seller.on_rating =
+/// "platform"`): the seller platform's answer to a rating that passed the checks, in the form its
+/// webhook answers take (empty or `{}`: what the record holds; a `feedback_form_url`; an `error`
+/// with a seller business code). The signed /on_rating goes out with it, retried within the
+/// /rating's ttl, and the answer is the record once the outcome is stored.
+pub async fn answer_received(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    check_internal(&req, &state.settings.seller.internal_token)?;
+    let (bap_id, message_id) = path.into_inner();
+    let key = format!("{bap_id}|{message_id}");
+    let claimed = state
+        .answering
+        .lock()
+        .map_err(|_| ApiError::new(ApiCode::InternalError, "answer registry poisoned"))?
+        .insert(key.clone());
+    if !claimed {
+        return Err(ApiError::new(
+            ApiCode::AlreadyAnswered,
+            "its /on_rating is being sent",
+        ));
+    }
+    let claim = Answering {
+        set: state.answering.clone(),
+        key,
+    };
+    // Read after the claim: an answer that finished in between shows in the record.
+    let Some(mut r) = state.store.get_received(&bap_id, &message_id).await? else {
+        return Err(ApiError::new(ApiCode::NotFound, "no such received rating"));
+    };
+    match (r.on_rating, r.verdict) {
+        (DeliveryStatus::Awaiting, Verdict::Pending) => {
+            return Err(ApiError::new(
+                ApiCode::TooBusy,
+                "the rating is still being handed to the seller platform's webhook; retry",
+            ));
+        }
+        (DeliveryStatus::Awaiting, _) => {}
+        (DeliveryStatus::Sent, _) => {
+            return Err(ApiError::new(
+                ApiCode::AlreadyAnswered,
+                "its /on_rating was sent already",
+            ));
+        }
+        (DeliveryStatus::Failed, _) => {
+            return Err(ApiError::new(
+                ApiCode::AlreadyAnswered,
+                "its /on_rating was sent already and not delivered",
+            ));
+        }
+        (DeliveryStatus::Pending, _) => {
+            return Err(ApiError::new(
+                ApiCode::AlreadyAnswered,
+                "this adapter sends its /on_rating (it was not held for the seller platform)",
+            ));
+        }
+    }
+    let now = state.clock.now();
+    let sent_at = parse_timestamp(&r.context.timestamp).unwrap_or(now);
+    let ttl = r
+        .context
+        .ttl
+        .as_deref()
+        .and_then(iso_duration_secs)
+        .unwrap_or(crate::protocol::RATING_TTL_SECS)
+        .min(crate::protocol::RATING_TTL_SECS);
+    let left = ttl.saturating_mul(1000) - (now - sent_at).num_milliseconds();
+    if left <= 0 {
+        return Err(ApiError::new(
+            ApiCode::TtlPassed,
+            format!(
+                "the /rating's ttl ({ttl} s) has passed; the buyer would not take an /on_rating now"
+            ),
+        ));
+    }
+    if !body.iter().all(u8::is_ascii_whitespace)
+        && !matches!(serde_json::from_slice::<Value>(&body), Ok(Value::Object(_)))
+    {
+        return Err(ApiError::new(
+            ApiCode::InvalidJson,
+            "the answer must be empty or a JSON object",
+        ));
+    }
+    let answer = read_answer(&body, &r, r.single)
+        .map_err(|e| ApiError::new(ApiCode::ValidationFailed, e))?;
+    apply_answer(&state, &mut r, answer);
+    // On the background runtime: a platform that hangs up does not cut a delivery short.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(left as u64);
+    let guard = state.in_flight.start();
+    let task_state = state.clone();
+    let sent = state
+        .background
+        .spawn(
+            async move {
+                send(&task_state, &mut r, deadline).await;
+                let stored = task_state.store.put_received(&r).await;
+                drop((guard, claim));
+                stored.map(|()| r)
+            }
+            .in_current_span(),
+        )
+        .await
+        .map_err(|_| ApiError::new(ApiCode::InternalError, "the /on_rating task failed"))?;
+    let r = sent?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "rating": r })))
 }
 
 #[cfg(test)]

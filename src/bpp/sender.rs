@@ -92,6 +92,41 @@ pub fn on_rating_body(r: &ReceivedRating, now: chrono::DateTime<chrono::Utc>) ->
     .expect("on_rating serialises")
 }
 
+/// Takes the seller platform's answer (its webhook's, or its own call's) into `r`: a form or a
+/// refusal replaces what `r` holds; a plain acceptance settles a pending verdict with the
+/// configured form and leaves a settled one as it is.
+pub fn apply_answer(state: &AppState, r: &mut ReceivedRating, answer: PlatformAnswer) {
+    match answer {
+        PlatformAnswer::Accepted => {
+            if r.verdict == Verdict::Pending {
+                r.verdict = Verdict::Accepted;
+            }
+            if r.verdict == Verdict::Accepted && r.feedback_form.is_none() {
+                r.feedback_form = template_form(state, r);
+            }
+        }
+        PlatformAnswer::Form { url, data } => {
+            let s = &state.settings.seller;
+            let data = data.unwrap_or_else(|| fill(&s.feedback_form_data, r, order_id(r)));
+            r.verdict = Verdict::Accepted;
+            r.error = None;
+            r.feedback_form = Some(FeedbackForm {
+                form: Form {
+                    url,
+                    mime_type: s.feedback_form_mime_type.clone(),
+                    data: Some(data),
+                },
+                required: Some(s.feedback_form_required),
+            });
+        }
+        PlatformAnswer::Refused(e) => {
+            r.verdict = Verdict::Refused;
+            r.error = Some(e);
+            r.feedback_form = None;
+        }
+    }
+}
+
 /// What the receiver knows about a new /rating that the sender needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Job {
@@ -122,29 +157,19 @@ pub async fn process(state: web::Data<AppState>, mut r: ReceivedRating, job: Job
             );
         }
         r.webhook = Some(handoff.delivery);
-        r.verdict = Verdict::Accepted;
-        match handoff.answer {
-            None | Some(PlatformAnswer::Accepted) => r.feedback_form = template_form(&state, &r),
-            Some(PlatformAnswer::Form { url, data }) => {
-                let s = &state.settings.seller;
-                let data = data.unwrap_or_else(|| fill(&s.feedback_form_data, &r, order_id(&r)));
-                r.feedback_form = Some(FeedbackForm {
-                    form: Form {
-                        url,
-                        mime_type: s.feedback_form_mime_type.clone(),
-                        data: Some(data),
-                    },
-                    required: Some(s.feedback_form_required),
-                });
-            }
-            Some(PlatformAnswer::Refused(e)) => {
-                r.verdict = Verdict::Refused;
-                r.error = Some(e);
-            }
-        }
+        apply_answer(
+            &state,
+            &mut r,
+            handoff.answer.unwrap_or(PlatformAnswer::Accepted),
+        );
         if let Err(e) = state.store.put_received(&r).await {
             tracing::error!(error = %e, "could not record the webhook outcome");
         }
+    }
+    if r.on_rating == DeliveryStatus::Awaiting {
+        // The seller platform sends it (`seller.on_rating = "platform"`); the webhook's answer
+        // is what an empty answer from it sends.
+        return;
     }
     deliver(
         state,
@@ -160,16 +185,29 @@ pub async fn deliver(
     mut r: ReceivedRating,
     deadline: tokio::time::Instant,
 ) {
-    let body = web::Bytes::from(build_on_rating(&state, &r));
+    send(&state, &mut r, deadline).await;
+    // With the embedded store the outcome goes into the writer's queue and nobody waits for its
+    // commit (it counts as in flight until then, so a graceful stop waits for it); with Redis it
+    // is awaited here.
+    if let Err(guard) = state.store.queue_received(&r, state.in_flight.start()) {
+        if let Err(e) = state.store.put_received(&r).await {
+            tracing::error!(error = %e, "could not record on_rating delivery");
+        }
+        drop(guard);
+    }
+}
+
+/// Sends the /on_rating owed for `r`, retrying until `deadline`; `r` says how it went
+/// (`on_rating` sent or failed, `attempts`, `last_error`), not yet recorded.
+pub async fn send(state: &AppState, r: &mut ReceivedRating, deadline: tokio::time::Instant) {
+    r.on_rating = DeliveryStatus::Pending;
+    let body = web::Bytes::from(build_on_rating(state, r));
     if state.settings.server.validate_outbound
         && let Err(v) = state.schemas.on_rating_outbound.check_bytes(&body)
     {
         tracing::error!(violation = %v, "outbound /on_rating fails its schema; not sent");
         r.on_rating = DeliveryStatus::Failed;
         r.last_error = Some(format!("outbound schema violation: {v}"));
-        if let Err(e) = state.store.put_received(&r).await {
-            tracing::error!(error = %e, "could not record on_rating delivery");
-        }
         return;
     }
     let url = format!("{}/on_rating", r.context.bap_uri.trim_end_matches('/'));
@@ -226,14 +264,5 @@ pub async fn deliver(
         state.metrics.retry(RetryTarget::OnRating);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
-    }
-    // With the embedded store the outcome goes into the writer's queue and nobody waits for its
-    // commit (it counts as in flight until then, so a graceful stop waits for it); with Redis it
-    // is awaited here.
-    if let Err(guard) = state.store.queue_received(&r, state.in_flight.start()) {
-        if let Err(e) = state.store.put_received(&r).await {
-            tracing::error!(error = %e, "could not record on_rating delivery");
-        }
-        drop(guard);
     }
 }

@@ -435,6 +435,7 @@ mod tests {
             error: None,
             feedback_form: None,
             webhook: None,
+            single: false,
         }
     }
 

@@ -53,6 +53,11 @@ pub enum ApiCode {
     InvalidChallenge,
     /// No such user (internal users API).
     UserNotFound,
+    /// The received rating's `/on_rating` was sent already, is being sent, or is not the seller
+    /// platform's to send.
+    AlreadyAnswered,
+    /// The received rating's ttl has passed: an `/on_rating` now would come too late.
+    TtlPassed,
 }
 
 impl ApiCode {
@@ -84,6 +89,8 @@ impl ApiCode {
             SellerTimeout => ("seller_timeout", StatusCode::GATEWAY_TIMEOUT),
             InvalidChallenge => ("invalid_challenge", StatusCode::BAD_REQUEST),
             UserNotFound => ("user_not_found", StatusCode::NOT_FOUND),
+            AlreadyAnswered => ("already_answered", StatusCode::CONFLICT),
+            TtlPassed => ("ttl_passed", StatusCode::GONE),
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct AppState {
     pub traffic: Option<record::TrafficLog>,
     /// What `GET /metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
+    /// Received ratings whose `/on_rating` the seller platform is sending through this instance
+    /// right now (`seller.on_rating = "platform"`), by `bap_id|message_id`.
+    pub answering: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// One semaphore per seller, so a slow seller cannot take every outbound connection.
@@ -303,6 +306,7 @@ impl Application {
             seller_slots: SellerSlots::new(settings.buyer.max_in_flight_per_seller),
             background: tokio::runtime::Handle::current(),
             traffic,
+            answering: Arc::default(),
             store,
             clock,
             settings: Arc::new(settings),
@@ -509,6 +513,11 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
             Method::GET,
             "/internal/seller/ratings/{bap_id}/{message_id}".to_owned(),
             route(Method::GET).to(crate::bpp::receiver::get_received),
+        ));
+        t.push((
+            Method::POST,
+            "/internal/seller/ratings/{bap_id}/{message_id}/on_rating".to_owned(),
+            route(Method::POST).to(crate::bpp::receiver::answer_received),
         ));
     }
     t

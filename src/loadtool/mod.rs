@@ -46,7 +46,7 @@ pub enum Mode {
     /// Full round trips: buyer API -> buyer side -> /rating -> seller side -> /on_rating -> 200.
     RoundTrip(LoadArgs),
     /// Seller side only: signed /rating requests straight to it.
-    Inbound(LoadArgs),
+    Inbound(InboundArgs),
     /// Round trips at a moderate rate for a long time; memory growth after a warm-up.
     Soak(SoakArgs),
     /// Memory per buyer request waiting for a callback that never comes.
@@ -104,6 +104,19 @@ pub struct LoadArgs {
     /// Seconds of unmeasured load first (connections, caches, store files).
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
+}
+
+/// A seller inbound run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InboundArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub load: LoadArgs,
+    /// Also send each rating's /on_rating (`seller.on_rating = "auto"`): the whole seller
+    /// exchange. Without it the seller holds them for its platform (`"platform"`), so the run
+    /// measures the inbound path alone: verify, validate, persist, ACK.
+    #[arg(long)]
+    pub with_on_rating: bool,
 }
 
 impl LoadArgs {
@@ -177,7 +190,8 @@ const WAITING_MAX_KIB: f64 = 8.0;
 /// Runs a bench; Ok(true) when the run finished without a failed request.
 pub async fn run(args: BenchArgs) -> Result<bool, String> {
     let common = match &args.mode {
-        Mode::RoundTrip(a) | Mode::Inbound(a) => a.common.clone(),
+        Mode::RoundTrip(a) => a.common.clone(),
+        Mode::Inbound(a) => a.load.common.clone(),
         Mode::Soak(a) => a.common.clone(),
         Mode::Waiting(a) => a.common.clone(),
     };
@@ -1092,12 +1106,16 @@ fn inbound_requests(http: &reqwest::Client, url: String, signed: Signed) -> Requ
     })
 }
 
-async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
+async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
+    let (a, with_on_rating) = (args.load, args.with_on_rating);
     let floor_before = measure_floor(&ctx.common).await?;
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let sink = stub::AckPeer::start("/bap/on_rating")?;
     let (mut seller_settings, _) = participant(ctx, dir.path(), "seller.bench", "seller")?;
     enable_seller(&mut seller_settings)?;
+    if !with_on_rating {
+        seller_settings.seller.on_rating = crate::config::OnRatingMode::Platform;
+    }
     let who = Arc::new(InboundIdentity {
         id: "buyer.bench".into(),
         keys: SigningKeyPair::generate().map_err(|e| e.to_string())?,
@@ -1142,7 +1160,9 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     };
     let signed = sign_in_background(&who, warm_n, needed).await;
     // Let the warm-up's /on_rating deliveries finish before measuring.
-    sink.wait_for(warm.completed, Duration::from_secs(10)).await;
+    if with_on_rating {
+        sink.wait_for(warm.completed, Duration::from_secs(10)).await;
+    }
     progress(format!(
         "warm-up: {:.1} /rating/s; {needed} requests signed; measuring {:.0} s",
         warm.throughput(),
@@ -1153,14 +1173,41 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         outcome,
         samples,
         cpu,
-    } = measure(&a, &[&seller], inbound_requests(&http, url, signed)).await;
+    } = measure(&a, &[&seller], inbound_requests(&http, url, signed.clone())).await;
     let floor_after = measure_floor(&ctx.common).await?;
     let floor = mean_floor(floor_before, floor_after);
     let callbacks_in_run = sink.received() - before;
-    let callbacks = sink
-        .wait_for(before + outcome.completed, Duration::from_secs(15))
-        .await
-        - before;
+    let callbacks = if with_on_rating {
+        sink.wait_for(before + outcome.completed, Duration::from_secs(15))
+            .await
+            - before
+    } else {
+        sink.received() - before
+    };
+    // What the seller platform reads for the first ratings of the run: each stored, and held for
+    // it or sent as the mode says.
+    let sampled = outcome.completed.min(20) as usize;
+    let want = if with_on_rating { "sent" } else { "awaiting" };
+    let mut stored_as_expected = 0;
+    for (_, body) in signed.iter().take(sampled) {
+        let id: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let got = http
+            .get(format!(
+                "http://{}/internal/seller/ratings/{}/{}",
+                seller_settings.server.bind,
+                who.id,
+                id["context"]["message_id"].as_str().unwrap_or("")
+            ))
+            .bearer_auth(&seller_settings.seller.internal_token)
+            .send()
+            .await;
+        if let Ok(r) = got
+            && let Ok(v) = r.json::<Value>().await
+            && v["rating"]["onRating"] == want
+        {
+            stored_as_expected += 1;
+        }
+    }
 
     let ratio = floor.map(|f| outcome.throughput() / f.verifies_per_sec);
     let mut targets = serde_json::Map::new();
@@ -1176,22 +1223,40 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         &mut json,
         json!({
         "memory": {"seller": memory_json(&seller, &samples, 0)},
+        "on_rating": if with_on_rating { "sent by the adapter" } else { "held for the platform" },
         "on_rating_received": {"during_run": callbacks_in_run, "total": callbacks},
+        "records_checked": {"sampled": sampled, "as_expected": stored_as_expected, "on_rating": want},
         "floor": floor_json(floor_before, floor_after),
         "ratio_to_verify_rate": ratio.map(round3),
         "targets": targets,
         }),
     );
     merge(&mut json, outcome_json(&outcome));
-    let mut text = heading("seller inbound /rating", ctx, &a);
+    let what = if with_on_rating {
+        "seller inbound /rating with its /on_rating"
+    } else {
+        "seller inbound /rating alone (the /on_ratings held for the platform)"
+    };
+    let mut text = heading(what, ctx, &a);
     {
         use std::fmt::Write;
         outcome_text(&mut text, &outcome);
         memory_text(&mut text, "seller", &json["memory"]["seller"]);
+        if with_on_rating {
+            let _ = writeln!(
+                text,
+                "  /on_rating back    {callbacks_in_run} during the run, {callbacks} of {} after it",
+                outcome.completed
+            );
+        } else {
+            let _ = writeln!(
+                text,
+                "  /on_rating back    {callbacks} (held for the platform)"
+            );
+        }
         let _ = writeln!(
             text,
-            "  /on_rating back    {callbacks_in_run} during the run, {callbacks} of {} after it",
-            outcome.completed
+            "  records read back  {stored_as_expected} of the first {sampled} stored, onRating {want}"
         );
         if let (Some(f), Some(r)) = (floor, ratio) {
             let _ = writeln!(
@@ -1219,10 +1284,12 @@ async fn inbound(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         );
     }
     drop(seller);
+    let missing = (sampled - stored_as_expected) as u64;
+    let unexpected = if with_on_rating { 0 } else { callbacks };
     Ok(Report {
         text,
         json,
-        failed: outcome.error_count(),
+        failed: outcome.error_count() + missing + unexpected,
     })
 }
 

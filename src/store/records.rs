@@ -147,6 +147,8 @@ pub struct CallbackRecord {
 pub enum DeliveryStatus {
     /// Not yet delivered.
     Pending,
+    /// Held for the seller platform's answer (`seller.on_rating = "platform"`).
+    Awaiting,
     /// The buyer side ACKed it.
     Sent,
     /// Given up (ttl passed or the buyer NACKed).
@@ -182,6 +184,10 @@ pub struct ReceivedRating {
     /// The hand-off to the seller platform's webhook, when one is configured and was called.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub webhook: Option<WebhookDelivery>,
+    /// The message was one rating object rather than `{"ratings":[...]}`, so error paths name
+    /// `message.*`.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub single: bool,
 }
 
 /// The seller side's verdict on a received rating.

@@ -455,6 +455,35 @@ impl Seller {
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
+
+    /// The seller platform's answer to a received rating (`seller.on_rating = "platform"`),
+    /// with `token` as its bearer token.
+    pub async fn answer_as(
+        &self,
+        token: &str,
+        bap_id: &str,
+        message_id: &str,
+        body: &str,
+    ) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!(
+                "{}/internal/seller/ratings/{bap_id}/{message_id}/on_rating",
+                self.app.base
+            ))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// [`Seller::answer_as`] with the configured internal token.
+    pub async fn answer(&self, bap_id: &str, message_id: &str, body: &str) -> (u16, Value) {
+        self.answer_as(INTERNAL, bap_id, message_id, body).await
+    }
 }
 
 /// A full order owned by `user`, sold by `bpp_id` at `bpp_uri`.

@@ -97,3 +97,57 @@ fn waiting_report_counts_every_request_as_waiting_over_http2() {
         "the figure is the RSS added per request sent after the warm-up: {report}"
     );
 }
+
+/// `bench inbound ARGS` on the embedded store, briefly.
+fn inbound_report(extra: &[&str]) -> Value {
+    let mut args = vec![
+        "inbound",
+        "--store",
+        "embedded",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--concurrency",
+        "4",
+        "--floor-secs",
+        "0.3",
+    ];
+    args.extend_from_slice(extra);
+    let report = bench_report(&args);
+    assert_eq!(report["mode"], "inbound");
+    let completed = report["completed"].as_u64().unwrap();
+    assert!(completed > 0, "{report}");
+    assert_eq!(report["error_count"], 0, "{report}");
+    assert!(
+        report["floor"]["verifies_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["ratio_to_verify_rate"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    report
+}
+
+#[test]
+fn inbound_alone_holds_every_on_rating_for_the_platform() {
+    let report = inbound_report(&[]);
+    assert_eq!(report["on_rating"], "held for the platform", "{report}");
+    assert_eq!(report["on_rating_received"]["total"], 0, "{report}");
+    let checked = &report["records_checked"];
+    assert_eq!(checked["on_rating"], "awaiting", "{report}");
+    assert!(checked["sampled"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(checked["as_expected"], checked["sampled"], "{report}");
+}
+
+#[test]
+fn inbound_with_on_rating_answers_every_acked_rating() {
+    let report = inbound_report(&["--with-on-rating"]);
+    assert_eq!(report["on_rating"], "sent by the adapter", "{report}");
+    let completed = report["completed"].as_u64().unwrap();
+    assert_eq!(report["on_rating_received"]["total"], completed, "{report}");
+    let checked = &report["records_checked"];
+    assert_eq!(checked["on_rating"], "sent", "{report}");
+    assert_eq!(checked["as_expected"], checked["sampled"], "{report}");
+}

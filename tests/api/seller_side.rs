@@ -606,6 +606,295 @@ async fn a_silent_webhook_cannot_hold_the_on_rating_past_its_budget() {
     );
 }
 
+fn platform_answers(s: &mut ondc_rating::config::Settings) {
+    s.seller.on_rating = ondc_rating::config::OnRatingMode::Platform;
+}
+
+/// No /on_rating for `message_id` has reached `buyer` (after a pause long enough for one sent
+/// at once to arrive).
+async fn assert_none_sent(buyer: &ScriptedBuyer, message_id: &str) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = buyer
+        .requests()
+        .iter()
+        .filter(|c| {
+            serde_json::from_slice::<Value>(&c.body).unwrap()["context"]["message_id"] == message_id
+        })
+        .count();
+    assert_eq!(sent, 0, "an /on_rating for {message_id} went out");
+}
+
+async fn the_platform_sends_the_on_rating_with_its_answer(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], platform_answers).await;
+    let buyer = ScriptedBuyer::start().await;
+    let uri = buyer.bap_uri();
+    let one = |id: &str, order: &str, value: &str| {
+        rating_to(
+            &bap,
+            &uri,
+            &seller,
+            id,
+            ratings(&[("Order", order, value), ("Item", "I1", "4")]),
+        )
+    };
+
+    // ACKed and held: nothing goes to the buyer until the platform answers.
+    rate(&seller, &bap, &one("m-p1", "O-1", "5")).await;
+    assert_none_sent(&buyer, "m-p1").await;
+    let (status, rec) = seller.received("buyer.test", "m-p1").await;
+    assert_eq!(status, 200, "{rec}");
+    assert_eq!(
+        (&rec["rating"]["onRating"], &rec["rating"]["verdict"]),
+        (&json!("awaiting"), &json!("accepted")),
+        "{rec}"
+    );
+
+    // Bad answers are refused with a typed error and change nothing.
+    let form = r#"{"feedback_form_url":"https://platform.test/forms/O-1","feedback_form_data":"token=abc"}"#;
+    let bad: [(&str, &str, u16, &str); 5] = [
+        ("wrong-token", form, 401, "unauthorized"),
+        (INTERNAL, "[1]", 400, "invalid_json"),
+        (INTERNAL, "{not json", 400, "invalid_json"),
+        (
+            INTERNAL,
+            r#"{"feedback_form_url":"ftp://platform.test/f"}"#,
+            400,
+            "validation_failed",
+        ),
+        (
+            INTERNAL,
+            r#"{"error":{"code":"20001"}}"#,
+            400,
+            "validation_failed",
+        ),
+    ];
+    for (token, body, want, code) in bad {
+        let (status, got) = seller.answer_as(token, "buyer.test", "m-p1", body).await;
+        assert_eq!(
+            (status, got["error"]["code"].as_str()),
+            (want, Some(code)),
+            "{body}: {got}"
+        );
+        assert!(
+            got["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{got}"
+        );
+    }
+    assert_eq!(
+        seller.received("buyer.test", "m-p1").await.1,
+        rec,
+        "unchanged"
+    );
+    assert_none_sent(&buyer, "m-p1").await;
+    let (status, got) = seller.answer("buyer.test", "m-nobody", "{}").await;
+    assert_eq!(
+        (status, got["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{got}"
+    );
+
+    // The platform's form: the answer is the record once the /on_rating was ACKed.
+    let (status, got) = seller.answer("buyer.test", "m-p1", form).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(
+        (
+            &got["rating"]["onRating"],
+            got["rating"]["attempts"].as_u64()
+        ),
+        (&json!("sent"), Some(1)),
+        "{got}"
+    );
+    let rec = assert_taken(
+        &seller,
+        &buyer,
+        "m-p1",
+        "https://platform.test/forms/O-1",
+        "token=abc",
+    )
+    .await;
+    assert_eq!(rec, got["rating"], "the answer is what the read API shows");
+    // Once only.
+    let (status, again) = seller.answer("buyer.test", "m-p1", "{}").await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("already_answered")),
+        "{again}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(buyer.requests().len(), 1, "one /on_rating");
+
+    // An empty answer sends the configured form; a refusal sends the error block.
+    rate(&seller, &bap, &one("m-p2", "O-2", "4")).await;
+    assert_eq!(seller.answer("buyer.test", "m-p2", "").await.0, 200);
+    assert_taken(
+        &seller,
+        &buyer,
+        "m-p2",
+        "https://seller.test/feedback/O-2",
+        "order_id=O-2",
+    )
+    .await;
+    rate(&seller, &bap, &one("m-p3", "O-3", "4")).await;
+    let (status, got) = seller
+        .answer(
+            "buyer.test",
+            "m-p3",
+            r#"{"error":{"code":"30018","message":"no such order here"}}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{got}");
+    let sent = assert_refused(
+        &seller,
+        &buyer,
+        "m-p3",
+        "30018",
+        "DOMAIN-ERROR",
+        "message.ratings[0].id",
+    )
+    .await;
+    assert_eq!(sent["error"]["message"], "no such order here");
+
+    // What the adapter's own checks refuse is answered at once, not held.
+    rate(&seller, &bap, &one("m-p4", "O-4", "9")).await;
+    assert_refused(
+        &seller,
+        &buyer,
+        "m-p4",
+        "30015",
+        "DOMAIN-ERROR",
+        "message.ratings[0].value",
+    )
+    .await;
+    let (status, got) = seller.answer("buyer.test", "m-p4", "{}").await;
+    assert_eq!(
+        (status, got["error"]["code"].as_str()),
+        (409, Some("already_answered")),
+        "{got}"
+    );
+    assert_eq!(buyer.requests().len(), 4);
+}
+both_stores!(the_platform_sends_the_on_rating_with_its_answer);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_rating_survives_a_restart_and_its_ttl_ends_the_wait() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let clock = ondc_rating::clock::FixedClock::at_millis(chrono::Utc::now().timestamp_millis());
+    let mut seller = Seller::start_clocked(
+        &store,
+        "seller",
+        vec![bap.peer()],
+        clock.clone(),
+        platform_answers,
+    )
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    for id in ["m-r1", "m-r2"] {
+        let body = rating_to(
+            &bap,
+            &buyer.bap_uri(),
+            &seller,
+            id,
+            ratings(&[("Order", "O-1", "5")]),
+        );
+        rate(&seller, &bap, &body).await;
+    }
+    seller.app = seller.app.restart().await;
+    assert_eq!(
+        seller.received("buyer.test", "m-r1").await.1["rating"]["onRating"],
+        "awaiting"
+    );
+    assert_eq!(seller.answer("buyer.test", "m-r1", "{}").await.0, 200);
+    assert_taken(
+        &seller,
+        &buyer,
+        "m-r1",
+        "https://seller.test/feedback/O-1",
+        "order_id=O-1",
+    )
+    .await;
+
+    // Past the /rating's timestamp plus its ttl (30 s) an answer would reach a buyer that no
+    // longer waits.
+    clock.advance_millis(31_000);
+    let (status, got) = seller.answer("buyer.test", "m-r2", "{}").await;
+    assert_eq!(
+        (status, got["error"]["code"].as_str()),
+        (410, Some("ttl_passed")),
+        "{got}"
+    );
+    assert_eq!(
+        seller.received("buyer.test", "m-r2").await.1["rating"]["onRating"],
+        "awaiting"
+    );
+    assert_none_sent(&buyer, "m-r2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_webhook_the_platform_is_told_and_its_webhook_answer_is_what_an_empty_answer_sends()
+{
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let answer = r#"{"feedback_form_url":"https://platform.test/forms/hooked"}"#;
+    let hook = Recorder::start("/hook", Script::Respond(200, answer.into())).await;
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| {
+        with_webhook(format!("{}/hook", hook.base))(s);
+        platform_answers(s);
+    })
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    let body = rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &seller,
+        "m-w1",
+        ratings(&[("Order", "O-1", "5")]),
+    );
+    rate(&seller, &bap, &body).await;
+    let mut rec = Value::Null;
+    for _ in 0..100 {
+        rec = seller.received("buyer.test", "m-w1").await.1;
+        if rec["rating"]["webhook"]["status"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rec["rating"]["webhook"]["status"], "delivered", "{rec}");
+    check_webhook_request(&hook.requests()[0], "m-w1");
+    assert_eq!(rec["rating"]["onRating"], "awaiting", "{rec}");
+    assert_none_sent(&buyer, "m-w1").await;
+    assert_eq!(seller.answer("buyer.test", "m-w1", "{}").await.0, 200);
+    assert_taken(
+        &seller,
+        &buyer,
+        "m-w1",
+        "https://platform.test/forms/hooked",
+        "order_id=O-1",
+    )
+    .await;
+
+    // A seller that sends its own /on_ratings has none for the platform to send.
+    let auto = Seller::start(&store, "auto", vec![bap.peer()], |_| {}).await;
+    let body = rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &auto,
+        "m-a1",
+        ratings(&[("Order", "O-1", "5")]),
+    );
+    rate(&auto, &bap, &body).await;
+    let (status, got) = auto.answer("buyer.test", "m-a1", "{}").await;
+    assert_eq!(
+        (status, got["error"]["code"].as_str()),
+        (409, Some("already_answered")),
+        "{got}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_seller_answers_a_trusted_buyer_as_a_real_process() {
     use tokio::io::{AsyncBufReadExt, BufReader};
