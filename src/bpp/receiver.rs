@@ -266,12 +266,21 @@ pub async fn answer_received(
     let Some(mut r) = state.store.get_received(&bap_id, &message_id).await? else {
         return Err(ApiError::new(ApiCode::NotFound, "no such received rating"));
     };
+    let now = state.clock.now();
     match (r.on_rating, r.verdict) {
         (DeliveryStatus::Awaiting, Verdict::Pending) => {
-            return Err(ApiError::new(
-                ApiCode::TooBusy,
-                "the rating is still being handed to the seller platform's webhook; retry",
-            ));
+            // The webhook hand-off ends within its budget (and its record a moment later); a
+            // verdict still pending after that is one a crash cut short, which the answer settles.
+            let over = parse_timestamp(&r.received_at).unwrap_or(now)
+                + chrono::Duration::milliseconds(
+                    state.settings.seller.webhook_timeout_ms as i64 + 1_000,
+                );
+            if now < over {
+                return Err(ApiError::new(
+                    ApiCode::TooBusy,
+                    "the rating is still being handed to the seller platform's webhook; retry",
+                ));
+            }
         }
         (DeliveryStatus::Awaiting, _) => {}
         (DeliveryStatus::Sent, _) => {
@@ -293,7 +302,6 @@ pub async fn answer_received(
             ));
         }
     }
-    let now = state.clock.now();
     let sent_at = parse_timestamp(&r.context.timestamp).unwrap_or(now);
     let ttl = r
         .context

@@ -823,3 +823,16 @@ pub async fn wait_until_up(base: &str) {
     }
     panic!("server at {base} did not come up");
 }
+
+/// A loopback server that accepts connections and never answers.
+pub async fn black_hole() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    base
+}

@@ -87,6 +87,21 @@ impl Drop for Served {
 
 const TOKEN_SECRET: &str = "dev-only-hs256-secret-change-me";
 
+/// A free loopback port, and the environment of a `serve` process keeping its state in an
+/// embedded store file in `dir`.
+fn embedded_in(dir: &std::path::Path) -> (u16, Vec<(&'static str, String)>) {
+    let (l, port) = bind();
+    drop(l);
+    let env = vec![
+        ("ONDC_RATING__STORE__BACKEND", "embedded".to_owned()),
+        (
+            "ONDC_RATING__STORE__PATH",
+            dir.join("s.redb").display().to_string(),
+        ),
+    ];
+    (port, env)
+}
+
 async fn put_order(base: &str, seller: &ScriptedSeller) {
     let order = json!({"userId": "u1", "state": "Completed", "domain": "ONDC:RET11", "city": "std:080",
         "transactionId": "t-kill", "bppId": seller.identity.id, "bppUri": seller.bpp_uri()});
@@ -142,15 +157,7 @@ async fn status_of(base: &str) -> (u16, Value) {
 async fn embedded_a_restart_after_sigkill_recovers_the_waiting_rating() {
     let seller = ScriptedSeller::start(Script::AckSilently).await;
     let dir = tempfile::tempdir().unwrap();
-    let (l, port) = bind();
-    drop(l);
-    let env = [
-        ("ONDC_RATING__STORE__BACKEND", "embedded".to_owned()),
-        (
-            "ONDC_RATING__STORE__PATH",
-            dir.path().join("s.redb").display().to_string(),
-        ),
-    ];
+    let (port, env) = embedded_in(dir.path());
     let mut first = Served::start(dir.path(), port, &seller.identity, &env).await;
     put_order(&first.base, &seller).await;
     let rating = rating_in_flight(&first.base, &seller).await;
@@ -244,4 +251,101 @@ async fn another_instance_completes_what_a_killed_one_had_sent(backend: Backend)
         (200, Some("completed")),
         "{got}"
     );
+}
+
+/// What the seller platform reads of a received rating at a `serve` process (default token).
+async fn received_at(base: &str, message_id: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{base}/internal/seller/ratings/buyer.test/{message_id}"
+        ))
+        .bearer_auth("dev-only-internal-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["rating"].clone()
+}
+
+async fn answer_at(base: &str, message_id: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{base}/internal/seller/ratings/buyer.test/{message_id}/on_rating"
+        ))
+        .bearer_auth("dev-only-internal-token")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_held_rating_whose_webhook_a_sigkill_cut_short_is_still_answered() {
+    let bap = Identity::new("buyer.test");
+    let buyer = ScriptedBuyer::start().await;
+    let hole = black_hole().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mut env) = embedded_in(dir.path());
+    env.extend([
+        ("ONDC_RATING__SELLER__ON_RATING", "platform".to_owned()),
+        ("ONDC_RATING__SELLER__WEBHOOK_URL", format!("{hole}/hook")),
+        (
+            "ONDC_RATING__SELLER__WEBHOOK_SECRET",
+            "kill-test-webhook-secret".to_owned(),
+        ),
+        ("ONDC_RATING__SELLER__WEBHOOK_TIMEOUT_MS", "1500".to_owned()),
+    ]);
+    let mut first = Served::start(dir.path(), port, &bap, &env).await;
+    let body = rating_body_at(
+        &bap,
+        &buyer.bap_uri(),
+        "ondc-rating.localhost",
+        &format!("{}/bpp", first.base),
+        "m-k1",
+        chrono::Utc::now(),
+    );
+    let http = reqwest::Client::new();
+    let (s, ack) = post_signed(&http, &format!("{}/bpp/rating", first.base), &bap, &body).await;
+    assert_eq!(s, 200, "{ack}");
+    let acked = std::time::Instant::now();
+    let rec = received_at(&first.base, "m-k1").await;
+    assert_eq!(
+        (&rec["verdict"], &rec["onRating"]),
+        (&json!("pending"), &json!("awaiting"))
+    );
+    // While the webhook may still answer, the platform is told to retry.
+    let (s, got) = answer_at(&first.base, "m-k1").await;
+    assert_eq!(
+        (s, got["error"]["code"].as_str()),
+        (503, Some("too_busy")),
+        "{got}"
+    );
+    first.kill9();
+
+    let second = Served::start(dir.path(), port, &bap, &env).await;
+    let rec = received_at(&second.base, "m-k1").await;
+    assert_eq!(
+        (&rec["verdict"], &rec["onRating"]),
+        (&json!("pending"), &json!("awaiting"))
+    );
+    // Past the webhook's budget (and a second) nothing can settle it but the platform's answer.
+    let past = Duration::from_millis(2_600).saturating_sub(acked.elapsed());
+    tokio::time::sleep(past).await;
+    let (s, got) = answer_at(&second.base, "m-k1").await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(
+        (&got["rating"]["verdict"], &got["rating"]["onRating"]),
+        (&json!("accepted"), &json!("sent")),
+        "{got}"
+    );
+    let sent = buyer.recorder.wait_for(1).await;
+    assert_eq!(sent.len(), 1);
+    let on_rating: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(on_rating["context"]["message_id"], "m-k1");
+    assert_eq!(
+        on_rating["message"]["feedback_form"]["form"]["url"], "https://seller.example/feedback/O-1",
+        "the configured form: {on_rating}"
+    );
+    assert_eq!(received_at(&second.base, "m-k1").await, got["rating"]);
 }

@@ -470,19 +470,6 @@ async fn the_platform_reports_an_unknown_order_as_30018() {
     assert_eq!(rec["webhook"]["status"], "delivered");
 }
 
-/// A loopback server that accepts connections and never answers.
-async fn black_hole() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = listener.accept().await {
-            held.push(conn);
-        }
-    });
-    base
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_failures_fall_back_to_the_configured_form() {
     let store = StoreFixture::new(Backend::Embedded);
