@@ -262,8 +262,32 @@ pub async fn answer_received(
         set: state.answering.clone(),
         key,
     };
+    // Instances sharing Redis: one of them sends. Held past the longest ttl an answer can have
+    // (a crash while sending leaves it to expire).
+    let hold = Duration::from_secs(crate::protocol::RATING_TTL_SECS as u64 + 5);
+    if !state.store.claim_answer(&bap_id, &message_id, hold).await? {
+        return Err(ApiError::new(
+            ApiCode::AlreadyAnswered,
+            "its /on_rating is being sent by another instance",
+        ));
+    }
+    let answered = answer_claimed(&state, &bap_id, &message_id, &body, claim).await;
+    if let Err(e) = state.store.release_answer(&bap_id, &message_id).await {
+        tracing::warn!(error = %e, "could not release the claim of an answered rating");
+    }
+    answered
+}
+
+/// [`answer_received`] once this instance holds the right to answer.
+async fn answer_claimed(
+    state: &web::Data<AppState>,
+    bap_id: &str,
+    message_id: &str,
+    body: &[u8],
+    claim: Answering,
+) -> Result<HttpResponse, ApiError> {
     // Read after the claim: an answer that finished in between shows in the record.
-    let Some(mut r) = state.store.get_received(&bap_id, &message_id).await? else {
+    let Some(mut r) = state.store.get_received(bap_id, message_id).await? else {
         return Err(ApiError::new(ApiCode::NotFound, "no such received rating"));
     };
     let now = state.clock.now();
@@ -320,16 +344,16 @@ pub async fn answer_received(
         ));
     }
     if !body.iter().all(u8::is_ascii_whitespace)
-        && !matches!(serde_json::from_slice::<Value>(&body), Ok(Value::Object(_)))
+        && !matches!(serde_json::from_slice::<Value>(body), Ok(Value::Object(_)))
     {
         return Err(ApiError::new(
             ApiCode::InvalidJson,
             "the answer must be empty or a JSON object",
         ));
     }
-    let answer = read_answer(&body, &r, r.single)
-        .map_err(|e| ApiError::new(ApiCode::ValidationFailed, e))?;
-    apply_answer(&state, &mut r, answer);
+    let answer =
+        read_answer(body, &r, r.single).map_err(|e| ApiError::new(ApiCode::ValidationFailed, e))?;
+    apply_answer(state, &mut r, answer);
     // On the background runtime: a platform that hangs up does not cut a delivery short.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(left as u64);
     let guard = state.in_flight.start();
@@ -340,6 +364,14 @@ pub async fn answer_received(
             async move {
                 send(&task_state, &mut r, deadline).await;
                 let stored = task_state.store.put_received(&r).await;
+                // Here too: the platform may have hung up, and the handler with it.
+                if let Err(e) = task_state
+                    .store
+                    .release_answer(&r.context.bap_id, &r.context.message_id)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not release the claim of an answered rating");
+                }
                 drop((guard, claim));
                 stored.map(|()| r)
             }

@@ -58,6 +58,9 @@ pub enum Space {
     /// feedback key (user and listing) -> [`ListingFeedbackRecord`]: the one-time listing
     /// feedback slot.
     ListingFeedback,
+    /// `bap_id|message_id` -> a marker, expiring, while one instance sends the seller platform's
+    /// `/on_rating` for that received rating (Redis only: one process holds an embedded file).
+    Answering,
 }
 
 impl Space {
@@ -74,6 +77,7 @@ impl Space {
             Space::Feedback => "feedback",
             Space::FeedbackMessages => "feedback_messages",
             Space::ListingFeedback => "listing_feedback",
+            Space::Answering => "answering",
         }
     }
 }
@@ -320,6 +324,40 @@ impl Store {
                 Box::new(hold),
             )),
             Store::Redis(_) => Err(hold),
+        }
+    }
+
+    /// Takes the right to send the seller platform's `/on_rating` for a received rating, for at
+    /// most `hold`; false when another instance holds it. With the embedded store, one process
+    /// owns the file and its own bookkeeping suffices: always true.
+    pub async fn claim_answer(
+        &self,
+        bap_id: &str,
+        message_id: &str,
+        hold: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(true),
+            Store::Redis(s) => {
+                s.put_new_expiring(
+                    Space::Answering,
+                    &received_key(bap_id, message_id),
+                    b"1".to_vec(),
+                    hold,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Gives up what [`Store::claim_answer`] took.
+    pub async fn release_answer(&self, bap_id: &str, message_id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(()),
+            Store::Redis(s) => {
+                s.delete(Space::Answering, &received_key(bap_id, message_id))
+                    .await
+            }
         }
     }
 

@@ -223,6 +223,28 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    /// SET NX with an expiry: true when the key was absent and is now set.
+    pub(super) async fn put_new_expiring(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(space, key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
     pub(super) async fn delete(&self, space: Space, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
         c.del::<_, ()>(self.key(space, key))

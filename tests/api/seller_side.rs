@@ -601,14 +601,22 @@ fn platform_answers(s: &mut ondc_rating::config::Settings) {
 /// at once to arrive).
 async fn assert_none_sent(buyer: &ScriptedBuyer, message_id: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = buyer
+    assert_eq!(
+        sent_for(buyer, message_id),
+        0,
+        "an /on_rating for {message_id} went out"
+    );
+}
+
+/// How many /on_ratings for `message_id` reached `buyer`.
+fn sent_for(buyer: &ScriptedBuyer, message_id: &str) -> usize {
+    buyer
         .requests()
         .iter()
         .filter(|c| {
             serde_json::from_slice::<Value>(&c.body).unwrap()["context"]["message_id"] == message_id
         })
-        .count();
-    assert_eq!(sent, 0, "an /on_rating for {message_id} went out");
+        .count()
 }
 
 async fn the_platform_sends_the_on_rating_with_its_answer(backend: Backend) {
@@ -765,6 +773,57 @@ async fn the_platform_sends_the_on_rating_with_its_answer(backend: Backend) {
     assert_eq!(buyer.requests().len(), 4);
 }
 both_stores!(the_platform_sends_the_on_rating_with_its_answer);
+
+/// Two seller instances sharing Redis, both asked to answer the same ratings at once: one sends
+/// each /on_rating, the other is refused.
+async fn two_instances_answering_one_rating_send_it_once(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let a = Seller::start(&store, "seller", vec![bap.peer()], platform_answers).await;
+    let b = Seller::start(&store, "seller", vec![bap.peer()], platform_answers).await;
+    let buyer = ScriptedBuyer::start().await;
+    let ids: Vec<String> = (0..5).map(|i| format!("m-two-{i}")).collect();
+    for id in &ids {
+        let body = rating_to(
+            &bap,
+            &buyer.bap_uri(),
+            &a,
+            id,
+            ratings(&[("Order", "O-1", "5")]),
+        );
+        rate(&a, &bap, &body).await;
+    }
+    for id in &ids {
+        let ((sa, ga), (sb, gb)) = tokio::join!(
+            a.answer("buyer.test", id, "{}"),
+            b.answer("buyer.test", id, "{}")
+        );
+        let mut got = [
+            (sa, ga["error"]["code"].clone()),
+            (sb, gb["error"]["code"].clone()),
+        ];
+        got.sort_by_key(|(s, _)| *s);
+        assert_eq!(
+            got,
+            [(200, Value::Null), (409, json!("already_answered"))],
+            "{id}: {ga} / {gb}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in &ids {
+        assert_eq!(sent_for(&buyer, id), 1, "{id}: one /on_rating");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_redis_instances_answering_one_rating_send_it_once() {
+    two_instances_answering_one_rating_send_it_once(Backend::Redis).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_redis_cluster_instances_answering_one_rating_send_it_once() {
+    two_instances_answering_one_rating_send_it_once(Backend::Cluster).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_rating_survives_a_restart_and_its_ttl_ends_the_wait() {
