@@ -20,21 +20,23 @@ fn bench_report(args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("stdout is one JSON report ({e}): {stderr}"))
 }
 
+/// A short load run on the embedded store: 1 s of warm-up, 2 s measured, 4 clients, a brief floor.
+const SHORT_EMBEDDED: &[&str] = &[
+    "--store",
+    "embedded",
+    "--duration",
+    "2",
+    "--warmup",
+    "1",
+    "--concurrency",
+    "4",
+    "--floor-secs",
+    "0.3",
+];
+
 #[test]
 fn round_trip_report_is_consistent() {
-    let report = bench_report(&[
-        "round-trip",
-        "--store",
-        "embedded",
-        "--duration",
-        "2",
-        "--warmup",
-        "1",
-        "--concurrency",
-        "4",
-        "--floor-secs",
-        "0.3",
-    ]);
+    let report = bench_report(&[&["round-trip"], SHORT_EMBEDDED].concat());
 
     assert_eq!(report["mode"], "round-trip");
     assert_eq!(report["store"], "embedded");
@@ -100,21 +102,7 @@ fn waiting_report_counts_every_request_as_waiting_over_http2() {
 
 /// `bench inbound ARGS` on the embedded store, briefly.
 fn inbound_report(extra: &[&str]) -> Value {
-    let mut args = vec![
-        "inbound",
-        "--store",
-        "embedded",
-        "--duration",
-        "2",
-        "--warmup",
-        "1",
-        "--concurrency",
-        "4",
-        "--floor-secs",
-        "0.3",
-    ];
-    args.extend_from_slice(extra);
-    let report = bench_report(&args);
+    let report = bench_report(&[&["inbound"], SHORT_EMBEDDED, extra].concat());
     assert_eq!(report["mode"], "inbound");
     let completed = report["completed"].as_u64().unwrap();
     assert!(completed > 0, "{report}");

@@ -593,6 +593,19 @@ async fn a_silent_webhook_cannot_hold_the_on_rating_past_its_budget() {
     );
 }
 
+/// Posts a signed /rating of order O-1 at 5 from `bap` (calling back at `buyer`) and expects
+/// the ACK.
+async fn rate_order_one(seller: &Seller, bap: &Identity, buyer: &ScriptedBuyer, message_id: &str) {
+    let body = rating_to(
+        bap,
+        &buyer.bap_uri(),
+        seller,
+        message_id,
+        ratings(&[("Order", "O-1", "5")]),
+    );
+    rate(seller, bap, &body).await;
+}
+
 fn platform_answers(s: &mut ondc_rating::config::Settings) {
     s.seller.on_rating = ondc_rating::config::OnRatingMode::Platform;
 }
@@ -784,14 +797,7 @@ async fn two_instances_answering_one_rating_send_it_once(backend: Backend) {
     let buyer = ScriptedBuyer::start().await;
     let ids: Vec<String> = (0..5).map(|i| format!("m-two-{i}")).collect();
     for id in &ids {
-        let body = rating_to(
-            &bap,
-            &buyer.bap_uri(),
-            &a,
-            id,
-            ratings(&[("Order", "O-1", "5")]),
-        );
-        rate(&a, &bap, &body).await;
+        rate_order_one(&a, &bap, &buyer, id).await;
     }
     for id in &ids {
         let ((sa, ga), (sb, gb)) = tokio::join!(
@@ -840,14 +846,7 @@ async fn a_held_rating_survives_a_restart_and_its_ttl_ends_the_wait() {
     .await;
     let buyer = ScriptedBuyer::start().await;
     for id in ["m-r1", "m-r2"] {
-        let body = rating_to(
-            &bap,
-            &buyer.bap_uri(),
-            &seller,
-            id,
-            ratings(&[("Order", "O-1", "5")]),
-        );
-        rate(&seller, &bap, &body).await;
+        rate_order_one(&seller, &bap, &buyer, id).await;
     }
     seller.app = seller.app.restart().await;
     assert_eq!(
@@ -893,14 +892,7 @@ async fn with_a_webhook_the_platform_is_told_and_its_webhook_answer_is_what_an_e
     })
     .await;
     let buyer = ScriptedBuyer::start().await;
-    let body = rating_to(
-        &bap,
-        &buyer.bap_uri(),
-        &seller,
-        "m-w1",
-        ratings(&[("Order", "O-1", "5")]),
-    );
-    rate(&seller, &bap, &body).await;
+    rate_order_one(&seller, &bap, &buyer, "m-w1").await;
     let mut rec = Value::Null;
     for _ in 0..100 {
         rec = seller.received("buyer.test", "m-w1").await.1;
@@ -925,14 +917,7 @@ async fn with_a_webhook_the_platform_is_told_and_its_webhook_answer_is_what_an_e
 
     // A seller that sends its own /on_ratings has none for the platform to send.
     let auto = Seller::start(&store, "auto", vec![bap.peer()], |_| {}).await;
-    let body = rating_to(
-        &bap,
-        &buyer.bap_uri(),
-        &auto,
-        "m-a1",
-        ratings(&[("Order", "O-1", "5")]),
-    );
-    rate(&auto, &bap, &body).await;
+    rate_order_one(&auto, &bap, &buyer, "m-a1").await;
     let (status, got) = auto.answer("buyer.test", "m-a1", "{}").await;
     assert_eq!(
         (status, got["error"]["code"].as_str()),
