@@ -51,6 +51,20 @@ pub fn iso_duration_secs(s: &str) -> Option<i64> {
     Some(total)
 }
 
+/// Milliseconds left of a /rating's ttl (`ttl_secs`, at most the protocol's 30 s) after its
+/// timestamp `sent_at`, at `now`; zero or less once it has passed. A timestamp ahead of `now`
+/// counts as `now`.
+fn ttl_left_ms(
+    ttl_secs: i64,
+    sent_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> i64 {
+    ttl_secs
+        .min(crate::protocol::RATING_TTL_SECS)
+        .saturating_mul(1000)
+        .saturating_sub((now - sent_at).num_milliseconds().max(0))
+}
+
 /// `POST {bpp_uri}/rating`, in a span that carries the context's ids once they are read (the
 /// webhook and the /on_rating delivery run in it too).
 pub async fn rating(
@@ -160,16 +174,10 @@ async fn handle(
         received.feedback_form = template_form(&state, &received);
     }
     let job = Job {
-        single,
         received: tokio::time::Instant::now(),
         // Saturating: a peer may send any ttl. At most the protocol's 30 s: that is all a
         // graceful stop waits for owed /on_rating deliveries.
-        ttl_left: Duration::from_millis(
-            ttl.min(crate::protocol::RATING_TTL_SECS)
-                .saturating_mul(1000)
-                .saturating_sub((now - sent_at).num_milliseconds().max(0))
-                .max(0) as u64,
-        ),
+        ttl_left: Duration::from_millis(ttl_left_ms(ttl, sent_at, now).max(0) as u64),
     };
     match state.store.insert_received(&received).await {
         Ok(true) => {
@@ -334,7 +342,7 @@ async fn answer_claimed(
         .and_then(iso_duration_secs)
         .unwrap_or(crate::protocol::RATING_TTL_SECS)
         .min(crate::protocol::RATING_TTL_SECS);
-    let left = ttl.saturating_mul(1000) - (now - sent_at).num_milliseconds();
+    let left = ttl_left_ms(ttl, sent_at, now);
     if left <= 0 {
         return Err(ApiError::new(
             ApiCode::TtlPassed,

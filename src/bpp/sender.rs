@@ -130,8 +130,6 @@ pub fn apply_answer(state: &AppState, r: &mut ReceivedRating, answer: PlatformAn
 /// What the receiver knows about a new /rating that the sender needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Job {
-    /// The message was a single rating object rather than `{ratings:[...]}` (error paths).
-    pub single: bool,
     /// When the /rating arrived; the /on_rating is retried until the ttl after it.
     pub received: tokio::time::Instant,
     /// What is left of the /rating's own ttl (timestamp + ttl) at arrival.
@@ -147,7 +145,7 @@ pub async fn process(state: web::Data<AppState>, mut r: ReceivedRating, job: Job
     if r.verdict == Verdict::Pending {
         let budget = Duration::from_millis(state.settings.seller.webhook_timeout_ms)
             .min(job.ttl_left.saturating_sub(ON_RATING_RESERVE));
-        let handoff = webhook::hand_off(&state, &r, job.single, budget).await;
+        let handoff = webhook::hand_off(&state, &r, r.single, budget).await;
         if let Some(e) = &handoff.delivery.error {
             tracing::warn!(
                 message_id = %r.context.message_id,

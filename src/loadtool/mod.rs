@@ -1159,6 +1159,15 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
         None => (warm.throughput().max(100.0) * a.duration * 3.0) as u64 + a.concurrency as u64 * 4,
     };
     let signed = sign_in_background(&who, warm_n, needed).await;
+    // The first ratings of the run, read back afterwards.
+    let sample_ids: Vec<String> = signed
+        .iter()
+        .take(20)
+        .map(|(_, body)| {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            v["context"]["message_id"].as_str().unwrap_or("").to_owned()
+        })
+        .collect();
     // Let the warm-up's /on_rating deliveries finish before measuring.
     if with_on_rating {
         sink.wait_for(warm.completed, Duration::from_secs(10)).await;
@@ -1173,7 +1182,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
         outcome,
         samples,
         cpu,
-    } = measure(&a, &[&seller], inbound_requests(&http, url, signed.clone())).await;
+    } = measure(&a, &[&seller], inbound_requests(&http, url, signed)).await;
     let floor_after = measure_floor(&ctx.common).await?;
     let floor = mean_floor(floor_before, floor_after);
     let callbacks_in_run = sink.received() - before;
@@ -1186,17 +1195,14 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
     };
     // What the seller platform reads for the first ratings of the run: each stored, and held for
     // it or sent as the mode says.
-    let sampled = outcome.completed.min(20) as usize;
+    let sampled = sample_ids.len().min(outcome.completed as usize);
     let want = if with_on_rating { "sent" } else { "awaiting" };
     let mut stored_as_expected = 0;
-    for (_, body) in signed.iter().take(sampled) {
-        let id: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    for id in sample_ids.iter().take(sampled) {
         let got = http
             .get(format!(
                 "http://{}/internal/seller/ratings/{}/{}",
-                seller_settings.server.bind,
-                who.id,
-                id["context"]["message_id"].as_str().unwrap_or("")
+                seller_settings.server.bind, who.id, id
             ))
             .bearer_auth(&seller_settings.seller.internal_token)
             .send()

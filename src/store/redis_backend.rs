@@ -211,16 +211,7 @@ impl RedisStore {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let mut c = self.conn.clone();
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        redis::cmd("SET")
-            .arg(self.key(space, key))
-            .arg(value)
-            .arg("PX")
-            .arg(ms)
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)
+        self.set_px(space, key, value, ttl, false).await.map(drop)
     }
 
     /// SET NX with an expiry: true when the key was absent and is now set.
@@ -231,12 +222,26 @@ impl RedisStore {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
+        self.set_px(space, key, value, ttl, true).await
+    }
+
+    /// `SET key value [NX] PX ttl`: true when the value was set (always, without NX).
+    async fn set_px(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        only_new: bool,
+    ) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.key(space, key))
-            .arg(value)
-            .arg("NX")
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(space, key)).arg(value);
+        if only_new {
+            cmd.arg("NX");
+        }
+        let set: Option<String> = cmd
             .arg("PX")
             .arg(ms)
             .query_async(&mut c)
