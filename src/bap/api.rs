@@ -424,9 +424,14 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
             .await);
         }
         // The stored callback already makes the rating read as completed; the status write
-        // follows the answer, after the ACK status's.
+        // follows the ACK status's. The embedded store's is queued and left; a Redis one is
+        // awaited, being a task of this worker, which a graceful stop ends once the request is
+        // answered.
         record.status = RatingStatus::Completed;
-        write_status(state, &record, status_written);
+        match write_status(state, &record, status_written) {
+            StatusWrite::Queued(_) => {}
+            task @ StatusWrite::Task(_) => settle(Some(task)).await,
+        }
         let mut cb_context = cb.context.clone();
         if cb_context.ttl.is_none() {
             // Some sellers omit ttl on callbacks; the envelope always carries the exchange's ttl.
@@ -569,7 +574,8 @@ enum Failure {
 enum StatusWrite {
     /// Queued in the embedded store's writer, behind every earlier write.
     Queued(crate::store::Queued),
-    /// A task on the main runtime (Redis).
+    /// A task (Redis): on the HTTP worker's own runtime when it is written from one, else on
+    /// the background runtime.
     Task(tokio::task::JoinHandle<()>),
 }
 
@@ -577,6 +583,10 @@ enum StatusWrite {
 /// graceful stop waits for it), after the write `after`, if any, has landed. The embedded store
 /// takes it straight into its writer's queue, behind `after` and every other earlier write, with
 /// no task and no thread woken for the answer; with Redis it is a task that first awaits `after`.
+/// On an HTTP worker that task stays on the worker's thread, where its command goes out on the
+/// worker's own Redis connection: no other thread is woken for it. A task there ends with the
+/// worker, so the request awaits it before its answer (see [`answer`]); a client that hangs up
+/// does not cut it short, since the task does not belong to the request.
 fn write_status(
     state: &AppState,
     record: &RatingRecord,
@@ -591,7 +601,7 @@ fn write_status(
     // Boxed: a task's memory lasts as long as its JoinHandle, which the waiting request keeps;
     // boxed, the write's own state (the encoded record, not the record) is freed when it lands
     // and the task keeps only a pointer.
-    StatusWrite::Task(state.background.spawn(Box::pin(async move {
+    let task = Box::pin(async move {
         settle(after).await;
         let order_id = write.order_id().to_owned();
         if let Err(e) = store.put_rating_write(write).await {
@@ -600,7 +610,12 @@ fn write_status(
             tracing::error!(error = %e, order_id, status, "could not record the rating's status");
         }
         drop(guard);
-    })))
+    });
+    StatusWrite::Task(if crate::store::on_worker_thread() {
+        tokio::spawn(task)
+    } else {
+        state.background.spawn(task)
+    })
 }
 
 /// Waits for a background status write to land.

@@ -19,6 +19,13 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{StoreBackend, StoreSettings};
 
+/// Whether the caller runs on a current-thread runtime: an HTTP worker, whose tasks never leave
+/// its thread (the background runtime is a multi-thread one).
+pub fn on_worker_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
 /// A storage failure.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

@@ -72,12 +72,51 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
+/// How a connection like the shared one is opened again, for an HTTP worker's own.
+#[derive(Clone)]
+enum Opener {
+    Single(redis::Client, redis::aio::ConnectionManagerConfig),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl Opener {
+    async fn open(&self) -> Result<Conn, redis::RedisError> {
+        Ok(match self {
+            Opener::Single(client, config) => Conn::Single(
+                client
+                    .get_connection_manager_with_config(config.clone())
+                    .await?,
+            ),
+            Opener::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+        })
+    }
+}
+
+/// A worker thread's own connection of a store, or the note that it is being opened.
+enum Local {
+    Opening,
+    Ready(Conn),
+}
+
+thread_local! {
+    /// The connections opened on this thread, by [`RedisStore::id`]: an HTTP worker (a
+    /// current-thread runtime) sends its commands on its own connection, whose driver task runs
+    /// on the same thread, so a command wakes no other thread.
+    static LOCAL: std::cell::RefCell<std::collections::HashMap<u64, Local>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// A Redis-backed store.
 #[derive(Clone)]
 pub struct RedisStore {
     /// Where the callback subscription connects: the server, or each cluster seed in turn.
     subscribe_to: Vec<redis::Client>,
+    /// The connection of the background runtime, and of any thread while its own is opening.
     conn: Conn,
+    /// Opens a worker thread's own connection.
+    opener: Opener,
+    /// Tells this store's connections apart from other stores' in [`LOCAL`].
+    id: u64,
     prefix: String,
     claim: redis::Script,
 }
@@ -98,11 +137,9 @@ impl RedisStore {
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT))
             .set_number_of_retries(2);
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unavailable)?;
-        Ok(Self::with(vec![client], Conn::Single(conn), prefix))
+        let opener = Opener::Single(client.clone(), config);
+        let conn = opener.open().await.map_err(unavailable)?;
+        Ok(Self::with(vec![client], conn, opener, prefix))
     }
 
     /// Connects to a Redis Cluster through its seed nodes; fails when none answers.
@@ -117,17 +154,64 @@ impl RedisStore {
             .retries(2)
             .build()
             .map_err(unavailable)?;
-        let conn = cluster.get_async_connection().await.map_err(unavailable)?;
-        Ok(Self::with(seeds, Conn::Cluster(conn), prefix))
+        let opener = Opener::Cluster(cluster);
+        let conn = opener.open().await.map_err(unavailable)?;
+        Ok(Self::with(seeds, conn, opener, prefix))
     }
 
-    fn with(subscribe_to: Vec<redis::Client>, conn: Conn, prefix: &str) -> Self {
+    fn with(subscribe_to: Vec<redis::Client>, conn: Conn, opener: Opener, prefix: &str) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
             subscribe_to,
             conn,
+            opener,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             prefix: prefix.to_owned(),
             claim: redis::Script::new(CLAIM),
         }
+    }
+
+    /// The connection a command from this thread goes out on. On a current-thread runtime (an
+    /// HTTP worker) that is the thread's own, opened in the background on first use (the shared
+    /// one serves until it is ready, and again if opening it failed); elsewhere the shared one,
+    /// whose driver runs on the background runtime.
+    fn conn(&self) -> Conn {
+        if !super::on_worker_thread() {
+            return self.conn.clone();
+        }
+        let open = LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            match local.get(&self.id) {
+                Some(Local::Ready(c)) => Err(c.clone()),
+                Some(Local::Opening) => Ok(false),
+                None => {
+                    local.insert(self.id, Local::Opening);
+                    Ok(true)
+                }
+            }
+        });
+        match open {
+            Err(own) => return own,
+            Ok(false) => {}
+            Ok(true) => {
+                let (id, opener) = (self.id, self.opener.clone());
+                // A current-thread runtime runs the task on this thread: its LOCAL is this one.
+                tokio::spawn(async move {
+                    let opened = opener.open().await;
+                    LOCAL.with(|local| {
+                        let mut local = local.borrow_mut();
+                        match opened {
+                            Ok(c) => local.insert(id, Local::Ready(c)),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot open a worker's Redis connection; the shared one serves it");
+                                local.remove(&id)
+                            }
+                        }
+                    });
+                });
+            }
+        }
+        self.conn.clone()
     }
 
     /// The pub/sub channel that carries "a callback was stored for message_id" between instances.
@@ -137,7 +221,7 @@ impl RedisStore {
 
     /// Tells every instance that the callback for `message_id` is stored.
     pub(super) async fn announce_callback(&self, message_id: &str) -> Result<(), StoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         redis::cmd("PUBLISH")
             .arg(self.callback_channel())
             .arg(message_id)
@@ -188,7 +272,7 @@ impl RedisStore {
     }
 
     pub(super) async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         c.get(self.key(space, key)).await.map_err(unavailable)
     }
 
@@ -198,7 +282,7 @@ impl RedisStore {
         key: &str,
         value: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         c.set(self.key(space, key), value)
             .await
             .map_err(unavailable)
@@ -234,7 +318,7 @@ impl RedisStore {
         ttl: Duration,
         only_new: bool,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(space, key)).arg(value);
@@ -251,7 +335,7 @@ impl RedisStore {
     }
 
     pub(super) async fn delete(&self, space: Space, key: &str) -> Result<(), StoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         c.del::<_, ()>(self.key(space, key))
             .await
             .map_err(unavailable)
@@ -263,7 +347,7 @@ impl RedisStore {
         key: &str,
         value: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         c.set_nx(self.key(space, key), value)
             .await
             .map_err(unavailable)
@@ -279,7 +363,7 @@ impl RedisStore {
         index_value: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let index = self.key(Space::Messages, message_id);
-        let mut c = self.conn.clone();
+        let mut c = self.conn();
         c.set::<_, _, ()>(&index, index_value)
             .await
             .map_err(unavailable)?;
