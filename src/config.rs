@@ -67,16 +67,22 @@ pub struct ServerSettings {
     /// HTTP/2 limits, so an HTTP/2 request head may reach the h2 library's 16 MiB before
     /// `max_header_bytes` is checked; turn it on for buyer apps behind a trusted network.
     pub http2: bool,
-    /// Worker threads of the runtime beside the HTTP workers (one per core): it sends the
-    /// seller side's /on_rating callbacks and runs the webhook calls, the Redis status writes and
-    /// the callback subscription. 0: a quarter of the cores, at least one. One thread beside two
+    /// Worker threads of the runtime beside the HTTP workers: it sends the seller side's
+    /// /on_rating callbacks and runs the webhook calls, the seller's delivery records and the
+    /// callback subscription (an HTTP worker runs its own requests' Redis writes). 0: a quarter of the cores, at least one. One thread beside two
     /// HTTP workers took 12 % (embedded) to 21 % (Redis) less CPU per round trip at peak than two
     /// (docs/BENCHMARKS.md).
     pub background_threads: usize,
+    /// HTTP worker threads (each a single-threaded runtime with its own connections). 0: one per
+    /// core. Fewer suit an adapter that shares its cores with other busy processes.
+    pub workers: usize,
 }
 
 /// The most `server.background_threads` a configuration may ask for.
 pub const MAX_BACKGROUND_THREADS: usize = 256;
+
+/// The most `server.workers` a configuration may ask for.
+pub const MAX_WORKERS: usize = 256;
 
 impl ServerSettings {
     /// `background_threads`, with 0 resolved from the machine's cores.
@@ -100,6 +106,7 @@ impl Default for ServerSettings {
             record_dir: None,
             http2: false,
             background_threads: 0,
+            workers: 0,
         }
     }
 }
@@ -899,6 +906,12 @@ impl Settings {
             return Err(invalid(
                 "server.background_threads",
                 format!("must be at most {MAX_BACKGROUND_THREADS} (0: from the cores)"),
+            ));
+        }
+        if self.server.workers > MAX_WORKERS {
+            return Err(invalid(
+                "server.workers",
+                format!("must be at most {MAX_WORKERS} (0: one per core)"),
             ));
         }
         if self.buyer.enabled {

@@ -84,6 +84,24 @@ pub struct Common {
     /// Seconds for each crypto floor measurement (0: skip it).
     #[arg(long, default_value_t = 3.0)]
     pub floor_secs: f64,
+    /// HTTP workers of each adapter the run starts (`server.workers`). 0: the machine's cores
+    /// shared among them, at least one each (a round trip's two adapters on two cores get one
+    /// each; a seller alone gets both).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+}
+
+impl Common {
+    /// `server.workers` of each of `adapters` adapters started on this machine.
+    fn workers_each(&self, adapters: usize) -> usize {
+        match self.workers {
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (cores / adapters.max(1)).max(1)
+            }
+            n => n,
+        }
+    }
 }
 
 /// A throughput/latency run.
@@ -348,6 +366,7 @@ fn participant(
     dir: &std::path::Path,
     subscriber_id: &str,
     name: &str,
+    adapters: usize,
 ) -> Result<(Settings, SigningKeyPair), String> {
     let port = free_port()?;
     let keys = SigningKeyPair::generate().map_err(|e| e.to_string())?;
@@ -359,6 +378,7 @@ fn participant(
         ctx.store(dir, name),
     );
     s.server.log_level = ctx.common.log_level.clone();
+    s.server.workers = ctx.common.workers_each(adapters);
     Ok((s, keys))
 }
 
@@ -712,8 +732,9 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     let floor_before = measure_floor(&ctx.common).await?;
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let (mut seller_settings, seller_keys) =
-        participant(ctx, dir.path(), "seller.bench", "seller")?;
-    let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer")?;
+        participant(ctx, dir.path(), "seller.bench", "seller", 2)?;
+    let (mut buyer_settings, buyer_keys) =
+        participant(ctx, dir.path(), "buyer.bench", "buyer", 2)?;
     enable_seller(&mut seller_settings)?;
     let ttl = (a.duration + a.warmup) as i64 + 3600;
     let buyer = enable_buyer(&mut buyer_settings, ttl)?;
@@ -803,7 +824,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
                 "note": "the target applies when the rate is half of the closed-loop peak"}),
         );
     }
-    let mut json = run_json("round-trip", ctx, &a, &warm);
+    let mut json = run_json("round-trip", ctx, &a, &warm, 2);
     merge(
         &mut json,
         json!({
@@ -815,7 +836,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     );
     merge(&mut json, outcome_json(&outcome));
 
-    let mut text = heading("round trip", ctx, &a);
+    let mut text = heading("round trip", ctx, &a, 2);
     {
         use std::fmt::Write;
         outcome_text(&mut text, &outcome);
@@ -888,10 +909,11 @@ async fn measure(a: &LoadArgs, servers: &[&Server], requests: Request) -> Measur
 }
 
 /// The JSON fields every load run's report starts with.
-fn run_json(mode: &str, ctx: &Ctx, a: &LoadArgs, warm: &Outcome) -> Value {
+fn run_json(mode: &str, ctx: &Ctx, a: &LoadArgs, warm: &Outcome, adapters: usize) -> Value {
     json!({
         "mode": mode,
         "store": ctx.store_name(),
+        "workers_per_adapter": ctx.common.workers_each(adapters),
         "concurrency": a.concurrency,
         "rate": a.rate,
         "duration_secs": a.duration,
@@ -901,12 +923,13 @@ fn run_json(mode: &str, ctx: &Ctx, a: &LoadArgs, warm: &Outcome) -> Value {
 }
 
 /// A load run's report heading: what ran, on which store, how it was driven.
-fn heading(what: &str, ctx: &Ctx, a: &LoadArgs) -> String {
+fn heading(what: &str, ctx: &Ctx, a: &LoadArgs, adapters: usize) -> String {
     format!(
-        "{what}, {} store, {} (concurrency {})\n",
+        "{what}, {} store, {} (concurrency {}), {} HTTP workers per adapter\n",
         ctx.store_name(),
         loop_label(a.rate),
-        a.concurrency
+        a.concurrency,
+        ctx.common.workers_each(adapters)
     )
 }
 
@@ -1111,7 +1134,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
     let floor_before = measure_floor(&ctx.common).await?;
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let sink = stub::AckPeer::start("/bap/on_rating")?;
-    let (mut seller_settings, _) = participant(ctx, dir.path(), "seller.bench", "seller")?;
+    let (mut seller_settings, _) = participant(ctx, dir.path(), "seller.bench", "seller", 1)?;
     enable_seller(&mut seller_settings)?;
     if !with_on_rating {
         seller_settings.seller.on_rating = crate::config::OnRatingMode::Platform;
@@ -1224,7 +1247,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
                 "met": r >= INBOUND_MIN_VERIFY_RATIO}),
         );
     }
-    let mut json = run_json("inbound", ctx, &a, &warm);
+    let mut json = run_json("inbound", ctx, &a, &warm, 1);
     merge(
         &mut json,
         json!({
@@ -1243,7 +1266,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
     } else {
         "seller inbound /rating alone (the /on_ratings held for the platform)"
     };
-    let mut text = heading(what, ctx, &a);
+    let mut text = heading(what, ctx, &a, 1);
     {
         use std::fmt::Write;
         outcome_text(&mut text, &outcome);
@@ -1302,8 +1325,9 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
 async fn soak(a: SoakArgs, ctx: &Ctx) -> Result<Report, String> {
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let (mut seller_settings, seller_keys) =
-        participant(ctx, dir.path(), "seller.bench", "seller")?;
-    let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer")?;
+        participant(ctx, dir.path(), "seller.bench", "seller", 2)?;
+    let (mut buyer_settings, buyer_keys) =
+        participant(ctx, dir.path(), "buyer.bench", "buyer", 2)?;
     enable_seller(&mut seller_settings)?;
     let buyer = enable_buyer(&mut buyer_settings, a.duration as i64 + 3600)?;
     buyer_settings.buyer.max_waiting = (a.concurrency * 2).max(1024);
@@ -1456,7 +1480,7 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
     // A seller that ACKs /rating and never calls back: every buyer request waits.
     let silent = stub::AckPeer::start("/bpp/rating")?;
     let silent_keys = SigningKeyPair::generate().map_err(|e| e.to_string())?;
-    let (mut buyer_settings, _) = participant(ctx, dir.path(), "buyer.bench", "buyer")?;
+    let (mut buyer_settings, _) = participant(ctx, dir.path(), "buyer.bench", "buyer", 1)?;
     let buyer = enable_buyer(&mut buyer_settings, 3600)?;
     buyer_settings.buyer.callback_wait_ms = 30_000;
     buyer_settings.buyer.max_waiting = (a.count + warm) as usize + 64;

@@ -111,8 +111,13 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// Ok, or the first violation (errors are reported in document order).
+    /// Ok, or the first violation (errors are reported in document order). A valid instance
+    /// takes the validator's boolean walk only; the walk that collects every error (with its
+    /// location) runs for an invalid one.
     pub fn check(&self, instance: &Value) -> Result<(), Violation> {
+        if self.validator.is_valid(instance) {
+            return Ok(());
+        }
         match self.validator.iter_errors(instance).next() {
             None => Ok(()),
             Some(e) => Err(violation(&e)),

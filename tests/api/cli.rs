@@ -136,6 +136,7 @@ fn a_bad_setting_stops_serve_with_the_key_named() {
         ("BUYER__CALLBACK_WAIT_MS", "60000"),
         ("SERVER__BACKGROUND_THREADS", "257"),
         ("SERVER__BACKGROUND_THREADS", "many"),
+        ("SERVER__WORKERS", "257"),
     ] {
         let out = Command::new(BIN)
             .args(["serve", "--config", &repo_file("config/default.toml")])
@@ -164,4 +165,18 @@ async fn serve_sizes_its_background_runtime_from_the_settings() {
         .filter(|name| name.trim() == "tokio-rt-worker")
         .count();
     assert_eq!(runtime_threads, 3);
+}
+
+/// `server.workers` sets the number of HTTP worker threads (one per core without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_http_workers_the_settings_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = Server::start(dir.path(), &[("ONDC_RATING__SERVER__WORKERS", "3")]).await;
+    let http_workers = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        // The thread name, "actix-server worker N", cut to 15 bytes by the kernel.
+        .filter(|name| name.trim() == "actix-server wo")
+        .count();
+    assert_eq!(http_workers, 3);
 }
