@@ -733,8 +733,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let (mut seller_settings, seller_keys) =
         participant(ctx, dir.path(), "seller.bench", "seller", 2)?;
-    let (mut buyer_settings, buyer_keys) =
-        participant(ctx, dir.path(), "buyer.bench", "buyer", 2)?;
+    let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer", 2)?;
     enable_seller(&mut seller_settings)?;
     let ttl = (a.duration + a.warmup) as i64 + 3600;
     let buyer = enable_buyer(&mut buyer_settings, ttl)?;
@@ -1326,8 +1325,7 @@ async fn soak(a: SoakArgs, ctx: &Ctx) -> Result<Report, String> {
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let (mut seller_settings, seller_keys) =
         participant(ctx, dir.path(), "seller.bench", "seller", 2)?;
-    let (mut buyer_settings, buyer_keys) =
-        participant(ctx, dir.path(), "buyer.bench", "buyer", 2)?;
+    let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer", 2)?;
     enable_seller(&mut seller_settings)?;
     let buyer = enable_buyer(&mut buyer_settings, a.duration as i64 + 3600)?;
     buyer_settings.buyer.max_waiting = (a.concurrency * 2).max(1024);

@@ -363,17 +363,44 @@ impl RedisStore {
         index_value: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let index = self.key(Space::Messages, message_id);
+        let rating = self.key(Space::Ratings, order_id);
         let mut c = self.conn();
-        c.set::<_, _, ()>(&index, index_value)
-            .await
-            .map_err(unavailable)?;
-        let existing: Option<Vec<u8>> = self
-            .claim
-            .key(self.key(Space::Ratings, order_id))
-            .arg(record)
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
+        let mut claim = self.claim.key(&rating);
+        claim.arg(&record);
+        let existing: Option<Vec<u8>> = match c {
+            // One round trip: a server runs a pipeline's commands in order, so the index is
+            // written before the claim runs. A server that does not have the script yet
+            // (started afresh, or its scripts flushed) answers NOSCRIPT after writing the
+            // index; the invocation then loads it and runs the claim.
+            Conn::Single(_) => {
+                let mut pipe = redis::pipe();
+                pipe.set(&index, index_value)
+                    .ignore()
+                    .cmd("EVALSHA")
+                    .arg(self.claim.get_hash())
+                    .arg(1)
+                    .arg(&rating)
+                    .arg(&record);
+                match pipe.query_async::<(Option<Vec<u8>>,)>(&mut c).await {
+                    Ok((existing,)) => existing,
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        claim.invoke_async(&mut c).await.map_err(unavailable)?
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            // On a cluster the two keys may live on different nodes: the index first, then the
+            // claim, each acknowledged.
+            Conn::Cluster(_) => {
+                c.set::<_, _, ()>(&index, index_value)
+                    .await
+                    .map_err(unavailable)?;
+                claim.invoke_async(&mut c).await.map_err(unavailable)?
+            }
+        };
         if existing.is_some()
             && let Err(e) = c.del::<_, ()>(&index).await
         {

@@ -159,12 +159,16 @@ async fn serve_sizes_its_background_runtime_from_the_settings() {
         &[("ONDC_RATING__SERVER__BACKGROUND_THREADS", "3")],
     )
     .await;
-    let runtime_threads = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
+    assert_eq!(threads_named(server.0.id(), "tokio-rt-worker"), 3);
+}
+
+/// The threads of process `pid` whose name (cut to 15 bytes by the kernel) is `name`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-        .filter(|name| name.trim() == "tokio-rt-worker")
-        .count();
-    assert_eq!(runtime_threads, 3);
+        .filter(|comm| comm.trim() == name)
+        .count()
 }
 
 /// `server.workers` sets the number of HTTP worker threads (one per core without it).
@@ -172,11 +176,6 @@ async fn serve_sizes_its_background_runtime_from_the_settings() {
 async fn serve_runs_the_http_workers_the_settings_ask_for() {
     let dir = tempfile::tempdir().unwrap();
     let (server, _) = Server::start(dir.path(), &[("ONDC_RATING__SERVER__WORKERS", "3")]).await;
-    let http_workers = std::fs::read_dir(format!("/proc/{}/task", server.0.id()))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-        // The thread name, "actix-server worker N", cut to 15 bytes by the kernel.
-        .filter(|name| name.trim() == "actix-server wo")
-        .count();
-    assert_eq!(http_workers, 3);
+    // Each is "actix-server worker N".
+    assert_eq!(threads_named(server.0.id(), "actix-server wo"), 3);
 }

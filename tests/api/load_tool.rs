@@ -42,7 +42,11 @@ fn round_trip_report_is_consistent() {
     assert_eq!(report["store"], "embedded");
     // The two adapters share the machine's cores.
     let cores = std::thread::available_parallelism().unwrap().get() as u64;
-    assert_eq!(report["workers_per_adapter"], (cores / 2).max(1), "{report}");
+    assert_eq!(
+        report["workers_per_adapter"],
+        (cores / 2).max(1),
+        "{report}"
+    );
     let completed = report["completed"].as_u64().unwrap();
     assert!(completed > 0, "{report}");
     assert_eq!(report["error_count"], 0, "{report}");
