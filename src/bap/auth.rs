@@ -117,7 +117,7 @@ impl TokenVerifier {
                 if !self
                     .eddsa_keys
                     .iter()
-                    .any(|k| k.verify_strict(signed.as_bytes(), &sig).is_ok())
+                    .any(|k| crate::crypto::verify_strict(k, signed.as_bytes(), &sig))
                 {
                     return Err(TokenError::BadSignature);
                 }

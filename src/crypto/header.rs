@@ -191,8 +191,11 @@ impl AuthorizationHeader {
         let sig_bytes = b64_decode(&self.signature).map_err(|_| VerifyError::BadSignature)?;
         let signature = Signature::from_slice(&sig_bytes).map_err(|_| VerifyError::BadSignature)?;
         let message = signing_string(&self.created, &self.expires, &body_digest(body));
-        key.verify_strict(message.as_bytes(), &signature)
-            .map_err(|_| VerifyError::BadSignature)
+        if super::verify_strict(key, message.as_bytes(), &signature) {
+            Ok(())
+        } else {
+            Err(VerifyError::BadSignature)
+        }
     }
 }
 

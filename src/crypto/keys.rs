@@ -245,9 +245,122 @@ impl EncryptionKeyPair {
     }
 }
 
+/// The canonical encodings of the eight Ed25519 points of small order (the torsion subgroup:
+/// the identity, the point of order 2, two of order 4, four of order 8). Their list is a fact of
+/// the curve; the tests check each decompresses, is of small order and encodes back to itself.
+const SMALL_ORDER: [[u8; 32]; 8] = {
+    [
+        hex("0100000000000000000000000000000000000000000000000000000000000000"),
+        hex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+        hex("0000000000000000000000000000000000000000000000000000000000000000"),
+        hex("0000000000000000000000000000000000000000000000000000000000000080"),
+        hex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+        hex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+        hex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+        hex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+    ]
+};
+
+/// 32 bytes from 64 lowercase hex digits, at compile time.
+const fn hex(s: &str) -> [u8; 32] {
+    const fn nibble(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => panic!("not lowercase hex"),
+        }
+    }
+    let b = s.as_bytes();
+    assert!(b.len() == 64);
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = (nibble(b[2 * i]) << 4) | nibble(b[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
+/// Ed25519 verification that accepts exactly what `VerifyingKey::verify_strict` accepts (the
+/// equation `R = [s]B - [k]A` with R compared as bytes, s canonical, and neither R nor A of small
+/// order; libsodium's rule too), without decompressing R. The equation holds only when R's bytes
+/// are the canonical encoding of a point, so R is of small order exactly when its bytes are one
+/// of [`SMALL_ORDER`]: a comparison of bytes instead of the field square root `verify_strict`
+/// spends on R (about a tenth of a verification, docs/BENCHMARKS.md).
+pub fn verify_strict(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
+    use ed25519_dalek::Verifier as _;
+    !SMALL_ORDER.contains(signature.r_bytes())
+        && !key.is_weak()
+        && key.verify(message, signature).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_small_order_encodings_are_the_eight_canonical_points_of_small_order() {
+        let mut seen = std::collections::HashSet::new();
+        for enc in SMALL_ORDER {
+            let key = VerifyingKey::from_bytes(&enc).expect("a point");
+            assert!(key.is_weak(), "{enc:02x?} is of small order");
+            // Canonical: the point encodes back to these bytes.
+            assert_eq!(VerifyingKey::from(key.to_edwards()).to_bytes(), enc);
+            assert!(seen.insert(enc));
+        }
+        // The torsion subgroup has eight points, each with one canonical encoding.
+        assert_eq!(seen.len(), 8);
+    }
+
+    /// A signature made with `s = 1` against the weak key `A` (the identity): `R = [1]B - [k]A`
+    /// is the base point whatever k is, so the cofactorless equation holds; strict rules refuse.
+    #[test]
+    fn a_weak_key_or_a_small_order_r_is_refused_though_the_equation_holds() {
+        use ed25519_dalek::Verifier as _;
+        let identity = VerifyingKey::from_bytes(&SMALL_ORDER[0]).unwrap();
+        let base = hex("5866666666666666666666666666666666666666666666666666666666666666");
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        let sig = Signature::from_components(base, one);
+        assert!(identity.verify(b"m", &sig).is_ok(), "the equation holds");
+        assert!(identity.verify_strict(b"m", &sig).is_err());
+        assert!(!verify_strict(&identity, b"m", &sig));
+        // R the identity and s = 0: [0]B - [k]O is the identity.
+        let sig = Signature::from_components(SMALL_ORDER[0], [0u8; 32]);
+        assert!(identity.verify(b"m", &sig).is_ok(), "the equation holds");
+        assert!(identity.verify_strict(b"m", &sig).is_err());
+        assert!(!verify_strict(&identity, b"m", &sig));
+    }
+
+    proptest! {
+        /// Against `verify_strict` itself: genuine signatures, signatures with bytes changed,
+        /// R replaced by each point of small order, other messages.
+        #[test]
+        fn verify_strict_agrees_with_the_librarys(
+            seed in any::<[u8; 32]>(),
+            message in proptest::collection::vec(any::<u8>(), 0..200),
+            flip in proptest::option::of((0usize..64, 0u8..8)),
+            small_r in proptest::option::of(0usize..8),
+            other in any::<bool>(),
+        ) {
+            let signing = SigningKey::from_bytes(&seed);
+            let key = signing.verifying_key();
+            let mut bytes = signing.sign(&message).to_bytes();
+            if let Some((i, bit)) = flip {
+                bytes[i] ^= 1 << bit;
+            }
+            if let Some(i) = small_r {
+                bytes[..32].copy_from_slice(&SMALL_ORDER[i]);
+            }
+            let sig = Signature::from_bytes(&bytes);
+            let checked: &[u8] = if other { b"another message" } else { &message };
+            prop_assert_eq!(
+                verify_strict(&key, checked, &sig),
+                key.verify_strict(checked, &sig).is_ok()
+            );
+        }
+    }
 
     const VECTOR_PRIVATE: &str =
         "lP3sHA+9gileOkXYJXh4Jg8tK0gEEMbf9yCPnFpbldhrAY+NErqL9WD+Vav7TE5tyVXGXBle9ONZi2W7o144eQ==";

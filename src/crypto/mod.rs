@@ -15,7 +15,7 @@ pub use header::{
 };
 pub use keys::{
     EncryptionKeyPair, KeyError, SigningKeyPair, encryption_public_key_der_base64,
-    encryption_public_key_from_base64, verifying_key_from_base64,
+    encryption_public_key_from_base64, verify_strict, verifying_key_from_base64,
 };
 pub use onboarding::{
     ChallengeError, ChallengeKey, REGISTRY_ENCRYPTION_PUBLIC_KEYS, encrypt_challenge,
