@@ -11,6 +11,12 @@
 //!
 //! Callback announcements use pub/sub: on a cluster, PUBLISH reaches subscribers on every node,
 //! so each instance subscribes on one node (the next seed when that one goes away).
+//!
+//! Connections: each HTTP worker thread opens one of its own on its first command and sends its
+//! requests' commands on it, so that a command and its answer stay on the worker's thread (the
+//! shared connection, driven by the background runtime, cost two thread wake-ups per command);
+//! the background runtime, and a worker until its own is open, use the shared one. A worker's
+//! connection lives as long as its thread.
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -92,10 +98,11 @@ impl Opener {
     }
 }
 
-/// A worker thread's own connection of a store, or the note that it is being opened.
+/// A worker thread's own connection of a store, opened in [`RedisStore::lost`]'s epoch given,
+/// or the note that it is being opened.
 enum Local {
     Opening,
-    Ready(Conn),
+    Ready(Conn, u64),
 }
 
 thread_local! {
@@ -117,6 +124,8 @@ pub struct RedisStore {
     opener: Opener,
     /// Tells this store's connections apart from other stores' in [`LOCAL`].
     id: u64,
+    /// Counts the connection failures any of this store's connections met (see [`Self::lost`]).
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
     prefix: String,
     claim: redis::Script,
 }
@@ -166,6 +175,7 @@ impl RedisStore {
             conn,
             opener,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            epoch: Default::default(),
             prefix: prefix.to_owned(),
             claim: redis::Script::new(CLAIM),
         }
@@ -174,44 +184,66 @@ impl RedisStore {
     /// The connection a command from this thread goes out on. On a current-thread runtime (an
     /// HTTP worker) that is the thread's own, opened in the background on first use (the shared
     /// one serves until it is ready, and again if opening it failed); elsewhere the shared one,
-    /// whose driver runs on the background runtime.
+    /// whose driver runs on the background runtime. A worker's connection opened before the
+    /// last connection failure any connection of this store met is put aside and opened anew:
+    /// one that sat idle through a Redis outage would fail its first command after it, on every
+    /// worker; the shared one, which reconnects as before, serves meanwhile.
     fn conn(&self) -> Conn {
         if !super::on_worker_thread() {
             return self.conn.clone();
         }
-        let open = LOCAL.with(|local| {
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Relaxed);
+        // The thread's own connection, or none usable yet and whether this call starts opening it.
+        let (own, start_opening) = LOCAL.with(|local| {
             let mut local = local.borrow_mut();
             match local.get(&self.id) {
-                Some(Local::Ready(c)) => Err(c.clone()),
-                Some(Local::Opening) => Ok(false),
-                None => {
+                Some(Local::Ready(c, opened)) if *opened == epoch => (Some(c.clone()), false),
+                Some(Local::Opening) => (None, false),
+                _ => {
                     local.insert(self.id, Local::Opening);
-                    Ok(true)
+                    (None, true)
                 }
             }
         });
-        match open {
-            Err(own) => return own,
-            Ok(false) => {}
-            Ok(true) => {
-                let (id, opener) = (self.id, self.opener.clone());
-                // A current-thread runtime runs the task on this thread: its LOCAL is this one.
-                tokio::spawn(async move {
-                    let opened = opener.open().await;
-                    LOCAL.with(|local| {
-                        let mut local = local.borrow_mut();
-                        match opened {
-                            Ok(c) => local.insert(id, Local::Ready(c)),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot open a worker's Redis connection; the shared one serves it");
-                                local.remove(&id)
-                            }
+        if let Some(own) = own {
+            return own;
+        }
+        if start_opening {
+            let (id, opener) = (self.id, self.opener.clone());
+            // A current-thread runtime runs the task on this thread: its LOCAL is this one.
+            tokio::spawn(async move {
+                let opened = opener.open().await;
+                LOCAL.with(|local| {
+                    let mut local = local.borrow_mut();
+                    match opened {
+                        Ok(c) => local.insert(id, Local::Ready(c, epoch)),
+                        Err(e) => {
+                            tracing::warn!(
+                                error = %e,
+                                "cannot open a worker's Redis connection; the shared one serves it"
+                            );
+                            local.remove(&id)
                         }
-                    });
+                    }
                 });
-            }
+            });
         }
         self.conn.clone()
+    }
+
+    /// The store error for a failed command; a failure of the connection itself (not an answer
+    /// of the server's) starts a new epoch, which retires the workers' own connections.
+    fn lost(&self, e: redis::RedisError) -> StoreError {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.is_unrecoverable_error()
+        {
+            self.epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        unavailable(e)
     }
 
     /// The pub/sub channel that carries "a callback was stored for message_id" between instances.
@@ -228,7 +260,7 @@ impl RedisStore {
             .query_async::<i64>(&mut c)
             .await
             .map(|_| ())
-            .map_err(unavailable)
+            .map_err(|e| self.lost(e))
     }
 
     /// Calls `on_announce` with every announced message_id until the returned task is dropped or
@@ -273,7 +305,7 @@ impl RedisStore {
 
     pub(super) async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut c = self.conn();
-        c.get(self.key(space, key)).await.map_err(unavailable)
+        c.get(self.key(space, key)).await.map_err(|e| self.lost(e))
     }
 
     pub(super) async fn put(
@@ -285,7 +317,7 @@ impl RedisStore {
         let mut c = self.conn();
         c.set(self.key(space, key), value)
             .await
-            .map_err(unavailable)
+            .map_err(|e| self.lost(e))
     }
 
     pub(super) async fn put_expiring(
@@ -330,7 +362,7 @@ impl RedisStore {
             .arg(ms)
             .query_async(&mut c)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.lost(e))?;
         Ok(set.is_some())
     }
 
@@ -338,7 +370,7 @@ impl RedisStore {
         let mut c = self.conn();
         c.del::<_, ()>(self.key(space, key))
             .await
-            .map_err(unavailable)
+            .map_err(|e| self.lost(e))
     }
 
     pub(super) async fn put_new(
@@ -350,7 +382,7 @@ impl RedisStore {
         let mut c = self.conn();
         c.set_nx(self.key(space, key), value)
             .await
-            .map_err(unavailable)
+            .map_err(|e| self.lost(e))
     }
 
     /// Writes the message index, then runs the claim; removes the index again when the claim
@@ -387,9 +419,9 @@ impl RedisStore {
                         if e.kind()
                             == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                     {
-                        claim.invoke_async(&mut c).await.map_err(unavailable)?
+                        claim.invoke_async(&mut c).await.map_err(|e| self.lost(e))?
                     }
-                    Err(e) => return Err(unavailable(e)),
+                    Err(e) => return Err(self.lost(e)),
                 }
             }
             // On a cluster the two keys may live on different nodes: the index first, then the
@@ -397,8 +429,8 @@ impl RedisStore {
             Conn::Cluster(_) => {
                 c.set::<_, _, ()>(&index, index_value)
                     .await
-                    .map_err(unavailable)?;
-                claim.invoke_async(&mut c).await.map_err(unavailable)?
+                    .map_err(|e| self.lost(e))?;
+                claim.invoke_async(&mut c).await.map_err(|e| self.lost(e))?
             }
         };
         if existing.is_some()

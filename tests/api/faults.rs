@@ -147,3 +147,65 @@ async fn redis_going_away_fails_fast_changes_nothing_and_service_resumes() {
     );
     assert_eq!(seller.requests().len(), 2);
 }
+
+/// A worker that sat idle through a Redis outage serves its first request after it like any
+/// other: its own connection, which the outage left failed, is retired once another connection
+/// met the failure, and the shared one serves until a new one is open. The buyer runs two HTTP
+/// workers; each client below holds one connection, and actix hands connections to its workers
+/// in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_idle_through_a_redis_outage_serves_its_first_request_after_it() {
+    let mut redis = PrivateRedis::start();
+    let store = StoreFixture::new(Backend::Redis);
+    let url = redis.url();
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = Buyer::start(&store, "buyer", vec![seller.identity.peer()], move |s| {
+        s.store.redis_url = url;
+        s.buyer.callback_wait_ms = 100;
+        s.server.workers = 2;
+    })
+    .await;
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    for id in ["O-1", "O-2"] {
+        assert_eq!(buyer.put_order(id, &o).await.0, 200);
+    }
+    let token = Buyer::token("alice");
+    let read = |http: &reqwest::Client| {
+        http.get(format!("{}/ret11/orders/O-1/rating", buyer.app.base))
+            .bearer_auth(&token)
+            .send()
+    };
+    let clients = [reqwest::Client::new(), reqwest::Client::new()];
+    for http in &clients {
+        // The first read opens the worker's own connection; the later ones go out on it.
+        for _ in 0..3 {
+            assert_eq!(read(http).await.unwrap().status(), 404);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Down long enough for every connection's own reconnect attempts to give up.
+    redis.down();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.up();
+    let mut resumed = false;
+    for _ in 0..100 {
+        if read(&clients[0]).await.unwrap().status() == 404 {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "service resumed on the first client's connection");
+    // The other connection's worker was idle all along: its first request succeeds.
+    let r = clients[1]
+        .post(format!("{}/ret11/rating", buyer.app.base))
+        .bearer_auth(&token)
+        .json(&json!({"orderId": "O-2", "orderRating": 4}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(status, 202, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(seller.requests().len(), 1, "the rating reached the seller");
+}
