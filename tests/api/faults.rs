@@ -72,22 +72,31 @@ impl Drop for PrivateRedis {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_going_away_fails_fast_changes_nothing_and_service_resumes() {
-    let mut redis = PrivateRedis::start();
+/// A buyer side with `workers` HTTP workers (0: one per core) on a private Redis, waiting
+/// 100 ms for callbacks, whose seller ACKs silently; alice's completed orders O-1 and O-2
+/// registered.
+async fn on_private_redis(workers: usize) -> (PrivateRedis, ScriptedSeller, Buyer) {
+    let redis = PrivateRedis::start();
     let store = StoreFixture::new(Backend::Redis);
     let url = redis.url();
     let seller = ScriptedSeller::start(Script::AckSilently).await;
-    let buyer = Arc::new(
-        Buyer::start(&store, "buyer", vec![seller.identity.peer()], move |s| {
-            s.store.redis_url = url;
-            s.buyer.callback_wait_ms = 100;
-        })
-        .await,
-    );
+    let buyer = Buyer::start(&store, "buyer", vec![seller.identity.peer()], move |s| {
+        s.store.redis_url = url;
+        s.buyer.callback_wait_ms = 100;
+        s.server.workers = workers;
+    })
+    .await;
     let o = order("alice", &seller.identity.id, &seller.bpp_uri());
-    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
-    assert_eq!(buyer.put_order("O-2", &o).await.0, 200);
+    for id in ["O-1", "O-2"] {
+        assert_eq!(buyer.put_order(id, &o).await.0, 200);
+    }
+    (redis, seller, buyer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_fails_fast_changes_nothing_and_service_resumes() {
+    let (mut redis, seller, buyer) = on_private_redis(0).await;
+    let buyer = Arc::new(buyer);
     assert_eq!(
         buyer
             .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
@@ -155,20 +164,7 @@ async fn redis_going_away_fails_fast_changes_nothing_and_service_resumes() {
 /// in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_idle_through_a_redis_outage_serves_its_first_request_after_it() {
-    let mut redis = PrivateRedis::start();
-    let store = StoreFixture::new(Backend::Redis);
-    let url = redis.url();
-    let seller = ScriptedSeller::start(Script::AckSilently).await;
-    let buyer = Buyer::start(&store, "buyer", vec![seller.identity.peer()], move |s| {
-        s.store.redis_url = url;
-        s.buyer.callback_wait_ms = 100;
-        s.server.workers = 2;
-    })
-    .await;
-    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
-    for id in ["O-1", "O-2"] {
-        assert_eq!(buyer.put_order(id, &o).await.0, 200);
-    }
+    let (mut redis, seller, buyer) = on_private_redis(2).await;
     let token = Buyer::token("alice");
     let read = |http: &reqwest::Client| {
         http.get(format!("{}/ret11/orders/O-1/rating", buyer.app.base))
