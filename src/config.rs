@@ -69,9 +69,9 @@ pub struct ServerSettings {
     pub http2: bool,
     /// Worker threads of the runtime beside the HTTP workers: it sends the seller side's
     /// /on_rating callbacks and runs the webhook calls, the seller's delivery records and the
-    /// callback subscription (an HTTP worker runs its own requests' Redis writes). 0: a quarter of the cores, at least one. One thread beside two
-    /// HTTP workers took 12 % (embedded) to 21 % (Redis) less CPU per round trip at peak than two
-    /// (docs/BENCHMARKS.md).
+    /// callback subscription (an HTTP worker runs its own requests' Redis writes). 0: a quarter
+    /// of the cores, at least one. One thread beside two HTTP workers took 12 % (embedded) to
+    /// 21 % (Redis) less CPU per round trip at peak than two (docs/BENCHMARKS.md).
     pub background_threads: usize,
     /// HTTP worker threads (each a single-threaded runtime with its own connections). 0: one per
     /// core. Fewer suit an adapter that shares its cores with other busy processes.

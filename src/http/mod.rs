@@ -346,13 +346,13 @@ impl Application {
                 .configure(|cfg| routes(cfg, &data.settings))
                 .default_service(web::to(not_found))
         });
-        // With `server.http2`, HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on the one port:
-        // a buyer app on HTTP/2 shares one connection among all its waiting requests instead of
-        // holding one connection (and its buffers) for each.
         let server = match state.settings.server.workers {
             0 => server,
             n => server.workers(n),
         };
+        // With `server.http2`, HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on the one port:
+        // a buyer app on HTTP/2 shares one connection among all its waiting requests instead of
+        // holding one connection (and its buffers) for each.
         let server = if state.settings.server.http2 {
             server.listen_auto_h2c(listener)
         } else {

@@ -366,7 +366,7 @@ fn participant(
     dir: &std::path::Path,
     subscriber_id: &str,
     name: &str,
-    adapters: usize,
+    workers: usize,
 ) -> Result<(Settings, SigningKeyPair), String> {
     let port = free_port()?;
     let keys = SigningKeyPair::generate().map_err(|e| e.to_string())?;
@@ -378,7 +378,7 @@ fn participant(
         ctx.store(dir, name),
     );
     s.server.log_level = ctx.common.log_level.clone();
-    s.server.workers = ctx.common.workers_each(adapters);
+    s.server.workers = workers;
     Ok((s, keys))
 }
 
@@ -731,9 +731,11 @@ fn memory_text(out: &mut String, name: &str, m: &Value) {
 async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     let floor_before = measure_floor(&ctx.common).await?;
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
+    let workers = ctx.common.workers_each(2);
     let (mut seller_settings, seller_keys) =
-        participant(ctx, dir.path(), "seller.bench", "seller", 2)?;
-    let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer", 2)?;
+        participant(ctx, dir.path(), "seller.bench", "seller", workers)?;
+    let (mut buyer_settings, buyer_keys) =
+        participant(ctx, dir.path(), "buyer.bench", "buyer", workers)?;
     enable_seller(&mut seller_settings)?;
     let ttl = (a.duration + a.warmup) as i64 + 3600;
     let buyer = enable_buyer(&mut buyer_settings, ttl)?;
@@ -823,7 +825,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
                 "note": "the target applies when the rate is half of the closed-loop peak"}),
         );
     }
-    let mut json = run_json("round-trip", ctx, &a, &warm, 2);
+    let mut json = run_json("round-trip", ctx, &a, &warm, workers);
     merge(
         &mut json,
         json!({
@@ -835,7 +837,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     );
     merge(&mut json, outcome_json(&outcome));
 
-    let mut text = heading("round trip", ctx, &a, 2);
+    let mut text = heading("round trip", ctx, &a, workers);
     {
         use std::fmt::Write;
         outcome_text(&mut text, &outcome);
@@ -908,11 +910,11 @@ async fn measure(a: &LoadArgs, servers: &[&Server], requests: Request) -> Measur
 }
 
 /// The JSON fields every load run's report starts with.
-fn run_json(mode: &str, ctx: &Ctx, a: &LoadArgs, warm: &Outcome, adapters: usize) -> Value {
+fn run_json(mode: &str, ctx: &Ctx, a: &LoadArgs, warm: &Outcome, workers: usize) -> Value {
     json!({
         "mode": mode,
         "store": ctx.store_name(),
-        "workers_per_adapter": ctx.common.workers_each(adapters),
+        "workers_per_adapter": workers,
         "concurrency": a.concurrency,
         "rate": a.rate,
         "duration_secs": a.duration,
@@ -922,13 +924,13 @@ fn run_json(mode: &str, ctx: &Ctx, a: &LoadArgs, warm: &Outcome, adapters: usize
 }
 
 /// A load run's report heading: what ran, on which store, how it was driven.
-fn heading(what: &str, ctx: &Ctx, a: &LoadArgs, adapters: usize) -> String {
+fn heading(what: &str, ctx: &Ctx, a: &LoadArgs, workers: usize) -> String {
     format!(
         "{what}, {} store, {} (concurrency {}), {} HTTP workers per adapter\n",
         ctx.store_name(),
         loop_label(a.rate),
         a.concurrency,
-        ctx.common.workers_each(adapters)
+        workers
     )
 }
 
@@ -1133,7 +1135,8 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
     let floor_before = measure_floor(&ctx.common).await?;
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let sink = stub::AckPeer::start("/bap/on_rating")?;
-    let (mut seller_settings, _) = participant(ctx, dir.path(), "seller.bench", "seller", 1)?;
+    let workers = ctx.common.workers_each(1);
+    let (mut seller_settings, _) = participant(ctx, dir.path(), "seller.bench", "seller", workers)?;
     enable_seller(&mut seller_settings)?;
     if !with_on_rating {
         seller_settings.seller.on_rating = crate::config::OnRatingMode::Platform;
@@ -1246,7 +1249,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
                 "met": r >= INBOUND_MIN_VERIFY_RATIO}),
         );
     }
-    let mut json = run_json("inbound", ctx, &a, &warm, 1);
+    let mut json = run_json("inbound", ctx, &a, &warm, workers);
     merge(
         &mut json,
         json!({
@@ -1265,7 +1268,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
     } else {
         "seller inbound /rating alone (the /on_ratings held for the platform)"
     };
-    let mut text = heading(what, ctx, &a, 1);
+    let mut text = heading(what, ctx, &a, workers);
     {
         use std::fmt::Write;
         outcome_text(&mut text, &outcome);
@@ -1323,9 +1326,11 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
 
 async fn soak(a: SoakArgs, ctx: &Ctx) -> Result<Report, String> {
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
+    let workers = ctx.common.workers_each(2);
     let (mut seller_settings, seller_keys) =
-        participant(ctx, dir.path(), "seller.bench", "seller", 2)?;
-    let (mut buyer_settings, buyer_keys) = participant(ctx, dir.path(), "buyer.bench", "buyer", 2)?;
+        participant(ctx, dir.path(), "seller.bench", "seller", workers)?;
+    let (mut buyer_settings, buyer_keys) =
+        participant(ctx, dir.path(), "buyer.bench", "buyer", workers)?;
     enable_seller(&mut seller_settings)?;
     let buyer = enable_buyer(&mut buyer_settings, a.duration as i64 + 3600)?;
     buyer_settings.buyer.max_waiting = (a.concurrency * 2).max(1024);
@@ -1478,7 +1483,13 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
     // A seller that ACKs /rating and never calls back: every buyer request waits.
     let silent = stub::AckPeer::start("/bpp/rating")?;
     let silent_keys = SigningKeyPair::generate().map_err(|e| e.to_string())?;
-    let (mut buyer_settings, _) = participant(ctx, dir.path(), "buyer.bench", "buyer", 1)?;
+    let (mut buyer_settings, _) = participant(
+        ctx,
+        dir.path(),
+        "buyer.bench",
+        "buyer",
+        ctx.common.workers_each(1),
+    )?;
     let buyer = enable_buyer(&mut buyer_settings, 3600)?;
     buyer_settings.buyer.callback_wait_ms = 30_000;
     buyer_settings.buyer.max_waiting = (a.count + warm) as usize + 64;

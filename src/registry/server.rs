@@ -563,18 +563,19 @@ impl State {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| format!("the tag on {url} is not a base64 Ed25519 signature"))?;
-        req.signing_key
-            .verify_strict(
-                req.request_id.as_bytes(),
-                &Signature::from_bytes(&signature),
-            )
-            .map_err(|_| {
-                format!(
-                    "the tag on {url} is not request_id {:?} signed with \
-                     entity.key_pair.signing_public_key",
-                    req.request_id
-                )
-            })
+        if crate::crypto::verify_strict(
+            &req.signing_key,
+            req.request_id.as_bytes(),
+            &Signature::from_bytes(&signature),
+        ) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the tag on {url} is not request_id {:?} signed with \
+                 entity.key_pair.signing_public_key",
+                req.request_id
+            ))
+        }
     }
 
     /// POSTs an encrypted random challenge to `/on_subscribe` and checks the answer.

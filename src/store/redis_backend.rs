@@ -397,8 +397,13 @@ impl RedisStore {
         let index = self.key(Space::Messages, message_id);
         let rating = self.key(Space::Ratings, order_id);
         let mut c = self.conn();
-        let mut claim = self.claim.key(&rating);
-        claim.arg(&record);
+        // The script's own invocation (EVALSHA, loading the script on NOSCRIPT), built only
+        // where it runs: it copies the record.
+        let claim = || {
+            let mut invocation = self.claim.key(&rating);
+            invocation.arg(&record);
+            invocation
+        };
         let existing: Option<Vec<u8>> = match c {
             // One round trip: a server runs a pipeline's commands in order, so the index is
             // written before the claim runs. A server that does not have the script yet
@@ -419,7 +424,10 @@ impl RedisStore {
                         if e.kind()
                             == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                     {
-                        claim.invoke_async(&mut c).await.map_err(|e| self.lost(e))?
+                        claim()
+                            .invoke_async(&mut c)
+                            .await
+                            .map_err(|e| self.lost(e))?
                     }
                     Err(e) => return Err(self.lost(e)),
                 }
@@ -430,7 +438,10 @@ impl RedisStore {
                 c.set::<_, _, ()>(&index, index_value)
                     .await
                     .map_err(|e| self.lost(e))?;
-                claim.invoke_async(&mut c).await.map_err(|e| self.lost(e))?
+                claim()
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(|e| self.lost(e))?
             }
         };
         if existing.is_some()
