@@ -464,7 +464,7 @@ fn main() {
             context: black_box(&context),
             message: &message,
         };
-        black_box(serde_json::to_vec(&envelope).expect("serialises"));
+        black_box(ondc_rating::protocol::to_json(&envelope).expect("serialises"));
     });
     k.measure("build /on_rating body (seller side)", || {
         black_box(on_rating_body(black_box(&received), on_rating_at));
@@ -482,7 +482,7 @@ fn main() {
             received.feedback_form.as_ref(),
             "ACK",
         );
-        black_box(serde_json::to_vec(&e).expect("serialises"));
+        black_box(ondc_rating::protocol::to_json(&e).expect("serialises"));
     });
 
     println!();

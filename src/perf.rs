@@ -78,7 +78,7 @@ pub fn sample_received() -> ReceivedRating {
 /// A representative `/rating` body, built and serialised as the buyer side sends it (compact
 /// JSON, context then message).
 pub fn sample_rating_body() -> Vec<u8> {
-    serde_json::to_vec(&Envelope {
+    crate::protocol::to_json(&Envelope {
         context: &sample_context(),
         message: RatingMessage {
             ratings: sample_ratings(),

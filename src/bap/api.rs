@@ -212,7 +212,7 @@ struct Packed(std::sync::Arc<[u8]>);
 impl Packed {
     fn new(record: &RatingRecord) -> Self {
         Self(
-            serde_json::to_vec(record)
+            crate::protocol::to_json(record)
                 .expect("a rating record serialises")
                 .into(),
         )
@@ -309,7 +309,7 @@ async fn claim_and_send(
     tracing::info!("claimed; sending /rating");
 
     // Serialise once; these exact bytes are signed and sent.
-    let body = serde_json::to_vec(&Envelope {
+    let body = crate::protocol::to_json(&Envelope {
         context,
         message: RatingMessage { ratings },
     })
@@ -437,22 +437,29 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
             // Some sellers omit ttl on callbacks; the envelope always carries the exchange's ttl.
             cb_context.ttl = record.context.ttl.clone();
         }
-        return Ok(HttpResponse::Ok().json(buyer_envelope(
-            &cb_context,
-            &record.order_id,
-            cb.message.feedback_form.as_ref(),
-            "ACK",
-        )));
+        return Ok(envelope_response(
+            StatusCode::OK,
+            &buyer_envelope(
+                &cb_context,
+                &record.order_id,
+                cb.message.feedback_form.as_ref(),
+                "ACK",
+            ),
+        ));
     }
     settle(status_written).await;
-    Ok(
-        HttpResponse::build(StatusCode::ACCEPTED).json(buyer_envelope(
-            &record.context,
-            &record.order_id,
-            None,
-            "pending",
-        )),
-    )
+    Ok(envelope_response(
+        StatusCode::ACCEPTED,
+        &buyer_envelope(&record.context, &record.order_id, None, "pending"),
+    ))
+}
+
+/// The buyer API's envelope as a JSON response, serialised once into a buffer of its size class
+/// ([`crate::protocol::to_json`]).
+fn envelope_response(status: StatusCode, envelope: &BuyerEnvelope<'_>) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(crate::protocol::to_json(envelope).expect("the envelope serialises"))
 }
 
 /// Sends with a bounded retry on transport errors and busy answers (408, 429, 5xx), holding one

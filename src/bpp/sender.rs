@@ -84,7 +84,7 @@ pub fn on_rating_body(r: &ReceivedRating, now: chrono::DateTime<chrono::Utc>) ->
         rating_ack: Some(taken),
         feedback_form: if taken { r.feedback_form.clone() } else { None },
     };
-    serde_json::to_vec(&OnRatingBody {
+    crate::protocol::to_json(&OnRatingBody {
         context: &context,
         message,
         error: r.error.as_ref(),

@@ -25,6 +25,20 @@ pub struct Envelope<'a, M: serde::Serialize> {
     pub message: M,
 }
 
+/// What [`to_json`] allocates up front: the bodies and records of a rating exchange serialise to
+/// 0.7 to 2 KiB.
+pub const JSON_CAPACITY: usize = 2048;
+
+/// Compact JSON of `v` in a buffer allocated once at [`JSON_CAPACITY`]. `serde_json::to_vec`
+/// starts at 128 bytes and doubles, three to four reallocations (each a copy) for one of these
+/// bodies or records; a round trip serialises about ten of them (docs/BENCHMARKS.md). For
+/// short-lived buffers only: one kept for long keeps its spare capacity too.
+pub fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(JSON_CAPACITY);
+    serde_json::to_writer(&mut out, v)?;
+    Ok(out)
+}
+
 /// The retail core version this adapter speaks.
 pub const CORE_VERSION: &str = "1.2.0";
 /// The ttl ONDC allows for a rating exchange.

@@ -554,7 +554,7 @@ impl RatingWrite {
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising these plain structs cannot fail (string keys, no non-finite floats).
-    serde_json::to_vec(v).expect("records serialise")
+    crate::protocol::to_json(v).expect("records serialise")
 }
 
 fn decode<T: DeserializeOwned>(space: Space, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
