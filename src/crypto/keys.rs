@@ -4,7 +4,10 @@
 //! with the public key appended, and raw 32-byte public keys).
 
 use super::{b64_decode, b64_encode};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use std::sync::Arc;
+
+use ed25519_dalek::hazmat::ExpandedSecretKey;
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 
 /// Why a key could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -36,6 +39,10 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct SigningKeyPair {
     key: SigningKey,
+    /// The key as signing uses it (RFC 8032 5.1.5: the clamped scalar and the nonce prefix, from
+    /// the SHA-512 of the seed), derived once: `SigningKey::sign` derives it again for every
+    /// signature. Zeroed when the last clone is dropped.
+    expanded: Arc<ExpandedSecretKey>,
 }
 
 impl std::fmt::Debug for SigningKeyPair {
@@ -54,15 +61,13 @@ impl SigningKeyPair {
         match bytes.len() {
             32 => {
                 let seed: [u8; 32] = bytes.try_into().expect("length checked");
-                Ok(Self {
-                    key: SigningKey::from_bytes(&seed),
-                })
+                Ok(Self::new(SigningKey::from_bytes(&seed)))
             }
             64 => {
                 let pair: [u8; 64] = bytes.try_into().expect("length checked");
                 let key = SigningKey::from_keypair_bytes(&pair)
                     .map_err(|_| KeyError::MismatchedKeypair)?;
-                Ok(Self { key })
+                Ok(Self::new(key))
             }
             n => Err(KeyError::WrongLength(n, "32 (seed) or 64 (seed||public)")),
         }
@@ -72,9 +77,12 @@ impl SigningKeyPair {
     pub fn generate() -> Result<Self, KeyError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
-        Ok(Self {
-            key: SigningKey::from_bytes(&seed),
-        })
+        Ok(Self::new(SigningKey::from_bytes(&seed)))
+    }
+
+    fn new(key: SigningKey) -> Self {
+        let expanded = Arc::new(ExpandedSecretKey::from(key.as_bytes()));
+        Self { key, expanded }
     }
 
     /// The private key in the 64-byte libsodium form ONDC's SDKs and docs use, base64.
@@ -94,7 +102,11 @@ impl SigningKeyPair {
 
     /// Pure Ed25519 (RFC 8032) signature over `message`.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
-        let sig: Signature = self.key.sign(message);
+        let sig: Signature = ed25519_dalek::hazmat::raw_sign::<sha2::Sha512>(
+            &self.expanded,
+            message,
+            &self.key.verifying_key(),
+        );
         sig.to_bytes()
     }
 }
@@ -297,6 +309,7 @@ pub fn verify_strict(key: &VerifyingKey, message: &[u8], signature: &Signature) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::Signer;
     use proptest::prelude::*;
 
     #[test]
@@ -334,6 +347,23 @@ mod tests {
     }
 
     proptest! {
+        /// The signing key derived once signs exactly as the library's `SigningKey::sign`
+        /// (Ed25519 signatures are deterministic), read from the seed form and from the 64-byte
+        /// form, and through a clone.
+        #[test]
+        fn the_key_derived_once_signs_as_the_library_does(
+            seed in any::<[u8; 32]>(),
+            message in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let library = SigningKey::from_bytes(&seed);
+            let want = library.sign(&message).to_bytes();
+            let from_seed = SigningKeyPair::from_base64(&b64_encode(seed)).unwrap();
+            prop_assert_eq!(from_seed.sign(&message), want);
+            let from_pair =
+                SigningKeyPair::from_base64(&b64_encode(library.to_keypair_bytes())).unwrap();
+            prop_assert_eq!(from_pair.clone().sign(&message), want);
+        }
+
         /// Against `verify_strict` itself: genuine signatures, signatures with bytes changed,
         /// R replaced by each point of small order, other messages.
         #[test]
