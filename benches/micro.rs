@@ -439,6 +439,25 @@ fn main() {
     k.measure("  Ed25519 sign of the signing string", || {
         black_box(keys.sign(black_box(signing.as_bytes())));
     });
+    // The same key as the library's own signing key, which derives the expanded key (a SHA-512
+    // of the seed, clamped and reduced) for every signature; `keys` derived it when read.
+    let library = {
+        use ed25519_dalek::Signer;
+        let pair: [u8; 64] = ondc_rating::crypto::b64_decode(&keys.private_key_base64())
+            .expect("base64")
+            .try_into()
+            .expect("64 bytes");
+        let library = ed25519_dalek::SigningKey::from_keypair_bytes(&pair).expect("a key pair");
+        assert_eq!(
+            library.sign(signing.as_bytes()).to_bytes(),
+            keys.sign(signing.as_bytes())
+        );
+        library
+    };
+    k.measure("  the same, the library's SigningKey::sign", || {
+        use ed25519_dalek::Signer;
+        black_box(library.sign(black_box(signing.as_bytes())));
+    });
     k.measure("  Ed25519 verify_strict of it (the library's)", || {
         let ok = public.verify_strict(black_box(signing.as_bytes()), &signature);
         assert!(black_box(ok).is_ok());
