@@ -399,7 +399,7 @@ fn main() {
     let expires = created + 3600;
     let header = sign_body(&rating, &keys, sub, ukid, created, expires);
     let digest = body_digest(&rating);
-    let signing = signing_string(&created.to_string(), &expires.to_string(), &digest);
+    let signing = signing_string(created, expires, &digest);
     let signature = Signature::from_bytes(&keys.sign(signing.as_bytes()));
     let on_rating_at = chrono::Utc::now();
     println!(

@@ -364,7 +364,7 @@ pub async fn put_feedback(
     let settings = &state.settings;
     let context = super::api::rating_context(settings, &order, now);
     crate::http::network::record_ids(&context);
-    let body = serde_json::to_vec(&Envelope {
+    let body = crate::protocol::to_json(&Envelope {
         context: &context,
         message: RatingMessage {
             ratings: vec![rating_entry(&order.order_id, &submission)],

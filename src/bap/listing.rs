@@ -419,7 +419,7 @@ pub async fn post_feedback(
             ListingError::from(reason)
         }
     };
-    let body = serde_json::to_vec(&Envelope {
+    let body = crate::protocol::to_json(&Envelope {
         context: &context,
         message: RatingMessage {
             ratings: vec![rating_entry(&order.order_id, role, &submission)],

@@ -36,7 +36,16 @@ pub fn signing_string(
     expires: impl std::fmt::Display,
     digest: &str,
 ) -> String {
-    format!("(created): {created}\n(expires): {expires}\ndigest: BLAKE-512={digest}")
+    use std::fmt::Write as _;
+    // Written once into a buffer of its size: the fixed text is 42 bytes, the times at most 20
+    // each.
+    let mut out = String::with_capacity(82 + digest.len());
+    write!(
+        out,
+        "(created): {created}\n(expires): {expires}\ndigest: BLAKE-512={digest}"
+    )
+    .expect("writing to a String cannot fail");
+    out
 }
 
 /// The header value in ONDC's canonical form, written once into a buffer of its size;
@@ -49,7 +58,7 @@ fn header_value(
     signature: impl FnOnce(&mut String),
 ) -> String {
     use std::fmt::Write as _;
-    // The fixed text is 118 bytes, the times at most 19 each, the signature's base64 88.
+    // The fixed text is 119 bytes, the times at most 20 each, the signature's base64 88.
     let mut out = String::with_capacity(256 + subscriber_id.len() + unique_key_id.len());
     write!(
         out,
