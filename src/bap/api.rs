@@ -321,6 +321,11 @@ async fn claim_and_send(
         let failure = Failure::Other(format!("outbound /rating fails its schema: {v}"));
         return Err(release(state, *record, failure, ApiCode::InternalError).await);
     }
+    // The record the request keeps while it waits, packed now and given to its waiter before the
+    // send: a seller that calls back before its ACK is processed here (a fast seller, a busy
+    // worker) finds it in this process, not only in the store.
+    let packed = Packed::new(&record);
+    waiter.holds(packed.0.clone());
     state.record(Direction::Sent, Action::Rating, &url, &body);
     let sent_at = std::time::Instant::now();
     let mut status_written = None;
@@ -368,10 +373,8 @@ async fn claim_and_send(
     if let Some(failure) = failure {
         return Err(release(state, *record, failure, code).await);
     }
-    let record = Packed::new(&record);
-    waiter.holds(record.0.clone());
     Ok(Sent {
-        record,
+        record: packed,
         waiter,
         status_written,
         sent_at,
@@ -389,7 +392,9 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
     } = sent;
     drop(waiter);
     let read = async {
-        let record = record.unpack()?;
+        let mut record = record.unpack()?;
+        // Packed before it was sent; the seller has ACKed it since.
+        record.status = RatingStatus::Acknowledged;
         let callback = match woken {
             Woken::Callback(cb) => Some(*cb),
             Woken::Told | Woken::Deadline => state.store.get_callback(record.message_id()).await?,

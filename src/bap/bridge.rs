@@ -24,7 +24,7 @@ pub enum Woken {
     Deadline,
 }
 
-/// One waiting request: how to wake it and, once its /rating was acknowledged, that /rating's
+/// One waiting request: how to wake it and, from just before its /rating is sent, that /rating's
 /// record as the request keeps it (shared, not copied).
 struct Entry {
     tx: oneshot::Sender<Option<Box<CallbackRecord>>>,
@@ -59,9 +59,11 @@ impl Waiters {
         }
     }
 
-    /// The record of the acknowledged /rating that a request in this process waits on, as it
-    /// was given to [`Waiter::holds`]; None when no request here waits on `message_id` or its
-    /// /rating is not acknowledged yet.
+    /// The record of the /rating that a request in this process sent or is sending, as it was
+    /// given to [`Waiter::holds`]; None when no request here waits on `message_id` or its
+    /// /rating is not claimed yet. A callback may come before the /rating's ACK is processed (a
+    /// fast seller, a busy worker): it is handed over all the same, and the request finds it
+    /// once the ACK is in.
     pub fn sent(&self, message_id: &str) -> Option<Arc<[u8]>> {
         self.lock().get(message_id).and_then(|e| e.sent.clone())
     }
@@ -101,8 +103,9 @@ impl Waiters {
 }
 
 impl Waiter {
-    /// Records the acknowledged /rating this request now waits on (its record's JSON), so that
-    /// its callback arriving here is matched against it rather than against the store.
+    /// Records the claimed /rating this request is about to send (its record's JSON), so that
+    /// its callback arriving here, before or after the ACK, is matched against it rather than
+    /// against the store.
     pub fn holds(&self, sent: Arc<[u8]>) {
         if let Some(e) = self.waiters.lock().get_mut(&self.message_id) {
             e.sent = Some(sent);
@@ -153,7 +156,7 @@ mod tests {
     async fn a_delivered_callback_reaches_its_waiter_and_drop_unregisters() {
         let w = Waiters::default();
         let mut a = w.register("m1");
-        assert!(w.sent("m1").is_none(), "nothing acknowledged yet");
+        assert!(w.sent("m1").is_none(), "nothing held yet");
         a.holds(Arc::from(&b"{}"[..]));
         assert_eq!(w.sent("m1").as_deref(), Some(&b"{}"[..]));
         assert!(w.deliver(callback("m1")));

@@ -7,6 +7,7 @@ use tracing::field::Empty;
 
 use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
+use crate::http::metrics::CallbackMatch;
 use crate::http::network::{BUYER, accept_inbound, ack, nack};
 use crate::protocol::{Action, Context, NackCode, NetworkError, OnRatingMessage};
 use crate::store::{CallbackRecord, RatingStatus};
@@ -135,15 +136,21 @@ async fn handle(
         error,
         received_at: ondc_timestamp(state.clock.now()),
     };
-    match state.store.put_callback(&cb).await {
-        Ok(true) => tracing::info!("on_rating stored"),
-        Ok(false) => {
-            // The first one stored is the answer: wake the waiter to read it.
-            tracing::info!("duplicate on_rating acknowledged, first one kept");
-            return announce(&state, &cb.context.message_id).await;
-        }
+    let first = match state.store.put_callback(&cb).await {
+        Ok(first) => first,
         Err(e) => return internal(e),
+    };
+    state.metrics.callback_matched(if waiting_here.is_some() {
+        CallbackMatch::WaitingRequest
+    } else {
+        CallbackMatch::Store
+    });
+    if !first {
+        // The first one stored is the answer: wake the waiter to read it.
+        tracing::info!("duplicate on_rating acknowledged, first one kept");
+        return announce(&state, &cb.context.message_id).await;
     }
+    tracing::info!("on_rating stored");
     if waiting_here.is_some() {
         // Its request waits in this process and nowhere else: hand the callback over (a request
         // whose deadline passed meanwhile reads it from the store when asked).

@@ -11,7 +11,10 @@
 //! - `ondc_rating_store_errors_total`: store failures turned into an API error or a NACK;
 //! - `ondc_rating_registry_cache_total{result}`: registry key lookups by where the answer came
 //!   from (`hit_memory`, `hit_store`, `lookup`: the registry was asked; `miss`: it had no usable
-//!   key).
+//!   key);
+//! - `ondc_rating_callbacks_matched_total{against}`: `/on_rating` callbacks accepted, by what they
+//!   were matched against: the `/rating` a request in this process waits on (`waiting_request`),
+//!   or the store (`store`: its request waits on another instance, or waits no more).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -104,6 +107,26 @@ impl WaitOutcome {
     }
 }
 
+/// What an accepted `/on_rating` was matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackMatch {
+    /// The `/rating` a request in this process waits on, handed the callback directly.
+    WaitingRequest,
+    /// The store's record of the `/rating`.
+    Store,
+}
+
+impl CallbackMatch {
+    const ALL: [CallbackMatch; 2] = [Self::WaitingRequest, Self::Store];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::WaitingRequest => "waiting_request",
+            Self::Store => "store",
+        }
+    }
+}
+
 /// Response marker set by [`crate::http::network::nack`]: the middleware counts the NACK.
 #[derive(Debug, Clone, Copy)]
 pub struct NackSent(pub NackCode);
@@ -129,6 +152,7 @@ pub struct Metrics {
     retries: [AtomicU64; 4],
     store_errors: AtomicU64,
     registry_cache: [AtomicU64; 4],
+    callbacks_matched: [AtomicU64; 2],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -165,6 +189,11 @@ impl Metrics {
     /// One registry key lookup answered from `result`.
     pub fn registry_cache(&self, result: CacheResult) {
         self.registry_cache[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One `/on_rating` accepted, matched against `against`.
+    pub fn callback_matched(&self, against: CallbackMatch) {
+        self.callbacks_matched[against as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One wait for `/on_rating`, `elapsed` since the `/rating` was sent.
@@ -279,6 +308,20 @@ impl Metrics {
                 self.registry_cache[result as usize].load(Ordering::Relaxed)
             );
         }
+        header(
+            &mut out,
+            "ondc_rating_callbacks_matched_total",
+            "counter",
+            "/on_rating callbacks accepted, by what they were matched against: the /rating a request here waits on, or the store.",
+        );
+        for against in CallbackMatch::ALL {
+            let _ = writeln!(
+                out,
+                "ondc_rating_callbacks_matched_total{{against=\"{}\"}} {}",
+                against.label(),
+                self.callbacks_matched[against as usize].load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }
@@ -315,6 +358,8 @@ mod tests {
         m.record_response(None, &HttpResponse::NotFound().finish());
         m.retry(RetryTarget::Webhook);
         m.registry_cache(CacheResult::HitMemory);
+        m.callback_matched(CallbackMatch::Store);
+        m.callback_matched(CallbackMatch::Store);
         m.callback_wait(Duration::from_millis(300), WaitOutcome::Callback);
         m.callback_wait(Duration::from_secs(60), WaitOutcome::Timeout);
         let t = m.render();
@@ -330,6 +375,8 @@ mod tests {
         assert!(t.contains("ondc_rating_outbound_retries_total{target=\"rating\"} 0"));
         assert!(t.contains("ondc_rating_registry_cache_total{result=\"hit_memory\"} 1"));
         assert!(t.contains("ondc_rating_store_errors_total 0"));
+        assert!(t.contains("ondc_rating_callbacks_matched_total{against=\"waiting_request\"} 0"));
+        assert!(t.contains("ondc_rating_callbacks_matched_total{against=\"store\"} 2"));
         let b = "ondc_rating_callback_wait_seconds_bucket{outcome=\"callback\",le=";
         assert!(t.contains(&format!("{b}\"0.25\"}} 0")));
         assert!(t.contains(&format!("{b}\"0.5\"}} 1")));
@@ -348,6 +395,7 @@ mod tests {
             "outbound_retries_total counter",
             "store_errors_total counter",
             "registry_cache_total counter",
+            "callbacks_matched_total counter",
         ] {
             assert!(
                 t.contains(&format!("# TYPE ondc_rating_{family}\n")),

@@ -169,6 +169,16 @@ async fn callback_on_another_instance_wakes_the_waiting_request(backend: Backend
     .unwrap();
     // Delivered to instance B, while the request waits on instance A.
     assert_eq!(b.on_rating(&seller.identity, &cb).await.0, 200);
+    let metrics = reqwest::get(format!("{}/metrics", b.app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ondc_rating_callbacks_matched_total{against=\"store\"} 1\n"),
+        "B matched it against the store: {metrics}"
+    );
     let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
         .await
         .expect("woken well before its 30 s deadline")
@@ -179,6 +189,87 @@ async fn callback_on_another_instance_wakes_the_waiting_request(backend: Backend
         "https://seller.test/f"
     );
 }
+
+/// A seller that calls back before its ACK to the /rating is processed (here: before it sends
+/// the ACK at all): the callback is matched against the /rating the waiting request holds in
+/// this process and handed to it, not looked up in the store, and the request answers with the
+/// ACK envelope once the ACK is in.
+async fn a_callback_before_the_ack_is_handed_to_the_waiting_request(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let go = Arc::new(tokio::sync::Notify::new());
+    let seller = ScriptedSeller::start(Script::AckWhen(go.clone())).await;
+    let buyer = Arc::new(
+        Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
+            s.buyer.callback_wait_ms = 30_000;
+        })
+        .await,
+    );
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let waiting = {
+        let b = buyer.clone();
+        tokio::spawn(async move { b.rate("alice", &full_rating("O-1")).await })
+    };
+    let sent = seller.recorder.wait_for(1).await;
+    let rating: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    let mut ctx = rating["context"].clone();
+    ctx["action"] = json!("on_rating");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    let cb = serde_json::to_vec(&json!({"context": ctx, "message": {"feedback_ack": true, "rating_ack": true,
+        "feedback_form": {"form": {"url": "https://seller.test/early", "mime_type": "text/html"}}}}))
+    .unwrap();
+    let (status, ack) = buyer.on_rating(&seller.identity, &cb).await;
+    assert_eq!(
+        (status, ack),
+        (200, json!({"message": {"ack": {"status": "ACK"}}}))
+    );
+    assert!(!waiting.is_finished(), "the /rating's ACK is still held");
+    go.notify_one();
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("answered well before its 30 s deadline")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["status"], "ACK", "{body}");
+    assert_eq!(
+        body["data"]["dto"]["message"]["feedback_form"]["form"]["url"],
+        "https://seller.test/early"
+    );
+    assert_eq!(
+        body["data"]["dto"]["context"]["message_id"],
+        ctx["message_id"]
+    );
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(got["data"]["status"], "completed", "{got}");
+    assert_eq!(
+        got["data"]["feedbackForm"]["url"],
+        "https://seller.test/early"
+    );
+
+    let metrics = reqwest::get(format!("{}/metrics", buyer.app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let matched = |against: &str| {
+        let series = format!("ondc_rating_callbacks_matched_total{{against=\"{against}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+            .to_owned()
+    };
+    assert_eq!(
+        (
+            matched("waiting_request").as_str(),
+            matched("store").as_str()
+        ),
+        ("1", "0"),
+        "{metrics}"
+    );
+}
+crate::both_stores!(a_callback_before_the_ack_is_handed_to_the_waiting_request);
 
 /// 1,000 concurrent submissions, two instances sharing Redis, 300 distinct orders (each
 /// submitted three or four times): every order rated exactly once, every buyer answered with

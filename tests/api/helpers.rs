@@ -572,6 +572,8 @@ pub enum Script {
     FailFirstThen(usize, u16, String),
     /// Wait this many milliseconds, then ACK (a slow peer).
     AckAfter(u64),
+    /// Hold the ACK until this is notified (each request takes one notification).
+    AckWhen(Arc<tokio::sync::Notify>),
 }
 
 /// One request the scripted seller received.
@@ -637,8 +639,12 @@ impl Recorder {
                             log.len()
                         };
                         let ack = r#"{"message":{"ack":{"status":"ACK"}}}"#.to_owned();
-                        if let Script::AckAfter(ms) = script {
-                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        match &script {
+                            Script::AckAfter(ms) => {
+                                tokio::time::sleep(std::time::Duration::from_millis(*ms)).await
+                            }
+                            Script::AckWhen(go) => go.notified().await,
+                            _ => {}
                         }
                         let (status, body) = match script {
                             Script::AckSilently => (200, ack),
@@ -651,7 +657,7 @@ impl Recorder {
                                 (status, "slow down".to_owned())
                             }
                             Script::FailFirstThen(_, _, body) => (200, body),
-                            Script::AckAfter(_) => (200, ack),
+                            Script::AckAfter(_) | Script::AckWhen(_) => (200, ack),
                         };
                         HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                             .content_type("application/json")

@@ -75,6 +75,22 @@ async fn a_rating_exchange_is_counted_on_both_sides() {
         Some(1.0)
     );
     assert_eq!(sample(&buyer, "ondc_rating_store_errors_total"), Some(0.0));
+    // The callback reached the process whose request waits on it: matched there, no store read.
+    assert_eq!(
+        sample(
+            &buyer,
+            "ondc_rating_callbacks_matched_total{against=\"waiting_request\"}"
+        ),
+        Some(1.0),
+        "{buyer}"
+    );
+    assert_eq!(
+        sample(
+            &buyer,
+            "ondc_rating_callbacks_matched_total{against=\"store\"}"
+        ),
+        Some(0.0)
+    );
     assert_eq!(
         sample(
             &buyer,
