@@ -818,6 +818,38 @@ pub fn check_signed_webhook(c: &Captured, secret: &str, idempotency_key: &str) -
     serde_json::from_slice(&c.body).unwrap()
 }
 
+/// The server's `/metrics` text, after checking the content type.
+pub async fn metrics(base: &str) -> String {
+    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    r.text().await.unwrap()
+}
+
+/// The value of one series, written exactly as exposed (`name{label="v",...}`); None when the
+/// series is absent.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+/// The /on_rating a seller would send for the /rating `rating_body`: its context with the action
+/// and a fresh timestamp, and a body with a feedback form at `form_url`.
+pub fn callback_for(rating_body: &[u8], form_url: &str) -> (Value, Vec<u8>) {
+    let rating: Value = serde_json::from_slice(rating_body).unwrap();
+    let mut ctx = rating["context"].clone();
+    ctx["action"] = json!("on_rating");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    let body = serde_json::to_vec(&json!({"context": ctx, "message": {
+        "feedback_ack": true, "rating_ack": true,
+        "feedback_form": {"form": {"url": form_url, "mime_type": "text/html", "data": "d"}}}}))
+    .unwrap();
+    (ctx, body)
+}
+
 /// Waits (bounded, about 5 s) until a server process at `base` answers `/healthz`.
 pub async fn wait_until_up(base: &str) {
     let http = reqwest::Client::new();

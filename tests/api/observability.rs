@@ -12,24 +12,6 @@ use ondc_rating::clock::SystemClock;
 use ondc_rating::registry::SubscriberRecord;
 use ondc_rating::registry::server::{RegistryHandle, serve};
 
-/// The server's `/metrics` text, after checking the content type.
-async fn metrics(base: &str) -> String {
-    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
-    assert_eq!(r.status(), 200);
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    r.text().await.unwrap()
-}
-
-/// The value of one series, written exactly as exposed (`name{label="v",...}`); None when the
-/// series is absent.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.parse().unwrap())
-}
-
 fn requests(text: &str, route: &str, status: u16) -> f64 {
     sample(
         text,
