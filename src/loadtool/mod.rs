@@ -18,6 +18,7 @@ mod children;
 mod drive;
 pub mod floor;
 mod stub;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,6 +123,18 @@ pub struct LoadArgs {
     /// Seconds of unmeasured load first (connections, caches, store files).
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
+    /// The HTTP client the measured requests go through (setup requests always use reqwest).
+    #[arg(long, value_enum, default_value_t = ClientKind::Wire)]
+    pub client: ClientKind,
+}
+
+/// The HTTP client of a load run's measured requests.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// The tool's own keep-alive HTTP/1.1 client: the least CPU taken from the adapters.
+    Wire,
+    /// reqwest, as a buyer app might use.
+    Reqwest,
 }
 
 /// A seller inbound run.
@@ -525,23 +538,75 @@ async fn put_order(
     Ok(())
 }
 
+/// Where a run's requests go, through the client `--client` chose.
+#[derive(Clone)]
+enum Transport {
+    Wire(Arc<wire::Client>),
+    Reqwest {
+        http: reqwest::Client,
+        base: Arc<str>,
+    },
+}
+
+impl Transport {
+    /// `kind`'s client for the server at `base` (`http://IP:PORT`); `http` serves `Reqwest`.
+    fn new(kind: ClientKind, base: &str, http: &reqwest::Client) -> Result<Self, String> {
+        Ok(match kind {
+            ClientKind::Wire => {
+                Transport::Wire(Arc::new(wire::Client::new(base, Duration::from_secs(60))?))
+            }
+            ClientKind::Reqwest => Transport::Reqwest {
+                http: http.clone(),
+                base: base.into(),
+            },
+        })
+    }
+
+    /// POSTs the JSON `body` to `path`: the answer's status and body, or the failure's label.
+    async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), String> {
+        match self {
+            Transport::Wire(client) => client
+                .post(path, headers, body)
+                .await
+                .map(|r| (r.status, r.body))
+                .map_err(|e| e.label()),
+            Transport::Reqwest { http, base } => {
+                let mut request = http
+                    .post(format!("{base}{path}"))
+                    .header("content-type", "application/json");
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+                let r = request
+                    .body(body.to_vec())
+                    .send()
+                    .await
+                    .map_err(|e| transport_label(&e))?;
+                let status = r.status().as_u16();
+                let body = r.bytes().await.map_err(|e| transport_label(&e))?;
+                Ok((status, body.to_vec()))
+            }
+        }
+    }
+}
+
 /// POST /ret11/rating for one order; a 200 counts only with the ACK envelope for that order.
-async fn rate_once(http: &reqwest::Client, base: &str, token: &str, order: &str) -> Attempt {
-    let sent = http
-        .post(format!("{base}/ret11/rating"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(rating_json(order))
-        .send()
-        .await;
-    let r = match sent {
-        Ok(r) => r,
-        Err(e) => return Attempt::Error(transport_label(&e)),
-    };
-    let status = r.status().as_u16();
-    let body = match r.bytes().await {
-        Ok(b) => b,
-        Err(e) => return Attempt::Error(transport_label(&e)),
+async fn rate_once(to: &Transport, authorization: &str, order: &str) -> Attempt {
+    let (status, body) = match to
+        .post(
+            "/ret11/rating",
+            &[("authorization", authorization)],
+            &rating_json(order),
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(label) => return Attempt::Error(label),
     };
     if status != 200 {
         let code = serde_json::from_slice::<Value>(&body)
@@ -552,32 +617,92 @@ async fn rate_once(http: &reqwest::Client, base: &str, token: &str, order: &str)
             None => format!("HTTP {status}"),
         });
     }
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(v) if ack_envelope_for(&v, order) => Attempt::Ok,
-        _ => Attempt::Error(UNVERIFIED_200.into()),
+    if ack_envelope_for(&body, order) {
+        Attempt::Ok
+    } else {
+        Attempt::Error(UNVERIFIED_200.into())
     }
 }
 
 const UNVERIFIED_200: &str = "HTTP 200 without the ACK envelope";
 
+/// The parts of the buyer API's 200 body a load run checks (the rest is skipped, not built).
+mod checked {
+    use std::borrow::Cow;
+
+    #[derive(serde::Deserialize)]
+    pub struct Envelope<'a> {
+        #[serde(borrow)]
+        pub data: Data<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    pub struct Data<'a> {
+        #[serde(borrow)]
+        pub status: Cow<'a, str>,
+        #[serde(borrow)]
+        pub dto: Dto<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    pub struct Dto<'a> {
+        #[serde(borrow)]
+        pub context: Context<'a>,
+        #[serde(borrow)]
+        pub message: Message<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    pub struct Context<'a> {
+        #[serde(borrow)]
+        pub action: Cow<'a, str>,
+    }
+    #[derive(serde::Deserialize)]
+    pub struct Message<'a> {
+        #[serde(borrow)]
+        pub order_id: Cow<'a, str>,
+    }
+
+    /// An ONDC ACK: `{"message":{"ack":{"status":...}}}`.
+    #[derive(serde::Deserialize)]
+    pub struct Ack<'a> {
+        #[serde(borrow)]
+        pub message: AckMessage<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    pub struct AckMessage<'a> {
+        #[serde(borrow)]
+        pub ack: AckStatus<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    pub struct AckStatus<'a> {
+        #[serde(borrow)]
+        pub status: Cow<'a, str>,
+    }
+}
+
 /// The buyer API's 200 body: status ACK, the seller's /on_rating context, this order.
-fn ack_envelope_for(v: &Value, order: &str) -> bool {
-    let data = &v["data"];
-    data["status"] == "ACK"
-        && data["dto"]["context"]["action"] == "on_rating"
-        && data["dto"]["message"]["order_id"] == order
+fn ack_envelope_for(body: &[u8], order: &str) -> bool {
+    serde_json::from_slice::<checked::Envelope>(body).is_ok_and(|e| {
+        e.data.status == "ACK"
+            && e.data.dto.context.action == "on_rating"
+            && e.data.dto.message.order_id == order
+    })
+}
+
+/// An ONDC ACK body.
+fn is_ack(body: &[u8]) -> bool {
+    serde_json::from_slice::<checked::Ack>(body).is_ok_and(|a| a.message.ack.status == "ACK")
 }
 
 /// Rates orders `first..first+count` (then reports the work exhausted).
-fn rating_requests(http: &reqwest::Client, buyer: &BuyerApi, first: u64, count: u64) -> Request {
-    let (http, base, token) = (http.clone(), buyer.base.clone(), buyer.token.clone());
+fn rating_requests(to: &Transport, buyer: &BuyerApi, first: u64, count: u64) -> Request {
+    let to = to.clone();
+    let authorization: Arc<str> = format!("Bearer {}", buyer.token).into();
     Arc::new(move |i| {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let (to, authorization) = (to.clone(), authorization.clone());
         Box::pin(async move {
             if i >= count {
                 return Attempt::Exhausted;
             }
-            rate_once(&http, &base, &token, &order_id(first + i)).await
+            rate_once(&to, &authorization, &order_id(first + i)).await
         })
     })
 }
@@ -751,6 +876,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     let seller = Server::start("seller", &seller_settings, dir.path()).await?;
     let buyer_server = Server::start("buyer", &buyer_settings, dir.path()).await?;
     let http = http_client(a.concurrency)?;
+    let to = Transport::new(a.client, &buyer.base, &http)?;
     let seller_ref = ("seller.bench", bpp_uri.as_str());
 
     // Warm-up, which also tells how many orders the measured run needs.
@@ -765,7 +891,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     ));
     let warm = drive::run(
         a.load(a.warmup),
-        rating_requests(&http, &buyer, 0, warm_orders),
+        rating_requests(&to, &buyer, 0, warm_orders),
     )
     .await;
     if warm.completed == 0 {
@@ -794,7 +920,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     } = measure(
         &a,
         &[&buyer_server, &seller],
-        rating_requests(&http, &buyer, warm_orders, needed),
+        rating_requests(&to, &buyer, warm_orders, needed),
     )
     .await;
     let floor_after = measure_floor(&ctx.common).await?;
@@ -1096,33 +1222,22 @@ async fn sign_in_background(who: &Arc<InboundIdentity>, first: u64, count: u64) 
         .unwrap_or_default()
 }
 
-fn inbound_requests(http: &reqwest::Client, url: String, signed: Signed) -> Request {
-    let (http, url, signed) = (http.clone(), Arc::new(url), Arc::new(signed));
+fn inbound_requests(to: &Transport, path: String, signed: Signed) -> Request {
+    let (to, path, signed) = (to.clone(), Arc::new(path), Arc::new(signed));
     Arc::new(move |i| {
-        let (http, url, signed) = (http.clone(), url.clone(), signed.clone());
+        let (to, path, signed) = (to.clone(), path.clone(), signed.clone());
         Box::pin(async move {
             let Some((header, body)) = signed.get(i as usize) else {
                 return Attempt::Exhausted;
             };
-            let sent = http
-                .post(url.as_str())
-                .header("authorization", header.as_str())
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            let r = match sent {
-                Ok(r) => r,
-                Err(e) => return Attempt::Error(transport_label(&e)),
+            let (status, answer) = match to.post(&path, &[("authorization", header)], body).await {
+                Ok(answer) => answer,
+                Err(label) => return Attempt::Error(label),
             };
-            let status = r.status().as_u16();
-            let answer: Value = match r.bytes().await {
-                Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
-                Err(e) => return Attempt::Error(transport_label(&e)),
-            };
-            if status == 200 && answer["message"]["ack"]["status"] == "ACK" {
+            if status == 200 && is_ack(&answer) {
                 Attempt::Ok
             } else {
+                let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
                 let code = answer["error"]["code"].as_str().unwrap_or("");
                 Attempt::Error(format!("HTTP {status} NACK {code}").trim().to_owned())
             }
@@ -1159,7 +1274,12 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
     ));
     let seller = Server::start("seller", &seller_settings, dir.path()).await?;
     let http = http_client(a.concurrency)?;
-    let url = format!("{}/rating", who.bpp_uri);
+    let base = format!("http://{}", seller_settings.server.bind);
+    let to = Transport::new(a.client, &base, &http)?;
+    let path = match who.bpp_uri.strip_prefix(&base) {
+        Some(bpp) => format!("{bpp}/rating"),
+        None => return Err(format!("{} is not served at {base}", who.bpp_uri)),
+    };
 
     let warm_n = match a.rate {
         Some(r) => (r * a.warmup * 1.2) as u64 + a.concurrency as u64,
@@ -1169,7 +1289,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
     progress(format!("warming up {:.0} s", a.warmup));
     let warm = drive::run(
         a.load(a.warmup),
-        inbound_requests(&http, url.clone(), warm_signed),
+        inbound_requests(&to, path.clone(), warm_signed),
     )
     .await;
     if warm.completed == 0 {
@@ -1207,7 +1327,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
         outcome,
         samples,
         cpu,
-    } = measure(&a, &[&seller], inbound_requests(&http, url, signed)).await;
+    } = measure(&a, &[&seller], inbound_requests(&to, path, signed)).await;
     let floor_after = measure_floor(&ctx.common).await?;
     let floor = mean_floor(floor_before, floor_after);
     let callbacks_in_run = sink.received() - before;
@@ -1351,21 +1471,18 @@ async fn soak(a: SoakArgs, ctx: &Ctx) -> Result<Report, String> {
     // Each request registers its order first (a store write on the buyer side, as in service),
     // then rates it; the latency covers both.
     let request: Request = {
-        let (http, base, token, internal) = (
-            http.clone(),
-            buyer.base.clone(),
-            buyer.token.clone(),
-            buyer.internal.clone(),
-        );
+        let to = Transport::new(ClientKind::Reqwest, &buyer.base, &http)?;
+        let authorization: Arc<str> = format!("Bearer {}", buyer.token).into();
+        let (http, base, internal) = (http.clone(), buyer.base.clone(), buyer.internal.clone());
         Arc::new(move |i| {
-            let (http, base, token, internal) =
-                (http.clone(), base.clone(), token.clone(), internal.clone());
+            let (to, authorization) = (to.clone(), authorization.clone());
+            let (http, base, internal) = (http.clone(), base.clone(), internal.clone());
             let order = order_json("seller.bench", &bpp_uri);
             Box::pin(async move {
                 if let Err(e) = put_order(&http, &base, &internal, i, &order).await {
                     return Attempt::Error(e.split(':').take(2).collect::<Vec<_>>().join(":"));
                 }
-                rate_once(&http, &base, &token, &order_id(i)).await
+                rate_once(&to, &authorization, &order_id(i)).await
             })
         })
     };
@@ -1544,17 +1661,15 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
     }
 
     let answered_early = Arc::new(AtomicU64::new(0));
+    let to = Transport::new(ClientKind::Reqwest, &buyer.base, &api)?;
+    let authorization: Arc<str> = format!("Bearer {}", buyer.token).into();
     let launch = |from: u64, n: u64| -> Vec<tokio::task::JoinHandle<()>> {
         (from..from + n)
             .map(|i| {
-                let (http, base, token, early) = (
-                    api.clone(),
-                    buyer.base.clone(),
-                    buyer.token.clone(),
-                    answered_early.clone(),
-                );
+                let (to, authorization, early) =
+                    (to.clone(), authorization.clone(), answered_early.clone());
                 tokio::spawn(async move {
-                    let _ = rate_once(&http, &base, &token, &order_id(i)).await;
+                    let _ = rate_once(&to, &authorization, &order_id(i)).await;
                     early.fetch_add(1, Ordering::Relaxed);
                 })
             })
