@@ -247,6 +247,11 @@ pub struct BuyerSettings {
     /// How long a buyer request waits for /on_rating before answering 202, milliseconds (at most
     /// the 30 s ttl).
     pub callback_wait_ms: u64,
+    /// How long after the seller's ACK a waiting request records the `acknowledged` status,
+    /// milliseconds (0: at once). An /on_rating that comes sooner makes the write needless: the
+    /// stored callback is what makes the rating read as completed. Until it is written, and
+    /// after a crash before it, the rating reads as `pending`.
+    pub acknowledged_write_delay_ms: u64,
     /// Buyer requests that may wait for their /on_rating at once on this instance; beyond it a
     /// new rating is refused with 503 `too_busy` and `Retry-After`, before anything is claimed.
     pub max_waiting: usize,
@@ -283,6 +288,7 @@ impl Default for BuyerSettings {
             enabled: true,
             bap_uri: "http://127.0.0.1:8080/bap".into(),
             callback_wait_ms: 5_000,
+            acknowledged_write_delay_ms: 1_000,
             max_waiting: 1024,
             max_in_flight_per_seller: 64,
             send_attempts: 3,
@@ -919,6 +925,12 @@ impl Settings {
             if self.buyer.callback_wait_ms > 30_000 {
                 return Err(invalid(
                     "buyer.callback_wait_ms",
+                    "must not exceed the 30 s rating ttl",
+                ));
+            }
+            if self.buyer.acknowledged_write_delay_ms > 30_000 {
+                return Err(invalid(
+                    "buyer.acknowledged_write_delay_ms",
                     "must not exceed the 30 s rating ttl",
                 ));
             }

@@ -21,7 +21,7 @@ use crate::http::{AppState, read_body};
 use crate::protocol::{
     Action, CORE_VERSION, COUNTRY, Context, Envelope, NetworkError, RATING_TTL, RatingMessage,
 };
-use crate::store::{Claim, Order, RatingRecord, RatingStatus};
+use crate::store::{CallbackRecord, Claim, Order, RatingRecord, RatingStatus};
 
 /// The context of a new /rating for `order`: a fresh message_id, the order's transaction, this
 /// participant as the BAP, stamped `now`.
@@ -175,10 +175,17 @@ async fn rate(
     };
     let mut sent = Box::pin(claim_and_send(&state, prepared, slot)).await?;
     // Wait for /on_rating: handed over when it reaches this process, else read from the store.
-    let woken = sent
-        .waiter
-        .wait(Duration::from_millis(state.settings.buyer.callback_wait_ms))
-        .await;
+    // The `acknowledged` status is written only if it does not come within the delay: a stored
+    // callback is what makes the rating read as completed, and most come within milliseconds.
+    let wait = Duration::from_millis(state.settings.buyer.callback_wait_ms);
+    let delay = Duration::from_millis(state.settings.buyer.acknowledged_write_delay_ms).min(wait);
+    let woken = match sent.waiter.wait_at_most(delay).await {
+        Some(woken) => woken,
+        None => {
+            sent.status_written = write_acknowledged(&state, &sent.record);
+            sent.waiter.wait(wait - delay).await
+        }
+    };
     Box::pin(answer(&state, sent, woken)).await
 }
 
@@ -197,7 +204,7 @@ struct Sent {
     /// Kept for the whole wait, packed.
     record: Packed,
     waiter: Waiter,
-    /// The background write of the `acknowledged` status.
+    /// The background write of the `acknowledged` status, once started.
     status_written: Option<StatusWrite>,
     sent_at: std::time::Instant,
 }
@@ -279,7 +286,7 @@ async fn claim_and_send(
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Sent, ApiError> {
     let Prepared {
-        mut record,
+        record,
         ratings,
         url,
     } = prepared;
@@ -296,12 +303,10 @@ async fn claim_and_send(
     // Register before sending: a fast seller may call back before its ACK reaches us.
     let waiter = state.waiters.register(&context.message_id);
     if let Claim::Taken(existing) = state.store.claim_rating(&record).await? {
+        let (status, _) = rated_status(state, &existing).await?;
         return Err(ApiError::new(
             ApiCode::AlreadyRated,
-            format!(
-                "this order was rated already (status {})",
-                existing.status.as_str()
-            ),
+            format!("this order was rated already (status {})", status.as_str()),
         ));
     }
     crate::http::network::record_ids(context);
@@ -328,17 +333,10 @@ async fn claim_and_send(
     waiter.holds(packed.0.clone());
     state.record(Direction::Sent, Action::Rating, &url, &body);
     let sent_at = std::time::Instant::now();
-    let mut status_written = None;
     let outcome = send_held(state, &url, body).await;
     drop(slot);
     let (failure, code) = match outcome {
-        Ok(PeerAnswer::Ack) => {
-            record.status = RatingStatus::Acknowledged;
-            // Written while the request waits for /on_rating, not before: its commit overlaps
-            // the wait. Every later write of this record first awaits it, so they stay in order.
-            status_written = Some(write_status(state, &record, None));
-            (None, ApiCode::SellerRejected)
-        }
+        Ok(PeerAnswer::Ack) => (None, ApiCode::SellerRejected),
         Ok(PeerAnswer::Nack {
             error: Some(error), ..
         }) => (Some(Failure::Nack(error)), ApiCode::SellerRejected),
@@ -376,9 +374,24 @@ async fn claim_and_send(
     Ok(Sent {
         record: packed,
         waiter,
-        status_written,
+        status_written: None,
         sent_at,
     })
+}
+
+/// Starts the write of the `acknowledged` status of the rating `packed` holds; None when the
+/// record does not read back (logged; the claim stays as it is).
+fn write_acknowledged(state: &AppState, packed: &Packed) -> Option<StatusWrite> {
+    match packed.unpack() {
+        Ok(mut record) => {
+            record.status = RatingStatus::Acknowledged;
+            Some(write_status(state, &record, None))
+        }
+        Err(e) => {
+            tracing::error!(error = %e.message, "could not record the rating's status");
+            None
+        }
+    }
 }
 
 /// Answers a sent rating once its wait is over: the ACK envelope when the /on_rating is stored,
@@ -401,7 +414,7 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
         };
         Ok::<_, ApiError>((record, callback))
     };
-    let (mut record, callback) = match read.await {
+    let (record, callback) = match read.await {
         Ok(found) => found,
         Err(e) => {
             settle(status_written).await;
@@ -428,14 +441,14 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
             ))
             .await);
         }
-        // The stored callback already makes the rating read as completed; the status write
-        // follows the ACK status's. The embedded store's is queued and left; a Redis one is
-        // awaited, being a task of this worker, which a graceful stop ends once the request is
-        // answered.
-        record.status = RatingStatus::Completed;
-        match write_status(state, &record, status_written) {
-            StatusWrite::Queued(_) => {}
-            task @ StatusWrite::Task(_) => settle(Some(task)).await,
+        // The stored callback is what makes the rating read as completed (`get_rating`, a
+        // repeated claim's answer), so the record keeps the ACK's status and is not written
+        // again. The ACK's status write: the embedded store's is queued and left; a Redis one
+        // is awaited, being a task of this worker, which a graceful stop ends once the request
+        // is answered.
+        match status_written {
+            Some(task @ StatusWrite::Task(_)) => settle(Some(task)).await,
+            Some(StatusWrite::Queued(_)) | None => {}
         }
         let mut cb_context = cb.context.clone();
         if cb_context.ttl.is_none() {
@@ -678,6 +691,25 @@ async fn release(
     }
 }
 
+/// A rating's status as users see it: its record's, unless an /on_rating is stored for it, which
+/// completes it, or fails it when it carries the seller's refusal. The record itself is not
+/// written again when its callback comes.
+async fn rated_status(
+    state: &AppState,
+    record: &RatingRecord,
+) -> Result<(RatingStatus, Option<CallbackRecord>), ApiError> {
+    let callback = match record.status {
+        RatingStatus::Failed => None,
+        _ => state.store.get_callback(record.message_id()).await?,
+    };
+    let status = match &callback {
+        Some(c) if c.error.is_some() => RatingStatus::Failed,
+        Some(_) => RatingStatus::Completed,
+        None => record.status,
+    };
+    Ok((status, callback))
+}
+
 /// `GET /ret11/orders/{orderId}/rating`.
 pub async fn get_rating(
     state: web::Data<AppState>,
@@ -691,18 +723,8 @@ pub async fn get_rating(
         .get_rating(&order.order_id)
         .await?
         .ok_or_else(|| ApiError::new(ApiCode::RatingNotFound, "this order has not been rated"))?;
-    let callback = match record.status {
-        RatingStatus::Failed => None,
-        _ => state.store.get_callback(record.message_id()).await?,
-    };
-    // A callback stored after the buyer's wait ended completes the rating here, or, when it
-    // carries the seller's refusal, fails it.
+    let (status, callback) = rated_status(&state, &record).await?;
     let seller_refusal = callback.as_ref().and_then(|c| c.error.clone());
-    let status = match (&callback, &seller_refusal) {
-        (Some(_), Some(_)) => RatingStatus::Failed,
-        (Some(_), None) => RatingStatus::Completed,
-        (None, _) => record.status,
-    };
     let mut data = json!({
         "orderId": record.order_id,
         "status": status,

@@ -114,14 +114,23 @@ impl Waiter {
 
     /// Waits until woken or `timeout` passes.
     pub async fn wait(&mut self, timeout: std::time::Duration) -> Woken {
-        let Some(rx) = self.rx.take() else {
-            return Woken::Deadline;
+        self.wait_at_most(timeout).await.unwrap_or(Woken::Deadline)
+    }
+
+    /// Waits until woken or `timeout` passes; None when it passed, and the request may wait
+    /// again.
+    pub async fn wait_at_most(&mut self, timeout: std::time::Duration) -> Option<Woken> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Some(Woken::Deadline);
         };
-        match tokio::time::timeout(timeout, rx).await {
+        let woken = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Some(cb))) => Woken::Callback(cb),
             Ok(Ok(None)) => Woken::Told,
-            Ok(Err(_)) | Err(_) => Woken::Deadline,
-        }
+            Ok(Err(_)) => Woken::Deadline,
+            Err(_) => return None,
+        };
+        self.rx = None;
+        Some(woken)
     }
 }
 
@@ -173,7 +182,15 @@ mod tests {
             c.wait(Duration::from_millis(20)).await,
             Woken::Deadline
         ));
-        drop((a, b, c));
+        // A wait that times out can be waited again, and still gets what comes after it.
+        let mut d = w.register("m4");
+        assert!(d.wait_at_most(Duration::from_millis(20)).await.is_none());
+        assert!(w.deliver(callback("m4")));
+        match d.wait(Duration::from_secs(1)).await {
+            Woken::Callback(cb) => assert_eq!(cb.context.message_id, "m4"),
+            _ => panic!("the callback should reach the second wait"),
+        }
+        drop((a, b, c, d));
         assert!(w.is_empty());
     }
 }

@@ -161,9 +161,10 @@ async fn embedded_a_restart_after_sigkill_recovers_the_waiting_rating() {
     let mut first = Served::start(dir.path(), port, &seller.identity, &env).await;
     put_order(&first.base, &seller).await;
     let rating = rating_in_flight(&first.base, &seller).await;
-    // The ACK is recorded right after it arrives; give it a moment before the kill.
+    // The ACK is recorded `buyer.acknowledged_write_delay_ms` (1 s) after it arrives when no
+    // callback comes first; wait for it before the kill.
     let mut status = Value::Null;
-    for _ in 0..50 {
+    for _ in 0..250 {
         status = status_of(&first.base).await.1["data"]["status"].clone();
         if status == "acknowledged" {
             break;
@@ -224,7 +225,7 @@ async fn another_instance_completes_what_a_killed_one_had_sent(backend: Backend)
     let mut killed = Served::start(dir.path(), port, &seller.identity, &env).await;
     put_order(&killed.base, &seller).await;
     let rating = rating_in_flight(&killed.base, &seller).await;
-    for _ in 0..50 {
+    for _ in 0..250 {
         if status_of(&killed.base).await.1["data"]["status"] == "acknowledged" {
             break;
         }

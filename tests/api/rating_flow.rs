@@ -139,6 +139,13 @@ async fn second_submission_is_refused_whatever_its_content(backend: Backend) {
         let (status, err) = p.buyer.rate("alice", &body).await;
         assert_eq!(status, 409, "{err}");
         assert_eq!(err["error"]["code"], "already_rated");
+        // The refusal names the rating's status as a read of it does: its /on_rating is in.
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("(status completed)")),
+            "{err}"
+        );
     }
     // The stored rating is still the first one.
     let (_, got) = p.buyer.rating_of("alice", "O-2").await;
@@ -444,3 +451,64 @@ async fn unknown_routes_get_a_json_404() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A rating whose /on_rating is slow reads `pending` after the seller's ACK, `acknowledged` once
+/// `buyer.acknowledged_write_delay_ms` has passed while its request still waits, and `completed`
+/// when the callback comes, which answers the waiting request.
+async fn a_slow_callback_reads_acknowledged_after_the_delay(backend: Backend) {
+    const DELAY_MS: u64 = 2_000;
+    let store = StoreFixture::new(backend);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = std::sync::Arc::new(
+        Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
+            s.buyer.callback_wait_ms = 20_000;
+            s.buyer.acknowledged_write_delay_ms = DELAY_MS;
+        })
+        .await,
+    );
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let waiting = {
+        let buyer = buyer.clone();
+        tokio::spawn(async move {
+            buyer
+                .rate("alice", &json!({"orderId": "O-1", "orderRating": 4}))
+                .await
+        })
+    };
+    let rating = seller.recorder.wait_for(1).await.remove(0);
+    let acked = std::time::Instant::now();
+    let status = |v: Value| v["data"]["status"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(status(buyer.rating_of("alice", "O-1").await.1), "pending");
+    let mut seen = String::new();
+    for _ in 0..400 {
+        seen = status(buyer.rating_of("alice", "O-1").await.1);
+        if seen != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen, "acknowledged");
+    assert!(
+        acked.elapsed() >= std::time::Duration::from_millis(DELAY_MS - 300),
+        "written {:?} after the seller had the /rating, before the delay",
+        acked.elapsed()
+    );
+    assert!(
+        !waiting.is_finished(),
+        "the request still waits for its callback"
+    );
+
+    let (_, callback) = callback_for(&rating.body, "https://seller.test/form/O-1");
+    assert_eq!(buyer.on_rating(&seller.identity, &callback).await.0, 200);
+    let (code, answered) = waiting.await.unwrap();
+    assert_eq!(code, 200, "{answered}");
+    assert_eq!(answered["data"]["status"], "ACK", "{answered}");
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(status(got.clone()), "completed");
+    assert_eq!(
+        got["data"]["feedbackForm"]["url"],
+        "https://seller.test/form/O-1"
+    );
+}
+both_stores!(a_slow_callback_reads_acknowledged_after_the_delay);
