@@ -156,7 +156,7 @@ async fn rate(
     // Four phases, each in a future of its own, so that what a request keeps while it waits is
     // only what that wait needs: queued for a slot to its seller, the rating it will send (not
     // the state of the read before it or of the send after it); waiting for /on_rating, its
-    // record packed, the waiter, the status write and the timer.
+    // record packed, the waiter and the timer.
     let prepared = Box::pin(prepare(&state, &req, payload)).await?;
     // The slot before the claim: a request that finds its seller's slots full after
     // `buyer.send_timeout_ms` is refused having changed nothing, and a burst of ratings to a
@@ -182,7 +182,9 @@ async fn rate(
     let woken = match sent.waiter.wait_at_most(delay).await {
         Some(woken) => woken,
         None => {
-            sent.status_written = write_acknowledged(&state, &sent.record);
+            // Boxed: the write's state is larger than the wait's, and only a few requests get
+            // here.
+            Box::pin(record_acknowledged(&state, &sent.record)).await;
             sent.waiter.wait(wait - delay).await
         }
     };
@@ -204,8 +206,6 @@ struct Sent {
     /// Kept for the whole wait, packed.
     record: Packed,
     waiter: Waiter,
-    /// The background write of the `acknowledged` status, once started.
-    status_written: Option<StatusWrite>,
     sent_at: std::time::Instant,
 }
 
@@ -374,23 +374,28 @@ async fn claim_and_send(
     Ok(Sent {
         record: packed,
         waiter,
-        status_written: None,
         sent_at,
     })
 }
 
-/// Starts the write of the `acknowledged` status of the rating `packed` holds; None when the
-/// record does not read back (logged; the claim stays as it is).
-fn write_acknowledged(state: &AppState, packed: &Packed) -> Option<StatusWrite> {
-    match packed.unpack() {
+/// Records the `acknowledged` status of the rating `packed` holds, while its request waits for
+/// the callback (the waiter keeps one that comes meanwhile). A failure is logged: the claim stays
+/// taken, and the rating reads as `pending` until its callback is stored. So does a rating whose
+/// request ended (its client hung up) before this.
+async fn record_acknowledged(state: &AppState, packed: &Packed) {
+    let written = match packed.unpack() {
         Ok(mut record) => {
             record.status = RatingStatus::Acknowledged;
-            Some(write_status(state, &record, None))
+            state
+                .store
+                .put_rating(&record)
+                .await
+                .map_err(|e| e.to_string())
         }
-        Err(e) => {
-            tracing::error!(error = %e.message, "could not record the rating's status");
-            None
-        }
+        Err(e) => Err(e.message),
+    };
+    if let Err(e) = written {
+        tracing::error!(error = %e, "could not record the rating's status");
     }
 }
 
@@ -400,7 +405,6 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
     let Sent {
         record,
         waiter,
-        status_written,
         sent_at,
     } = sent;
     drop(waiter);
@@ -414,13 +418,7 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
         };
         Ok::<_, ApiError>((record, callback))
     };
-    let (record, callback) = match read.await {
-        Ok(found) => found,
-        Err(e) => {
-            settle(status_written).await;
-            return Err(e);
-        }
-    };
+    let (record, callback) = read.await?;
     state.metrics.callback_wait(
         sent_at.elapsed(),
         match callback {
@@ -432,7 +430,6 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
         if let Some(error) = cb.error {
             // The seller took the /rating but refused it in its callback (an unknown order, a
             // value or category it does not accept): the same answer as a NACK, claim released.
-            settle(status_written).await;
             return Err(Box::pin(release(
                 state,
                 record,
@@ -442,14 +439,7 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
             .await);
         }
         // The stored callback is what makes the rating read as completed (`get_rating`, a
-        // repeated claim's answer), so the record keeps the ACK's status and is not written
-        // again. The ACK's status write: the embedded store's is queued and left; a Redis one
-        // is awaited, being a task of this worker, which a graceful stop ends once the request
-        // is answered.
-        match status_written {
-            Some(task @ StatusWrite::Task(_)) => settle(Some(task)).await,
-            Some(StatusWrite::Queued(_)) | None => {}
-        }
+        // repeated claim's answer): the record is not written again.
         let mut cb_context = cb.context.clone();
         if cb_context.ttl.is_none() {
             // Some sellers omit ttl on callbacks; the envelope always carries the exchange's ttl.
@@ -465,7 +455,6 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
             ),
         ));
     }
-    settle(status_written).await;
     Ok(envelope_response(
         StatusCode::ACCEPTED,
         &buyer_envelope(&record.context, &record.order_id, None, "pending"),
@@ -593,69 +582,6 @@ fn seller_busy(answer: &PeerAnswer) -> bool {
 enum Failure {
     Nack(NetworkError),
     Other(String),
-}
-
-/// A status write under way.
-enum StatusWrite {
-    /// Queued in the embedded store's writer, behind every earlier write.
-    Queued(crate::store::Queued),
-    /// A task (Redis): on the HTTP worker's own runtime when it is written from one, else on
-    /// the background runtime.
-    Task(tokio::task::JoinHandle<()>),
-}
-
-/// Writes a status change of a claimed rating in the background (counted as in flight so a
-/// graceful stop waits for it), after the write `after`, if any, has landed. The embedded store
-/// takes it straight into its writer's queue, behind `after` and every other earlier write, with
-/// no task and no thread woken for the answer; with Redis it is a task that first awaits `after`.
-/// On an HTTP worker that task stays on the worker's thread, where its command goes out on the
-/// worker's own Redis connection: no other thread is woken for it. A task there ends with the
-/// worker, so the request awaits it before its answer (see [`answer`]); a client that hangs up
-/// does not cut it short, since the task does not belong to the request.
-fn write_status(
-    state: &AppState,
-    record: &RatingRecord,
-    after: Option<StatusWrite>,
-) -> StatusWrite {
-    let (guard, write) = match state.store.queue_rating(record, state.in_flight.start()) {
-        Ok(queued) => return StatusWrite::Queued(queued),
-        Err(redis) => redis,
-    };
-    let store = state.store.clone();
-    let status = record.status.as_str();
-    // Boxed: a task's memory lasts as long as its JoinHandle, which the waiting request keeps;
-    // boxed, the write's own state (the encoded record, not the record) is freed when it lands
-    // and the task keeps only a pointer.
-    let task = Box::pin(async move {
-        settle(after).await;
-        let order_id = write.order_id().to_owned();
-        if let Err(e) = store.put_rating_write(write).await {
-            // The claim stays taken and a stored callback still reads as completed; only the
-            // recorded status lags.
-            tracing::error!(error = %e, order_id, status, "could not record the rating's status");
-        }
-        drop(guard);
-    });
-    StatusWrite::Task(if crate::store::on_worker_thread() {
-        tokio::spawn(task)
-    } else {
-        state.background.spawn(task)
-    })
-}
-
-/// Waits for a background status write to land.
-async fn settle(write: Option<StatusWrite>) {
-    match write {
-        None => {}
-        Some(StatusWrite::Task(t)) => {
-            let _ = t.await;
-        }
-        Some(StatusWrite::Queued(q)) => {
-            if let Err(e) = q.landed().await {
-                tracing::error!(error = %e, "could not record the rating's status");
-            }
-        }
-    }
 }
 
 /// Marks the exchange failed, which releases the one-time claim, and builds the 502.

@@ -1682,7 +1682,10 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
             buyer_server.log_tail()
         ));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each request records its `acknowledged` status once its delay has passed: measure after.
+    let status_written =
+        Duration::from_millis(buyer_settings.buyer.acknowledged_write_delay_ms + 500);
+    tokio::time::sleep(status_written).await;
     let before = buyer_server
         .memory()
         .ok_or("cannot read the buyer side's memory")?;
@@ -1696,7 +1699,7 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         .wait_for(warm + a.count, Duration::from_secs(25))
         .await;
     let settle = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(status_written.max(Duration::from_secs(1))).await;
     let with = buyer_server
         .memory()
         .ok_or("cannot read the buyer side's memory")?;

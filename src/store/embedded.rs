@@ -10,10 +10,11 @@
 //! transaction never waits for the writer (each sees the last commit), and its pages come from
 //! redb's bounded cache or the OS page cache. Handing each read to tokio's blocking pool instead
 //! cost a thread switch per read, a third of the buyer side's CPU per rating (docs/BENCHMARKS.md).
-//! A write whose caller need not wait (a rating's status change) is queued and left: being in
-//! the one queue orders it after every earlier write and before every later one, and what the
-//! caller hands along (its in-flight guard) is dropped once it is committed. No task runs it and
-//! no thread is woken for its answer (two thirds of the buyer side's context switches).
+//! A write whose caller need not wait (the seller's record of how its /on_rating went) is queued
+//! and left: being in the one queue orders it after every earlier write and before every later
+//! one, and what the caller hands along (its in-flight guard) is dropped once it is committed. No
+//! task runs it and no thread is woken for its answer (measured on the buyer side's status
+//! writes, two thirds of its context switches).
 
 use std::path::Path;
 use std::sync::Arc;

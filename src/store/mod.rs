@@ -237,36 +237,6 @@ impl Store {
             .await
     }
 
-    /// Replaces a rating record without waiting, queued behind every write already queued, so
-    /// that it lands after them; `hold` is dropped once it has landed or failed. Only the embedded
-    /// store queues its writes: with Redis, `hold` comes back with the record already encoded, and
-    /// the caller runs [`Store::put_rating_write`] in a task of its own.
-    pub fn queue_rating<H: Send + 'static>(
-        &self,
-        record: &RatingRecord,
-        hold: H,
-    ) -> Result<Queued, (H, RatingWrite)> {
-        let value = encode(record);
-        match self {
-            Store::Embedded(s) => {
-                Ok(s.put_queued(Space::Ratings, &record.order_id, value, Box::new(hold)))
-            }
-            Store::Redis(_) => Err((
-                hold,
-                RatingWrite {
-                    order_id: record.order_id.clone(),
-                    value,
-                },
-            )),
-        }
-    }
-
-    /// Runs a rating record's replacement that [`Store::queue_rating`] handed back.
-    pub async fn put_rating_write(&self, write: RatingWrite) -> Result<(), StoreError> {
-        self.put_raw(Space::Ratings, &write.order_id, write.value)
-            .await
-    }
-
     /// An order's rating record.
     pub async fn get_rating(&self, order_id: &str) -> Result<Option<RatingRecord>, StoreError> {
         self.get(Space::Ratings, order_id).await
@@ -536,20 +506,6 @@ fn received_key(bap_id: &str, message_id: &str) -> String {
 /// `{len(user_id)}:{user_id}|{order_id}`: the length prefix keeps ids containing `|` apart.
 fn feedback_key(user_id: &str, order_id: &str) -> String {
     format!("{}:{user_id}|{order_id}", user_id.len())
-}
-
-/// A rating record's replacement, encoded: what a task that writes it later keeps meanwhile (the
-/// bytes it will send, not the record and the strings it points to).
-pub struct RatingWrite {
-    order_id: String,
-    value: Vec<u8>,
-}
-
-impl RatingWrite {
-    /// The order whose record this replaces.
-    pub fn order_id(&self) -> &str {
-        &self.order_id
-    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
