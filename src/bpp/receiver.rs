@@ -20,7 +20,7 @@ use crate::protocol::{Action, NackCode};
 use crate::store::{DeliveryStatus, ReceivedRating, Verdict};
 
 use super::checks::first_problem;
-use super::sender::{Job, apply_answer, process, send, template_form};
+use super::sender::{Job, apply_answer, send, template_form};
 use super::webhook::read_answer;
 
 /// Reads an ISO 8601 duration of the forms ONDC uses (`PT30S`, `PT5M`, `PT1H`, `P1D`) as seconds.
@@ -189,16 +189,7 @@ async fn handle(
             // ACK first (the response below), then the webhook and the call back, each with its
             // own deadline. A held rating without a webhook has nothing left to do here.
             if !held || received.verdict == Verdict::Pending {
-                let state = state.clone();
-                let guard = state.in_flight.start();
-                let runtime = state.background.clone();
-                runtime.spawn(
-                    async move {
-                        process(state, received, job).await;
-                        drop(guard);
-                    }
-                    .in_current_span(),
-                );
+                super::sender::start(&state, received, job);
             }
         }
         Ok(false) => tracing::info!("repeated /rating acknowledged, not processed again"),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::webhook::{self, PlatformAnswer};
 use crate::clock::{ondc_timestamp, parse_timestamp};
@@ -139,13 +140,93 @@ pub struct Job {
 /// Time the /on_rating keeps after the webhook, within the request's ttl.
 const ON_RATING_RESERVE: Duration = Duration::from_secs(3);
 
+/// Starts [`process`] for a /rating just ACKed, counted as in flight until it is done.
+///
+/// On an HTTP worker it runs on that worker's own runtime, the thread that took the /rating:
+/// handing it to the background runtime woke another thread for every rating, a tenth of the
+/// seller side's CPU per round trip (docs/BENCHMARKS.md). A worker's runtime ends once a
+/// graceful stop has answered every open request, dropping the tasks still on it; one cut short
+/// that way goes on on the background runtime from where its record says it was (a webhook
+/// not yet answered is asked again; an /on_rating being sent is sent again, which the buyer side
+/// takes as a repeat), and the stop waits for it there as before.
+pub fn start(state: &web::Data<AppState>, r: ReceivedRating, job: Job) {
+    let on_worker = crate::store::on_worker_thread();
+    let owed = Owed {
+        state: state.clone(),
+        rating: Some(r),
+        job,
+        guard: Some(state.in_flight.start()),
+        span: tracing::Span::current(),
+        resumable: on_worker,
+    };
+    let task = async move {
+        let mut owed = owed;
+        owed.run().await;
+    };
+    if on_worker {
+        tokio::spawn(task);
+    } else {
+        state.background.spawn(task);
+    }
+}
+
+/// A rating's processing under way: what it needs to go on elsewhere if its task is dropped.
+struct Owed {
+    state: web::Data<AppState>,
+    /// Until the processing is done: the rating as far as it got.
+    rating: Option<ReceivedRating>,
+    job: Job,
+    guard: Option<crate::http::InFlightGuard>,
+    span: tracing::Span,
+    /// Whether a drop before the end moves it to the background runtime (only from a worker's:
+    /// the background runtime itself ends with the process).
+    resumable: bool,
+}
+
+impl Owed {
+    async fn run(&mut self) {
+        if let Some(r) = self.rating.as_mut() {
+            process(&self.state, r, self.job)
+                .instrument(self.span.clone())
+                .await;
+        }
+        self.rating = None;
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if !self.resumable {
+            return;
+        }
+        let Some(r) = self.rating.take() else {
+            return;
+        };
+        let _enter = self.span.enter();
+        tracing::info!("the worker stopped; the rating's processing goes on in the background");
+        let resumed = Owed {
+            state: self.state.clone(),
+            rating: Some(r),
+            job: self.job,
+            guard: self.guard.take(),
+            span: self.span.clone(),
+            resumable: false,
+        };
+        self.state.background.spawn(async move {
+            let mut owed = resumed;
+            owed.run().await;
+        });
+    }
+}
+
 /// Settles `r` (the seller platform's webhook when configured and the rating passed the checks),
-/// records the verdict, then delivers the /on_rating. Runs after the /rating was ACKed.
-pub async fn process(state: web::Data<AppState>, mut r: ReceivedRating, job: Job) {
+/// records the verdict, then delivers the /on_rating. Runs after the /rating was ACKed; `r` says
+/// how far it got.
+async fn process(state: &web::Data<AppState>, r: &mut ReceivedRating, job: Job) {
     if r.verdict == Verdict::Pending {
         let budget = Duration::from_millis(state.settings.seller.webhook_timeout_ms)
             .min(job.ttl_left.saturating_sub(ON_RATING_RESERVE));
-        let handoff = webhook::hand_off(&state, &r, r.single, budget).await;
+        let handoff = webhook::hand_off(state, r, r.single, budget).await;
         if let Some(e) = &handoff.delivery.error {
             tracing::warn!(
                 message_id = %r.context.message_id,
@@ -155,12 +236,8 @@ pub async fn process(state: web::Data<AppState>, mut r: ReceivedRating, job: Job
             );
         }
         r.webhook = Some(handoff.delivery);
-        apply_answer(
-            &state,
-            &mut r,
-            handoff.answer.unwrap_or(PlatformAnswer::Accepted),
-        );
-        if let Err(e) = state.store.put_received(&r).await {
+        apply_answer(state, r, handoff.answer.unwrap_or(PlatformAnswer::Accepted));
+        if let Err(e) = state.store.put_received(r).await {
             tracing::error!(error = %e, "could not record the webhook outcome");
         }
     }
@@ -177,18 +254,17 @@ pub async fn process(state: web::Data<AppState>, mut r: ReceivedRating, job: Job
     .await;
 }
 
-/// Delivers the /on_rating owed for `r`, retrying until `deadline`, recording the outcome.
-pub async fn deliver(
-    state: web::Data<AppState>,
-    mut r: ReceivedRating,
-    deadline: tokio::time::Instant,
-) {
-    send(&state, &mut r, deadline).await;
+/// Delivers the /on_rating owed for `r`, retrying until `deadline`, recording the outcome; one
+/// already delivered or given up (a delivery resumed after its send) is only recorded.
+async fn deliver(state: &AppState, r: &mut ReceivedRating, deadline: tokio::time::Instant) {
+    if !matches!(r.on_rating, DeliveryStatus::Sent | DeliveryStatus::Failed) {
+        send(state, r, deadline).await;
+    }
     // With the embedded store the outcome goes into the writer's queue and nobody waits for its
     // commit (it counts as in flight until then, so a graceful stop waits for it); with Redis it
     // is awaited here.
-    if let Err(guard) = state.store.queue_received(&r, state.in_flight.start()) {
-        if let Err(e) = state.store.put_received(&r).await {
+    if let Err(guard) = state.store.queue_received(r, state.in_flight.start()) {
+        if let Err(e) = state.store.put_received(r).await {
             tracing::error!(error = %e, "could not record on_rating delivery");
         }
         drop(guard);

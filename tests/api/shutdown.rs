@@ -109,9 +109,10 @@ async fn sigterm_lets_a_waiting_request_finish_then_exits_zero_on(store: &[(&str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_an_owed_on_rating_to_be_delivered() {
-    // The buyer side fails twice before it ACKs, so the /on_rating is still being retried when
-    // the seller is told to stop.
-    let buyer_side = ScriptedBuyer::with(Script::FailFirst(2, 503)).await;
+    // The buyer side fails three times before it ACKs, so the /on_rating is still being retried
+    // (its backoff 0.2, 0.4, 0.8 s) when the seller is told to stop. With no connection open, the
+    // HTTP worker that took the /rating stops at once, and the delivery goes on without it.
+    let buyer_side = ScriptedBuyer::with(Script::FailFirst(3, 503)).await;
     let bap = Identity::new("buyer.test");
     let dir = tempfile::tempdir().unwrap();
     let (l, port) = bind();
@@ -123,6 +124,7 @@ async fn sigterm_waits_for_an_owed_on_rating_to_be_delivered() {
     ))
     .unwrap();
     let config = dir.path().join("seller.toml");
+    let log = dir.path().join("stderr.log");
     let p = bap.peer();
     std::fs::write(
         &config,
@@ -141,7 +143,7 @@ async fn sigterm_waits_for_an_owed_on_rating_to_be_delivered() {
         .env("ONDC_RATING__IDENTITY__SUBSCRIBER_ID", "seller.test")
         .env("ONDC_RATING__SELLER__BPP_URI", format!("{base}/bpp"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
@@ -156,6 +158,7 @@ async fn sigterm_waits_for_an_owed_on_rating_to_be_delivered() {
     );
     let (status, _) = post_signed(&http, &format!("{base}/bpp/rating"), &bap, &body).await;
     assert_eq!(status, 200);
+    drop(http);
     buyer_side.wait_for(1).await;
     assert!(
         Command::new("kill")
@@ -165,10 +168,10 @@ async fn sigterm_waits_for_an_owed_on_rating_to_be_delivered() {
             .success()
     );
 
-    let got = buyer_side.wait_for(3).await;
+    let got = buyer_side.wait_for(4).await;
     assert_eq!(
         got.len(),
-        3,
+        4,
         "the owed /on_rating was retried to success during shutdown"
     );
     let mut exited = None;
@@ -184,4 +187,10 @@ async fn sigterm_waits_for_an_owed_on_rating_to_be_delivered() {
         panic!("seller still running after its last delivery");
     });
     assert!(exited.success(), "{exited:?}");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        stderr.contains("the rating's processing goes on in the background"),
+        "the worker stopped before the delivery was done: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
