@@ -67,11 +67,12 @@ pub struct ServerSettings {
     /// HTTP/2 limits, so an HTTP/2 request head may reach the h2 library's 16 MiB before
     /// `max_header_bytes` is checked; turn it on for buyer apps behind a trusted network.
     pub http2: bool,
-    /// Worker threads of the runtime beside the HTTP workers: it sends the seller side's
-    /// /on_rating callbacks and runs the webhook calls, the seller's delivery records and the
-    /// callback subscription (an HTTP worker runs its own requests' Redis writes). 0: a quarter
-    /// of the cores, at least one. One thread beside two HTTP workers took 12 % (embedded) to
-    /// 21 % (Redis) less CPU per round trip at peak than two (docs/BENCHMARKS.md).
+    /// Worker threads of the runtime beside the HTTP workers: it sends the /on_rating of a
+    /// seller platform's own answer call, keeps the Redis callback subscription, and finishes a
+    /// seller delivery that a graceful stop took from its HTTP worker (a /rating's webhook and
+    /// /on_rating otherwise run on the worker that took it). 0: a quarter of the cores, at least
+    /// one. One thread beside two HTTP workers took 12 % (embedded) to 21 % (Redis) less CPU per
+    /// round trip at peak than two (docs/BENCHMARKS.md).
     pub background_threads: usize,
     /// HTTP worker threads (each a single-threaded runtime with its own connections). 0: one per
     /// core. Fewer suit an adapter that shares its cores with other busy processes.
