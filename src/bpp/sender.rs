@@ -159,14 +159,10 @@ pub fn start(state: &web::Data<AppState>, r: ReceivedRating, job: Job) {
         span: tracing::Span::current(),
         resumable: on_worker,
     };
-    let task = async move {
-        let mut owed = owed;
-        owed.run().await;
-    };
     if on_worker {
-        tokio::spawn(task);
+        tokio::spawn(owed.run());
     } else {
-        state.background.spawn(task);
+        state.background.spawn(owed.run());
     }
 }
 
@@ -184,7 +180,8 @@ struct Owed {
 }
 
 impl Owed {
-    async fn run(&mut self) {
+    /// Processes the rating; done, it is dropped with nothing left to resume.
+    async fn run(mut self) {
         if let Some(r) = self.rating.as_mut() {
             process(&self.state, r, self.job)
                 .instrument(self.span.clone())
@@ -212,10 +209,7 @@ impl Drop for Owed {
             span: self.span.clone(),
             resumable: false,
         };
-        self.state.background.spawn(async move {
-            let mut owed = resumed;
-            owed.run().await;
-        });
+        self.state.background.spawn(resumed.run());
     }
 }
 

@@ -659,23 +659,6 @@ mod checked {
         #[serde(borrow)]
         pub order_id: Cow<'a, str>,
     }
-
-    /// An ONDC ACK: `{"message":{"ack":{"status":...}}}`.
-    #[derive(serde::Deserialize)]
-    pub struct Ack<'a> {
-        #[serde(borrow)]
-        pub message: AckMessage<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    pub struct AckMessage<'a> {
-        #[serde(borrow)]
-        pub ack: AckStatus<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    pub struct AckStatus<'a> {
-        #[serde(borrow)]
-        pub status: Cow<'a, str>,
-    }
 }
 
 /// The buyer API's 200 body: status ACK, the seller's /on_rating context, this order.
@@ -689,7 +672,8 @@ fn ack_envelope_for(body: &[u8], order: &str) -> bool {
 
 /// An ONDC ACK body.
 fn is_ack(body: &[u8]) -> bool {
-    serde_json::from_slice::<checked::Ack>(body).is_ok_and(|a| a.message.ack.status == "ACK")
+    serde_json::from_slice::<crate::protocol::AckResponse>(body)
+        .is_ok_and(|a| a.status() == crate::protocol::AckStatus::Ack)
 }
 
 /// Rates orders `first..first+count` (then reports the work exhausted).
