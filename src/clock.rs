@@ -58,7 +58,32 @@ pub type SharedClock = Arc<dyn Clock>;
 /// ONDC's context timestamp: `YYYY-MM-DDTHH:MM:SS.sssZ`, UTC, exactly three fraction digits.
 /// (chrono's `to_rfc3339()` prints `+00:00`, which conformance checks reject.)
 pub fn ondc_timestamp(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (t.year(), t.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        // A year of other than four digits, a leap second: as chrono writes them.
+        return t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    }
+    // Written digit by digit into one allocation of its size (it is stamped on every message,
+    // and chrono's formatter reads its pattern and grows the string on each call).
+    let mut out = String::with_capacity(24);
+    let mut digits = |n: u32, width: u32, then: Option<char>| {
+        for i in (0..width).rev() {
+            let d = (n / 10u32.pow(i)) % 10;
+            out.push(char::from(b'0' + d as u8));
+        }
+        if let Some(c) = then {
+            out.push(c);
+        }
+    };
+    digits(year as u32, 4, Some('-'));
+    digits(t.month(), 2, Some('-'));
+    digits(t.day(), 2, Some('T'));
+    digits(t.hour(), 2, Some(':'));
+    digits(t.minute(), 2, Some(':'));
+    digits(t.second(), 2, Some('.'));
+    digits(nanos / 1_000_000, 3, Some('Z'));
+    out
 }
 
 /// Parses an RFC 3339 timestamp as ONDC peers send them.
@@ -79,6 +104,29 @@ mod tests {
         let whole = DateTime::from_timestamp_millis(1_641_287_875_000).unwrap();
         assert_eq!(ondc_timestamp(whole), "2022-01-04T09:17:55.000Z");
         assert_eq!(parse_timestamp("2022-01-04T09:17:55.971Z"), Some(t));
+    }
+
+    #[test]
+    fn timestamp_writes_what_chrono_writes() {
+        let chrono_way = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let mut ms: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
+        while ms < 253_402_300_800_000 {
+            // to 9999-12-31, in steps that vary every field
+            let t = DateTime::from_timestamp_millis(ms).unwrap();
+            assert_eq!(ondc_timestamp(t), chrono_way(t), "{ms}");
+            ms += 7_777_777_777_777 / 1000 + 123_457;
+        }
+        for t in [
+            DateTime::from_timestamp_millis(-62_167_219_200_001).unwrap(), // year -1
+            DateTime::from_timestamp_millis(253_402_300_800_000).unwrap(), // year 10000
+            DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap(), // a leap second
+        ] {
+            assert_eq!(ondc_timestamp(t), chrono_way(t));
+        }
+        assert_eq!(
+            ondc_timestamp(DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap()),
+            "2016-12-31T23:59:60.500Z"
+        );
     }
 
     #[test]

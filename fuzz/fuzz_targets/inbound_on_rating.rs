@@ -18,10 +18,10 @@ static SCHEMAS: LazyLock<Schemas> =
     LazyLock::new(|| Schemas::compile().expect("embedded schemas compile"));
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(json) = serde_json::from_slice::<Value>(data) else {
+    let Ok(mut json) = serde_json::from_slice::<Value>(data) else {
         return;
     };
-    let context = match check_inbound(&json, &SCHEMAS.on_rating_inbound, Action::OnRating) {
+    let context = match check_inbound(&mut json, &SCHEMAS.on_rating_inbound, Action::OnRating) {
         Ok(c) => c,
         Err(e) => {
             assert!(!e.message.is_empty(), "a refusal says why");

@@ -38,10 +38,10 @@ static SELLERS: LazyLock<[SellerSettings; 3]> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(json) = serde_json::from_slice::<Value>(data) else {
+    let Ok(mut json) = serde_json::from_slice::<Value>(data) else {
         return;
     };
-    let context = match check_inbound(&json, &SCHEMAS.rating_inbound, Action::Rating) {
+    let context = match check_inbound(&mut json, &SCHEMAS.rating_inbound, Action::Rating) {
         Ok(c) => c,
         Err(e) => {
             assert!(!e.message.is_empty(), "a refusal says why");

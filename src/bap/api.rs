@@ -1,6 +1,7 @@
 //! The buyer API: `POST /ret11/rating` (rate a completed order, once) and
 //! `GET /ret11/orders/{orderId}/rating` (what was submitted and where it stands).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -226,13 +227,36 @@ impl Packed {
     }
 
     fn unpack(&self) -> Result<RatingRecord, ApiError> {
-        serde_json::from_slice(&self.0).map_err(|e| {
-            ApiError::new(
-                ApiCode::InternalError,
-                format!("the waiting rating's record does not read back: {e}"),
-            )
-        })
+        serde_json::from_slice(&self.0).map_err(unreadable)
     }
+
+    /// What a completed exchange's answer needs of the record, borrowed from its JSON.
+    fn summary(&self) -> Result<PackedSummary<'_>, ApiError> {
+        serde_json::from_slice(&self.0).map_err(unreadable)
+    }
+}
+
+fn unreadable(e: serde_json::Error) -> ApiError {
+    ApiError::new(
+        ApiCode::InternalError,
+        format!("the waiting rating's record does not read back: {e}"),
+    )
+}
+
+/// A packed record's order and ttl (the rest of its fields skipped, none copied).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PackedSummary<'a> {
+    #[serde(borrow)]
+    order_id: Cow<'a, str>,
+    #[serde(borrow)]
+    context: PackedTtl<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct PackedTtl<'a> {
+    #[serde(borrow, default)]
+    ttl: Option<Cow<'a, str>>,
 }
 
 /// Reads and checks the request (the user, the body, the order and its state, the entries) and
@@ -265,8 +289,9 @@ async fn prepare(
         user_id,
         status: RatingStatus::Pending,
         submitted: request.rating,
+        // The claim's time is the /rating's.
+        created_at: context.timestamp.clone(),
         context,
-        created_at: ondc_timestamp(now),
         error: None,
         failure: None,
     });
@@ -302,7 +327,10 @@ async fn claim_and_send(
     let context = &record.context;
     // Register before sending: a fast seller may call back before its ACK reaches us.
     let waiter = state.waiters.register(&context.message_id);
-    if let Claim::Taken(existing) = state.store.claim_rating(&record).await? {
+    // The record as the request keeps it while it waits, serialised once for the claim and for
+    // itself.
+    let packed = Packed::new(&record);
+    if let Claim::Taken(existing) = state.store.claim_rating(&record, &packed.0).await? {
         let (status, _) = rated_status(state, &existing).await?;
         return Err(ApiError::new(
             ApiCode::AlreadyRated,
@@ -326,10 +354,9 @@ async fn claim_and_send(
         let failure = Failure::Other(format!("outbound /rating fails its schema: {v}"));
         return Err(release(state, *record, failure, ApiCode::InternalError).await);
     }
-    // The record the request keeps while it waits, packed now and given to its waiter before the
-    // send: a seller that calls back before its ACK is processed here (a fast seller, a busy
-    // worker) finds it in this process, not only in the store.
-    let packed = Packed::new(&record);
+    // The packed record goes to the waiter before the send: a seller that calls back before its
+    // ACK is processed here (a fast seller, a busy worker) finds it in this process, not only in
+    // the store.
     waiter.holds(packed.0.clone());
     state.record(Direction::Sent, Action::Rating, &url, &body);
     let sent_at = std::time::Instant::now();
@@ -407,18 +434,11 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
         waiter,
         sent_at,
     } = sent;
-    drop(waiter);
-    let read = async {
-        let mut record = record.unpack()?;
-        // Packed before it was sent; the seller has ACKed it since.
-        record.status = RatingStatus::Acknowledged;
-        let callback = match woken {
-            Woken::Callback(cb) => Some(*cb),
-            Woken::Told | Woken::Deadline => state.store.get_callback(record.message_id()).await?,
-        };
-        Ok::<_, ApiError>((record, callback))
+    let callback = match woken {
+        Woken::Callback(cb) => Some(*cb),
+        Woken::Told | Woken::Deadline => state.store.get_callback(waiter.message_id()).await?,
     };
-    let (record, callback) = read.await?;
+    drop(waiter);
     state.metrics.callback_wait(
         sent_at.elapsed(),
         match callback {
@@ -426,39 +446,50 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
             None => WaitOutcome::Timeout,
         },
     );
-    if let Some(cb) = callback {
-        if let Some(error) = cb.error {
-            // The seller took the /rating but refused it in its callback (an unknown order, a
-            // value or category it does not accept): the same answer as a NACK, claim released.
-            return Err(Box::pin(release(
-                state,
-                record,
-                Failure::Nack(error),
-                ApiCode::SellerRejected,
+    match callback {
+        Some(cb) if cb.error.is_none() => {
+            // The stored callback is what makes the rating read as completed (`get_rating`, a
+            // repeated claim's answer): the record is not written again, and of it the envelope
+            // needs only the order and the exchange's ttl.
+            let sent = record.summary()?;
+            let mut cb = cb;
+            if cb.context.ttl.is_none() {
+                // Some sellers omit ttl on callbacks; the envelope always carries the
+                // exchange's ttl.
+                cb.context.ttl = sent.context.ttl.map(Cow::into_owned);
+            }
+            Ok(envelope_response(
+                StatusCode::OK,
+                &buyer_envelope(
+                    &cb.context,
+                    &sent.order_id,
+                    cb.message.feedback_form.as_ref(),
+                    "ACK",
+                ),
             ))
-            .await);
         }
-        // The stored callback is what makes the rating read as completed (`get_rating`, a
-        // repeated claim's answer): the record is not written again.
-        let mut cb_context = cb.context.clone();
-        if cb_context.ttl.is_none() {
-            // Some sellers omit ttl on callbacks; the envelope always carries the exchange's ttl.
-            cb_context.ttl = record.context.ttl.clone();
+        callback => {
+            let mut record = record.unpack()?;
+            // Packed before it was sent; the seller has ACKed it since.
+            record.status = RatingStatus::Acknowledged;
+            match callback.and_then(|cb| cb.error) {
+                // The seller took the /rating but refused it in its callback (an unknown order,
+                // a value or category it does not accept): the same answer as a NACK, claim
+                // released.
+                Some(error) => Err(Box::pin(release(
+                    state,
+                    record,
+                    Failure::Nack(error),
+                    ApiCode::SellerRejected,
+                ))
+                .await),
+                None => Ok(envelope_response(
+                    StatusCode::ACCEPTED,
+                    &buyer_envelope(&record.context, &record.order_id, None, "pending"),
+                )),
+            }
         }
-        return Ok(envelope_response(
-            StatusCode::OK,
-            &buyer_envelope(
-                &cb_context,
-                &record.order_id,
-                cb.message.feedback_form.as_ref(),
-                "ACK",
-            ),
-        ));
     }
-    Ok(envelope_response(
-        StatusCode::ACCEPTED,
-        &buyer_envelope(&record.context, &record.order_id, None, "pending"),
-    ))
 }
 
 /// The buyer API's envelope as a JSON response, serialised once into a buffer of its size class

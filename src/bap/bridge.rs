@@ -112,6 +112,11 @@ impl Waiter {
         }
     }
 
+    /// The /rating message_id this waiter waits on.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+
     /// Waits until woken or `timeout` passes.
     pub async fn wait(&mut self, timeout: std::time::Duration) -> Woken {
         self.wait_at_most(timeout).await.unwrap_or(Woken::Deadline)

@@ -172,8 +172,10 @@ impl AuthorizationHeader {
         let headers = get("headers")?;
         let signature = get("signature")?;
 
-        let parts: Vec<&str> = key_id.split('|').collect();
-        let [subscriber_id, unique_key_id, key_alg] = parts[..] else {
+        let mut parts = key_id.split('|');
+        let (Some(subscriber_id), Some(unique_key_id), Some(key_alg), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(HeaderError::BadKeyId);
         };
         if subscriber_id.is_empty() || unique_key_id.is_empty() {
@@ -188,7 +190,10 @@ impl AuthorizationHeader {
         if !is_decimal(expires) {
             return Err(HeaderError::BadTime("expires"));
         }
-        if headers.split_whitespace().collect::<Vec<_>>() != ["(created)", "(expires)", "digest"] {
+        if !headers
+            .split_whitespace()
+            .eq(["(created)", "(expires)", "digest"])
+        {
             return Err(HeaderError::BadHeadersList);
         }
         Ok(Self {

@@ -214,14 +214,14 @@ pub async fn accept_inbound(
     schema: &crate::protocol::schema::Schema,
 ) -> Result<(Verified, crate::protocol::Context), HttpResponse> {
     use crate::protocol::Action;
-    let v = verify_inbound(state, req, payload, codes).await?;
+    let mut v = verify_inbound(state, req, payload, codes).await?;
     state.record(
         super::record::Direction::Received,
         action,
         req.path(),
         &v.body,
     );
-    let context = check_inbound(&v.json, schema, action)
+    let context = check_inbound(&mut v.json, schema, action)
         .map_err(|e| nack(codes.invalid, Some(e.path), e.message))?;
     record_ids(&context);
     let (field, expected) = match action {
@@ -235,10 +235,10 @@ pub async fn accept_inbound(
 }
 
 /// What [`accept_inbound`] checks of a verified body once it is parsed, with no I/O: the body
-/// against `schema`, then its context read for `action`. The first problem comes back as the
-/// path and message the NACK carries.
+/// against `schema`, then its context read for `action` (taken out of `json`, whose `context`
+/// is left null). The first problem comes back as the path and message the NACK carries.
 pub fn check_inbound(
-    json: &Value,
+    json: &mut Value,
     schema: &crate::protocol::schema::Schema,
     action: crate::protocol::Action,
 ) -> Result<crate::protocol::Context, crate::protocol::ContextError> {
@@ -248,5 +248,5 @@ pub fn check_inbound(
             path: violation.path,
             message: violation.message,
         })?;
-    crate::protocol::Context::from_value(json.get("context"), action)
+    crate::protocol::Context::take(json.get_mut("context").map(Value::take), action)
 }

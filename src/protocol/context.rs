@@ -77,15 +77,21 @@ impl Context {
     /// Reads a received context tolerantly (unknown keys ignored, ttl optional) but requires every
     /// field a reply needs, as a non-empty string, and the expected action.
     pub fn from_value(value: Option<&Value>, expected: Action) -> Result<Self, ContextError> {
-        let Some(Value::Object(obj)) = value else {
+        Self::take(value.cloned(), expected)
+    }
+
+    /// [`Context::from_value`], moving the strings out of `value` instead of copying them (a
+    /// received body's context, once its schema is checked).
+    pub fn take(value: Option<Value>, expected: Action) -> Result<Self, ContextError> {
+        let Some(Value::Object(mut obj)) = value else {
             return Err(ContextError {
                 path: "context".into(),
                 message: "must be an object".into(),
             });
         };
-        let field = |name: &str| -> Result<String, ContextError> {
-            match obj.get(name) {
-                Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        let mut field = |name: &str| -> Result<String, ContextError> {
+            match obj.remove(name) {
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
                 Some(Value::String(_)) => Err(ContextError::new(name, "must not be empty")),
                 Some(_) => Err(ContextError::new(name, "must be a string")),
                 None => Err(ContextError::new(name, "is required")),
@@ -104,9 +110,9 @@ impl Context {
             transaction_id: field("transaction_id")?,
             message_id: field("message_id")?,
             timestamp: field("timestamp")?,
-            ttl: match obj.get("ttl") {
+            ttl: match obj.remove("ttl") {
                 None => None,
-                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::String(s)) => Some(s),
                 Some(_) => return Err(ContextError::new("ttl", "must be a string")),
             },
         };

@@ -56,21 +56,23 @@ impl OnRatingMessage {
             });
         };
         if let Some(form) = obj.get("feedback_form").filter(|f| !f.is_null()) {
-            let url = form.pointer("/form/url");
+            let form = form.get("form");
+            let url = form.and_then(|f| f.get("url"));
             if !matches!(url, Some(Value::String(s)) if !s.is_empty()) {
                 return Err(ContextError {
                     path: "message.feedback_form.form.url".into(),
                     message: "must be a non-empty string".into(),
                 });
             }
-            if !matches!(form.pointer("/form/mime_type"), Some(Value::String(_))) {
+            if !matches!(form.and_then(|f| f.get("mime_type")), Some(Value::String(_))) {
                 return Err(ContextError {
                     path: "message.feedback_form.form.mime_type".into(),
                     message: "must be a string".into(),
                 });
             }
         }
-        serde_json::from_value(v.clone()).map_err(|e| ContextError {
+        // Read from the value in place: only the strings kept are copied, not the whole value.
+        Self::deserialize(v).map_err(|e| ContextError {
             path: "message".into(),
             message: e.to_string(),
         })

@@ -198,13 +198,20 @@ impl Store {
     /// Takes the one-time claim on `record.order_id`: succeeds when the order has no rating or
     /// only a failed one. The record's message_id is indexed in the same transaction (redb) or
     /// just before the atomic claim (Redis), so a claim is never without its index.
-    pub async fn claim_rating(&self, record: &RatingRecord) -> Result<Claim, StoreError> {
-        let value = encode(record);
+    ///
+    /// `encoded` is the record as [`crate::protocol::to_json`] writes it, which the caller keeps
+    /// too (serialised once, not once for the store and once for itself).
+    pub async fn claim_rating(
+        &self,
+        record: &RatingRecord,
+        encoded: &[u8],
+    ) -> Result<Claim, StoreError> {
+        debug_assert_eq!(encoded, encode(record).as_slice(), "the record's own encoding");
         let existing = match self {
             Store::Embedded(s) => {
                 s.claim(
                     &record.order_id,
-                    value,
+                    encoded.to_vec(),
                     record.message_id(),
                     &record.order_id,
                 )
@@ -213,7 +220,7 @@ impl Store {
             Store::Redis(s) => {
                 s.claim(
                     &record.order_id,
-                    value,
+                    encoded,
                     record.message_id(),
                     &record.order_id,
                 )

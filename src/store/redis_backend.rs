@@ -390,7 +390,7 @@ impl RedisStore {
     pub(super) async fn claim(
         &self,
         order_id: &str,
-        record: Vec<u8>,
+        record: &[u8],
         message_id: &str,
         index_value: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
@@ -401,7 +401,7 @@ impl RedisStore {
         // where it runs: it copies the record.
         let claim = || {
             let mut invocation = self.claim.key(&rating);
-            invocation.arg(&record);
+            invocation.arg(record);
             invocation
         };
         let existing: Option<Vec<u8>> = match c {
@@ -417,7 +417,7 @@ impl RedisStore {
                     .arg(self.claim.get_hash())
                     .arg(1)
                     .arg(&rating)
-                    .arg(&record);
+                    .arg(record);
                 match pipe.query_async::<(Option<Vec<u8>>,)>(&mut c).await {
                     Ok((existing,)) => existing,
                     Err(e)
