@@ -20,12 +20,32 @@ use crate::protocol::{
 };
 use crate::store::{DeliveryStatus, ReceivedRating, Verdict};
 
-/// Fills `{order_id}`, `{transaction_id}` and `{message_id}`.
+/// Fills `{order_id}`, `{transaction_id}` and `{message_id}`, in one pass (a value that itself
+/// holds a placeholder is written as it is).
 fn fill(template: &str, r: &ReceivedRating, order_id: &str) -> String {
-    template
-        .replace("{order_id}", order_id)
-        .replace("{transaction_id}", &r.context.transaction_id)
-        .replace("{message_id}", &r.context.message_id)
+    let values = [
+        ("{order_id}", order_id),
+        ("{transaction_id}", r.context.transaction_id.as_str()),
+        ("{message_id}", r.context.message_id.as_str()),
+    ];
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match values.iter().find(|(p, _)| rest.starts_with(p)) {
+            Some((p, v)) => {
+                out.push_str(v);
+                rest = &rest[p.len()..];
+            }
+            None => {
+                out.push('{');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The id the form placeholders use for `{order_id}`: the Order rating's id, else the
@@ -54,10 +74,52 @@ pub fn template_form(state: &AppState, r: &ReceivedRating) -> Option<FeedbackFor
 /// `{"context":...,"message":...,"error":...}`, in that order.
 #[derive(Serialize)]
 struct OnRatingBody<'a> {
-    context: &'a Context,
+    context: ReplyContext<'a>,
     message: OnRatingMessage,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a NetworkError>,
+}
+
+/// The /on_rating's context, written as a [`Context`] is (its fields in its order), borrowed from
+/// the /rating's with its own action, timestamp and ttl: nothing of the received context copied.
+#[derive(Serialize)]
+struct ReplyContext<'a> {
+    domain: &'a str,
+    country: &'a str,
+    city: &'a str,
+    action: &'a str,
+    core_version: &'a str,
+    bap_id: &'a str,
+    bap_uri: &'a str,
+    bpp_id: &'a str,
+    bpp_uri: &'a str,
+    transaction_id: &'a str,
+    message_id: &'a str,
+    timestamp: &'a str,
+    ttl: &'a str,
+}
+
+impl<'a> ReplyContext<'a> {
+    fn to(rating: &'a Context, timestamp: &'a str) -> Self {
+        Self {
+            domain: &rating.domain,
+            country: &rating.country,
+            city: &rating.city,
+            action: Action::OnRating.as_str(),
+            core_version: &rating.core_version,
+            bap_id: &rating.bap_id,
+            bap_uri: &rating.bap_uri,
+            bpp_id: &rating.bpp_id,
+            bpp_uri: &rating.bpp_uri,
+            transaction_id: &rating.transaction_id,
+            message_id: &rating.message_id,
+            timestamp,
+            ttl: rating
+                .ttl
+                .as_deref()
+                .unwrap_or(crate::protocol::RATING_TTL),
+        }
+    }
 }
 
 /// The /on_rating body for `r`, serialised once: with `r.error`, the error block and both acks
@@ -68,16 +130,11 @@ pub fn build_on_rating(state: &AppState, r: &ReceivedRating) -> Vec<u8> {
 
 /// [`build_on_rating`] at a given `now`, with no application state (the serialisation itself).
 pub fn on_rating_body(r: &ReceivedRating, now: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
-    let mut context = r.context.clone();
-    context.action = Action::OnRating.as_str().into();
     // Strictly later than the request's timestamp, even when the buyer's clock runs ahead.
     let floor = parse_timestamp(&r.context.timestamp)
         .map(|t| t + chrono::Duration::milliseconds(1))
         .unwrap_or(now);
-    context.timestamp = ondc_timestamp(now.max(floor));
-    if context.ttl.is_none() {
-        context.ttl = Some(crate::protocol::RATING_TTL.into());
-    }
+    let timestamp = ondc_timestamp(now.max(floor));
     let taken = r.error.is_none();
     let message = OnRatingMessage {
         order_id: None,
@@ -86,7 +143,7 @@ pub fn on_rating_body(r: &ReceivedRating, now: chrono::DateTime<chrono::Utc>) ->
         feedback_form: if taken { r.feedback_form.clone() } else { None },
     };
     crate::protocol::to_json(&OnRatingBody {
-        context: &context,
+        context: ReplyContext::to(&r.context, &timestamp),
         message,
         error: r.error.as_ref(),
     })
@@ -332,5 +389,47 @@ pub async fn send(state: &AppState, r: &mut ReceivedRating, deadline: tokio::tim
         state.metrics.retry(RetryTarget::OnRating);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received() -> ReceivedRating {
+        crate::perf::sample_received()
+    }
+
+    #[test]
+    fn the_reply_context_is_the_rating_context_with_its_own_action_time_and_ttl() {
+        for ttl in [Some("PT10S".to_owned()), None] {
+            let mut r = received();
+            r.context.ttl = ttl.clone();
+            let at = crate::clock::parse_timestamp("2030-01-01T00:00:00.000Z").unwrap();
+            let body = String::from_utf8(on_rating_body(&r, at)).expect("UTF-8");
+            let mut want = r.context.clone();
+            want.action = "on_rating".into();
+            want.timestamp = "2030-01-01T00:00:00.000Z".into();
+            want.ttl = Some(ttl.unwrap_or_else(|| "PT30S".into()));
+            // Byte for byte as the Context would be written, its fields in its order.
+            let context = format!(
+                "{{\"context\":{},\"message\":",
+                serde_json::to_string(&want).unwrap()
+            );
+            assert!(body.starts_with(&context), "{body}\n{context}");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_filled_once_each_where_they_stand() {
+        let mut r = received();
+        r.context.transaction_id = "t-{message_id}".into();
+        r.context.message_id = "m1".into();
+        assert_eq!(
+            fill("https://f/{order_id}?t={transaction_id}&m={message_id}&x={other}{", &r, "o1"),
+            "https://f/o1?t=t-{message_id}&m=m1&x={other}{"
+        );
+        assert_eq!(fill("", &r, "o1"), "");
+        assert_eq!(fill("{order_id}{order_id}", &r, "o1"), "o1o1");
     }
 }

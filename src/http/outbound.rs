@@ -40,7 +40,15 @@ pub struct Outbound {
     unique_key_id: String,
     signature_ttl: i64,
     clock: SharedClock,
+    urls: std::sync::Arc<std::sync::Mutex<ParsedUrls>>,
 }
+
+/// Peer URLs parsed once: a peer's `/rating` or `/on_rating` URL is the same on every exchange
+/// with it. Bounded: emptied when full.
+type ParsedUrls = std::collections::HashMap<Box<str>, reqwest::Url>;
+
+/// The most parsed URLs [`Outbound`] keeps.
+const MAX_PARSED_URLS: usize = 4096;
 
 impl Outbound {
     /// A client signing as `subscriber_id|unique_key_id` with `keys`.
@@ -63,7 +71,23 @@ impl Outbound {
             unique_key_id,
             signature_ttl,
             clock,
+            urls: Default::default(),
         }
+    }
+
+    /// `url` parsed, from the ones parsed before when it is one of them; None when it does not
+    /// parse (the request is then given the text, and fails as it would have).
+    fn parsed(&self, url: &str) -> Option<reqwest::Url> {
+        let mut urls = self.urls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = urls.get(url) {
+            return Some(u.clone());
+        }
+        let u = reqwest::Url::parse(url).ok()?;
+        if urls.len() >= MAX_PARSED_URLS {
+            urls.clear();
+        }
+        urls.insert(url.into(), u.clone());
+        Some(u)
     }
 
     /// The Authorization header for `body`, created now.
@@ -102,9 +126,11 @@ impl Outbound {
         authorization: Option<&str>,
         timeout: Duration,
     ) -> Result<RawAnswer, TransportError> {
-        let mut req = self
-            .http
-            .post(url)
+        let req = match self.parsed(url) {
+            Some(parsed) => self.http.post(parsed),
+            None => self.http.post(url),
+        };
+        let mut req = req
             .header(CONTENT_TYPE, "application/json")
             .timeout(timeout)
             .body(body);
@@ -208,5 +234,30 @@ pub fn read_answer(status: u16, body: &[u8]) -> PeerAnswer {
             status,
             excerpt: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
         },
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn peer_urls_are_parsed_once_and_the_parsed_ones_stay_bounded() {
+        let out = Outbound::new(
+            SigningKeyPair::generate().expect("a key"),
+            "me".into(),
+            "k1".into(),
+            60,
+            std::sync::Arc::new(crate::clock::SystemClock),
+        );
+        let u = out.parsed("http://127.0.0.1:9/bpp/rating").expect("parses");
+        assert_eq!(u.as_str(), "http://127.0.0.1:9/bpp/rating");
+        assert_eq!(out.parsed("http://127.0.0.1:9/bpp/rating"), Some(u));
+        assert_eq!(out.parsed("not a url"), None);
+        for i in 0..MAX_PARSED_URLS + 10 {
+            assert!(out.parsed(&format!("http://seller-{i}.example/rating")).is_some());
+        }
+        let kept = out.urls.lock().unwrap().len();
+        assert!((1..=MAX_PARSED_URLS).contains(&kept), "{kept}");
     }
 }

@@ -143,9 +143,12 @@ pub fn parse_inbound(message: Option<&Value>) -> Result<Vec<InboundRating>, Cont
         };
         let category = text("rating_category")?;
         out.push(InboundRating {
-            rating_category: RatingCategory::parse(&category)
-                .map(|c| c.as_str().to_owned())
-                .unwrap_or(category),
+            // A known category in its canonical spelling; the received string when it already
+            // is, or is not a known one.
+            rating_category: match RatingCategory::parse(&category) {
+                Some(c) if c.as_str() != category => c.as_str().to_owned(),
+                _ => category,
+            },
             id: text("id")?,
             value: text("value")?,
             feedback_form: r.get("feedback_form").filter(|v| !v.is_null()).cloned(),
