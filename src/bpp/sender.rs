@@ -114,10 +114,7 @@ impl<'a> ReplyContext<'a> {
             transaction_id: &rating.transaction_id,
             message_id: &rating.message_id,
             timestamp,
-            ttl: rating
-                .ttl
-                .as_deref()
-                .unwrap_or(crate::protocol::RATING_TTL),
+            ttl: rating.ttl.as_deref().unwrap_or(crate::protocol::RATING_TTL),
         }
     }
 }
@@ -426,7 +423,11 @@ mod tests {
         r.context.transaction_id = "t-{message_id}".into();
         r.context.message_id = "m1".into();
         assert_eq!(
-            fill("https://f/{order_id}?t={transaction_id}&m={message_id}&x={other}{", &r, "o1"),
+            fill(
+                "https://f/{order_id}?t={transaction_id}&m={message_id}&x={other}{",
+                &r,
+                "o1"
+            ),
             "https://f/o1?t=t-{message_id}&m=m1&x={other}{"
         );
         assert_eq!(fill("", &r, "o1"), "");

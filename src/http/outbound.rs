@@ -255,7 +255,10 @@ mod url_tests {
         assert_eq!(out.parsed("http://127.0.0.1:9/bpp/rating"), Some(u));
         assert_eq!(out.parsed("not a url"), None);
         for i in 0..MAX_PARSED_URLS + 10 {
-            assert!(out.parsed(&format!("http://seller-{i}.example/rating")).is_some());
+            assert!(
+                out.parsed(&format!("http://seller-{i}.example/rating"))
+                    .is_some()
+            );
         }
         let kept = out.urls.lock().unwrap().len();
         assert!((1..=MAX_PARSED_URLS).contains(&kept), "{kept}");

@@ -64,7 +64,10 @@ impl OnRatingMessage {
                     message: "must be a non-empty string".into(),
                 });
             }
-            if !matches!(form.and_then(|f| f.get("mime_type")), Some(Value::String(_))) {
+            if !matches!(
+                form.and_then(|f| f.get("mime_type")),
+                Some(Value::String(_))
+            ) {
                 return Err(ContextError {
                     path: "message.feedback_form.form.mime_type".into(),
                     message: "must be a string".into(),

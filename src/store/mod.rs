@@ -206,7 +206,11 @@ impl Store {
         record: &RatingRecord,
         encoded: &[u8],
     ) -> Result<Claim, StoreError> {
-        debug_assert_eq!(encoded, encode(record).as_slice(), "the record's own encoding");
+        debug_assert_eq!(
+            encoded,
+            encode(record).as_slice(),
+            "the record's own encoding"
+        );
         let existing = match self {
             Store::Embedded(s) => {
                 s.claim(
