@@ -11,7 +11,7 @@ use serde_json::json;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::bridge::{Waiter, Woken};
+use super::bridge::{SentRecord, Waiter, Woken};
 use super::request::RateOrder;
 use crate::clock::ondc_timestamp;
 use crate::http::error::{ApiCode, ApiError};
@@ -230,9 +230,10 @@ impl Packed {
         serde_json::from_slice(&self.0).map_err(unreadable)
     }
 
-    /// What a completed exchange's answer needs of the record, borrowed from its JSON.
-    fn summary(&self) -> Result<PackedSummary<'_>, ApiError> {
-        serde_json::from_slice(&self.0).map_err(unreadable)
+    /// What a completed exchange's answer needs of the record (its order and ttl), borrowed
+    /// from its JSON.
+    fn summary(&self) -> Result<SentRecord<'_>, ApiError> {
+        SentRecord::read(&self.0).map_err(unreadable)
     }
 }
 
@@ -241,22 +242,6 @@ fn unreadable(e: serde_json::Error) -> ApiError {
         ApiCode::InternalError,
         format!("the waiting rating's record does not read back: {e}"),
     )
-}
-
-/// A packed record's order and ttl (the rest of its fields skipped, none copied).
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PackedSummary<'a> {
-    #[serde(borrow)]
-    order_id: Cow<'a, str>,
-    #[serde(borrow)]
-    context: PackedTtl<'a>,
-}
-
-#[derive(serde::Deserialize)]
-struct PackedTtl<'a> {
-    #[serde(borrow, default)]
-    ttl: Option<Cow<'a, str>>,
 }
 
 /// Reads and checks the request (the user, the body, the order and its state, the entries) and
@@ -447,12 +432,11 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
         },
     );
     match callback {
-        Some(cb) if cb.error.is_none() => {
+        Some(mut cb) if cb.error.is_none() => {
             // The stored callback is what makes the rating read as completed (`get_rating`, a
             // repeated claim's answer): the record is not written again, and of it the envelope
             // needs only the order and the exchange's ttl.
             let sent = record.summary()?;
-            let mut cb = cb;
             if cb.context.ttl.is_none() {
                 // Some sellers omit ttl on callbacks; the envelope always carries the
                 // exchange's ttl.

@@ -7,12 +7,69 @@
 //! announces it; the announcement carries no data, and the woken request reads the store, as it
 //! does at its deadline, so a missed announcement costs only latency, never the result.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use crate::protocol::Context;
 use crate::store::CallbackRecord;
+
+/// What is read of the record a waiting request holds (its JSON, as given to [`Waiter::holds`]),
+/// borrowed from it: no string of the record's two dozen is copied. Its order, and the fields of
+/// its /rating's context that a callback is matched against and an answer carries.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SentRecord<'a> {
+    /// The rated order.
+    #[serde(borrow)]
+    pub(crate) order_id: Cow<'a, str>,
+    /// The /rating's context, as far as it is read.
+    #[serde(borrow)]
+    pub(crate) context: SentContext<'a>,
+}
+
+impl<'a> SentRecord<'a> {
+    /// Reads a held record's JSON.
+    pub(crate) fn read(held: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(held)
+    }
+}
+
+/// The /rating context's fields a callback is matched against, and its ttl.
+#[derive(serde::Deserialize)]
+pub(crate) struct SentContext<'a> {
+    #[serde(borrow)]
+    pub(crate) transaction_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) bpp_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) bap_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) domain: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) city: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) timestamp: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub(crate) ttl: Option<Cow<'a, str>>,
+}
+
+impl SentContext<'_> {
+    /// The same fields of a stored record's context, taken from it.
+    pub(crate) fn owned(c: Context) -> Self {
+        Self {
+            transaction_id: c.transaction_id.into(),
+            bpp_id: c.bpp_id.into(),
+            bap_id: c.bap_id.into(),
+            domain: c.domain.into(),
+            city: c.city.into(),
+            timestamp: c.timestamp.into(),
+            ttl: c.ttl.map(Cow::Owned),
+        }
+    }
+}
 
 /// What ended a request's wait.
 pub enum Woken {

@@ -1,8 +1,6 @@
 //! The buyer side's `POST {bap_uri}/on_rating`: verify, match to an outstanding rating, store,
 //! ACK, and wake the waiting buyer request.
 
-use std::borrow::Cow;
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -11,47 +9,10 @@ use crate::clock::{ondc_timestamp, parse_timestamp};
 use crate::http::AppState;
 use crate::http::metrics::CallbackMatch;
 use crate::http::network::{BUYER, accept_inbound, ack, nack};
-use crate::protocol::{Action, Context, NackCode, NetworkError, OnRatingMessage};
+use crate::protocol::{Action, NackCode, NetworkError, OnRatingMessage};
 use crate::store::{CallbackRecord, RatingStatus};
 
-/// The fields of the /rating's context a callback is matched against, read from the record a
-/// waiting request holds (borrowed from its JSON: no string of the record's two dozen is copied)
-/// or taken from the store's record.
-#[derive(serde::Deserialize)]
-struct Sent<'a> {
-    #[serde(borrow)]
-    transaction_id: Cow<'a, str>,
-    #[serde(borrow)]
-    bpp_id: Cow<'a, str>,
-    #[serde(borrow)]
-    bap_id: Cow<'a, str>,
-    #[serde(borrow)]
-    domain: Cow<'a, str>,
-    #[serde(borrow)]
-    city: Cow<'a, str>,
-    #[serde(borrow)]
-    timestamp: Cow<'a, str>,
-}
-
-impl Sent<'_> {
-    fn owned(c: Context) -> Self {
-        Self {
-            transaction_id: c.transaction_id.into(),
-            bpp_id: c.bpp_id.into(),
-            bap_id: c.bap_id.into(),
-            domain: c.domain.into(),
-            city: c.city.into(),
-            timestamp: c.timestamp.into(),
-        }
-    }
-}
-
-/// A rating record's JSON as far as the callback needs it: its context's matched fields.
-#[derive(serde::Deserialize)]
-struct SentRecord<'a> {
-    #[serde(borrow)]
-    context: Sent<'a>,
-}
+use super::bridge::{SentContext, SentRecord};
 
 /// `POST {bap_uri}/on_rating`, in a span that carries the context's ids once they are read.
 pub async fn on_rating(
@@ -106,7 +67,7 @@ async fn handle(
     // /rating the v2 feedback API sent.
     let waiting_here = state.waiters.sent(&context.message_id);
     let sent = match &waiting_here {
-        Some(packed) => match serde_json::from_slice::<SentRecord>(packed) {
+        Some(packed) => match SentRecord::read(packed) {
             Ok(s) => Some(s.context),
             Err(e) => return internal(crate::store::StoreError::Corrupt(e.to_string())),
         },
@@ -116,11 +77,11 @@ async fn handle(
                     .filter(|r| {
                         r.message_id() == context.message_id && r.status != RatingStatus::Failed
                     })
-                    .map(|r| Sent::owned(r.context)),
+                    .map(|r| SentContext::owned(r.context)),
                 Err(e) => return internal(e),
             },
             Ok(None) => match state.store.get_feedback_sent(&context.message_id).await {
-                Ok(f) => f.map(|f| Sent::owned(f.context)),
+                Ok(f) => f.map(|f| SentContext::owned(f.context)),
                 Err(e) => return internal(e),
             },
             Err(e) => return internal(e),
