@@ -114,6 +114,12 @@ pub struct LoadArgs {
     /// Concurrent clients (closed loop) or most requests outstanding (open loop).
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Closed-loop runs at each of these concurrencies in turn (`--sweep 32,64,128,256`), each
+    /// with fresh adapters and its own floor, and a summary naming the peak: the run with the
+    /// highest ratio to its floor (throughput where no floor was measured) and half its rate,
+    /// the rate of the half-of-peak latency target. Takes the place of `--concurrency`.
+    #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
+    pub sweep: Vec<usize>,
     /// Seconds of measured load.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -226,13 +232,21 @@ pub async fn run(args: BenchArgs) -> Result<bool, String> {
         Mode::Soak(a) => a.common.clone(),
         Mode::Waiting(a) => a.common.clone(),
     };
-    let ctx = Ctx::new(&common).await?;
-    let result = tokio::select! {
-        r = run_mode(args.mode, &ctx) => r,
-        s = interrupted() => Err(format!("{s}: adapters stopped, run abandoned")),
+    let report = match sweep_steps(&args.mode)? {
+        None => run_one(args.mode, &common).await?,
+        Some(steps) => {
+            let mut reports = Vec::with_capacity(steps.len());
+            for (i, step) in steps.into_iter().enumerate() {
+                if i > 0 {
+                    // What the last run left behind (sockets closing, the store's files and
+                    // keys going) settles before the next is measured.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                reports.push(run_one(step, &common).await?);
+            }
+            sweep_report(&reports)
+        }
     };
-    ctx.clean_up().await;
-    let report = result?;
     if common.json {
         println!(
             "{}",
@@ -242,6 +256,137 @@ pub async fn run(args: BenchArgs) -> Result<bool, String> {
         print!("{}", report.text);
     }
     Ok(report.failed == 0)
+}
+
+/// One run with a context (and, for Redis, a key prefix) of its own, removed afterwards.
+async fn run_one(mode: Mode, common: &Common) -> Result<Report, String> {
+    let ctx = Ctx::new(common).await?;
+    let result = tokio::select! {
+        r = run_mode(mode, &ctx) => r,
+        s = interrupted() => Err(format!("{s}: adapters stopped, run abandoned")),
+    };
+    ctx.clean_up().await;
+    result
+}
+
+/// The runs of a `--sweep`, one per concurrency, in the order given; `None` without one.
+fn sweep_steps(mode: &Mode) -> Result<Option<Vec<Mode>>, String> {
+    let load = match mode {
+        Mode::RoundTrip(a) => a,
+        Mode::Inbound(a) => &a.load,
+        Mode::Soak(_) | Mode::Waiting(_) => return Ok(None),
+    };
+    if load.sweep.is_empty() {
+        return Ok(None);
+    }
+    if load.sweep.contains(&0) {
+        return Err("--sweep: every concurrency must be at least 1".into());
+    }
+    let steps = load
+        .sweep
+        .iter()
+        .map(|&c| {
+            let mut step = match mode {
+                Mode::RoundTrip(a) => Mode::RoundTrip(a.clone()),
+                Mode::Inbound(a) => Mode::Inbound(a.clone()),
+                Mode::Soak(_) | Mode::Waiting(_) => unreachable!("returned above"),
+            };
+            let load = match &mut step {
+                Mode::RoundTrip(a) => a,
+                Mode::Inbound(a) => &mut a.load,
+                Mode::Soak(_) | Mode::Waiting(_) => unreachable!("returned above"),
+            };
+            load.concurrency = c;
+            load.sweep.clear();
+            step
+        })
+        .collect();
+    Ok(Some(steps))
+}
+
+/// A run's ratio to its own floor: round trips to the crypto floor, inbound /ratings to the
+/// verify rate.
+fn run_ratio(json: &Value) -> Option<f64> {
+    json.get("ratio_to_floor")
+        .or_else(|| json.get("ratio_to_verify_rate"))
+        .and_then(Value::as_f64)
+}
+
+/// The runs of a sweep side by side, and the peak: the highest ratio to the run's own floor
+/// (the machine's speed moves between runs; the ratio follows it), or the highest throughput
+/// when a run has no floor.
+fn sweep_report(reports: &[Report]) -> Report {
+    use std::fmt::Write;
+    let runs: Vec<&Value> = reports.iter().map(|r| &r.json).collect();
+    let throughput = |j: &Value| j["throughput_per_sec"].as_f64().unwrap_or(0.0);
+    let by_ratio = runs.iter().all(|j| run_ratio(j).is_some());
+    let score = |j: &Value| {
+        if by_ratio {
+            run_ratio(j).unwrap_or(0.0)
+        } else {
+            throughput(j)
+        }
+    };
+    let peak = runs
+        .iter()
+        .copied()
+        .max_by(|a, b| score(a).total_cmp(&score(b)));
+    let mode = runs.first().map_or(Value::Null, |j| j["mode"].clone());
+    let store = runs.first().map_or(Value::Null, |j| j["store"].clone());
+    let mut text = String::new();
+    for r in reports {
+        text.push_str(&r.text);
+        text.push('\n');
+    }
+    let _ = writeln!(
+        text,
+        "sweep: {}, {} store, closed loop",
+        mode.as_str().unwrap_or("?"),
+        store.as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        text,
+        "  {:>11}  {:>12}  {:>6}  {:>8}  {:>8}  {:>6}",
+        "concurrency", "throughput/s", "ratio", "p50 ms", "p99 ms", "errors"
+    );
+    for j in &runs {
+        let _ = writeln!(
+            text,
+            "  {:>11}  {:>12.1}  {:>6}  {:>8.3}  {:>8.3}  {:>6}",
+            j["concurrency"].as_u64().unwrap_or(0),
+            throughput(j),
+            run_ratio(j).map_or("-".into(), |r| format!("{r:.3}")),
+            j["latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+            j["latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+            j["error_count"].as_u64().unwrap_or(0),
+        );
+    }
+    let peak_json = match peak {
+        Some(p) => {
+            let half = (throughput(p) / 2.0).round();
+            let _ = writeln!(
+                text,
+                "  peak: concurrency {} ({}), {:.1}/s; half of it, for the latency target: --rate {half}",
+                p["concurrency"].as_u64().unwrap_or(0),
+                if by_ratio {
+                    "the highest ratio to its floor"
+                } else {
+                    "the highest throughput"
+                },
+                throughput(p),
+            );
+            json!({"concurrency": p["concurrency"], "throughput_per_sec": p["throughput_per_sec"],
+                "ratio": run_ratio(p), "chosen_by": if by_ratio { "ratio" } else { "throughput" },
+                "half_peak_rate": half})
+        }
+        None => Value::Null,
+    };
+    Report {
+        text,
+        json: json!({"mode": format!("{} sweep", mode.as_str().unwrap_or("?")), "store": store,
+            "runs": runs, "peak": peak_json}),
+        failed: reports.iter().map(|r| r.failed).sum(),
+    }
 }
 
 async fn interrupted() -> &'static str {

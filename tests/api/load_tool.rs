@@ -146,3 +146,71 @@ fn inbound_with_on_rating_answers_every_acked_rating() {
     assert_eq!(checked["on_rating"], "sent", "{report}");
     assert_eq!(checked["as_expected"], checked["sampled"], "{report}");
 }
+
+/// `--sweep`: one closed-loop run per concurrency, each complete and checked as a single run is,
+/// and a peak that is the run with the highest ratio to its own floor, with half its rate.
+#[test]
+fn sweep_runs_each_concurrency_and_names_the_peak() {
+    let report = bench_report(&[
+        "round-trip",
+        "--store",
+        "embedded",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.5",
+        "--floor-secs",
+        "0.3",
+        "--sweep",
+        "2,6",
+    ]);
+    assert_eq!(report["mode"], "round-trip sweep", "{report}");
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{report}");
+    for (run, c) in runs.iter().zip([2, 6]) {
+        assert_eq!(run["mode"], "round-trip", "{report}");
+        assert_eq!(run["concurrency"], c, "{report}");
+        assert_eq!(run["rate"], Value::Null, "closed loop: {report}");
+        assert!(run["completed"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(run["error_count"], 0, "{report}");
+        assert_eq!(run["verified_200"], run["completed"], "{report}");
+    }
+    let ratio = |r: &Value| r["ratio_to_floor"].as_f64().unwrap();
+    let best = runs
+        .iter()
+        .max_by(|a, b| ratio(a).total_cmp(&ratio(b)))
+        .unwrap();
+    let peak = &report["peak"];
+    assert_eq!(peak["chosen_by"], "ratio", "{report}");
+    assert_eq!(peak["concurrency"], best["concurrency"], "{report}");
+    assert_eq!(peak["ratio"], best["ratio_to_floor"], "{report}");
+    let half = (best["throughput_per_sec"].as_f64().unwrap() / 2.0).round();
+    assert_eq!(peak["half_peak_rate"].as_f64().unwrap(), half, "{report}");
+}
+
+/// A sweep is a closed-loop search: it cannot be combined with an open-loop rate, and is
+/// refused before anything starts.
+#[test]
+fn sweep_with_a_rate_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
+        .args(["bench", "round-trip", "--sweep", "2,4", "--rate", "100"])
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--sweep") && stderr.contains("--rate"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    let zero = Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
+        .args(["bench", "round-trip", "--sweep", "0,4", "--floor-secs", "0"])
+        .output()
+        .expect("the binary runs");
+    assert!(!zero.status.success());
+    assert!(
+        String::from_utf8_lossy(&zero.stderr).contains("at least 1"),
+        "{}",
+        String::from_utf8_lossy(&zero.stderr)
+    );
+}
