@@ -42,7 +42,7 @@ pub struct BenchArgs {
 }
 
 /// The load runs.
-#[derive(clap::Subcommand, Debug)]
+#[derive(clap::Subcommand, Debug, Clone)]
 pub enum Mode {
     /// Full round trips: buyer API -> buyer side -> /rating -> seller side -> /on_rating -> 200.
     RoundTrip(LoadArgs),
@@ -232,8 +232,9 @@ pub async fn run(args: BenchArgs) -> Result<bool, String> {
         Mode::Soak(a) => a.common.clone(),
         Mode::Waiting(a) => a.common.clone(),
     };
-    let report = match sweep_steps(&args.mode)? {
-        None => run_one(args.mode, &common).await?,
+    let mut mode = args.mode;
+    let report = match sweep_steps(&mut mode)? {
+        None => run_one(mode, &common).await?,
         Some(steps) => {
             let mut reports = Vec::with_capacity(steps.len());
             for (i, step) in steps.into_iter().enumerate() {
@@ -269,35 +270,34 @@ async fn run_one(mode: Mode, common: &Common) -> Result<Report, String> {
     result
 }
 
+/// The closed/open-loop options of a run that has them (`round-trip`, `inbound`).
+fn load_args(mode: &mut Mode) -> Option<&mut LoadArgs> {
+    match mode {
+        Mode::RoundTrip(a) => Some(a),
+        Mode::Inbound(a) => Some(&mut a.load),
+        Mode::Soak(_) | Mode::Waiting(_) => None,
+    }
+}
+
 /// The runs of a `--sweep`, one per concurrency, in the order given; `None` without one.
-fn sweep_steps(mode: &Mode) -> Result<Option<Vec<Mode>>, String> {
-    let load = match mode {
-        Mode::RoundTrip(a) => a,
-        Mode::Inbound(a) => &a.load,
-        Mode::Soak(_) | Mode::Waiting(_) => return Ok(None),
+fn sweep_steps(mode: &mut Mode) -> Result<Option<Vec<Mode>>, String> {
+    let Some(load) = load_args(mode) else {
+        return Ok(None);
     };
-    if load.sweep.is_empty() {
+    let sweep = std::mem::take(&mut load.sweep);
+    if sweep.is_empty() {
         return Ok(None);
     }
-    if load.sweep.contains(&0) {
+    if sweep.contains(&0) {
         return Err("--sweep: every concurrency must be at least 1".into());
     }
-    let steps = load
-        .sweep
-        .iter()
-        .map(|&c| {
-            let mut step = match mode {
-                Mode::RoundTrip(a) => Mode::RoundTrip(a.clone()),
-                Mode::Inbound(a) => Mode::Inbound(a.clone()),
-                Mode::Soak(_) | Mode::Waiting(_) => unreachable!("returned above"),
-            };
-            let load = match &mut step {
-                Mode::RoundTrip(a) => a,
-                Mode::Inbound(a) => &mut a.load,
-                Mode::Soak(_) | Mode::Waiting(_) => unreachable!("returned above"),
-            };
-            load.concurrency = c;
-            load.sweep.clear();
+    let steps = sweep
+        .into_iter()
+        .map(|c| {
+            let mut step = mode.clone();
+            if let Some(load) = load_args(&mut step) {
+                load.concurrency = c;
+            }
             step
         })
         .collect();
