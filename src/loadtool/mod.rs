@@ -304,14 +304,6 @@ fn sweep_steps(mode: &mut Mode) -> Result<Option<Vec<Mode>>, String> {
     Ok(Some(steps))
 }
 
-/// A run's ratio to its own floor: round trips to the crypto floor, inbound /ratings to the
-/// verify rate.
-fn run_ratio(json: &Value) -> Option<f64> {
-    json.get("ratio_to_floor")
-        .or_else(|| json.get("ratio_to_verify_rate"))
-        .and_then(Value::as_f64)
-}
-
 /// The runs of a sweep side by side, and the peak: the highest ratio to the run's own floor
 /// (the machine's speed moves between runs; the ratio follows it), or the highest throughput
 /// when a run has no floor.
@@ -319,18 +311,15 @@ fn sweep_report(reports: &[Report]) -> Report {
     use std::fmt::Write;
     let runs: Vec<&Value> = reports.iter().map(|r| &r.json).collect();
     let throughput = |j: &Value| j["throughput_per_sec"].as_f64().unwrap_or(0.0);
-    let by_ratio = runs.iter().all(|j| run_ratio(j).is_some());
-    let score = |j: &Value| {
+    let by_ratio = reports.iter().all(|r| r.ratio.is_some());
+    let score = |r: &Report| {
         if by_ratio {
-            run_ratio(j).unwrap_or(0.0)
+            r.ratio.unwrap_or(0.0)
         } else {
-            throughput(j)
+            throughput(&r.json)
         }
     };
-    let peak = runs
-        .iter()
-        .copied()
-        .max_by(|a, b| score(a).total_cmp(&score(b)));
+    let peak = reports.iter().max_by(|a, b| score(a).total_cmp(&score(b)));
     let mode = runs.first().map_or(Value::Null, |j| j["mode"].clone());
     let store = runs.first().map_or(Value::Null, |j| j["store"].clone());
     let mut text = String::new();
@@ -349,20 +338,21 @@ fn sweep_report(reports: &[Report]) -> Report {
         "  {:>11}  {:>12}  {:>6}  {:>8}  {:>8}  {:>6}",
         "concurrency", "throughput/s", "ratio", "p50 ms", "p99 ms", "errors"
     );
-    for j in &runs {
+    for r in reports {
+        let j = &r.json;
         let _ = writeln!(
             text,
             "  {:>11}  {:>12.1}  {:>6}  {:>8.3}  {:>8.3}  {:>6}",
             j["concurrency"].as_u64().unwrap_or(0),
             throughput(j),
-            run_ratio(j).map_or("-".into(), |r| format!("{r:.3}")),
+            r.ratio.map_or("-".into(), |r| format!("{r:.3}")),
             j["latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
             j["latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
             j["error_count"].as_u64().unwrap_or(0),
         );
     }
     let peak_json = match peak {
-        Some(p) => {
+        Some(Report { json: p, ratio, .. }) => {
             let half = (throughput(p) / 2.0).round();
             let _ = writeln!(
                 text,
@@ -376,7 +366,7 @@ fn sweep_report(reports: &[Report]) -> Report {
                 throughput(p),
             );
             json!({"concurrency": p["concurrency"], "throughput_per_sec": p["throughput_per_sec"],
-                "ratio": run_ratio(p), "chosen_by": if by_ratio { "ratio" } else { "throughput" },
+                "ratio": ratio.map(round3), "chosen_by": if by_ratio { "ratio" } else { "throughput" },
                 "half_peak_rate": half})
         }
         None => Value::Null,
@@ -386,6 +376,7 @@ fn sweep_report(reports: &[Report]) -> Report {
         json: json!({"mode": format!("{} sweep", mode.as_str().unwrap_or("?")), "store": store,
             "runs": runs, "peak": peak_json}),
         failed: reports.iter().map(|r| r.failed).sum(),
+        ratio: None,
     }
 }
 
@@ -506,6 +497,10 @@ struct Report {
     text: String,
     json: Value,
     failed: u64,
+    /// The throughput's ratio to the run's own floor (round trips to the crypto floor, inbound
+    /// /ratings to the verify rate), by which a sweep picks its peak; `None` without a floor or
+    /// for runs a sweep does not take.
+    ratio: Option<f64>,
 }
 
 fn random_token() -> Result<String, String> {
@@ -1136,6 +1131,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         text,
         json,
         failed: outcome.error_count(),
+        ratio,
     })
 }
 
@@ -1570,6 +1566,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
         text,
         json,
         failed: outcome.error_count() + missing + unexpected,
+        ratio,
     })
 }
 
@@ -1716,6 +1713,7 @@ async fn soak(a: SoakArgs, ctx: &Ctx) -> Result<Report, String> {
         text,
         json,
         failed: outcome.error_count(),
+        ratio: None,
     })
 }
 
@@ -1897,5 +1895,6 @@ async fn waiting(a: WaitingArgs, ctx: &Ctx) -> Result<Report, String> {
         } else {
             0
         },
+        ratio: None,
     })
 }
