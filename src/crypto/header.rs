@@ -7,6 +7,7 @@
 //! the scheme word's case) and strict where it matters (decimal times, the keyId shape, the
 //! algorithm, the covered headers).
 
+use super::batch::{Checked, How};
 use super::keys::SigningKeyPair;
 use super::{b64_decode, b64_encode};
 use base64::Engine as _;
@@ -214,6 +215,45 @@ impl AuthorizationHeader {
         now: i64,
         skew: i64,
     ) -> Result<(), VerifyError> {
+        match self.check(body, key, now, skew)?.valid {
+            true => Ok(()),
+            false => Err(VerifyError::BadSignature),
+        }
+    }
+
+    /// As [`Self::verify`], telling how the signature was checked: Err for a header that fails
+    /// before its signature is checked (the time window, an undecodable signature), Ok with the
+    /// verdict otherwise.
+    pub fn check(
+        &self,
+        body: &[u8],
+        key: &VerifyingKey,
+        now: i64,
+        skew: i64,
+    ) -> Result<Checked, VerifyError> {
+        let (message, signature) = self.signed(body, now, skew)?;
+        Ok(Checked {
+            valid: super::verify_strict(key, message.as_bytes(), &signature),
+            how: How::Alone,
+        })
+    }
+
+    /// As [`Self::check`], the signature checked in a batch with the others being verified on
+    /// this worker thread at the same moment ([`super::batch`]).
+    pub async fn check_in_batch(
+        &self,
+        body: &[u8],
+        key: &VerifyingKey,
+        now: i64,
+        skew: i64,
+    ) -> Result<Checked, VerifyError> {
+        let (message, signature) = self.signed(body, now, skew)?;
+        Ok(super::batch::verify(key, message, signature).await)
+    }
+
+    /// The time window's checks, then the signing string over `body` and the signature to check
+    /// against it.
+    fn signed(&self, body: &[u8], now: i64, skew: i64) -> Result<(String, Signature), VerifyError> {
         // is_decimal() guaranteed digits; a number too large for i64 is simply expired/invalid.
         let created: i64 = self
             .created
@@ -235,11 +275,7 @@ impl AuthorizationHeader {
         let sig_bytes = b64_decode(&self.signature).map_err(|_| VerifyError::BadSignature)?;
         let signature = Signature::from_slice(&sig_bytes).map_err(|_| VerifyError::BadSignature)?;
         let message = signing_string(&self.created, &self.expires, &body_digest(body));
-        if super::verify_strict(key, message.as_bytes(), &signature) {
-            Ok(())
-        } else {
-            Err(VerifyError::BadSignature)
-        }
+        Ok((message, signature))
     }
 }
 

@@ -95,6 +95,12 @@ impl SigningKeyPair {
         b64_encode(self.key.verifying_key().to_bytes())
     }
 
+    /// The secret scalar (tests that craft signatures by hand).
+    #[cfg(test)]
+    pub(crate) fn secret_scalar(&self) -> curve25519_dalek::scalar::Scalar {
+        self.expanded.scalar
+    }
+
     /// The verifying half.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
@@ -260,7 +266,7 @@ impl EncryptionKeyPair {
 /// The canonical encodings of the eight Ed25519 points of small order (the torsion subgroup:
 /// the identity, the point of order 2, two of order 4, four of order 8). Their list is a fact of
 /// the curve; the tests check each decompresses, is of small order and encodes back to itself.
-const SMALL_ORDER: [[u8; 32]; 8] = {
+pub(super) const SMALL_ORDER: [[u8; 32]; 8] = {
     [
         hex("0100000000000000000000000000000000000000000000000000000000000000"),
         hex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
@@ -293,6 +299,11 @@ const fn hex(s: &str) -> [u8; 32] {
     out
 }
 
+/// Whether `bytes` encode a point of small order (canonically).
+pub(super) fn is_small_order_encoding(bytes: &[u8; 32]) -> bool {
+    SMALL_ORDER.contains(bytes)
+}
+
 /// Ed25519 verification that accepts exactly what `VerifyingKey::verify_strict` accepts (the
 /// equation `R = [s]B - [k]A` with R compared as bytes, s canonical, and neither R nor A of small
 /// order; libsodium's rule too), without decompressing R. The equation holds only when R's bytes
@@ -301,7 +312,7 @@ const fn hex(s: &str) -> [u8; 32] {
 /// spends on R (about a tenth of a verification, docs/BENCHMARKS.md).
 pub fn verify_strict(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
     use ed25519_dalek::Verifier as _;
-    !SMALL_ORDER.contains(signature.r_bytes())
+    !is_small_order_encoding(signature.r_bytes())
         && !key.is_weak()
         && key.verify(message, signature).is_ok()
 }

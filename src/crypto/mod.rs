@@ -5,6 +5,7 @@
 //! The rule everything here serves: sign the exact bytes that go on the wire and verify the exact
 //! bytes that arrived, before any JSON parsing. Nothing in this module touches JSON.
 
+pub mod batch;
 mod header;
 mod keys;
 mod onboarding;

@@ -14,7 +14,11 @@
 //!   key);
 //! - `ondc_rating_callbacks_matched_total{against}`: `/on_rating` callbacks accepted, by what they
 //!   were matched against: the `/rating` a request in this process waits on (`waiting_request`),
-//!   or the store (`store`: its request waits on another instance, or waits no more).
+//!   or the store (`store`: its request waits on another instance, or waits no more);
+//! - `ondc_rating_signatures_checked_total{how}`: inbound signatures whose Ed25519 equation was
+//!   checked, by how: on their own (`alone`), in a batch that passed (`batch`), or again on their
+//!   own after their batch failed or while the worker verifies singly after one did
+//!   (`rechecked`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +28,7 @@ use std::time::Duration;
 
 use actix_web::HttpResponse;
 
+use crate::crypto::batch::How;
 use crate::protocol::NackCode;
 
 /// The `Content-Type` of the exposition format.
@@ -153,6 +158,7 @@ pub struct Metrics {
     store_errors: AtomicU64,
     registry_cache: [AtomicU64; 4],
     callbacks_matched: [AtomicU64; 2],
+    signatures_checked: [AtomicU64; 3],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -194,6 +200,11 @@ impl Metrics {
     /// One `/on_rating` accepted, matched against `against`.
     pub fn callback_matched(&self, against: CallbackMatch) {
         self.callbacks_matched[against as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One inbound signature checked, `how`.
+    pub fn signature_checked(&self, how: How) {
+        self.signatures_checked[how as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One wait for `/on_rating`, `elapsed` since the `/rating` was sent.
@@ -320,6 +331,20 @@ impl Metrics {
                 "ondc_rating_callbacks_matched_total{{against=\"{}\"}} {}",
                 against.label(),
                 self.callbacks_matched[against as usize].load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "ondc_rating_signatures_checked_total",
+            "counter",
+            "Inbound signatures checked: alone, in a batch that passed, or again alone after a batch failed.",
+        );
+        for how in How::ALL {
+            let _ = writeln!(
+                out,
+                "ondc_rating_signatures_checked_total{{how=\"{}\"}} {}",
+                how.label(),
+                self.signatures_checked[how as usize].load(Ordering::Relaxed)
             );
         }
         out

@@ -147,7 +147,16 @@ async fn check_signature(
         .map_err(unavailable)?
         .ok_or_else(|| Refused(VerifyError::UnknownKey(format!("{sub}|{ukid}")).to_string()))?;
     let (now, skew) = (state.clock.unix(), state.settings.identity.clock_skew_secs);
-    match parsed.verify(body, &found.key, now, skew) {
+    let checked = if state.settings.identity.batch_verification {
+        parsed.check_in_batch(body, &found.key, now, skew).await
+    } else {
+        parsed.check(body, &found.key, now, skew)
+    };
+    let first = checked.and_then(|c| {
+        state.metrics.signature_checked(c.how);
+        c.valid.then_some(()).ok_or(VerifyError::BadSignature)
+    });
+    match first {
         Ok(()) => Ok(parsed),
         // A cached key that no longer verifies may have been rotated: ask once more.
         Err(VerifyError::BadSignature) if found.source == KeySource::Cache => {

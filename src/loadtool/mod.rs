@@ -20,6 +20,7 @@ pub mod floor;
 mod stub;
 mod wire;
 
+use crate::crypto::batch::How;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -90,6 +91,10 @@ pub struct Common {
     /// each; a seller alone gets both).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Verify each inbound signature on its own (`identity.batch_verification = false` in the
+    /// adapters), for comparison with the batches they verify in by default.
+    #[arg(long)]
+    pub verify_singly: bool,
 }
 
 impl Common {
@@ -532,6 +537,7 @@ fn participant(
     );
     s.server.log_level = ctx.common.log_level.clone();
     s.server.workers = workers;
+    s.identity.batch_verification = !ctx.common.verify_singly;
     Ok((s, keys))
 }
 
@@ -1124,6 +1130,8 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
             "round trip",
             "the crypto floor",
         );
+        json["signatures_checked"] =
+            signatures_report(&[("buyer", &buyer_server), ("seller", &seller)], &mut text).await;
     }
     drop(buyer_server);
     drop(seller);
@@ -1228,6 +1236,46 @@ impl CpuSpent {
     fn adapters_total(&self) -> Option<Duration> {
         self.adapters.iter().copied().sum()
     }
+}
+
+/// How each adapter checked the signatures it received since it started (warm-up included),
+/// read from its `/metrics`: alone, in batches that passed, or again alone after a batch failed.
+async fn signatures_report(servers: &[(&str, &Server)], text: &mut String) -> Value {
+    use std::fmt::Write;
+    let mut json = serde_json::Map::new();
+    for (name, server) in servers {
+        let Ok(body) = async {
+            reqwest::get(format!("{}/metrics", server.base))
+                .await?
+                .text()
+                .await
+        }
+        .await
+        else {
+            continue;
+        };
+        let count = |how: How| {
+            let series = format!(
+                "ondc_rating_signatures_checked_total{{how=\"{}\"}} ",
+                how.label()
+            );
+            body.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let counts = How::ALL.map(count);
+        let _ = writeln!(
+            text,
+            "  signatures checked {name}: {} alone, {} in batches, {} rechecked",
+            counts[0], counts[1], counts[2]
+        );
+        json.insert(
+            (*name).to_owned(),
+            json!({"alone": counts[0], "batch": counts[1], "rechecked": counts[2]}),
+        );
+    }
+    Value::Object(json)
 }
 
 /// The CPU part of a report: microseconds of CPU per operation for each adapter and the tool,
@@ -1558,6 +1606,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
             "/rating",
             "a single verification",
         );
+        json["signatures_checked"] = signatures_report(&[("seller", &seller)], &mut text).await;
     }
     drop(seller);
     let missing = (sampled - stored_as_expected) as u64;

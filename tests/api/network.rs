@@ -104,6 +104,101 @@ async fn seller_refuses_bad_signatures(backend: Backend) {
 }
 both_stores!(seller_refuses_bad_signatures);
 
+/// `count` signed /ratings posted at once to `seller`; the one at `forged` (if any) carries a
+/// signature over another body. Returns each answer's status, in order.
+async fn burst(
+    seller: &Seller,
+    bap: &Identity,
+    round: usize,
+    count: usize,
+    forged: Option<usize>,
+) -> Vec<u16> {
+    let http = reqwest::Client::new();
+    let posts = (0..count).map(|i| {
+        let body = rating_body(
+            bap,
+            "http://127.0.0.1:9/bap",
+            seller,
+            &format!("m-{round}-{i}"),
+        );
+        let header = if forged == Some(i) {
+            bap.sign(&rating_body(
+                bap,
+                "http://127.0.0.1:9/bap",
+                seller,
+                "m-other",
+            ))
+        } else {
+            bap.sign(&body)
+        };
+        let (http, url) = (http.clone(), seller.rating_url());
+        async move { post_with_header(&http, &url, Some(&header), &body).await.0 }
+    });
+    futures_util::future::join_all(posts).await
+}
+
+/// The signatures checked so far by `how` (alone, batch, rechecked).
+async fn checked(seller: &Seller) -> [f64; 3] {
+    let text = metrics(&seller.app.base).await;
+    ["alone", "batch", "rechecked"].map(|how| {
+        sample(
+            &text,
+            &format!("ondc_rating_signatures_checked_total{{how=\"{how}\"}}"),
+        )
+        .unwrap()
+    })
+}
+
+/// Requests arriving together on one HTTP worker have their signatures checked in batches; a
+/// forged signature among them fails its batch, is refused on its own, and costs none of the
+/// genuine requests their ACK or their record. With batching off, each is checked alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_arriving_together_are_checked_in_batches_and_a_forged_one_is_refused_alone() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| s.server.workers = 1).await;
+
+    let statuses = burst(&seller, &bap, 0, 40, Some(17)).await;
+    for (i, s) in statuses.iter().enumerate() {
+        assert_eq!(*s, if i == 17 { 401 } else { 200 }, "request {i}");
+    }
+    assert_eq!(checked(&seller).await.iter().sum::<f64>(), 40.0);
+    for i in (0..40).filter(|i| *i != 17) {
+        assert_eq!(
+            seller.received("buyer.test", &format!("m-0-{i}")).await.0,
+            200,
+            "m-0-{i}"
+        );
+    }
+    assert_eq!(seller.received("buyer.test", "m-0-17").await.0, 404);
+
+    // Genuine bursts: batches form (a few rounds, as the client's timing decides what arrives
+    // together), and every request is acknowledged.
+    let mut round = 1;
+    while checked(&seller).await[1] == 0.0 {
+        assert!(round <= 10, "no batch formed in {round} bursts of 40");
+        assert!(
+            burst(&seller, &bap, round, 40, None)
+                .await
+                .iter()
+                .all(|s| *s == 200)
+        );
+        round += 1;
+    }
+    let [alone, batch, rechecked] = checked(&seller).await;
+    assert_eq!(alone + batch + rechecked, 40.0 * round as f64);
+
+    let plain = Seller::start(&store, "plain", vec![bap.peer()], |s| {
+        s.server.workers = 1;
+        s.identity.batch_verification = false;
+    })
+    .await;
+    let statuses = burst(&plain, &bap, 0, 40, Some(3)).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 39);
+    assert_eq!(statuses[3], 401);
+    assert_eq!(checked(&plain).await, [40.0, 0.0, 0.0]);
+}
+
 async fn seller_reads_tolerantly_and_nacks_what_it_cannot_accept(backend: Backend) {
     let store = StoreFixture::new(backend);
     let bap = Identity::new("buyer.test");
