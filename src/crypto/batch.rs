@@ -15,12 +15,13 @@
 //! is one whose R carries a small-order component: only the holder of the key's private half can
 //! make one (s still has to satisfy the equation), so it proves what any signature of that key
 //! proves. A batch that fails is checked again one signature at a time with the strict rule, and
-//! the worker verifies singly until a whole queue passes that way, so a peer sending bad
-//! signatures costs at most one failed batch beyond the single verifications it would cost
+//! the worker then verifies singly for [`SINGLY_FOR`], so a peer sending forged signatures costs
+//! each worker at most one failed batch a second beyond the single verifications it would cost
 //! anyway. A batch of one is a single strict verification.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
@@ -35,6 +36,9 @@ use super::keys::is_small_order_encoding;
 /// failed batch costs this many single verifications more.
 pub const MAX_BATCH: usize = 64;
 
+/// How long a worker verifies singly after one of its batches failed.
+pub const SINGLY_FOR: Duration = Duration::from_secs(1);
+
 /// How a signature's verdict was reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum How {
@@ -42,8 +46,8 @@ pub enum How {
     Alone,
     /// Its batch passed.
     Batch,
-    /// Its batch failed and it was verified again on its own (or its worker verifies singly
-    /// since a batch failed).
+    /// Its batch failed and it was verified again on its own, or it was verified on its own
+    /// because a batch of its worker failed less than [`SINGLY_FOR`] before.
     Rechecked,
 }
 
@@ -150,8 +154,8 @@ struct Pending {
 thread_local! {
     /// The signatures queued on this thread and not yet checked.
     static QUEUE: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
-    /// A batch failed on this thread and no queue has passed one at a time since.
-    static SINGLY: Cell<bool> = const { Cell::new(false) };
+    /// Until when this thread verifies singly: a batch of its failed [`SINGLY_FOR`] before.
+    static SINGLY_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Verifies `signature` over `message` with `key`, in a batch with the other signatures that
@@ -202,7 +206,10 @@ fn alone(key: &VerifyingKey, message: &[u8], signature: &Signature) -> Checked {
 
 /// Checks a queue taken off this thread and hands each waiting request its verdict.
 fn check(taken: Vec<Pending>) {
-    let singly = SINGLY.get();
+    let singly = SINGLY_UNTIL
+        .get()
+        .is_some_and(|until| Instant::now() < until);
+    let mut how = if singly { How::Rechecked } else { How::Alone };
     if taken.len() > 1 && !singly {
         let items: Vec<_> = taken
             .iter()
@@ -217,21 +224,12 @@ fn check(taken: Vec<Pending>) {
             }
             return;
         }
-        SINGLY.set(true);
+        SINGLY_UNTIL.set(Some(Instant::now() + SINGLY_FOR));
+        how = How::Rechecked;
     }
-    let how = if SINGLY.get() {
-        How::Rechecked
-    } else {
-        How::Alone
-    };
-    let mut all_valid = true;
     for p in &taken {
         let valid = super::verify_strict(&p.key, p.message.as_bytes(), &p.signature);
-        all_valid &= valid;
         p.verdict.set(Some(Checked { valid, how }));
-    }
-    if singly && all_valid && taken.len() > 1 {
-        SINGLY.set(false);
     }
 }
 
@@ -370,8 +368,8 @@ mod tests {
     }
 
     /// Many requests on one current-thread runtime verify in batches; each gets its own verdict,
-    /// a bad one among them included, and after a failed batch the thread verifies singly until a
-    /// queue passes.
+    /// a bad one among them included, and after a failed batch the thread verifies singly for
+    /// [`SINGLY_FOR`].
     #[test]
     fn concurrent_requests_on_one_thread_get_their_own_verdicts() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -409,9 +407,10 @@ mod tests {
             assert_eq!(c.valid, i != 7, "{i}: {c:?}");
             assert_eq!(c.how, How::Rechecked, "{i}");
         }
-        // The next queue is checked singly; it passes, so the one after is a batch again.
+        // The next queue is checked singly; once SINGLY_FOR has passed, in a batch again.
         let next = round(None);
         assert!(next.iter().all(|c| c.valid && c.how == How::Rechecked));
+        std::thread::sleep(SINGLY_FOR + Duration::from_millis(50));
         let after = round(None);
         assert!(after.iter().all(|c| c.valid && c.how == How::Batch));
     }

@@ -16,9 +16,9 @@
 //!   were matched against: the `/rating` a request in this process waits on (`waiting_request`),
 //!   or the store (`store`: its request waits on another instance, or waits no more);
 //! - `ondc_rating_signatures_checked_total{how}`: inbound signatures whose Ed25519 equation was
-//!   checked, by how: on their own (`alone`), in a batch that passed (`batch`), or again on their
-//!   own after their batch failed or while the worker verifies singly after one did
-//!   (`rechecked`).
+//!   checked, by how: on their own (`alone`), in a batch that passed (`batch`), or on their own
+//!   after their batch failed or within `crypto::batch::SINGLY_FOR` after one of their worker's
+//!   did (`rechecked`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
