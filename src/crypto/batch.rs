@@ -30,8 +30,6 @@ use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha512};
 
-use super::keys::is_small_order_encoding;
-
 /// The most signatures one check takes: beyond this the time per signature hardly falls, and a
 /// failed batch costs this many single verifications more.
 pub const MAX_BATCH: usize = 64;
@@ -96,14 +94,18 @@ pub fn verify_batch(items: &[(&VerifyingKey, &[u8], &Signature)]) -> bool {
     let mut base = Scalar::ZERO;
     for (i, (key, message, signature)) in items.iter().enumerate() {
         let r_bytes = signature.r_bytes();
-        if key.is_weak() || is_small_order_encoding(r_bytes) || !canonical_y(r_bytes) {
+        if key.is_weak() || !canonical_y(r_bytes) {
             return false;
         }
         let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes()))
         else {
             return false;
         };
-        let Some(r) = CompressedEdwardsY(*r_bytes).decompress() else {
+        // Of small order also when its encoding is not canonical (x = 0 with the sign bit set).
+        let Some(r) = CompressedEdwardsY(*r_bytes)
+            .decompress()
+            .filter(|r| !r.is_small_order())
+        else {
             return false;
         };
         let k = challenge(r_bytes, key, message);
@@ -338,6 +340,25 @@ mod tests {
         bytes[..32].copy_from_slice(&SMALL_ORDER[0]);
         bad[2].2 = Signature::from_bytes(&bytes);
         assert!(!check_all(&bad));
+        // A key holder's signature with the identity as R, written with the sign bit set (not
+        // canonical, not in the list of small-order encodings): s = k a satisfies the cofactored
+        // equation, and the strict rule refuses it, so the batch must too.
+        let mut r_bytes = SMALL_ORDER[0];
+        r_bytes[31] |= 0x80;
+        let message = b"no nonce".to_vec();
+        let s = challenge(&r_bytes, &keys.verifying_key(), &message) * keys.secret_scalar();
+        let mut bytes = [0u8; 64];
+        bytes[..32].copy_from_slice(&r_bytes);
+        bytes[32..].copy_from_slice(s.as_bytes());
+        let crafted = Signature::from_bytes(&bytes);
+        assert!(!crate::crypto::verify_strict(
+            &keys.verifying_key(),
+            &message,
+            &crafted
+        ));
+        let mut bad = genuine.clone();
+        bad.push((keys.verifying_key(), message, crafted));
+        assert!(!check_all(&bad));
         assert!(!canonical_y(&[0xff; 32]));
         assert!(canonical_y(&ED25519_BASEPOINT_POINT.compress().to_bytes()));
     }
@@ -365,6 +386,31 @@ mod tests {
         let (m, genuine) = signed(&keys, 1);
         let items = vec![(public, message.clone(), crafted), (public, m, genuine)];
         assert!(check_all(&items));
+    }
+
+    proptest::proptest! {
+        /// Beside genuine signatures, a signature with any of its bits flipped, or any R of
+        /// small order put in: the batch passes exactly when the strict rule accepts it.
+        #[test]
+        fn a_batch_agrees_with_the_strict_rule_on_changed_signatures(
+            seed in proptest::prelude::any::<[u8; 32]>(),
+            flip in proptest::option::of((0usize..64, 0u8..8)),
+            small_r in proptest::option::of(0usize..8),
+        ) {
+            let keys = SigningKeyPair::from_base64(&crate::crypto::b64_encode(seed)).unwrap();
+            let mut items = genuine(&keys, 3);
+            let (_, message, signature) = &mut items[1];
+            if let Some((at, bit)) = flip {
+                *signature = flipped(signature, at, 1 << bit);
+            }
+            if let Some(i) = small_r {
+                let mut bytes = signature.to_bytes();
+                bytes[..32].copy_from_slice(&SMALL_ORDER[i]);
+                *signature = Signature::from_bytes(&bytes);
+            }
+            let strict = crate::crypto::verify_strict(&keys.verifying_key(), message, signature);
+            proptest::prop_assert_eq!(check_all(&items), strict);
+        }
     }
 
     /// Many requests on one current-thread runtime verify in batches; each gets its own verdict,

@@ -299,11 +299,6 @@ const fn hex(s: &str) -> [u8; 32] {
     out
 }
 
-/// Whether `bytes` encode a point of small order (canonically).
-pub(super) fn is_small_order_encoding(bytes: &[u8; 32]) -> bool {
-    SMALL_ORDER.contains(bytes)
-}
-
 /// Ed25519 verification that accepts exactly what `VerifyingKey::verify_strict` accepts (the
 /// equation `R = [s]B - [k]A` with R compared as bytes, s canonical, and neither R nor A of small
 /// order; libsodium's rule too), without decompressing R. The equation holds only when R's bytes
@@ -312,7 +307,7 @@ pub(super) fn is_small_order_encoding(bytes: &[u8; 32]) -> bool {
 /// spends on R (about a tenth of a verification, docs/BENCHMARKS.md).
 pub fn verify_strict(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
     use ed25519_dalek::Verifier as _;
-    !is_small_order_encoding(signature.r_bytes())
+    !SMALL_ORDER.contains(signature.r_bytes())
         && !key.is_weak()
         && key.verify(message, signature).is_ok()
 }
