@@ -253,7 +253,12 @@ impl AuthorizationHeader {
 
     /// The time window's checks, then the signing string over `body` and the signature to check
     /// against it.
-    fn signed(&self, body: &[u8], now: i64, skew: i64) -> Result<(String, Signature), VerifyError> {
+    pub fn signed(
+        &self,
+        body: &[u8],
+        now: i64,
+        skew: i64,
+    ) -> Result<(String, Signature), VerifyError> {
         // is_decimal() guaranteed digits; a number too large for i64 is simply expired/invalid.
         let created: i64 = self
             .created

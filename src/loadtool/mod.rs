@@ -862,6 +862,11 @@ fn mean_floor(before: Option<floor::Floor>, after: Option<floor::Floor>) -> Opti
                 round_trips_per_cpu_sec: mean(a.round_trips_per_cpu_sec, b.round_trips_per_cpu_sec),
                 verifies_per_sec: (a.verifies_per_sec + b.verifies_per_sec) / 2.0,
                 verifies_per_cpu_sec: mean(a.verifies_per_cpu_sec, b.verifies_per_cpu_sec),
+                batched_round_trips_per_sec: (a.batched_round_trips_per_sec
+                    + b.batched_round_trips_per_sec)
+                    / 2.0,
+                batched_verifies_per_sec: (a.batched_verifies_per_sec + b.batched_verifies_per_sec)
+                    / 2.0,
                 threads: a.threads,
             })
         }
@@ -881,6 +886,9 @@ fn floor_json(before: Option<floor::Floor>, after: Option<floor::Floor>) -> Valu
             "verifies_per_sec": round1(f.verifies_per_sec),
             "round_trips_per_cpu_sec_per_thread": f.round_trips_per_cpu_sec.map(round1),
             "verifies_per_cpu_sec_per_thread": f.verifies_per_cpu_sec.map(round1),
+            "batch_size": floor::BATCH,
+            "batched_round_trips_per_sec": round1(f.batched_round_trips_per_sec),
+            "batched_verifies_per_sec": round1(f.batched_verifies_per_sec),
             "before": one(before), "after": one(after)})
         }
         None => Value::Null,
@@ -1088,6 +1096,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         "memory": memory,
         "floor": floor_json(floor_before, floor_after),
         "ratio_to_floor": ratio.map(round3),
+        "ratio_to_batched_floor": floor.map(|f| round3(outcome.throughput() / f.batched_round_trips_per_sec)),
         "targets": targets,
         }),
     );
@@ -1112,6 +1121,12 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
                 "  throughput/floor   {:.3} (target >= {min_ratio}: {})",
                 r,
                 verdict(r >= min_ratio)
+            );
+            against_batches(
+                &mut text,
+                outcome.throughput(),
+                f.batched_round_trips_per_sec,
+                "round trips/s, the floor with its verifications",
             );
         }
         if a.rate.is_some() {
@@ -1236,6 +1251,18 @@ impl CpuSpent {
     fn adapters_total(&self) -> Option<Duration> {
         self.adapters.iter().copied().sum()
     }
+}
+
+/// The report line of a run's throughput against `batched`, a floor rate whose verifications ran
+/// in batches of [`floor::BATCH`].
+fn against_batches(text: &mut String, throughput: f64, batched: f64, what: &str) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        text,
+        "  against batches    {:.3} of {batched:.1} {what} in batches of {}",
+        throughput / batched,
+        floor::BATCH
+    );
 }
 
 /// How each adapter checked the signatures it received since it started (warm-up included),
@@ -1552,6 +1579,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
         "records_checked": {"sampled": sampled, "as_expected": stored_as_expected, "on_rating": want},
         "floor": floor_json(floor_before, floor_after),
         "ratio_to_verify_rate": ratio.map(round3),
+        "ratio_to_batched_verify_rate": floor.map(|f| round3(outcome.throughput() / f.batched_verifies_per_sec)),
         "targets": targets,
         }),
     );
@@ -1595,6 +1623,12 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
                 "  throughput/verify  {:.3} (target >= {INBOUND_MIN_VERIFY_RATIO}: {})",
                 r,
                 verdict(r >= INBOUND_MIN_VERIFY_RATIO)
+            );
+            against_batches(
+                &mut text,
+                outcome.throughput(),
+                f.batched_verifies_per_sec,
+                "/s, verifications",
             );
         }
         json["cpu"] = cpu_report(

@@ -74,7 +74,30 @@ fn round_trip_report_is_consistent() {
     }
     let floor = report["floor"]["round_trips_per_sec"].as_f64().unwrap();
     assert!(floor > 0.0, "{report}");
-    assert!(report["ratio_to_floor"].as_f64().unwrap() > 0.0, "{report}");
+    let ratio = report["ratio_to_floor"].as_f64().unwrap();
+    assert!(ratio > 0.0, "{report}");
+    // Verifying in batches of 8 costs well under half of verifying alone, so the floor that
+    // batches is higher, and the run's ratio to it lower.
+    let batched = report["floor"]["batched_round_trips_per_sec"]
+        .as_f64()
+        .unwrap();
+    assert!(batched > 1.2 * floor, "{report}");
+    assert!(
+        report["ratio_to_batched_floor"].as_f64().unwrap() < ratio,
+        "{report}"
+    );
+    // Each adapter counted the signatures it checked: one per round trip each (the warm-up's
+    // included), in batches or alone.
+    let completed = report["completed"].as_u64().unwrap();
+    for side in ["buyer", "seller"] {
+        let c = &report["signatures_checked"][side];
+        let total: u64 = ["alone", "batch", "rechecked"]
+            .iter()
+            .map(|how| c[how].as_u64().unwrap())
+            .sum();
+        assert!(total >= completed, "{side}: {report}");
+        assert_eq!(c["rechecked"], 0, "{side}: {report}");
+    }
 }
 
 #[test]
@@ -118,8 +141,17 @@ fn inbound_report(extra: &[&str]) -> Value {
         report["floor"]["verifies_per_sec"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+    let ratio = report["ratio_to_verify_rate"].as_f64().unwrap();
+    assert!(ratio > 0.0, "{report}");
+    let (single, batched) = (
+        report["floor"]["verifies_per_sec"].as_f64().unwrap(),
+        report["floor"]["batched_verifies_per_sec"]
+            .as_f64()
+            .unwrap(),
+    );
+    assert!(batched > 1.2 * single, "{report}");
     assert!(
-        report["ratio_to_verify_rate"].as_f64().unwrap() > 0.0,
+        report["ratio_to_batched_verify_rate"].as_f64().unwrap() < ratio,
         "{report}"
     );
     report
