@@ -7,17 +7,19 @@
 //! signature on its worker thread and yields once; the runtime runs every other request that is
 //! ready first (each queues its own), and whichever resumes first checks the whole queue.
 //!
-//! What a batch accepts. A batch passes when `[8](R + [k]A - [s]B)` sums to the identity over
-//! the weighted signatures (the cofactored equation, the same for any batch size, so a verdict
-//! does not depend on what else was in the batch). Before that every signature gets the checks
-//! [`super::verify_strict`] makes (s canonical, R canonical and not of small order, the key not
-//! of small order). The one signature a passing batch takes that the strict single rule refuses
-//! is one whose R carries a small-order component: only the holder of the key's private half can
-//! make one (s still has to satisfy the equation), so it proves what any signature of that key
-//! proves. A batch that fails is checked again one signature at a time with the strict rule, and
-//! the worker then verifies singly for [`SINGLY_FOR`], so a peer sending forged signatures costs
-//! each worker at most one failed batch a second beyond the single verifications it would cost
-//! anyway. A batch of one is a single strict verification.
+//! What a batch accepts. A batch passes when the weighted sum of `[8](R + [k]A - [s]B)` over its
+//! signatures is the identity (the cofactored equation). Before that every signature gets the
+//! checks [`super::verify_strict`] makes (s canonical, R canonical and not of small order, the key
+//! not of small order). A signature the strict rule accepts passes in any batch of valid ones; one
+//! whose equation fails makes its batch fail but for a chance of about 2^-128 (the weights are
+//! random). The exception is a signature whose R carries a small-order component: the cofactored
+//! equation takes it, the strict rule refuses it, so it passes in a batch and is refused alone.
+//! Only the holder of the key's private half can make one (s still has to satisfy the equation),
+//! so it proves what any signature of that key proves. A batch that fails is checked again one
+//! signature at a time with the strict rule, and the worker then verifies singly for
+//! [`SINGLY_FOR`], so a peer sending forged signatures costs each worker at most one failed batch
+//! a second beyond the single verifications it would cost anyway. A batch of one is a single
+//! strict verification.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
