@@ -110,20 +110,29 @@ impl Common {
     }
 }
 
+/// A count of concurrent requests: a whole number, at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A throughput/latency run.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
-    /// Concurrent clients (closed loop) or most requests outstanding (open loop).
-    #[arg(long, default_value_t = 16)]
+    /// Concurrent clients (closed loop) or most requests outstanding (open loop); at least 1.
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     pub concurrency: usize,
     /// Closed-loop runs at each of these concurrencies in turn (`--sweep 32,64,128,256`), each
     /// with fresh adapters and its own floor, and a summary naming the peak: the run with the
     /// highest ratio to its floor (throughput where no floor was measured) and half its rate,
     /// the rate of the half-of-peak latency target. Takes the place of `--concurrency`.
-    #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
+    #[arg(long, value_delimiter = ',', conflicts_with = "rate", value_parser = at_least_one)]
     pub sweep: Vec<usize>,
     /// Seconds of measured load.
     #[arg(long, default_value_t = 10.0)]
@@ -292,9 +301,6 @@ fn sweep_steps(mode: &mut Mode) -> Result<Option<Vec<Mode>>, String> {
     let sweep = std::mem::take(&mut load.sweep);
     if sweep.is_empty() {
         return Ok(None);
-    }
-    if sweep.contains(&0) {
-        return Err("--sweep: every concurrency must be at least 1".into());
     }
     let steps = sweep
         .into_iter()

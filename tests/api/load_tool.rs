@@ -235,14 +235,19 @@ fn sweep_with_a_rate_is_refused() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
-    let zero = Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
-        .args(["bench", "round-trip", "--sweep", "0,4", "--floor-secs", "0"])
-        .output()
-        .expect("the binary runs");
-    assert!(!zero.status.success());
-    assert!(
-        String::from_utf8_lossy(&zero.stderr).contains("at least 1"),
-        "{}",
-        String::from_utf8_lossy(&zero.stderr)
-    );
+    // A zero concurrency, in a sweep or alone, is refused before anything starts.
+    for args in [["--sweep", "0,4"], ["--concurrency", "0"]] {
+        let zero = Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
+            .args(["bench", "round-trip", "--floor-secs", "0"])
+            .args(args)
+            .output()
+            .expect("the binary runs");
+        assert!(!zero.status.success());
+        let stderr = String::from_utf8_lossy(&zero.stderr);
+        assert!(
+            stderr.contains(args[0]) && stderr.contains("at least 1"),
+            "{stderr}"
+        );
+        assert!(zero.stdout.is_empty());
+    }
 }
