@@ -195,6 +195,7 @@ impl IdentitySettings {
 fn default_signature_ttl() -> i64 {
     60
 }
+
 fn default_true() -> bool {
     true
 }

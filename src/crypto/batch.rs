@@ -201,7 +201,8 @@ pub async fn verify(key: &VerifyingKey, message: String, signature: Signature) -
     }
 }
 
-fn alone(key: &VerifyingKey, message: &[u8], signature: &Signature) -> Checked {
+/// Verifies `signature` over `message` with `key` on its own, with the strict rule.
+pub(super) fn alone(key: &VerifyingKey, message: &[u8], signature: &Signature) -> Checked {
     Checked {
         valid: super::verify_strict(key, message, signature),
         how: How::Alone,

@@ -7,7 +7,7 @@
 //! the scheme word's case) and strict where it matters (decimal times, the keyId shape, the
 //! algorithm, the covered headers).
 
-use super::batch::{Checked, How};
+use super::batch::Checked;
 use super::keys::SigningKeyPair;
 use super::{b64_decode, b64_encode};
 use base64::Engine as _;
@@ -232,10 +232,7 @@ impl AuthorizationHeader {
         skew: i64,
     ) -> Result<Checked, VerifyError> {
         let (message, signature) = self.signed(body, now, skew)?;
-        Ok(Checked {
-            valid: super::verify_strict(key, message.as_bytes(), &signature),
-            how: How::Alone,
-        })
+        Ok(super::batch::alone(key, message.as_bytes(), &signature))
     }
 
     /// As [`Self::check`], the signature checked in a batch with the others being verified on

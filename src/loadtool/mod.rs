@@ -20,7 +20,6 @@ pub mod floor;
 mod stub;
 mod wire;
 
-use crate::crypto::batch::How;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,6 +29,7 @@ use serde_json::{Value, json};
 use crate::bap::auth::mint_hs256;
 use crate::clock::ondc_timestamp;
 use crate::config::{BuyerSettings, SellerSettings, Settings, StoreBackend, StoreSettings};
+use crate::crypto::batch::How;
 use crate::crypto::{SigningKeyPair, b64_encode, sign_body};
 use children::{Memory, Sampler, Scratch, Server, free_port, own_cpu_time, summarise};
 use drive::{Attempt, Load, Outcome, Request, for_each_parallel};
@@ -1079,6 +1079,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         StoreKind::Redis => ROUND_TRIP_REDIS_MIN_FLOOR_RATIO,
     };
     let ratio = floor.map(|f| outcome.throughput() / f.round_trips_per_sec);
+    let batched_ratio = floor.map(|f| outcome.throughput() / f.batched_round_trips_per_sec);
     let p99_ms = outcome.percentile_us(0.99) as f64 / 1000.0;
     let mut targets = serde_json::Map::new();
     if let Some(r) = ratio {
@@ -1102,7 +1103,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         "memory": memory,
         "floor": floor_json(floor_before, floor_after),
         "ratio_to_floor": ratio.map(round3),
-        "ratio_to_batched_floor": floor.map(|f| round3(outcome.throughput() / f.batched_round_trips_per_sec)),
+        "ratio_to_batched_floor": batched_ratio.map(round3),
         "targets": targets,
         }),
     );
@@ -1130,7 +1131,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
             );
             against_batches(
                 &mut text,
-                outcome.throughput(),
+                batched_ratio,
                 f.batched_round_trips_per_sec,
                 "round trips/s, the floor with its verifications",
             );
@@ -1259,14 +1260,14 @@ impl CpuSpent {
     }
 }
 
-/// The report line of a run's throughput against `batched`, a floor rate whose verifications ran
-/// in batches of [`floor::BATCH`].
-fn against_batches(text: &mut String, throughput: f64, batched: f64, what: &str) {
+/// The report line of a run's `ratio` to `batched`, a floor rate whose verifications ran in
+/// batches of [`floor::BATCH`].
+fn against_batches(text: &mut String, ratio: Option<f64>, batched: f64, what: &str) {
     use std::fmt::Write;
     let _ = writeln!(
         text,
         "  against batches    {:.3} of {batched:.1} {what} in batches of {}",
-        throughput / batched,
+        ratio.unwrap_or(f64::NAN),
         floor::BATCH
     );
 }
@@ -1567,6 +1568,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
     }
 
     let ratio = floor.map(|f| outcome.throughput() / f.verifies_per_sec);
+    let batched_ratio = floor.map(|f| outcome.throughput() / f.batched_verifies_per_sec);
     let mut targets = serde_json::Map::new();
     if let Some(r) = ratio {
         targets.insert(
@@ -1585,7 +1587,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
         "records_checked": {"sampled": sampled, "as_expected": stored_as_expected, "on_rating": want},
         "floor": floor_json(floor_before, floor_after),
         "ratio_to_verify_rate": ratio.map(round3),
-        "ratio_to_batched_verify_rate": floor.map(|f| round3(outcome.throughput() / f.batched_verifies_per_sec)),
+        "ratio_to_batched_verify_rate": batched_ratio.map(round3),
         "targets": targets,
         }),
     );
@@ -1632,7 +1634,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
             );
             against_batches(
                 &mut text,
-                outcome.throughput(),
+                batched_ratio,
                 f.batched_verifies_per_sec,
                 "/s, verifications",
             );
