@@ -9,6 +9,7 @@
 # round trip, and stops the second server and removes its files.
 set -euo pipefail
 B="${1:-target/release/ondc-rating}"
+MACHINE_REDIS="${REDIS_URL:-redis://127.0.0.1:6379/}"
 shift || true
 DIR="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -35,4 +36,4 @@ run() {
     "$(grep -oE 'errors +[0-9]+' <<<"$out")"
 }
 run "Redis, every write fsynced" "redis://127.0.0.1:$PORT/" "$@"
-run "Redis, ${REDIS_URL:-redis://127.0.0.1:6379/}" "${REDIS_URL:-redis://127.0.0.1:6379/}" "$@"
+run "Redis, $MACHINE_REDIS" "$MACHINE_REDIS" "$@"
