@@ -4,8 +4,10 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::HeaderMap;
+use actix_web::{HttpRequest, HttpResponse, Responder, web};
 use serde::Serialize;
 use serde_json::json;
 use tracing::Instrument;
@@ -49,9 +51,8 @@ pub fn rating_context(
 }
 
 /// Reads the bearer token and returns the user id.
-fn user(state: &AppState, req: &HttpRequest) -> Result<String, ApiError> {
-    let header = req
-        .headers()
+fn user(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let header = headers
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     state
@@ -131,11 +132,43 @@ pub fn buyer_envelope<'a>(
     }
 }
 
-/// `POST /ret11/rating`, in a span that carries the exchange's ids once the order is claimed.
-pub async fn rate_order(
+/// `POST /ret11/rating`, as a service of its own rather than a handler: the request's headers
+/// are taken out of it and handed to the rating, which reads them (the user's token, the body's
+/// length) while it is prepared and drops them then. A handler would keep them until its answer,
+/// and a request waits for its /on_rating for up to `buyer.callback_wait_ms`: actix-web holds a
+/// request's headers in a hash table of about 210 bytes a slot, 1.7 KiB for the four headers of
+/// the load tool's requests (twice that from eight headers), more than any other part of a
+/// waiting request (docs/BENCHMARKS.md). The request is not shared yet when its service is
+/// called, so its headers can be taken.
+pub fn rate_order_service() -> impl ServiceFactory<
+    ServiceRequest,
+    Config = (),
+    Response = ServiceResponse,
+    Error = actix_web::Error,
+    InitError = (),
+> {
+    actix_web::dev::fn_service(|mut req: ServiceRequest| {
+        let headers = std::mem::take(req.headers_mut());
+        let (req, payload) = req.into_parts();
+        async move {
+            let answer = match req.app_data::<web::Data<AppState>>() {
+                Some(state) => rate_order(state.clone(), headers, payload).await,
+                None => Err(ApiError::new(
+                    ApiCode::InternalError,
+                    "the server's state is not configured",
+                )),
+            };
+            let res = answer.respond_to(&req).map_into_boxed_body();
+            Ok(ServiceResponse::new(req, res))
+        }
+    })
+}
+
+/// A rating, in a span that carries the exchange's ids once the order is claimed.
+async fn rate_order(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
+    headers: HeaderMap,
+    payload: actix_web::dev::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let span = tracing::info_span!(
         "rate_order",
@@ -146,19 +179,20 @@ pub async fn rate_order(
         bap_id = Empty,
         bpp_id = Empty,
     );
-    rate(state, req, payload).instrument(span).await
+    rate(state, headers, payload).instrument(span).await
 }
 
 async fn rate(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
+    headers: HeaderMap,
+    payload: actix_web::dev::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // Four phases, each in a future of its own, so that what a request keeps while it waits is
     // only what that wait needs: queued for a slot to its seller, the rating it will send (not
     // the state of the read before it or of the send after it); waiting for /on_rating, its
     // record packed, the waiter and the timer.
-    let prepared = Box::pin(prepare(&state, &req, payload)).await?;
+    // The headers go to the first phase and end with it.
+    let prepared = Box::pin(prepare(&state, headers, payload)).await?;
     // The slot before the claim: a request that finds its seller's slots full after
     // `buyer.send_timeout_ms` is refused having changed nothing, and a burst of ratings to a
     // slow seller queues as small records instead of claimed, half-sent exchanges.
@@ -245,14 +279,16 @@ fn unreadable(e: serde_json::Error) -> ApiError {
 }
 
 /// Reads and checks the request (the user, the body, the order and its state, the entries) and
-/// builds the record and the /rating's context; nothing is claimed or written.
+/// builds the record and the /rating's context; nothing is claimed or written. The request's
+/// headers are dropped when it returns.
 async fn prepare(
     state: &AppState,
-    req: &HttpRequest,
-    payload: web::Payload,
+    headers: HeaderMap,
+    payload: actix_web::dev::Payload,
 ) -> Result<Prepared, ApiError> {
-    let user_id = user(state, req)?;
-    let body = read_body(req, payload, state.settings.server.max_body_bytes).await?;
+    let user_id = user(state, &headers)?;
+    let body = read_body(&headers, payload, state.settings.server.max_body_bytes).await?;
+    drop(headers);
     let request = RateOrder::parse(&body)?;
     let order = owned_order(state, &request.order_id, &user_id).await?;
     if !order.state.eq_ignore_ascii_case("Completed") {
@@ -657,7 +693,7 @@ pub async fn get_rating(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = user(&state, &req)?;
+    let user_id = user(&state, req.headers())?;
     let order = owned_order(&state, &path, &user_id).await?;
     let record = state
         .store

@@ -334,7 +334,7 @@ pub async fn put_feedback(
 ) -> Result<HttpResponse, FeedbackError> {
     authenticate(&state, &req)?;
     let (user_id, order_id) = path.into_inner();
-    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let body = read_body(req.headers(), payload, state.settings.server.max_body_bytes).await?;
     let parsed = parse(&body);
     let user = state.store.get_user(&user_id).await?;
     // Every 400 at once: the body's and the unknown user.

@@ -375,7 +375,7 @@ pub async fn post_feedback(
 ) -> Result<HttpResponse, ListingError> {
     let sub = rater(&state, &req)?;
     let listing_id = path.into_inner();
-    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let body = read_body(req.headers(), payload, state.settings.server.max_body_bytes).await?;
     let order = listing(&state, &listing_id).await?;
     let role = role_of(&order, &sub).ok_or_else(ListingError::forbidden)?;
     let submission = parse(&body, role == "shipper")?;

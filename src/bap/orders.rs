@@ -109,7 +109,7 @@ pub async fn put_order(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     check_internal(&req, &state.settings.buyer.internal_token)?;
-    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let body = read_body(req.headers(), payload, state.settings.server.max_body_bytes).await?;
     let b: OrderBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ApiCode::InvalidJson, format!("invalid order: {e}")))?;
     let order = Order {

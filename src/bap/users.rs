@@ -32,7 +32,7 @@ pub async fn put_user(
             "must be a non-empty id of at most 255 bytes",
         )]));
     }
-    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let body = read_body(req.headers(), payload, state.settings.server.max_body_bytes).await?;
     let b: UserBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ApiCode::InvalidJson, format!("invalid user: {e}")))?;
     let user = User {

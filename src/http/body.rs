@@ -6,10 +6,9 @@
 //! 800-byte body. Here a body declared by Content-Length gets a buffer of exactly that size
 //! (refused at once when it exceeds the limit), and a chunked one grows with what arrives.
 
-use actix_web::HttpRequest;
-use actix_web::http::header::CONTENT_LENGTH;
-use actix_web::web::{self, Bytes, BytesMut};
-use futures_util::StreamExt;
+use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
+use actix_web::web::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 
 /// The first buffer for a body of undeclared length (chunked transfer).
 const UNDECLARED_START: usize = 1024;
@@ -23,13 +22,18 @@ pub enum BodyError {
     Read(String),
 }
 
-/// Reads the body of `req` from `payload`, at most `limit` bytes.
-pub async fn collect(
-    req: &HttpRequest,
-    mut payload: web::Payload,
+/// Reads the body of a request with `headers` from `payload` (actix-web's `web::Payload` or the
+/// `dev::Payload` a service is handed), at most `limit` bytes.
+pub async fn collect<S, E>(
+    headers: &HeaderMap,
+    mut payload: S,
     limit: usize,
-) -> Result<Bytes, BodyError> {
-    let declared = declared_length(req);
+) -> Result<Bytes, BodyError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let declared = declared_length(headers);
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge);
     }
@@ -45,8 +49,8 @@ pub async fn collect(
 }
 
 /// The Content-Length the request declares, when it declares a valid one.
-fn declared_length(req: &HttpRequest) -> Option<usize> {
-    req.headers()
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
         .get(CONTENT_LENGTH)?
         .to_str()
         .ok()?

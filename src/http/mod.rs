@@ -213,12 +213,16 @@ pub enum StartError {
 }
 
 /// Reads a request body up to `limit` bytes, into a buffer of its own size ([`body::collect`]).
-pub async fn read_body(
-    req: &actix_web::HttpRequest,
-    payload: web::Payload,
+pub async fn read_body<S, E>(
+    headers: &actix_web::http::header::HeaderMap,
+    payload: S,
     limit: usize,
-) -> Result<web::Bytes, ApiError> {
-    body::collect(req, payload, limit)
+) -> Result<web::Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    body::collect(headers, payload, limit)
         .await
         .map_err(|e| match e {
             body::BodyError::Read(e) => {
@@ -425,7 +429,7 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
             (
                 Method::POST,
                 "/ret11/rating".to_owned(),
-                route(Method::POST).to(crate::bap::api::rate_order),
+                route(Method::POST).service(crate::bap::api::rate_order_service()),
             ),
             (
                 Method::POST,

@@ -81,18 +81,20 @@ pub async fn verify_inbound(
     payload: web::Payload,
     codes: RoleCodes,
 ) -> Result<Verified, HttpResponse> {
-    let body = match super::body::collect(req, payload, state.settings.server.max_body_bytes).await
-    {
-        Ok(b) => b,
-        Err(BodyError::Read(e)) => {
-            return Err(nack(codes.invalid, None, format!("cannot read body: {e}")));
-        }
-        Err(BodyError::TooLarge) => {
-            let mut r = nack(codes.invalid, None, "body too large");
-            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            return Err(r);
-        }
-    };
+    let body =
+        match super::body::collect(req.headers(), payload, state.settings.server.max_body_bytes)
+            .await
+        {
+            Ok(b) => b,
+            Err(BodyError::Read(e)) => {
+                return Err(nack(codes.invalid, None, format!("cannot read body: {e}")));
+            }
+            Err(BodyError::TooLarge) => {
+                let mut r = nack(codes.invalid, None, "body too large");
+                *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                return Err(r);
+            }
+        };
     let header = req
         .headers()
         .get(AUTHORIZATION)

@@ -109,7 +109,7 @@ impl ChallengeResponder {
         req: &actix_web::HttpRequest,
         payload: web::Payload,
     ) -> Result<HttpResponse, ApiError> {
-        let body = read_body(req, payload, self.limit).await?;
+        let body = read_body(req.headers(), payload, self.limit).await?;
         let parsed: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(ApiCode::InvalidJson, format!("body is not JSON: {e}")))?;
         let Some(parsed) = parsed.as_object() else {
