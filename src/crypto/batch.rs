@@ -209,8 +209,11 @@ pub(super) fn alone(key: &VerifyingKey, message: &[u8], signature: &Signature) -
     }
 }
 
-/// Checks a queue taken off this thread and hands each waiting request its verdict.
-fn check(taken: Vec<Pending>) {
+/// Checks a queue taken off this thread and hands each waiting request its verdict. A signature
+/// whose request is gone (its client disconnected, its future dropped) is not checked: the queue
+/// holds the only reference to its verdict.
+fn check(mut taken: Vec<Pending>) {
+    taken.retain(|p| Rc::strong_count(&p.verdict) > 1);
     let singly = SINGLY_UNTIL
         .get()
         .is_some_and(|until| Instant::now() < until);
@@ -414,6 +417,40 @@ mod tests {
             let strict = crate::crypto::verify_strict(&keys.verifying_key(), message, signature);
             proptest::prop_assert_eq!(check_all(&items), strict);
         }
+    }
+
+    /// A signature whose request went away while it waited is left out of its batch: a forged one
+    /// among them neither fails the others' batch nor sends the thread into single checks.
+    #[test]
+    fn a_signature_whose_request_is_gone_is_not_checked() {
+        let keys = SigningKeyPair::generate().unwrap();
+        let pending = |i: usize, forged: bool| {
+            let (m, mut s) = signed(&keys, i);
+            if forged {
+                s = flipped(&s, 50, 1);
+            }
+            let verdict = Rc::new(Cell::new(None));
+            let p = Pending {
+                key: keys.verifying_key(),
+                message: String::from_utf8(m).unwrap(),
+                signature: s,
+                verdict: verdict.clone(),
+            };
+            (p, verdict)
+        };
+        let (mut taken, waiting): (Vec<_>, Vec<_>) = (0..8).map(|i| pending(i, false)).unzip();
+        let (gone, its_verdict) = pending(8, true);
+        drop(its_verdict);
+        taken.insert(3, gone);
+        check(taken);
+        for (i, v) in waiting.iter().enumerate() {
+            let expected = Checked {
+                valid: true,
+                how: How::Batch,
+            };
+            assert_eq!(v.get(), Some(expected), "{i}");
+        }
+        assert_eq!(SINGLY_UNTIL.get(), None);
     }
 
     /// Many requests on one current-thread runtime verify in batches; each gets its own verdict,

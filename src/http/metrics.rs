@@ -15,10 +15,11 @@
 //! - `ondc_rating_callbacks_matched_total{against}`: `/on_rating` callbacks accepted, by what they
 //!   were matched against: the `/rating` a request in this process waits on (`waiting_request`),
 //!   or the store (`store`: its request waits on another instance, or waits no more);
-//! - `ondc_rating_signatures_checked_total{how}`: inbound signatures whose Ed25519 equation was
-//!   checked, by how: on their own (`alone`), in a batch that passed (`batch`), or on their own
+//! - `ondc_rating_signatures_checked_total{how}`: checks of inbound signatures' Ed25519
+//!   equation, by how: on their own (`alone`), in a batch that passed (`batch`), or on their own
 //!   after their batch failed or within `crypto::batch::SINGLY_FOR` after one of their worker's
-//!   did (`rechecked`).
+//!   did (`rechecked`). A signature that fails under a cached key and is checked again under the
+//!   key the registry has since rotated to counts twice, the second time `alone`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

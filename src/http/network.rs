@@ -168,10 +168,15 @@ async fn check_signature(
                 .await
                 .map_err(unavailable)?;
             match fresh {
-                Some(f) if f.key != found.key => parsed
-                    .verify(body, &f.key, now, skew)
-                    .map(|()| parsed.clone())
-                    .map_err(|e| Refused(e.to_string())),
+                Some(f) if f.key != found.key => {
+                    let again = parsed.check(body, &f.key, now, skew).and_then(|c| {
+                        state.metrics.signature_checked(c.how);
+                        c.valid.then_some(()).ok_or(VerifyError::BadSignature)
+                    });
+                    again
+                        .map(|()| parsed.clone())
+                        .map_err(|e| Refused(e.to_string()))
+                }
                 _ => Err(Refused(VerifyError::BadSignature.to_string())),
             }
         }
