@@ -77,6 +77,11 @@ pub struct ServerSettings {
     /// HTTP worker threads (each a single-threaded runtime with its own connections). 0: one per
     /// core. Fewer suit an adapter that shares its cores with other busy processes.
     pub workers: usize,
+    /// Connections the kernel holds for the listening socket until a worker accepts them (the
+    /// `listen` backlog; the kernel caps it at `net.core.somaxconn`). A connection beyond it has
+    /// its SYN dropped and the client retries a second later: 128 (the standard library's) let
+    /// a burst of 256 new connections wait 1 s (docs/BENCHMARKS.md).
+    pub backlog: u32,
 }
 
 /// The most `server.background_threads` a configuration may ask for.
@@ -84,6 +89,12 @@ pub const MAX_BACKGROUND_THREADS: usize = 256;
 
 /// The most `server.workers` a configuration may ask for.
 pub const MAX_WORKERS: usize = 256;
+
+/// `server.backlog` unless configured: actix-web's own for the sockets it binds.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// The largest `server.backlog` (Linux's own bound on `net.core.somaxconn`).
+pub const MAX_BACKLOG: u32 = 65_535;
 
 impl ServerSettings {
     /// `background_threads`, with 0 resolved from the machine's cores.
@@ -108,6 +119,7 @@ impl Default for ServerSettings {
             http2: false,
             background_threads: 0,
             workers: 0,
+            backlog: DEFAULT_BACKLOG,
         }
     }
 }
@@ -933,6 +945,12 @@ impl Settings {
                 format!("must be at most {MAX_WORKERS} (0: one per core)"),
             ));
         }
+        if !(1..=MAX_BACKLOG).contains(&self.server.backlog) {
+            return Err(invalid(
+                "server.backlog",
+                format!("must be between 1 and {MAX_BACKLOG}"),
+            ));
+        }
         if self.buyer.enabled {
             check_uri("buyer.bap_uri", &self.buyer.bap_uri)?;
             if self.buyer.callback_wait_ms > 30_000 {
@@ -1094,6 +1112,23 @@ mod tests {
         )];
         let e = Settings::from_toml_with_env(DEFAULT, env).unwrap_err();
         assert!(e.to_string().contains("server.background_threads"), "{e}");
+    }
+
+    #[test]
+    fn the_listen_backlog_defaults_above_a_burst_and_is_bounded() {
+        let s = Settings::from_toml_with_env(DEFAULT, []).unwrap();
+        assert_eq!(s.server.backlog, DEFAULT_BACKLOG);
+        for bad in ["0", "65536", "-1"] {
+            let env = [("ONDC_RATING__SERVER__BACKLOG".to_string(), bad.to_string())];
+            let e = Settings::from_toml_with_env(DEFAULT, env).unwrap_err();
+            assert!(e.to_string().contains("backlog"), "{bad}: {e}");
+        }
+        let env = [(
+            "ONDC_RATING__SERVER__BACKLOG".to_string(),
+            "4096".to_string(),
+        )];
+        let s = Settings::from_toml_with_env(DEFAULT, env).unwrap();
+        assert_eq!(s.server.backlog, 4096);
     }
 
     #[test]

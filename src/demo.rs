@@ -47,7 +47,8 @@ struct Side {
 }
 
 fn side(subscriber_id: &str, dir: &Path, name: &str) -> Result<Side, DemoError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(setup)?;
+    let listener =
+        crate::http::bind_listener("127.0.0.1:0", crate::config::DEFAULT_BACKLOG).map_err(setup)?;
     let port = listener.local_addr().map_err(setup)?.port();
     let keys = SigningKeyPair::generate().map_err(setup)?;
     let settings = Settings::participant(

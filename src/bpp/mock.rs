@@ -6,7 +6,7 @@
 //! it trusts are given with `--peer` and/or found in a registry (`--registry`).
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -120,7 +120,7 @@ pub fn settings(
 
 /// Starts the mock seller, prints how to trust it to `out`, and serves until stopped.
 pub async fn run(args: MockSellerArgs, out: &mut impl Write) -> Result<(), String> {
-    let listener = TcpListener::bind(&args.bind)
+    let listener = crate::http::bind_listener(&args.bind, crate::config::DEFAULT_BACKLOG)
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let keys = match &args.private_key {

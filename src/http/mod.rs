@@ -248,7 +248,7 @@ pub struct Application {
 impl Application {
     /// Opens the store and binds `settings.server.bind`.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(&settings.server.bind)
+        let listener = bind_listener(&settings.server.bind, settings.server.backlog)
             .map_err(|e| StartError::Bind(settings.server.bind.clone(), e))?;
         Self::with_listener(settings, listener, Arc::new(SystemClock)).await
     }
@@ -420,6 +420,42 @@ impl Application {
 /// expression, so the three routes of a rating exchange (fixed paths) come first: a `/rating` or
 /// `/on_rating` used to be tried against the nine parameterised paths before it, about 4 % of the
 /// buyer side's CPU per round trip (docs/BENCHMARKS.md).
+/// Binds `addr` (its first address that binds, as `TcpListener::bind` tries them) and listens
+/// with room for `backlog` connections waiting to be accepted; the standard library's
+/// `TcpListener::bind` leaves 128, and a connection beyond them has its SYN dropped and waits for
+/// the client's retry a second later. Like the standard library's, the socket reuses its address
+/// (Unix) and is closed in the processes this one starts.
+pub fn bind_listener(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for address in addr.to_socket_addrs()? {
+        match listen_on(address, backlog) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
+fn listen_on(address: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
 fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
     let route = |m: Method| web::method(m);
     let (buyer, seller) = (settings.buyer.enabled, settings.seller.enabled);
@@ -577,4 +613,49 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         ));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    /// How many of `tries` connections to `listener`, made one after another while nothing
+    /// accepts, are established (each given `wait`); stops at the first that is not. The
+    /// connections are held open until the count is returned.
+    fn established(listener: &TcpListener, tries: usize, wait: Duration) -> usize {
+        let address = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..tries {
+            match TcpStream::connect_timeout(&address, wait) {
+                Ok(stream) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+        held.len()
+    }
+
+    /// A burst of new connections larger than the standard library's backlog waits to be
+    /// accepted instead of having its SYNs dropped (a second's wait each for their clients).
+    #[test]
+    fn a_burst_of_connections_waits_in_the_configured_backlog() {
+        let wait = Duration::from_millis(300);
+        let ours = bind_listener("127.0.0.1:0", crate::config::DEFAULT_BACKLOG).unwrap();
+        assert_eq!(established(&ours, 400, wait), 400);
+        // The standard library's: the kernel holds the backlog and one more, then drops SYNs.
+        let std_bound = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(established(&std_bound, 400, wait), 129);
+        let small = bind_listener("127.0.0.1:0", 16).unwrap();
+        assert_eq!(established(&small, 400, wait), 17);
+    }
+
+    #[test]
+    fn an_address_that_cannot_be_bound_is_an_error() {
+        let taken = bind_listener("127.0.0.1:0", 16).unwrap();
+        let address = taken.local_addr().unwrap().to_string();
+        let e = bind_listener(&address, 16).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(bind_listener("not an address", 16).is_err());
+    }
 }

@@ -22,7 +22,7 @@ pub struct AckPeer {
 impl AckPeer {
     /// Serves POST `path` on a free loopback port with one worker.
     pub fn start(path: &'static str) -> Result<Self, String> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        let listener = crate::http::bind_listener("127.0.0.1:0", crate::config::DEFAULT_BACKLOG)
             .map_err(|e| format!("cannot bind a loopback port: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let received: Arc<AtomicU64> = Arc::default();
