@@ -267,9 +267,53 @@ pub fn summarise(samples: &[Sample], index: usize) -> (Option<u64>, Option<Memor
     (max, last)
 }
 
+/// The machine's connections dropped because a listening socket's queue of connections waiting
+/// to be accepted was full (`TcpExt: ListenOverflows` in /proc/net/netstat, of this network
+/// namespace); None where it cannot be read. Each such client retries its SYN a second later.
+pub fn listen_overflows() -> Option<u64> {
+    listen_overflows_in(&std::fs::read_to_string("/proc/net/netstat").ok()?)
+}
+
+fn listen_overflows_in(netstat: &str) -> Option<u64> {
+    let mut tcp_ext = netstat.lines().filter_map(|l| l.strip_prefix("TcpExt:"));
+    let (names, values) = (tcp_ext.next()?, tcp_ext.next()?);
+    let at = names
+        .split_whitespace()
+        .position(|name| name == "ListenOverflows")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_listen_overflows_and_counts_a_full_backlog() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                       TcpExt: 0 417 419\n\
+                       IpExt: InNoRoutes\n\
+                       IpExt: 0\n";
+        assert_eq!(listen_overflows_in(netstat), Some(417));
+        assert_eq!(listen_overflows_in("IpExt: A\nIpExt: 1\n"), None);
+        assert_eq!(listen_overflows_in("TcpExt: A B\nTcpExt: 1\n"), None);
+
+        // The real counter: a listener with room for one waiting connection that nothing
+        // accepts; the connections past it overflow its queue.
+        let before = listen_overflows().expect("/proc/net/netstat is readable");
+        let listener = crate::http::bind_listener("127.0.0.1:0", 1).unwrap();
+        let address = listener.local_addr().unwrap();
+        let held: Vec<_> = (0..4)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).ok()
+            })
+            .collect();
+        assert!(
+            held.len() < 4,
+            "the queue of one took {} connections",
+            held.len()
+        );
+        assert!(listen_overflows().unwrap() > before);
+    }
 
     #[test]
     fn reads_own_memory() {

@@ -999,6 +999,7 @@ fn memory_text(out: &mut String, name: &str, m: &Value) {
 
 async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
     let floor_before = measure_floor(&ctx.common).await?;
+    let overflows_before = children::listen_overflows();
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let workers = ctx.common.workers_each(2);
     let (mut seller_settings, seller_keys) =
@@ -1154,6 +1155,7 @@ async fn round_trip(a: LoadArgs, ctx: &Ctx) -> Result<Report, String> {
         );
         json["signatures_checked"] =
             signatures_report(&[("buyer", &buyer_server), ("seller", &seller)], &mut text).await;
+        json["listen_overflows"] = overflows_report(overflows_before, &mut text);
     }
     drop(buyer_server);
     drop(seller);
@@ -1312,6 +1314,25 @@ async fn signatures_report(servers: &[(&str, &Server)], text: &mut String) -> Va
     Value::Object(json)
 }
 
+/// The machine's listen-queue overflows since `before` (a connection whose SYN was dropped and
+/// retried a second later: the cause of a latency near 1 s); null where they cannot be read.
+fn overflows_report(before: Option<u64>, text: &mut String) -> Value {
+    use std::fmt::Write;
+    let during = before
+        .zip(children::listen_overflows())
+        .map(|(b, a)| a.saturating_sub(b));
+    match during {
+        Some(n) => {
+            let _ = writeln!(
+                text,
+                "  SYNs dropped       {n} (the machine's listen-queue overflows during the run)"
+            );
+        }
+        None => text.push_str("  SYNs dropped       not known (no /proc/net/netstat)\n"),
+    }
+    json!(during)
+}
+
 /// The CPU part of a report: microseconds of CPU per operation for each adapter and the tool,
 /// operations per CPU-second of the adapters together, and that against `reference` (the same
 /// operation's signature work alone, per CPU-second of one thread).
@@ -1455,6 +1476,7 @@ fn inbound_requests(to: &Transport, path: String, signed: Signed) -> Request {
 async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
     let (a, with_on_rating) = (args.load, args.with_on_rating);
     let floor_before = measure_floor(&ctx.common).await?;
+    let overflows_before = children::listen_overflows();
     let dir = Scratch::new(ctx.common.data_dir.as_deref())?;
     let sink = stub::AckPeer::start("/bap/on_rating")?;
     let workers = ctx.common.workers_each(1);
@@ -1649,6 +1671,7 @@ async fn inbound(args: InboundArgs, ctx: &Ctx) -> Result<Report, String> {
             "a single verification",
         );
         json["signatures_checked"] = signatures_report(&[("seller", &seller)], &mut text).await;
+        json["listen_overflows"] = overflows_report(overflows_before, &mut text);
     }
     drop(seller);
     let missing = (sampled - stored_as_expected) as u64;
