@@ -299,8 +299,9 @@ async fn run(
                 site_bases: site_base.into_iter().collect(),
                 ..RegistryOptions::default()
             };
-            let listener = std::net::TcpListener::bind(&bind)
-                .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+            let listener =
+                ondc_rating::http::bind_listener(&bind, ondc_rating::config::DEFAULT_BACKLOG)
+                    .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
             let count = records.len();
             let (server, _) = ondc_rating::registry::server::serve_with(
                 records,
