@@ -413,13 +413,6 @@ impl Application {
     }
 }
 
-/// Every route of the enabled roles: (method, path, handler). One table feeds both the server
-/// and [`route_list`], which the OpenAPI test checks against the document.
-///
-/// actix-web tries routes in the order given and matches each path with a `{param}` by a regular
-/// expression, so the three routes of a rating exchange (fixed paths) come first: a `/rating` or
-/// `/on_rating` used to be tried against the nine parameterised paths before it, about 4 % of the
-/// buyer side's CPU per round trip (docs/BENCHMARKS.md).
 /// Binds `addr` (its first address that binds, as `TcpListener::bind` tries them) and listens
 /// with room for `backlog` connections waiting to be accepted; the standard library's
 /// `TcpListener::bind` leaves 128, and a connection beyond them has its SYN dropped and waits for
@@ -456,6 +449,13 @@ fn listen_on(address: std::net::SocketAddr, backlog: u32) -> std::io::Result<Tcp
     Ok(socket.into())
 }
 
+/// Every route of the enabled roles: (method, path, handler). One table feeds both the server
+/// and [`route_list`], which the OpenAPI test checks against the document.
+///
+/// actix-web tries routes in the order given and matches each path with a `{param}` by a regular
+/// expression, so the three routes of a rating exchange (fixed paths) come first: a `/rating` or
+/// `/on_rating` used to be tried against the nine parameterised paths before it, about 4 % of the
+/// buyer side's CPU per round trip (docs/BENCHMARKS.md).
 fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
     let route = |m: Method| web::method(m);
     let (buyer, seller) = (settings.buyer.enabled, settings.seller.enabled);

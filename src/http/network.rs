@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::body::BodyError;
+use crate::crypto::batch::Checked;
 use crate::crypto::{AuthorizationHeader, VerifyError};
 use crate::protocol::{AckResponse, NackCode};
 use crate::registry::KeySource;
@@ -154,11 +155,14 @@ async fn check_signature(
     } else {
         parsed.check(body, &found.key, now, skew)
     };
-    let first = checked.and_then(|c| {
-        state.metrics.signature_checked(c.how);
-        c.valid.then_some(()).ok_or(VerifyError::BadSignature)
-    });
-    match first {
+    // Every check of the equation is counted, the one under a rotated key included.
+    let counted = |checked: Result<Checked, VerifyError>| {
+        checked.and_then(|c| {
+            state.metrics.signature_checked(c.how);
+            c.valid.then_some(()).ok_or(VerifyError::BadSignature)
+        })
+    };
+    match counted(checked) {
         Ok(()) => Ok(parsed),
         // A cached key that no longer verifies may have been rotated: ask once more.
         Err(VerifyError::BadSignature) if found.source == KeySource::Cache => {
@@ -168,15 +172,9 @@ async fn check_signature(
                 .await
                 .map_err(unavailable)?;
             match fresh {
-                Some(f) if f.key != found.key => {
-                    let again = parsed.check(body, &f.key, now, skew).and_then(|c| {
-                        state.metrics.signature_checked(c.how);
-                        c.valid.then_some(()).ok_or(VerifyError::BadSignature)
-                    });
-                    again
-                        .map(|()| parsed.clone())
-                        .map_err(|e| Refused(e.to_string()))
-                }
+                Some(f) if f.key != found.key => counted(parsed.check(body, &f.key, now, skew))
+                    .map(|()| parsed.clone())
+                    .map_err(|e| Refused(e.to_string())),
                 _ => Err(Refused(VerifyError::BadSignature.to_string())),
             }
         }

@@ -818,6 +818,18 @@ pub fn check_signed_webhook(c: &Captured, secret: &str, idempotency_key: &str) -
     serde_json::from_slice(&c.body).unwrap()
 }
 
+/// The signatures checked so far by `how` (alone, batch, rechecked).
+pub async fn checked(seller: &Seller) -> [f64; 3] {
+    let text = metrics(&seller.app.base).await;
+    ["alone", "batch", "rechecked"].map(|how| {
+        sample(
+            &text,
+            &format!("ondc_rating_signatures_checked_total{{how=\"{how}\"}}"),
+        )
+        .unwrap()
+    })
+}
+
 /// The server's `/metrics` text, after checking the content type.
 pub async fn metrics(base: &str) -> String {
     let r = reqwest::get(format!("{base}/metrics")).await.unwrap();

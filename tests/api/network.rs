@@ -137,18 +137,6 @@ async fn burst(
     futures_util::future::join_all(posts).await
 }
 
-/// The signatures checked so far by `how` (alone, batch, rechecked).
-async fn checked(seller: &Seller) -> [f64; 3] {
-    let text = metrics(&seller.app.base).await;
-    ["alone", "batch", "rechecked"].map(|how| {
-        sample(
-            &text,
-            &format!("ondc_rating_signatures_checked_total{{how=\"{how}\"}}"),
-        )
-        .unwrap()
-    })
-}
-
 /// Requests arriving together on one HTTP worker have their signatures checked in batches; a
 /// forged signature among them fails its batch, is refused on its own, and costs none of the
 /// genuine requests their ACK or their record. With batching off, each is checked alone.
