@@ -16,7 +16,7 @@ use crate::http::AppState;
 use crate::http::error::{ApiCode, ApiError};
 use crate::http::network::{SELLER, accept_inbound, ack, nack};
 use crate::protocol::rating::parse_inbound;
-use crate::protocol::{Action, NackCode};
+use crate::protocol::{Action, Context, NackCode};
 use crate::store::{DeliveryStatus, ReceivedRating, Verdict};
 
 use super::checks::first_problem;
@@ -63,6 +63,19 @@ fn ttl_left_ms(
         .min(crate::protocol::RATING_TTL_SECS)
         .saturating_mul(1000)
         .saturating_sub((now - sent_at).num_milliseconds().max(0))
+}
+
+/// The ttl of a stored /rating's context (at most the protocol's) and the milliseconds left of
+/// it at `now`; zero or less once it has passed.
+pub(crate) fn ttl_left_of(context: &Context, now: chrono::DateTime<chrono::Utc>) -> (i64, i64) {
+    let sent_at = parse_timestamp(&context.timestamp).unwrap_or(now);
+    let ttl = context
+        .ttl
+        .as_deref()
+        .and_then(iso_duration_secs)
+        .unwrap_or(crate::protocol::RATING_TTL_SECS)
+        .min(crate::protocol::RATING_TTL_SECS);
+    (ttl, ttl_left_ms(ttl, sent_at, now))
 }
 
 /// `POST {bpp_uri}/rating`, in a span that carries the context's ids once they are read (the
@@ -178,6 +191,7 @@ async fn handle(
         // Saturating: a peer may send any ttl. At most the protocol's 30 s: that is all a
         // graceful stop waits for owed /on_rating deliveries.
         ttl_left: Duration::from_millis(ttl_left_ms(ttl, sent_at, now).max(0) as u64),
+        resumed: false,
     };
     match state.store.insert_received(&received).await {
         Ok(true) => {
@@ -217,21 +231,6 @@ pub async fn get_received(
     }
 }
 
-/// Takes a received rating's key out of [`AppState::answering`] when the answer ends, however it
-/// ends.
-struct Answering {
-    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-    key: String,
-}
-
-impl Drop for Answering {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.set.lock() {
-            set.remove(&self.key);
-        }
-    }
-}
-
 /// `POST /internal/seller/ratings/{bap_id}/{message_id}/on_rating` (`seller.on_rating =
 /// "platform"`): the seller platform's answer to a rating that passed the checks, in the form its
 /// webhook answers take (empty or `{}`: what the record holds; a `feedback_form_url`; an `error`
@@ -246,20 +245,18 @@ pub async fn answer_received(
     check_internal(&req, &state.settings.seller.internal_token)?;
     let (bap_id, message_id) = path.into_inner();
     let key = format!("{bap_id}|{message_id}");
-    let claimed = state
-        .answering
-        .lock()
-        .map_err(|_| ApiError::new(ApiCode::InternalError, "answer registry poisoned"))?
-        .insert(key.clone());
-    if !claimed {
+    // A hand-off a restart took up again settles the verdict this answer would read.
+    if state.handing_off.holds(&key) {
+        return Err(ApiError::new(
+            ApiCode::TooBusy,
+            "the rating is still being handed to the seller platform's webhook; retry",
+        ));
+    }
+    let Some(claim) = state.answering.take(key) else {
         return Err(ApiError::new(
             ApiCode::AlreadyAnswered,
             "its /on_rating is being sent",
         ));
-    }
-    let claim = Answering {
-        set: state.answering.clone(),
-        key,
     };
     // Instances sharing Redis: one of them sends. Held past the longest ttl an answer can have
     // (a crash while sending leaves it to expire).
@@ -283,7 +280,7 @@ async fn answer_claimed(
     bap_id: &str,
     message_id: &str,
     body: &[u8],
-    claim: Answering,
+    claim: crate::http::Held,
 ) -> Result<HttpResponse, ApiError> {
     // Read after the claim: an answer that finished in between shows in the record.
     let Some(mut r) = state.store.get_received(bap_id, message_id).await? else {
@@ -325,15 +322,7 @@ async fn answer_claimed(
             ));
         }
     }
-    let sent_at = parse_timestamp(&r.context.timestamp).unwrap_or(now);
-    let ttl = r
-        .context
-        .ttl
-        .as_deref()
-        .and_then(iso_duration_secs)
-        .unwrap_or(crate::protocol::RATING_TTL_SECS)
-        .min(crate::protocol::RATING_TTL_SECS);
-    let left = ttl_left_ms(ttl, sent_at, now);
+    let (ttl, left) = ttl_left_of(&r.context, now);
     if left <= 0 {
         return Err(ApiError::new(
             ApiCode::TtlPassed,

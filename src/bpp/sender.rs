@@ -189,6 +189,11 @@ pub struct Job {
     pub received: tokio::time::Instant,
     /// What is left of the /rating's own ttl (timestamp + ttl) at arrival.
     pub ttl_left: Duration,
+    /// Taken up again at start after a process stopped with it owed ([`resume`]): `received`
+    /// is when it was taken up and `ttl_left` what was left then. The webhook gets its whole
+    /// budget (the seller platform must hear of the rating whatever the ttl), the /on_rating only
+    /// what is left of the ttl.
+    pub resumed: bool,
 }
 
 /// Time the /on_rating keeps after the webhook, within the request's ttl.
@@ -272,8 +277,12 @@ impl Drop for Owed {
 /// how far it got.
 async fn process(state: &web::Data<AppState>, r: &mut ReceivedRating, job: Job) {
     if r.verdict == Verdict::Pending {
-        let budget = Duration::from_millis(state.settings.seller.webhook_timeout_ms)
-            .min(job.ttl_left.saturating_sub(ON_RATING_RESERVE));
+        let whole = Duration::from_millis(state.settings.seller.webhook_timeout_ms);
+        let budget = if job.resumed {
+            whole
+        } else {
+            whole.min(job.ttl_left.saturating_sub(ON_RATING_RESERVE))
+        };
         let handoff = webhook::hand_off(state, r, r.single, budget).await;
         if let Some(e) = &handoff.delivery.error {
             tracing::warn!(
@@ -294,12 +303,66 @@ async fn process(state: &web::Data<AppState>, r: &mut ReceivedRating, job: Job) 
         // is what an empty answer from it sends.
         return;
     }
-    deliver(
-        state,
-        r,
-        job.received + Duration::from_secs(RATING_TTL_SECS as u64),
-    )
-    .await;
+    let deadline = if job.resumed {
+        job.received + job.ttl_left
+    } else {
+        job.received + Duration::from_secs(RATING_TTL_SECS as u64)
+    };
+    if job.resumed
+        && r.on_rating == DeliveryStatus::Pending
+        && tokio::time::Instant::now() >= deadline
+    {
+        // The buyer would refuse it as stale, as the platform's own late answers are refused.
+        r.on_rating = DeliveryStatus::Failed;
+        r.last_error = Some(
+            "the /rating's ttl passed while this adapter was stopped; no /on_rating sent".into(),
+        );
+        tracing::warn!(message_id = %r.context.message_id, "on_rating not sent: ttl passed");
+    }
+    deliver(state, r, deadline).await;
+}
+
+/// Takes up, on the background runtime, the work a stopped process left owed on received
+/// ratings ([`crate::store::Store::owed_received`]; the embedded store only): a webhook hand-off
+/// that did not settle the verdict is made again, with the same `Idempotency-Key` so the
+/// platform can tell the repeat, and its whole budget; an /on_rating still owed is sent within
+/// what is left of its /rating's ttl (again, when the stop came after it was sent: the buyer side
+/// takes it as a repeat), and recorded as failed without a send once the ttl has passed. Each
+/// counts as in flight, so a graceful stop waits for it. Returns how many were taken up.
+pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::StoreError> {
+    let owed = state.store.owed_received().await?;
+    let (count, now) = (owed.len(), state.clock.now());
+    for mut r in owed {
+        // Registered before the server answers anything: the platform's answer to a held
+        // rating waits for the hand-off instead of racing it.
+        let handing_off = (r.verdict == Verdict::Pending)
+            .then(|| {
+                let key = format!("{}|{}", r.context.bap_id, r.context.message_id);
+                state.handing_off.take(key)
+            })
+            .flatten();
+        let (_, left) = super::receiver::ttl_left_of(&r.context, now);
+        let job = Job {
+            received: tokio::time::Instant::now(),
+            ttl_left: Duration::from_millis(left.max(0) as u64),
+            resumed: true,
+        };
+        let span = tracing::info_span!(
+            "resumed",
+            bap_id = %r.context.bap_id,
+            message_id = %r.context.message_id
+        );
+        let guard = state.in_flight.start();
+        let task_state = state.clone();
+        state.background.spawn(
+            async move {
+                process(&task_state, &mut r, job).await;
+                drop((handing_off, guard));
+            }
+            .instrument(span),
+        );
+    }
+    Ok(count)
 }
 
 /// Delivers the /on_rating owed for `r`, retrying until `deadline`, recording the outcome; one

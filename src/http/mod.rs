@@ -62,8 +62,47 @@ pub struct AppState {
     /// What `GET /metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
     /// Received ratings whose `/on_rating` the seller platform is sending through this instance
-    /// right now (`seller.on_rating = "platform"`), by `bap_id|message_id`.
-    pub answering: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// right now (`seller.on_rating = "platform"`).
+    pub answering: Holds,
+    /// Received ratings whose webhook hand-off a restart took up again and has not finished: the
+    /// seller platform's own answer waits for it.
+    pub handing_off: Holds,
+}
+
+/// Received ratings some work in this process holds, by `bap_id|message_id`.
+#[derive(Clone, Default)]
+pub struct Holds(Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl Holds {
+    fn keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        // A set of strings cannot be left half-changed by a panic elsewhere.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds `key` until the guard is dropped, however the work ends; None when it is held.
+    pub fn take(&self, key: String) -> Option<Held> {
+        self.keys().insert(key.clone()).then(|| Held {
+            holds: self.clone(),
+            key,
+        })
+    }
+
+    /// Whether `key` is held.
+    pub fn holds(&self, key: &str) -> bool {
+        self.keys().contains(key)
+    }
+}
+
+/// A key of [`Holds`], let go when dropped.
+pub struct Held {
+    holds: Holds,
+    key: String,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.holds.keys().remove(&self.key);
+    }
 }
 
 /// One semaphore per seller, so a slow seller cannot take every outbound connection.
@@ -310,11 +349,20 @@ impl Application {
             seller_slots: SellerSlots::new(settings.buyer.max_in_flight_per_seller),
             background: tokio::runtime::Handle::current(),
             traffic,
-            answering: Arc::default(),
+            answering: Holds::default(),
+            handing_off: Holds::default(),
             store,
             clock,
             settings: Arc::new(settings),
         });
+        // Before the first request is served: what a stopped process left owed goes on.
+        let resumed = crate::bpp::sender::resume(&state).await?;
+        if resumed > 0 {
+            tracing::warn!(
+                resumed,
+                "took up received ratings a stopped process left owing a webhook hand-off or /on_rating"
+            );
+        }
         let waiters = state.waiters.clone();
         let bridge = state
             .store

@@ -28,7 +28,7 @@ fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 10] = [
+const ALL: [Space; 11] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
@@ -39,6 +39,7 @@ const ALL: [Space; 10] = [
     Space::Feedback,
     Space::FeedbackMessages,
     Space::ListingFeedback,
+    Space::Owed,
 ];
 
 /// The most writes one commit takes.
@@ -51,12 +52,23 @@ pub struct EmbeddedStore {
     writer: mpsc::Sender<Job>,
 }
 
+/// A key set or cleared in `space` together with a write of the same key, in its transaction: an
+/// index of the records that still owe work ([`Space::Owed`]), never out of step with them.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    /// The index.
+    pub space: Space,
+    /// Set (the record owes work) or cleared.
+    pub set: bool,
+}
+
 /// One write, as the writer thread applies it.
 enum Write {
     Put {
         space: Space,
         key: String,
         value: Vec<u8>,
+        mark: Option<Mark>,
     },
     Delete {
         space: Space,
@@ -66,6 +78,7 @@ enum Write {
         space: Space,
         key: String,
         value: Vec<u8>,
+        mark: Option<Mark>,
     },
     Claim {
         order_id: String,
@@ -104,13 +117,34 @@ impl Queued {
     }
 }
 
+/// Sets or clears `key` in the index `mark` names.
+fn apply_mark(tx: &WriteTransaction, key: &str, mark: Option<Mark>) -> Result<(), StoreError> {
+    let Some(mark) = mark else {
+        return Ok(());
+    };
+    let mut t = tx.open_table(table(mark.space)).map_err(unavailable)?;
+    if mark.set {
+        t.insert(key, &[][..]).map_err(unavailable)?;
+    } else {
+        t.remove(key).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 /// Applies one write inside the group's transaction.
 fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
     match write {
-        Write::Put { space, key, value } => {
+        Write::Put {
+            space,
+            key,
+            value,
+            mark,
+        } => {
             let mut t = tx.open_table(table(space)).map_err(unavailable)?;
             t.insert(key.as_str(), value.as_slice())
                 .map_err(unavailable)?;
+            drop(t);
+            apply_mark(tx, &key, mark)?;
             Ok(Outcome::Done)
         }
         Write::Delete { space, key } => {
@@ -118,13 +152,21 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
             t.remove(key.as_str()).map_err(unavailable)?;
             Ok(Outcome::Done)
         }
-        Write::PutNew { space, key, value } => {
+        Write::PutNew {
+            space,
+            key,
+            value,
+            mark,
+        } => {
             let mut t = tx.open_table(table(space)).map_err(unavailable)?;
             if t.get(key.as_str()).map_err(unavailable)?.is_some() {
                 return Ok(Outcome::Inserted(false));
             }
             t.insert(key.as_str(), value.as_slice())
                 .map_err(unavailable)?;
+            drop(t);
+            // A new key has no mark to clear.
+            apply_mark(tx, &key, mark.filter(|m| m.set))?;
             Ok(Outcome::Inserted(true))
         }
         Write::Claim {
@@ -271,10 +313,29 @@ impl EmbeddedStore {
         space: Space,
         key: &str,
         value: Vec<u8>,
+        mark: Option<Mark>,
         hold: Box<dyn Send>,
     ) -> Queued {
         let key = key.to_owned();
-        Queued(self.queue(Write::Put { space, key, value }, Some(hold)))
+        let write = Write::Put {
+            space,
+            key,
+            value,
+            mark,
+        };
+        Queued(self.queue(write, Some(hold)))
+    }
+
+    /// Every key of `space`, in order (for the small index tables).
+    pub(super) async fn keys(&self, space: Space) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let t = tx.open_table(table(space)).map_err(unavailable)?;
+        let mut keys = Vec::new();
+        for entry in t.iter().map_err(unavailable)? {
+            let (key, _) = entry.map_err(unavailable)?;
+            keys.push(key.value().to_owned());
+        }
+        Ok(keys)
     }
 
     pub(super) async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -283,16 +344,22 @@ impl EmbeddedStore {
         Ok(t.get(key).map_err(unavailable)?.map(|v| v.value().to_vec()))
     }
 
+    /// Puts `value` at `key`, setting or clearing `mark` in the same commit.
     pub(super) async fn put(
         &self,
         space: Space,
         key: &str,
         value: Vec<u8>,
+        mark: Option<Mark>,
     ) -> Result<(), StoreError> {
         let key = key.to_owned();
-        self.write(Write::Put { space, key, value })
-            .await
-            .map(|_| ())
+        let write = Write::Put {
+            space,
+            key,
+            value,
+            mark,
+        };
+        self.write(write).await.map(|_| ())
     }
 
     pub(super) async fn delete(&self, space: Space, key: &str) -> Result<(), StoreError> {
@@ -300,14 +367,23 @@ impl EmbeddedStore {
         self.write(Write::Delete { space, key }).await.map(|_| ())
     }
 
+    /// Puts `value` at `key` unless the key is there (true when it was not), setting or clearing
+    /// `mark` in the same commit when it puts.
     pub(super) async fn put_new(
         &self,
         space: Space,
         key: &str,
         value: Vec<u8>,
+        mark: Option<Mark>,
     ) -> Result<bool, StoreError> {
         let key = key.to_owned();
-        match self.write(Write::PutNew { space, key, value }).await? {
+        let write = Write::PutNew {
+            space,
+            key,
+            value,
+            mark,
+        };
+        match self.write(write).await? {
             Outcome::Inserted(inserted) => Ok(inserted),
             _ => Err(unavailable("unexpected answer from the store's writer")),
         }
@@ -382,6 +458,7 @@ mod tests {
                 Space::Ratings,
                 "O-1",
                 record(n),
+                None,
                 Box::new(Hold(tx.clone(), n)),
             ));
         }
@@ -396,7 +473,10 @@ mod tests {
         released.sort_unstable();
         assert_eq!(released, (0..100).collect::<Vec<_>>());
         // A waited write queued now lands after all of them.
-        store.put(Space::Ratings, "O-1", record(500)).await.unwrap();
+        store
+            .put(Space::Ratings, "O-1", record(500), None)
+            .await
+            .unwrap();
         for q in queued {
             q.landed().await.unwrap();
         }
@@ -431,12 +511,12 @@ mod tests {
                     (n, won, false)
                 } else {
                     let fresh = s
-                        .put_new(Space::Received, &format!("k-{n}"), record(n))
+                        .put_new(Space::Received, &format!("k-{n}"), record(n), None)
                         .await
                         .unwrap();
                     // The same key again: already there.
                     let again = s
-                        .put_new(Space::Received, &format!("k-{n}"), record(0))
+                        .put_new(Space::Received, &format!("k-{n}"), record(0), None)
                         .await
                         .unwrap();
                     (n, fresh && !again, true)
@@ -476,5 +556,57 @@ mod tests {
         // Deletes go through the same writer.
         store.delete(Space::Received, "k-1").await.unwrap();
         assert_eq!(store.get(Space::Received, "k-1").await.unwrap(), None);
+    }
+
+    /// A mark is set or cleared in the commit of its record's write, and only when that write
+    /// lands: a repeated insert leaves it alone. The index survives a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn marks_follow_their_records_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.redb");
+        let store = EmbeddedStore::open(&path, 1 << 20).unwrap();
+        let owes = |set| {
+            Some(Mark {
+                space: Space::Owed,
+                set,
+            })
+        };
+        for k in ["a", "b", "c"] {
+            let fresh = store
+                .put_new(Space::Received, k, record(1), owes(true))
+                .await
+                .unwrap();
+            assert!(fresh);
+        }
+        assert_eq!(store.keys(Space::Owed).await.unwrap(), ["a", "b", "c"]);
+        // "b" settled, "c" settled by a queued write; "a" inserted again (refused) clears nothing.
+        store
+            .put(Space::Received, "b", record(2), owes(false))
+            .await
+            .unwrap();
+        struct Nothing;
+        store
+            .put_queued(
+                Space::Received,
+                "c",
+                record(2),
+                owes(false),
+                Box::new(Nothing),
+            )
+            .landed()
+            .await
+            .unwrap();
+        let fresh = store
+            .put_new(Space::Received, "a", record(3), owes(false))
+            .await
+            .unwrap();
+        assert!(!fresh);
+        assert_eq!(store.keys(Space::Owed).await.unwrap(), ["a"]);
+        let store = reopen(store, &path);
+        assert_eq!(store.keys(Space::Owed).await.unwrap(), ["a"]);
+        assert_eq!(
+            store.get(Space::Received, "b").await.unwrap(),
+            Some(record(2))
+        );
     }
 }

@@ -68,6 +68,11 @@ pub enum Space {
     /// `bap_id|message_id` -> a marker, expiring, while one instance sends the seller platform's
     /// `/on_rating` for that received rating (Redis only: one process holds an embedded file).
     Answering,
+    /// `bap_id|message_id` -> nothing: the received ratings this adapter still owes work on (a
+    /// webhook hand-off, its `/on_rating`), set and cleared in the commit of each write of the
+    /// rating (embedded only: a process owns its file, so what it finds here at start was left
+    /// by a process that stopped).
+    Owed,
 }
 
 impl Space {
@@ -85,6 +90,7 @@ impl Space {
             Space::FeedbackMessages => "feedback_messages",
             Space::ListingFeedback => "listing_feedback",
             Space::Answering => "answering",
+            Space::Owed => "owed",
         }
     }
 }
@@ -149,7 +155,7 @@ impl Store {
 
     async fn put_raw(&self, space: Space, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         match self {
-            Store::Embedded(s) => s.put(space, key, value).await,
+            Store::Embedded(s) => s.put(space, key, value, None).await,
             Store::Redis(s) => s.put(space, key, value).await,
         }
     }
@@ -161,7 +167,7 @@ impl Store {
         value: Vec<u8>,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Embedded(s) => s.put_new(space, key, value).await,
+            Store::Embedded(s) => s.put_new(space, key, value, None).await,
             Store::Redis(s) => s.put_new(space, key, value).await,
         }
     }
@@ -276,23 +282,42 @@ impl Store {
     }
 
     /// Records a received /rating unless the same (bap_id, message_id) was recorded; true when new.
+    /// The embedded store indexes it as owed in the same commit when it owes work
+    /// ([`ReceivedRating::owes_work`]).
     pub async fn insert_received(&self, r: &ReceivedRating) -> Result<bool, StoreError> {
-        self.put_new_raw(
-            Space::Received,
-            &received_key(&r.context.bap_id, &r.context.message_id),
-            encode(r),
-        )
-        .await
+        let key = received_key(&r.context.bap_id, &r.context.message_id);
+        match self {
+            Store::Embedded(s) => {
+                s.put_new(Space::Received, &key, encode(r), owed_mark(r))
+                    .await
+            }
+            Store::Redis(s) => s.put_new(Space::Received, &key, encode(r)).await,
+        }
     }
 
-    /// Updates a received /rating's delivery state.
+    /// Updates a received /rating's delivery state (and, embedded, whether it is owed).
     pub async fn put_received(&self, r: &ReceivedRating) -> Result<(), StoreError> {
-        self.put_raw(
-            Space::Received,
-            &received_key(&r.context.bap_id, &r.context.message_id),
-            encode(r),
-        )
-        .await
+        let key = received_key(&r.context.bap_id, &r.context.message_id);
+        match self {
+            Store::Embedded(s) => s.put(Space::Received, &key, encode(r), owed_mark(r)).await,
+            Store::Redis(s) => s.put(Space::Received, &key, encode(r)).await,
+        }
+    }
+
+    /// The received ratings a stopped process left owing work (a webhook hand-off, an
+    /// `/on_rating`), in key order. Only the embedded store keeps this index: its file has one
+    /// owner, so whatever it lists at start was cut short. With Redis it is empty.
+    pub async fn owed_received(&self) -> Result<Vec<ReceivedRating>, StoreError> {
+        let Store::Embedded(s) = self else {
+            return Ok(Vec::new());
+        };
+        let mut owed = Vec::new();
+        for key in s.keys(Space::Owed).await? {
+            if let Some(r) = self.get(Space::Received, &key).await? {
+                owed.push(r);
+            }
+        }
+        Ok(owed)
     }
 
     /// Queues a received /rating's delivery state behind every write already queued, without
@@ -309,6 +334,7 @@ impl Store {
                 Space::Received,
                 &received_key(&r.context.bap_id, &r.context.message_id),
                 encode(r),
+                owed_mark(r),
                 Box::new(hold),
             )),
             Store::Redis(_) => Err(hold),
@@ -394,7 +420,7 @@ impl Store {
         ttl: std::time::Duration,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Embedded(s) => s.put(Space::Keys, key, value).await,
+            Store::Embedded(s) => s.put(Space::Keys, key, value, None).await,
             Store::Redis(s) => s.put_expiring(Space::Keys, key, value, ttl).await,
         }
     }
@@ -508,6 +534,14 @@ pub(crate) fn is_reclaimable(bytes: &[u8]) -> bool {
         status: String,
     }
     serde_json::from_slice::<Status>(bytes).is_ok_and(|s| s.status == "failed")
+}
+
+/// The [`Space::Owed`] mark a write of `r` sets or clears.
+fn owed_mark(r: &ReceivedRating) -> Option<embedded::Mark> {
+    Some(embedded::Mark {
+        space: Space::Owed,
+        set: r.owes_work(),
+    })
 }
 
 fn received_key(bap_id: &str, message_id: &str) -> String {

@@ -190,6 +190,15 @@ pub struct ReceivedRating {
     pub single: bool,
 }
 
+impl ReceivedRating {
+    /// Whether this adapter still owes work on it after its ACK: the seller platform's webhook
+    /// has not settled its verdict, or its `/on_rating` is neither sent, given up, nor held for
+    /// the platform to answer.
+    pub fn owes_work(&self) -> bool {
+        self.verdict == Verdict::Pending || self.on_rating == DeliveryStatus::Pending
+    }
+}
+
 /// The seller side's verdict on a received rating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

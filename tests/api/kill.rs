@@ -281,20 +281,45 @@ async fn answer_at(base: &str, message_id: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// A webhook that takes every hand-off and never answers, recording each.
+async fn silent_webhook() -> Recorder {
+    Recorder::start(
+        "/hook",
+        Script::AckWhen(std::sync::Arc::new(tokio::sync::Notify::new())),
+    )
+    .await
+}
+
+/// Polls the received rating at `base` until `done` holds (bounded), and returns it.
+async fn received_until(base: &str, message_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let rec = received_at(base, message_id).await;
+        if done(&rec) {
+            return rec;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{message_id} never settled: {}",
+        received_at(base, message_id).await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_a_held_rating_whose_webhook_a_sigkill_cut_short_is_still_answered() {
+async fn embedded_a_held_rating_whose_webhook_a_sigkill_cut_short_is_handed_over_again() {
+    const SECRET: &str = "kill-test-webhook-secret";
     let bap = Identity::new("buyer.test");
     let buyer = ScriptedBuyer::start().await;
-    let hole = black_hole().await;
+    let hook = silent_webhook().await;
     let dir = tempfile::tempdir().unwrap();
     let (port, mut env) = embedded_in(dir.path());
     env.extend([
         ("ONDC_RATING__SELLER__ON_RATING", "platform".to_owned()),
-        ("ONDC_RATING__SELLER__WEBHOOK_URL", format!("{hole}/hook")),
         (
-            "ONDC_RATING__SELLER__WEBHOOK_SECRET",
-            "kill-test-webhook-secret".to_owned(),
+            "ONDC_RATING__SELLER__WEBHOOK_URL",
+            format!("{}/hook", hook.base),
         ),
+        ("ONDC_RATING__SELLER__WEBHOOK_SECRET", SECRET.to_owned()),
         ("ONDC_RATING__SELLER__WEBHOOK_TIMEOUT_MS", "1500".to_owned()),
     ]);
     let mut first = Served::start(dir.path(), port, &bap, &env).await;
@@ -309,7 +334,7 @@ async fn embedded_a_held_rating_whose_webhook_a_sigkill_cut_short_is_still_answe
     let http = reqwest::Client::new();
     let (s, ack) = post_signed(&http, &format!("{}/bpp/rating", first.base), &bap, &body).await;
     assert_eq!(s, 200, "{ack}");
-    let acked = std::time::Instant::now();
+    let handed = hook.wait_for(1).await;
     let rec = received_at(&first.base, "m-k1").await;
     assert_eq!(
         (&rec["verdict"], &rec["onRating"]),
@@ -324,15 +349,29 @@ async fn embedded_a_held_rating_whose_webhook_a_sigkill_cut_short_is_still_answe
     );
     first.kill9();
 
+    // The restarted process hands the rating over again, under the same idempotency key, and
+    // the platform's answer waits for that hand-off (its whole budget, from the restart).
     let second = Served::start(dir.path(), port, &bap, &env).await;
-    let rec = received_at(&second.base, "m-k1").await;
+    let (s, got) = answer_at(&second.base, "m-k1").await;
+    assert_eq!(
+        (s, got["error"]["code"].as_str()),
+        (503, Some("too_busy")),
+        "{got}"
+    );
+    let handed_again = hook.wait_for(2).await;
+    assert_eq!(handed_again.len(), 2);
+    let key = "buyer.test|m-k1";
+    let once = check_signed_webhook(&handed[0], SECRET, key);
+    assert_eq!(check_signed_webhook(&handed_again[1], SECRET, key), once);
+    assert_eq!(once["message_id"], "m-k1", "{once}");
+    // Unanswered again: the configured form settles the verdict, and the rating stays held.
+    let rec = received_until(&second.base, "m-k1", |r| r["verdict"] != "pending").await;
     assert_eq!(
         (&rec["verdict"], &rec["onRating"]),
-        (&json!("pending"), &json!("awaiting"))
+        (&json!("accepted"), &json!("awaiting")),
+        "{rec}"
     );
-    // Past the webhook's budget (and a second) nothing can settle it but the platform's answer.
-    let past = Duration::from_millis(2_600).saturating_sub(acked.elapsed());
-    tokio::time::sleep(past).await;
+    assert!(buyer.requests().is_empty(), "held for the platform");
     let (s, got) = answer_at(&second.base, "m-k1").await;
     assert_eq!(s, 200, "{got}");
     assert_eq!(
@@ -349,4 +388,130 @@ async fn embedded_a_held_rating_whose_webhook_a_sigkill_cut_short_is_still_answe
         "the configured form: {on_rating}"
     );
     assert_eq!(received_at(&second.base, "m-k1").await, got["rating"]);
+    assert_eq!(hook.requests().len(), 2, "handed over once per process");
+}
+
+/// Signs and posts `message_id`, stamped `at`, to the seller side at `base`; asserts the ACK.
+async fn rate_at(
+    base: &str,
+    bap: &Identity,
+    buyer: &ScriptedBuyer,
+    message_id: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let body = rating_body_at(
+        bap,
+        &buyer.bap_uri(),
+        "ondc-rating.localhost",
+        &format!("{base}/bpp"),
+        message_id,
+        at,
+    );
+    let http = reqwest::Client::new();
+    let (s, ack) = post_signed(&http, &format!("{base}/bpp/rating"), bap, &body).await;
+    assert_eq!(s, 200, "{ack}");
+}
+
+fn message_id_of(c: &Captured) -> String {
+    let v: Value = serde_json::from_slice(&c.body).unwrap();
+    v["context"]["message_id"].as_str().unwrap().to_owned()
+}
+
+/// A seller side on the embedded store killed while the buyer side held the ACK of the
+/// /on_rating it owed for `message_id` (stamped `at`); `go` releases one held answer.
+struct KilledOwing {
+    bap: Identity,
+    go: std::sync::Arc<tokio::sync::Notify>,
+    buyer: ScriptedBuyer,
+    dir: tempfile::TempDir,
+    port: u16,
+    env: Vec<(&'static str, String)>,
+    /// The /on_rating the killed process sent.
+    cut: Captured,
+}
+
+impl KilledOwing {
+    async fn start(message_id: &str, at: chrono::DateTime<chrono::Utc>) -> Self {
+        let bap = Identity::new("buyer.test");
+        let go = std::sync::Arc::new(tokio::sync::Notify::new());
+        let buyer = ScriptedBuyer::with(Script::AckWhen(go.clone())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (port, env) = embedded_in(dir.path());
+        let mut first = Served::start(dir.path(), port, &bap, &env).await;
+        rate_at(&first.base, &bap, &buyer, message_id, at).await;
+        let cut = buyer.wait_for(1).await.remove(0);
+        let rec = received_at(&first.base, message_id).await;
+        assert_eq!(rec["onRating"], "pending", "{rec}");
+        first.kill9();
+        go.notify_one(); // the held request's answer goes nowhere
+        Self {
+            bap,
+            go,
+            buyer,
+            dir,
+            port,
+            env,
+            cut,
+        }
+    }
+
+    async fn serve(&self) -> Served {
+        Served::start(self.dir.path(), self.port, &self.bap, &self.env).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_an_on_rating_a_sigkill_cut_short_is_sent_after_the_restart() {
+    let killed = KilledOwing::start("m-r1", chrono::Utc::now()).await;
+    let (go, buyer) = (&killed.go, &killed.buyer);
+    let mut second = killed.serve().await;
+    let sent = buyer.wait_for(2).await;
+    assert_eq!(message_id_of(&sent[1]), "m-r1");
+    let (again, before): (Value, Value) = (
+        serde_json::from_slice(&sent[1].body).unwrap(),
+        serde_json::from_slice(&killed.cut.body).unwrap(),
+    );
+    assert_eq!(again["message"], before["message"], "the same answer");
+    assert_eq!(again["context"]["transaction_id"], "txn-1");
+    assert!(sent[1].authorization.is_some(), "signed");
+    go.notify_one();
+    let rec = received_until(&second.base, "m-r1", |r| r["onRating"] != "pending").await;
+    assert_eq!(rec["onRating"], "sent", "{rec}");
+
+    // Delivered, it is owed no more: a third process sends only what it is asked for since.
+    second.kill9();
+    let third = killed.serve().await;
+    go.notify_one();
+    rate_at(&third.base, &killed.bap, buyer, "m-r2", chrono::Utc::now()).await;
+    let sent = buyer.wait_for(3).await;
+    assert_eq!(message_id_of(&sent[2]), "m-r2");
+    let rec = received_until(&third.base, "m-r2", |r| r["onRating"] != "pending").await;
+    assert_eq!(rec["onRating"], "sent", "{rec}");
+    let ids: Vec<String> = buyer.requests().iter().map(message_id_of).collect();
+    assert_eq!(ids, ["m-r1", "m-r1", "m-r2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_an_on_rating_whose_ttl_passed_while_stopped_is_recorded_failed_not_sent() {
+    // Stamped 28 s ago: two seconds of its 30 s ttl are left.
+    let at = chrono::Utc::now() - chrono::Duration::seconds(28);
+    let killed = KilledOwing::start("m-t1", at).await;
+    let left = at + chrono::Duration::milliseconds(30_500) - chrono::Utc::now();
+    tokio::time::sleep(left.to_std().unwrap_or_default()).await;
+
+    let second = killed.serve().await;
+    let rec = received_until(&second.base, "m-t1", |r| r["onRating"] != "pending").await;
+    assert_eq!(rec["onRating"], "failed", "{rec}");
+    assert!(
+        rec["lastError"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ttl passed"),
+        "{rec}"
+    );
+    assert_eq!(
+        killed.buyer.requests().len(),
+        1,
+        "nothing sent after the ttl"
+    );
 }
