@@ -262,6 +262,17 @@ pub async fn answer_received(
     // (a crash while sending leaves it to expire).
     let hold = Duration::from_secs(crate::protocol::RATING_TTL_SECS as u64 + 5);
     if !state.store.claim_answer(&bap_id, &message_id, hold).await? {
+        if state
+            .store
+            .answer_held_for_hand_off(&bap_id, &message_id)
+            .await?
+        {
+            return Err(ApiError::new(
+                ApiCode::TooBusy,
+                "the rating is being handed to the seller platform's webhook by another \
+                 instance; retry",
+            ));
+        }
         return Err(ApiError::new(
             ApiCode::AlreadyAnswered,
             "its /on_rating is being sent by another instance",

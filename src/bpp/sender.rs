@@ -323,23 +323,30 @@ async fn process(state: &web::Data<AppState>, r: &mut ReceivedRating, job: Job) 
 }
 
 /// Takes up, on the background runtime, the work a stopped process left owed on received
-/// ratings ([`crate::store::Store::owed_received`]; the embedded store only): a webhook hand-off
+/// ratings ([`crate::store::Store::take_over_owed`]): a webhook hand-off
 /// that did not settle the verdict is made again, with the same `Idempotency-Key` so the
 /// platform can tell the repeat, and its whole budget; an /on_rating still owed is sent within
 /// what is left of its /rating's ttl (again, when the stop came after it was sent: the buyer side
 /// takes it as a repeat), and recorded as failed without a send once the ttl has passed. Each
 /// counts as in flight, so a graceful stop waits for it. Returns how many were taken up.
 pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::StoreError> {
-    let owed = state.store.owed_received().await?;
-    let (count, now) = (owed.len(), state.clock.now());
+    let owed = state.store.take_over_owed().await?;
+    let (mut count, now) = (0, state.clock.now());
     for mut r in owed {
+        let (bap_id, message_id) = (&r.context.bap_id, &r.context.message_id);
         // Registered before the server answers anything: the platform's answer to a held
-        // rating waits for the hand-off instead of racing it.
+        // rating waits for the hand-off instead of racing it, here and (Redis) on the other
+        // instances; one it is sending right now settles the rating instead.
+        let held = r.verdict == Verdict::Pending && r.on_rating == DeliveryStatus::Awaiting;
+        let hold = Duration::from_millis(state.settings.seller.webhook_timeout_ms)
+            + Duration::from_secs(5);
+        if held && !state.store.claim_hand_off(bap_id, message_id, hold).await? {
+            state.store.unmark_received(&r).await?;
+            continue;
+        }
+        count += 1;
         let handing_off = (r.verdict == Verdict::Pending)
-            .then(|| {
-                let key = format!("{}|{}", r.context.bap_id, r.context.message_id);
-                state.handing_off.take(key)
-            })
+            .then(|| state.handing_off.take(format!("{bap_id}|{message_id}")))
             .flatten();
         let (_, left) = super::receiver::ttl_left_of(&r.context, now);
         let job = Job {
@@ -357,6 +364,14 @@ pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::
         state.background.spawn(
             async move {
                 process(&task_state, &mut r, job).await;
+                if held
+                    && let Err(e) = task_state
+                        .store
+                        .release_answer(&r.context.bap_id, &r.context.message_id)
+                        .await
+                {
+                    tracing::warn!(error = %e, "could not release the claim of a resumed hand-off");
+                }
                 drop((handing_off, guard));
             }
             .instrument(span),

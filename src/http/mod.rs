@@ -281,7 +281,26 @@ pub struct Application {
     state: web::Data<AppState>,
     /// This instance's subscription to callbacks stored by other instances (Redis only).
     bridge: Option<tokio::task::JoinHandle<()>>,
+    /// This instance's heartbeat, and its takeover of the owed work of instances whose heartbeat
+    /// stopped (Redis only).
+    keeper: Option<tokio::task::JoinHandle<()>>,
     in_flight: InFlight,
+}
+
+/// How often an instance sharing Redis looks for owed work of stopped instances to take over; it
+/// renews its own heartbeat twice as often.
+const TAKE_OVER_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes up the owed work a stopped process left ([`crate::bpp::sender::resume`]) and says so.
+async fn take_over(state: &web::Data<AppState>) -> Result<(), StoreError> {
+    let resumed = crate::bpp::sender::resume(state).await?;
+    if resumed > 0 {
+        tracing::warn!(
+            resumed,
+            "took up received ratings a stopped process left owing a webhook hand-off or /on_rating"
+        );
+    }
+    Ok(())
 }
 
 impl Application {
@@ -355,14 +374,29 @@ impl Application {
             clock,
             settings: Arc::new(settings),
         });
-        // Before the first request is served: what a stopped process left owed goes on.
-        let resumed = crate::bpp::sender::resume(&state).await?;
-        if resumed > 0 {
-            tracing::warn!(
-                resumed,
-                "took up received ratings a stopped process left owing a webhook hand-off or /on_rating"
-            );
+        // Alive before anything is marked owed by this instance (Redis), then, before the first
+        // request is served, what a stopped process left owed goes on.
+        if let Some(beat) = state.store.beat().await {
+            beat?;
         }
+        take_over(&state).await?;
+        let keeper = matches!(state.store, Store::Redis(_)).then(|| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(TAKE_OVER_EVERY / 2);
+                for n in 0u64.. {
+                    tick.tick().await;
+                    if let Some(Err(e)) = state.store.beat().await {
+                        tracing::warn!(error = %e, "could not renew this instance's heartbeat");
+                    }
+                    if n % 2 == 1
+                        && let Err(e) = take_over(&state).await
+                    {
+                        tracing::warn!(error = %e, "could not look for owed work to take over");
+                    }
+                }
+            })
+        });
         let waiters = state.waiters.clone();
         let bridge = state
             .store
@@ -419,6 +453,7 @@ impl Application {
             in_flight: state.in_flight.clone(),
             state,
             bridge,
+            keeper,
         })
     }
 
@@ -453,6 +488,9 @@ impl Application {
                     crate::protocol::RATING_TTL_SECS as u64 + 1,
                 ))
                 .await;
+        }
+        if let Some(keeper) = self.keeper {
+            keeper.abort();
         }
         if let Some(bridge) = self.bridge {
             bridge.abort();

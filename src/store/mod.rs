@@ -12,6 +12,7 @@ mod redis_backend;
 
 pub use embedded::{EmbeddedStore, Queued};
 pub use records::*;
+use redis_backend::Owed;
 pub use redis_backend::RedisStore;
 
 use serde::Serialize;
@@ -70,8 +71,8 @@ pub enum Space {
     Answering,
     /// `bap_id|message_id` -> nothing: the received ratings this adapter still owes work on (a
     /// webhook hand-off, its `/on_rating`), set and cleared in the commit of each write of the
-    /// rating (embedded only: a process owns its file, so what it finds here at start was left
-    /// by a process that stopped).
+    /// rating (the embedded table; Redis keeps one sorted set of them by instance, see
+    /// `redis_backend`).
     Owed,
 }
 
@@ -291,6 +292,10 @@ impl Store {
                 s.put_new(Space::Received, &key, encode(r), owed_mark(r))
                     .await
             }
+            Store::Redis(s) if r.owes_work() => {
+                s.put_marked(Space::Received, &key, encode(r), Owed::Mark, true)
+                    .await
+            }
             Store::Redis(s) => s.put_new(Space::Received, &key, encode(r)).await,
         }
     }
@@ -300,24 +305,58 @@ impl Store {
         let key = received_key(&r.context.bap_id, &r.context.message_id);
         match self {
             Store::Embedded(s) => s.put(Space::Received, &key, encode(r), owed_mark(r)).await,
-            Store::Redis(s) => s.put(Space::Received, &key, encode(r)).await,
+            // Still owed: its mark is there already.
+            Store::Redis(s) if r.owes_work() => s.put(Space::Received, &key, encode(r)).await,
+            Store::Redis(s) => s
+                .put_marked(Space::Received, &key, encode(r), Owed::Unmark, false)
+                .await
+                .map(drop),
         }
     }
 
-    /// The received ratings a stopped process left owing work (a webhook hand-off, an
-    /// `/on_rating`), in key order. Only the embedded store keeps this index: its file has one
-    /// owner, so whatever it lists at start was cut short. With Redis it is empty.
-    pub async fn owed_received(&self) -> Result<Vec<ReceivedRating>, StoreError> {
-        let Store::Embedded(s) = self else {
-            return Ok(Vec::new());
+    /// Received ratings a stopped process left owing work (a webhook hand-off, an
+    /// `/on_rating`), now this process's to finish. Embedded: every one marked (a process owns
+    /// its file, so what it finds marked at start was cut short; call it then only). Redis: the
+    /// ones marked by instances whose heartbeat ([`Store::beat`]) has lapsed, each taken over
+    /// by exactly one instance; one found settled is unmarked and left out.
+    pub async fn take_over_owed(&self) -> Result<Vec<ReceivedRating>, StoreError> {
+        let (keys, redis) = match self {
+            Store::Embedded(s) => (s.keys(Space::Owed).await?, None),
+            Store::Redis(s) => (s.take_over_owed().await?, Some(s)),
         };
         let mut owed = Vec::new();
-        for key in s.keys(Space::Owed).await? {
-            if let Some(r) = self.get(Space::Received, &key).await? {
-                owed.push(r);
+        for key in keys {
+            match self.get::<ReceivedRating>(Space::Received, &key).await? {
+                Some(r) if r.owes_work() => owed.push(r),
+                _ => {
+                    if let Some(s) = redis {
+                        s.unmark(&key).await?;
+                    }
+                }
             }
         }
         Ok(owed)
+    }
+
+    /// Drops this instance's mark on `r` (Redis: one taken over and then left to the platform's
+    /// answer); the embedded store's marks follow the record's writes only.
+    pub async fn unmark_received(&self, r: &ReceivedRating) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(()),
+            Store::Redis(s) => {
+                s.unmark(&received_key(&r.context.bap_id, &r.context.message_id))
+                    .await
+            }
+        }
+    }
+
+    /// Tells the instances sharing Redis that this one is alive (and will finish the work it
+    /// marked owed) for the next few seconds; None for the embedded store, which has no others.
+    pub async fn beat(&self) -> Option<Result<(), StoreError>> {
+        match self {
+            Store::Embedded(_) => None,
+            Store::Redis(s) => Some(s.beat().await),
+        }
     }
 
     /// Queues a received /rating's delivery state behind every write already queued, without
@@ -361,6 +400,46 @@ impl Store {
                 )
                 .await
             }
+        }
+    }
+
+    /// Takes the same right as [`Store::claim_answer`] for a webhook hand-off a restart took up
+    /// again, which settles what the platform's answer would read: its answer through another
+    /// instance meanwhile is told to retry ([`Store::answer_held_for_hand_off`]). Embedded: the
+    /// process's own bookkeeping suffices, always true.
+    pub async fn claim_hand_off(
+        &self,
+        bap_id: &str,
+        message_id: &str,
+        hold: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(true),
+            Store::Redis(s) => {
+                s.put_new_expiring(
+                    Space::Answering,
+                    &received_key(bap_id, message_id),
+                    HAND_OFF.to_vec(),
+                    hold,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Whether the right [`Store::claim_answer`] failed to take is held by a resumed hand-off
+    /// ([`Store::claim_hand_off`]) rather than by another answer.
+    pub async fn answer_held_for_hand_off(
+        &self,
+        bap_id: &str,
+        message_id: &str,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(false),
+            Store::Redis(s) => Ok(s
+                .get(Space::Answering, &received_key(bap_id, message_id))
+                .await?
+                .is_some_and(|v| v == HAND_OFF)),
         }
     }
 
@@ -535,6 +614,9 @@ pub(crate) fn is_reclaimable(bytes: &[u8]) -> bool {
     }
     serde_json::from_slice::<Status>(bytes).is_ok_and(|s| s.status == "failed")
 }
+
+/// What [`Store::claim_hand_off`] holds the answer claim with.
+const HAND_OFF: &[u8] = b"hand-off";
 
 /// The [`Space::Owed`] mark a write of `r` sets or clears.
 fn owed_mark(r: &ReceivedRating) -> Option<embedded::Mark> {

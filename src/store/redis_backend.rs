@@ -9,6 +9,14 @@
 //! lost is removed again, and one left by a crash points at a rating with another message_id,
 //! which the callback path refuses.
 //!
+//! Received ratings owing work (a webhook hand-off, an /on_rating) are marked in one sorted set,
+//! `{prefix}owed`, as `{instance}|{bap_id}|{message_id}`: the instance doing the work, a random id
+//! it keeps alive with a key that expires ([`ALIVE_FOR`]) unless renewed. The mark goes in just
+//! before the record (a mark whose record was refused as a repeat, or was settled, is dropped by
+//! whoever reads it) and comes out just after the record that settles it. Another instance takes
+//! over the marks of an instance whose key has expired: it adds its own and removes the old one,
+//! and only the taker whose removal removed it goes on (the others remove theirs).
+//!
 //! Callback announcements use pub/sub: on a cluster, PUBLISH reaches subscribers on every node,
 //! so each instance subscribes on one node (the next seed when that one goes away).
 //!
@@ -128,10 +136,24 @@ pub struct RedisStore {
     epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
     prefix: String,
     claim: redis::Script,
+    /// This process's id among the instances sharing the keyspace (see the module docs).
+    instance: String,
+}
+
+/// What a write does to its key's mark in `{prefix}owed` (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Owed {
+    /// Marks it owed by this instance, before the write.
+    Mark,
+    /// Removes this instance's mark, after the write.
+    Unmark,
 }
 
 /// Connect and response timeout of every Redis call.
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long an instance counts as alive after its last heartbeat ([`RedisStore::beat`]).
+pub(super) const ALIVE_FOR: Duration = Duration::from_secs(5);
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -178,6 +200,7 @@ impl RedisStore {
             epoch: Default::default(),
             prefix: prefix.to_owned(),
             claim: redis::Script::new(CLAIM),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -451,4 +474,136 @@ impl RedisStore {
         }
         Ok(existing)
     }
+
+    fn owed_key(&self) -> String {
+        format!("{}owed", self.prefix)
+    }
+
+    fn alive_key(&self, instance: &str) -> String {
+        format!("{}alive:{instance}", self.prefix)
+    }
+
+    /// Says this instance is alive for [`ALIVE_FOR`] more.
+    pub(super) async fn beat(&self) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let ms = ALIVE_FOR.as_millis() as u64;
+        c.pset_ex::<_, _, ()>(self.alive_key(&self.instance), 1, ms)
+            .await
+            .map_err(|e| self.lost(e))
+    }
+
+    /// Puts `value` at `key` (with `put_new`, unless it is there: true when it was not), marked
+    /// owed by this instance first ([`Owed::Mark`]) or unmarked after ([`Owed::Unmark`]). A
+    /// mark added for a put that `put_new` refused (a repeat) is removed again.
+    pub(super) async fn put_marked(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        owed: Owed,
+        put_new: bool,
+    ) -> Result<bool, StoreError> {
+        let record = self.key(space, key);
+        let member = format!("{}|{key}", self.instance);
+        let owed_key = self.owed_key();
+        let mut c = self.conn();
+        let mut set = redis::cmd("SET");
+        set.arg(&record).arg(value);
+        if put_new {
+            set.arg("NX");
+        }
+        let mut mark = redis::cmd("ZADD");
+        mark.arg(&owed_key).arg(now_ms()).arg(&member);
+        let mut unmark = redis::cmd("ZREM");
+        unmark.arg(&owed_key).arg(&member);
+        let lost = |e| self.lost(e);
+        let (added, done): (i64, Option<String>) = match (&c, owed) {
+            // One round trip: a server runs a pipeline's commands in order.
+            (Conn::Single(_), Owed::Mark) => {
+                let mut pipe = redis::pipe();
+                pipe.add_command(mark).add_command(set);
+                pipe.query_async(&mut c).await.map_err(lost)?
+            }
+            (Conn::Single(_), Owed::Unmark) => {
+                let mut pipe = redis::pipe();
+                pipe.add_command(set).add_command(unmark).ignore();
+                let (done,) = pipe.query_async(&mut c).await.map_err(lost)?;
+                (0, done)
+            }
+            // On a cluster the keys may live on different nodes: one then the other.
+            (Conn::Cluster(_), Owed::Mark) => {
+                let added = mark.query_async(&mut c).await.map_err(lost)?;
+                (added, set.query_async(&mut c).await.map_err(lost)?)
+            }
+            (Conn::Cluster(_), Owed::Unmark) => {
+                let done = set.query_async(&mut c).await.map_err(lost)?;
+                unmark.query_async::<()>(&mut c).await.map_err(lost)?;
+                (0, done)
+            }
+        };
+        if added == 1 && done.is_none() {
+            self.unmark(key).await?;
+        }
+        Ok(done.is_some())
+    }
+
+    /// Takes over the marks of instances no longer alive, each as one atomic removal that only
+    /// one taker wins; returns the keys taken, now marked by this instance.
+    pub(super) async fn take_over_owed(&self) -> Result<Vec<String>, StoreError> {
+        let owed_key = self.owed_key();
+        let mut c = self.conn();
+        let members: Vec<String> = c.zrange(&owed_key, 0, -1).await.map_err(|e| self.lost(e))?;
+        let mut alive = std::collections::HashMap::<String, bool>::new();
+        let mut taken = Vec::new();
+        for member in members {
+            let Some((owner, key)) = member.split_once('|') else {
+                continue;
+            };
+            if owner == self.instance {
+                continue;
+            }
+            let owner_alive = match alive.get(owner) {
+                Some(a) => *a,
+                None => {
+                    let a: bool = c
+                        .exists(self.alive_key(owner))
+                        .await
+                        .map_err(|e| self.lost(e))?;
+                    alive.insert(owner.to_owned(), a);
+                    a
+                }
+            };
+            if owner_alive {
+                continue;
+            }
+            let mine = format!("{}|{key}", self.instance);
+            c.zadd::<_, _, _, ()>(&owed_key, &mine, now_ms())
+                .await
+                .map_err(|e| self.lost(e))?;
+            let removed: i64 = c.zrem(&owed_key, &member).await.map_err(|e| self.lost(e))?;
+            if removed == 1 {
+                taken.push(key.to_owned());
+            } else {
+                c.zrem::<_, _, ()>(&owed_key, &mine)
+                    .await
+                    .map_err(|e| self.lost(e))?;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Removes this instance's mark on `key` (a taken-over key whose record no longer owes work).
+    pub(super) async fn unmark(&self, key: &str) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        c.zrem::<_, _, ()>(self.owed_key(), format!("{}|{key}", self.instance))
+            .await
+            .map_err(|e| self.lost(e))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -515,3 +515,155 @@ async fn embedded_an_on_rating_whose_ttl_passed_while_stopped_is_recorded_failed
         "nothing sent after the ttl"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_an_on_rating_a_killed_instance_owed_is_sent_by_another() {
+    owed_work_of_a_killed_instance_is_taken_over(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_an_on_rating_a_killed_instance_owed_is_sent_by_another() {
+    owed_work_of_a_killed_instance_is_taken_over(Backend::Cluster).await;
+}
+
+/// Waits (up to 20 s) until `buyer` has `n` requests and returns them.
+async fn requests_within_20s(buyer: &ScriptedBuyer, n: usize) -> Vec<Captured> {
+    for _ in 0..400 {
+        if buyer.requests().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = buyer.requests();
+    assert!(
+        got.len() >= n,
+        "expected {n} /on_ratings, got {}",
+        got.len()
+    );
+    got
+}
+
+/// Two seller instances share a Redis keyspace. While the one that took a /rating lives, the
+/// other leaves its /on_rating alone; once it is killed, the other sends it.
+async fn owed_work_of_a_killed_instance_is_taken_over(backend: Backend) {
+    let bap = Identity::new("buyer.test");
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let buyer = ScriptedBuyer::with(Script::AckWhen(go.clone())).await;
+    let store = StoreFixture::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = shared_redis(&store);
+    // One attempt outlasts the wait below: a second request can only be the other's.
+    env.push(("ONDC_RATING__SELLER__SEND_TIMEOUT_MS", "25000".to_owned()));
+    let (port_a, port_b) = (dead_port(), dead_port());
+    let mut taker = Served::start(dir.path(), port_a, &bap, &env).await;
+    let other = Served::start(dir.path(), port_b, &bap, &env).await;
+    rate_at(&taker.base, &bap, &buyer, "m-x1", chrono::Utc::now()).await;
+    let cut = buyer.wait_for(1).await;
+    // Longer than an instance counts as alive without a heartbeat, and than two looks for work
+    // to take over: the living instance keeps its work.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(buyer.requests().len(), 1, "taken from a living instance");
+    assert_eq!(
+        received_at(&other.base, "m-x1").await["onRating"],
+        "pending"
+    );
+    taker.kill9();
+    go.notify_one(); // the held request's answer goes nowhere
+
+    let sent = requests_within_20s(&buyer, 2).await;
+    assert_eq!(message_id_of(&sent[1]), "m-x1");
+    let (again, before): (Value, Value) = (
+        serde_json::from_slice(&sent[1].body).unwrap(),
+        serde_json::from_slice(&cut[0].body).unwrap(),
+    );
+    assert_eq!(again["message"], before["message"], "the same answer");
+    go.notify_one();
+    let rec = received_until(&other.base, "m-x1", |r| r["onRating"] != "pending").await;
+    assert_eq!(rec["onRating"], "sent", "{rec}");
+    // Settled, it is nobody's to take over again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(buyer.requests().len(), 2);
+}
+
+/// The environment of `serve` processes sharing `store`'s Redis keyspace.
+fn shared_redis(store: &StoreFixture) -> Vec<(&'static str, String)> {
+    let shared = store.settings("seller");
+    vec![
+        ("ONDC_RATING__STORE__BACKEND", "redis".to_owned()),
+        ("REDIS_URL", shared.redis_url.clone()),
+        (
+            "ONDC_RATING__STORE__REDIS_CLUSTER_NODES",
+            shared.redis_cluster_nodes.join(","),
+        ),
+        ("ONDC_RATING__STORE__KEY_PREFIX", shared.key_prefix.clone()),
+    ]
+}
+
+/// A held rating's hand-off cut short by a kill is made again by the instance that takes it
+/// over; meanwhile the platform's answer, through that instance or a third, is told to retry,
+/// and once the hand-off has ended it is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_held_rating_whose_webhook_a_kill_cut_short_is_handed_over_by_another() {
+    const SECRET: &str = "takeover-webhook-secret";
+    let bap = Identity::new("buyer.test");
+    let buyer = ScriptedBuyer::start().await;
+    let hook = silent_webhook().await;
+    let store = StoreFixture::new(Backend::Redis);
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = shared_redis(&store);
+    env.extend([
+        ("ONDC_RATING__SELLER__ON_RATING", "platform".to_owned()),
+        (
+            "ONDC_RATING__SELLER__WEBHOOK_URL",
+            format!("{}/hook", hook.base),
+        ),
+        ("ONDC_RATING__SELLER__WEBHOOK_SECRET", SECRET.to_owned()),
+        ("ONDC_RATING__SELLER__WEBHOOK_TIMEOUT_MS", "4000".to_owned()),
+    ]);
+    let mut killed = Served::start(dir.path(), dead_port(), &bap, &env).await;
+    let taker = Served::start(dir.path(), dead_port(), &bap, &env).await;
+    let third = Served::start(dir.path(), dead_port(), &bap, &env).await;
+    rate_at(&killed.base, &bap, &buyer, "m-h1", chrono::Utc::now()).await;
+    hook.wait_for(1).await;
+    killed.kill9();
+
+    // The third instance was started after the taker: the taker looks first or both race for
+    // it; either way one of them hands it over again, once.
+    let mut handed = hook.requests();
+    for _ in 0..400 {
+        handed = hook.requests();
+        if handed.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(handed.len(), 2, "handed over again");
+    let key = "buyer.test|m-h1";
+    assert_eq!(
+        check_signed_webhook(&handed[1], SECRET, key),
+        check_signed_webhook(&handed[0], SECRET, key)
+    );
+    for base in [&taker.base, &third.base] {
+        let (s, got) = answer_at(base, "m-h1").await;
+        assert_eq!(
+            (s, got["error"]["code"].as_str()),
+            (503, Some("too_busy")),
+            "during the hand-off: {got}"
+        );
+    }
+    let rec = received_until(&third.base, "m-h1", |r| r["verdict"] != "pending").await;
+    assert_eq!(
+        (&rec["verdict"], &rec["onRating"]),
+        (&json!("accepted"), &json!("awaiting")),
+        "{rec}"
+    );
+    let (s, got) = answer_at(&third.base, "m-h1").await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(got["rating"]["onRating"], "sent", "{got}");
+    let sent = buyer.recorder.wait_for(1).await;
+    assert_eq!(message_id_of(&sent[0]), "m-h1");
+    assert_eq!(received_at(&taker.base, "m-h1").await, got["rating"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hook.requests().len(), 2, "handed over once more, not twice");
+    assert_eq!(buyer.requests().len(), 1);
+}
