@@ -69,6 +69,9 @@ pub enum Space {
     /// `bap_id|message_id` -> a marker, expiring, while one instance sends the seller platform's
     /// `/on_rating` for that received rating (Redis only: one process holds an embedded file).
     Answering,
+    /// instance id -> a marker, expiring, renewed while the instance runs (Redis only: see
+    /// `redis_backend` on owed work).
+    Alive,
     /// `bap_id|message_id` -> nothing: the received ratings this adapter still owes work on (a
     /// webhook hand-off, its `/on_rating`), set and cleared in the commit of each write of the
     /// rating (the embedded table; Redis keeps one sorted set of them by instance, see
@@ -91,6 +94,7 @@ impl Space {
             Space::FeedbackMessages => "feedback_messages",
             Space::ListingFeedback => "listing_feedback",
             Space::Answering => "answering",
+            Space::Alive => "alive",
             Space::Owed => "owed",
         }
     }
@@ -389,13 +393,24 @@ impl Store {
         message_id: &str,
         hold: std::time::Duration,
     ) -> Result<bool, StoreError> {
+        self.claim_answer_as(bap_id, message_id, hold, b"1").await
+    }
+
+    /// The answer claim, holding `holder` (what [`Store::answer_held_for_hand_off`] reads).
+    async fn claim_answer_as(
+        &self,
+        bap_id: &str,
+        message_id: &str,
+        hold: std::time::Duration,
+        holder: &[u8],
+    ) -> Result<bool, StoreError> {
         match self {
             Store::Embedded(_) => Ok(true),
             Store::Redis(s) => {
                 s.put_new_expiring(
                     Space::Answering,
                     &received_key(bap_id, message_id),
-                    b"1".to_vec(),
+                    holder.to_vec(),
                     hold,
                 )
                 .await
@@ -413,18 +428,8 @@ impl Store {
         message_id: &str,
         hold: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        match self {
-            Store::Embedded(_) => Ok(true),
-            Store::Redis(s) => {
-                s.put_new_expiring(
-                    Space::Answering,
-                    &received_key(bap_id, message_id),
-                    HAND_OFF.to_vec(),
-                    hold,
-                )
-                .await
-            }
-        }
+        self.claim_answer_as(bap_id, message_id, hold, HAND_OFF)
+            .await
     }
 
     /// Whether the right [`Store::claim_answer`] failed to take is held by a resumed hand-off

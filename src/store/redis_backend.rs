@@ -479,17 +479,10 @@ impl RedisStore {
         format!("{}owed", self.prefix)
     }
 
-    fn alive_key(&self, instance: &str) -> String {
-        format!("{}alive:{instance}", self.prefix)
-    }
-
     /// Says this instance is alive for [`ALIVE_FOR`] more.
     pub(super) async fn beat(&self) -> Result<(), StoreError> {
-        let mut c = self.conn();
-        let ms = ALIVE_FOR.as_millis() as u64;
-        c.pset_ex::<_, _, ()>(self.alive_key(&self.instance), 1, ms)
+        self.put_expiring(Space::Alive, &self.instance, b"1".to_vec(), ALIVE_FOR)
             .await
-            .map_err(|e| self.lost(e))
     }
 
     /// Puts `value` at `key` (with `put_new`, unless it is there: true when it was not), marked
@@ -566,7 +559,7 @@ impl RedisStore {
                 Some(a) => *a,
                 None => {
                     let a: bool = c
-                        .exists(self.alive_key(owner))
+                        .exists(self.key(Space::Alive, owner))
                         .await
                         .map_err(|e| self.lost(e))?;
                     alive.insert(owner.to_owned(), a);
