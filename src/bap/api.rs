@@ -334,7 +334,7 @@ async fn claim_and_send(
     let Prepared {
         record,
         ratings,
-        url,
+        mut url,
     } = prepared;
     let settings = &state.settings;
     // Each waiting request holds a connection and a little memory until its callback or
@@ -345,19 +345,37 @@ async fn claim_and_send(
             "too many ratings are waiting for their sellers; retry shortly",
         ));
     }
-    let context = &record.context;
     // Register before sending: a fast seller may call back before its ACK reaches us.
-    let waiter = state.waiters.register(&context.message_id);
+    let waiter = state.waiters.register(&record.context.message_id);
     // The record as the request keeps it while it waits, serialised once for the claim and for
     // itself.
     let packed = Packed::new(&record);
-    if let Claim::Taken(existing) = state.store.claim_rating(&record, &packed.0).await? {
-        let (status, _) = rated_status(state, &existing).await?;
-        return Err(ApiError::new(
-            ApiCode::AlreadyRated,
-            format!("this order was rated already (status {})", status.as_str()),
-        ));
-    }
+    let (record, waiter, packed) = match state.store.claim_rating(&record, &packed.0).await? {
+        Claim::Won => (record, waiter, packed),
+        Claim::Taken {
+            record: existing,
+            stored,
+        } => {
+            drop(waiter);
+            let (status, _) = rated_status(state, &existing).await?;
+            let again = send_again(state, *existing, status, &record)?;
+            let packed = Packed::new(&again);
+            if !state.store.replace_rating(&again, stored).await? {
+                return Err(ApiError::new(
+                    ApiCode::AlreadyRated,
+                    "this order's rating is being sent again by another request",
+                ));
+            }
+            tracing::warn!(
+                message_id = %again.context.message_id,
+                "a rating left pending is sent again"
+            );
+            url = format!("{}/rating", again.context.bpp_uri.trim_end_matches('/'));
+            let waiter = state.waiters.register(&again.context.message_id);
+            (Box::new(again), waiter, packed)
+        }
+    };
+    let context = &record.context;
     crate::http::network::record_ids(context);
     tracing::Span::current().record("order_id", record.order_id.as_str());
     tracing::info!("claimed; sending /rating");
@@ -424,6 +442,55 @@ async fn claim_and_send(
         waiter,
         sent_at,
     })
+}
+
+/// How long after its claim a rating's /rating may still be on its way: its ttl (a seller refuses
+/// it as stale after that), or the longest a send with every retry takes, whichever is later, and
+/// a margin. A claim still pending after that was left by a process killed while sending, or by
+/// a send whose delivery stayed unknown and was never answered.
+fn sending_bound(settings: &crate::config::Settings) -> chrono::Duration {
+    let b = &settings.buyer;
+    // Each attempt's timeout and the backoff before the next (at most 3.2 s).
+    let sends = i64::from(b.send_attempts) * (b.send_timeout_ms as i64 + 3_200);
+    chrono::Duration::milliseconds((crate::protocol::RATING_TTL_SECS * 1000).max(sends) + 5_000)
+}
+
+/// What a request to rate an order already claimed may do: send again the /rating a claim left
+/// pending past [`sending_bound`], when the request rates the order as that claim did. The
+/// record returned is that claim's, with its message_id and ratings, stamped now (a seller that
+/// had it sees a repeat by message_id; one that did not takes it). Anything else is refused.
+fn send_again(
+    state: &AppState,
+    existing: RatingRecord,
+    status: RatingStatus,
+    wanted: &RatingRecord,
+) -> Result<RatingRecord, ApiError> {
+    let refused = |detail: String| {
+        Err(ApiError::new(
+            ApiCode::AlreadyRated,
+            format!(
+                "this order was rated already (status {}){detail}",
+                status.as_str()
+            ),
+        ))
+    };
+    if status != RatingStatus::Pending || existing.submitted != wanted.submitted {
+        return refused(String::new());
+    }
+    let due = crate::clock::parse_timestamp(&existing.created_at)
+        .map(|t| t + sending_bound(&state.settings));
+    if due.is_none_or(|due| state.clock.now() < due) {
+        return refused(format!(
+            "; if it is still pending at {}, sending the same rating again sends it again",
+            due.map(ondc_timestamp).unwrap_or_default()
+        ));
+    }
+    let mut again = existing;
+    again.context.timestamp = wanted.context.timestamp.clone();
+    again.created_at = wanted.created_at.clone();
+    again.error = None;
+    again.failure = None;
+    Ok(again)
 }
 
 /// Records the `acknowledged` status of the rating `packed` holds, while its request waits for

@@ -80,6 +80,13 @@ enum Write {
         value: Vec<u8>,
         mark: Option<Mark>,
     },
+    /// Puts `value` at `key` if the key holds exactly `expect`.
+    Replace {
+        space: Space,
+        key: String,
+        expect: Vec<u8>,
+        value: Vec<u8>,
+    },
     Claim {
         order_id: String,
         record: Vec<u8>,
@@ -168,6 +175,23 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
             // A new key has no mark to clear.
             apply_mark(tx, &key, mark.filter(|m| m.set))?;
             Ok(Outcome::Inserted(true))
+        }
+        Write::Replace {
+            space,
+            key,
+            expect,
+            value,
+        } => {
+            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+            let holds = t
+                .get(key.as_str())
+                .map_err(unavailable)?
+                .is_some_and(|v| v.value() == expect.as_slice());
+            if holds {
+                t.insert(key.as_str(), value.as_slice())
+                    .map_err(unavailable)?;
+            }
+            Ok(Outcome::Inserted(holds))
         }
         Write::Claim {
             order_id,
@@ -385,6 +409,26 @@ impl EmbeddedStore {
         };
         match self.write(write).await? {
             Outcome::Inserted(inserted) => Ok(inserted),
+            _ => Err(unavailable("unexpected answer from the store's writer")),
+        }
+    }
+
+    /// Puts `value` at `key` if the key holds exactly `expect` (true when it did).
+    pub(super) async fn replace(
+        &self,
+        space: Space,
+        key: &str,
+        expect: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let write = Write::Replace {
+            space,
+            key: key.to_owned(),
+            expect,
+            value,
+        };
+        match self.write(write).await? {
+            Outcome::Inserted(replaced) => Ok(replaced),
             _ => Err(unavailable("unexpected answer from the store's writer")),
         }
     }

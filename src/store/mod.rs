@@ -105,8 +105,13 @@ impl Space {
 pub enum Claim {
     /// This caller holds the claim.
     Won,
-    /// Someone rated this order already; their record.
-    Taken(Box<RatingRecord>),
+    /// Someone rated this order already.
+    Taken {
+        /// Their record.
+        record: Box<RatingRecord>,
+        /// Its bytes as stored (what [`Store::replace_rating`] compares).
+        stored: Vec<u8>,
+    },
 }
 
 /// The store handle; cheap to clone.
@@ -244,11 +249,28 @@ impl Store {
         };
         match existing {
             None => Ok(Claim::Won),
-            Some(bytes) => Ok(Claim::Taken(Box::new(decode(
-                Space::Ratings,
-                &record.order_id,
-                &bytes,
-            )?))),
+            Some(bytes) => Ok(Claim::Taken {
+                record: Box::new(decode(Space::Ratings, &record.order_id, &bytes)?),
+                stored: bytes,
+            }),
+        }
+    }
+
+    /// Replaces the rating record stored as `stored` with `record`, atomically, unless it changed
+    /// since it was read (true when replaced): of several callers that read the same record, one
+    /// replaces it. The message index is not touched: `record` keeps its message_id.
+    pub async fn replace_rating(
+        &self,
+        record: &RatingRecord,
+        stored: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let key = &record.order_id;
+        match self {
+            Store::Embedded(s) => s.replace(Space::Ratings, key, stored, encode(record)).await,
+            Store::Redis(s) => {
+                s.replace(Space::Ratings, key, &stored, &encode(record))
+                    .await
+            }
         }
     }
 

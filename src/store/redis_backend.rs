@@ -47,6 +47,16 @@ redis.call('SET', KEYS[1], ARGV[1])
 return false
 "#;
 
+/// Compare-and-set. KEYS[1] the key; ARGV[1] the value it must hold, ARGV[2] its new value.
+/// Returns 1 when it held ARGV[1] and now holds ARGV[2], else 0.
+const REPLACE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
 /// One server (a connection manager that reconnects) or a cluster (a connection that follows
 /// the slot map and its changes).
 #[derive(Clone)]
@@ -136,6 +146,7 @@ pub struct RedisStore {
     epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
     prefix: String,
     claim: redis::Script,
+    replace: redis::Script,
     /// This process's id among the instances sharing the keyspace (see the module docs).
     instance: String,
 }
@@ -200,6 +211,7 @@ impl RedisStore {
             epoch: Default::default(),
             prefix: prefix.to_owned(),
             claim: redis::Script::new(CLAIM),
+            replace: redis::Script::new(REPLACE),
             instance: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
@@ -406,6 +418,26 @@ impl RedisStore {
         c.set_nx(self.key(space, key), value)
             .await
             .map_err(|e| self.lost(e))
+    }
+
+    /// Puts `value` at `key` if the key holds exactly `expect` (true when it did), atomically.
+    pub(super) async fn replace(
+        &self,
+        space: Space,
+        key: &str,
+        expect: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn();
+        let replaced: i64 = self
+            .replace
+            .key(self.key(space, key))
+            .arg(expect)
+            .arg(value)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.lost(e))?;
+        Ok(replaced == 1)
     }
 
     /// Writes the message index, then runs the claim; removes the index again when the claim

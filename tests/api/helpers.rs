@@ -205,10 +205,6 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    pub async fn start(settings: Settings, listener: TcpListener) -> Self {
-        Self::start_clocked(settings, listener, Arc::new(SystemClock)).await
-    }
-
     pub async fn start_clocked(
         settings: Settings,
         listener: TcpListener,
@@ -274,6 +270,19 @@ impl Buyer {
         peers: Vec<PeerSettings>,
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
+        let clock: SharedClock = Arc::new(SystemClock);
+        Self::start_as_clocked(identity, store, name, peers, clock, tweak).await
+    }
+
+    /// A buyer side whose clock is `clock`.
+    pub async fn start_as_clocked(
+        identity: Identity,
+        store: &StoreFixture,
+        name: &str,
+        peers: Vec<PeerSettings>,
+        clock: SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         let (listener, port) = bind();
         let mut s = settings_for(&identity, port, store.settings(name));
         s.buyer = BuyerSettings {
@@ -289,7 +298,7 @@ impl Buyer {
         s.peers = peers;
         tweak(&mut s);
         Self {
-            app: TestApp::start(s, listener).await,
+            app: TestApp::start_clocked(s, listener, clock).await,
             identity,
             http: reqwest::Client::new(),
         }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ondc_rating::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::both_stores;
@@ -451,6 +452,112 @@ async fn a_seller_too_slow_to_answer_keeps_the_claim_and_gets_the_same_bytes_aga
         "completed"
     );
 }
+
+/// A claim left pending (the seller never answered, nor called back) is not lost for good: once
+/// no copy of its /rating can still be on its way, the same rating sent again sends that /rating
+/// again, its message_id kept and stamped anew, and the seller's callback completes it. A
+/// different rating, or the same one too early, is refused; of two at once, one sends.
+async fn a_rating_left_pending_is_sent_again_by_the_same_rating(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let seller = ScriptedSeller::start(Script::AckWhen(hold.clone())).await;
+    let clock = ondc_rating::clock::FixedClock::at_millis(chrono::Utc::now().timestamp_millis());
+    let buyer = Buyer::start_as_clocked(
+        Identity::new("buyer.test"),
+        &store,
+        "buyer",
+        vec![seller.identity.peer()],
+        clock.clone(),
+        |s| {
+            s.buyer.send_timeout_ms = 300;
+            s.buyer.send_attempts = 1;
+            s.buyer.callback_wait_ms = 5_000;
+        },
+    )
+    .await;
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let (status, err) = buyer.rate("alice", &full_rating("O-1")).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (504, Some("seller_timeout"))
+    );
+    hold.notify_one(); // the first /rating's answer comes too late
+
+    // Too early: it may still be on its way.
+    let (status, err) = buyer.rate("alice", &full_rating("O-1")).await;
+    assert_eq!(status, 409, "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("sending the same rating again"),
+        "{message}"
+    );
+    // The bound: 30 s of ttl, then a margin (one attempt of 0.3 s is shorter).
+    clock.advance_millis(35_001);
+    let mut other = full_rating("O-1");
+    other["orderRating"] = json!(1);
+    let (status, err) = buyer.rate("alice", &other).await;
+    assert_eq!(status, 409, "another rating: {err}");
+    assert!(!err["error"]["message"].as_str().unwrap().contains("again"));
+
+    // The same rating, twice at once: one sends it again, and the seller's callback (signed at
+    // the buyer's time) answers the one that sent it.
+    hold.notify_one();
+    let callback = async {
+        let sent = seller.recorder.wait_for(2).await;
+        let again: Value = serde_json::from_slice(&sent[1].body).unwrap();
+        let mut ctx = again["context"].clone();
+        ctx["action"] = json!("on_rating");
+        ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(
+            clock.now() + chrono::Duration::milliseconds(5)
+        ));
+        let cb = serde_json::to_vec(&json!({"context": ctx, "message": {"feedback_ack": true, "rating_ack": true,
+            "feedback_form": {"form": {"url": "https://seller.test/f", "mime_type": "text/html", "data": "x"}}}}))
+        .unwrap();
+        let header = seller.identity.sign_at(&cb, clock.now().timestamp());
+        let url = format!("{}/bap/on_rating", buyer.app.base);
+        let (s, ack) = post_with_header(&buyer.http, &url, Some(&header), &cb).await;
+        assert_eq!(s, 200, "{ack}");
+        sent
+    };
+    let same = full_rating("O-1");
+    let (a, b, sent) = tokio::join!(
+        buyer.rate("alice", &same),
+        buyer.rate("alice", &same),
+        callback
+    );
+    assert_eq!(sent.len(), 2, "sent once more: {a:?} {b:?}");
+    let (first, again): (Value, Value) = (
+        serde_json::from_slice(&sent[0].body).unwrap(),
+        serde_json::from_slice(&sent[1].body).unwrap(),
+    );
+    assert_eq!(again["message"], first["message"], "the same ratings");
+    assert_eq!(
+        again["context"]["message_id"],
+        first["context"]["message_id"]
+    );
+    assert_eq!(
+        again["context"]["transaction_id"],
+        first["context"]["transaction_id"]
+    );
+    assert_eq!(
+        again["context"]["timestamp"],
+        json!(ondc_rating::clock::ondc_timestamp(clock.now()))
+    );
+    let (waiting, refused) = if a.0 == 409 { (b, a) } else { (a, b) };
+    assert_eq!(refused.0, 409, "{refused:?}");
+    assert_eq!(waiting.0, 200, "answered with its callback: {waiting:?}");
+    assert_eq!(
+        waiting.1["data"]["dto"]["context"]["message_id"],
+        first["context"]["message_id"]
+    );
+    assert_eq!(seller.requests().len(), 2);
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(got["data"]["status"], "completed", "{got}");
+    assert_eq!(got["data"]["feedbackForm"]["url"], "https://seller.test/f");
+}
+
+both_stores!(a_rating_left_pending_is_sent_again_by_the_same_rating);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_seller_is_offered_the_same_rating_again() {
