@@ -384,15 +384,21 @@ impl Application {
             let state = state.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(TAKE_OVER_EVERY / 2);
+                // A look for work to take over runs beside the heartbeat, never delaying it, and
+                // never beside another look.
+                let mut looking: Option<tokio::task::JoinHandle<()>> = None;
                 for n in 0u64.. {
                     tick.tick().await;
                     if let Some(Err(e)) = state.store.beat().await {
                         tracing::warn!(error = %e, "could not renew this instance's heartbeat");
                     }
-                    if n % 2 == 1
-                        && let Err(e) = take_over(&state).await
-                    {
-                        tracing::warn!(error = %e, "could not look for owed work to take over");
+                    if n % 2 == 1 && looking.as_ref().is_none_or(|l| l.is_finished()) {
+                        let state = state.clone();
+                        looking = Some(tokio::spawn(async move {
+                            if let Err(e) = take_over(&state).await {
+                                tracing::warn!(error = %e, "could not look for owed work to take over");
+                            }
+                        }));
                     }
                 }
             })

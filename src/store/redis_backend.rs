@@ -12,8 +12,9 @@
 //! Received ratings owing work (a webhook hand-off, an /on_rating) are marked in one sorted set,
 //! `{prefix}owed`, as `{instance}|{bap_id}|{message_id}`: the instance doing the work, a random id
 //! it keeps alive with a key that expires ([`ALIVE_FOR`]) unless renewed. The mark goes in just
-//! before the record (a mark whose record was refused as a repeat, or was settled, is dropped by
-//! whoever reads it) and comes out just after the record that settles it. Another instance takes
+//! before the record (and out again at once when the record was refused as a repeat) and comes
+//! out just after the record that settles it; a mark left on a settled record (the instance
+//! stopped in between) is dropped by whoever takes it over. Another instance takes
 //! over the marks of an instance whose key has expired: it adds its own and removes the old one,
 //! and only the taker whose removal removed it goes on (the others remove theirs).
 //!
