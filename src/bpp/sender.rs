@@ -377,6 +377,7 @@ pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::
             .instrument(span),
         );
     }
+    state.metrics.owed_taken_up(count);
     Ok(count)
 }
 

@@ -19,7 +19,10 @@
 //!   equation, by how: on their own (`alone`), in a batch that passed (`batch`), or on their own
 //!   after their batch failed or within `crypto::batch::SINGLY_FOR` after one of their worker's
 //!   did (`rechecked`). A signature that fails under a cached key and is checked again under the
-//!   key the registry has since rotated to counts twice, the second time `alone`.
+//!   key the registry has since rotated to counts twice, the second time `alone`;
+//! - `ondc_rating_owed_taken_up_total`: received ratings whose owed work (a webhook hand-off, an
+//!   `/on_rating`) this process took up from a stopped one: the embedded store's last run, or an
+//!   instance sharing Redis whose heartbeat stopped.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -160,6 +163,7 @@ pub struct Metrics {
     registry_cache: [AtomicU64; 4],
     callbacks_matched: [AtomicU64; 2],
     signatures_checked: [AtomicU64; 3],
+    owed_taken_up: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -206,6 +210,11 @@ impl Metrics {
     /// One inbound signature checked, `how`.
     pub fn signature_checked(&self, how: How) {
         self.signatures_checked[how as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` received ratings whose owed work this process took up from a stopped one.
+    pub fn owed_taken_up(&self, n: usize) {
+        self.owed_taken_up.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// One wait for `/on_rating`, `elapsed` since the `/rating` was sent.
@@ -308,6 +317,17 @@ impl Metrics {
         );
         header(
             &mut out,
+            "ondc_rating_owed_taken_up_total",
+            "counter",
+            "Received ratings whose owed webhook hand-off or /on_rating this process took up from a stopped one.",
+        );
+        let _ = writeln!(
+            out,
+            "ondc_rating_owed_taken_up_total {}",
+            self.owed_taken_up.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
             "ondc_rating_registry_cache_total",
             "counter",
             "Registry key lookups: cache hits by level, registry calls, and keys the registry lacked.",
@@ -401,6 +421,7 @@ mod tests {
         assert!(t.contains("ondc_rating_outbound_retries_total{target=\"rating\"} 0"));
         assert!(t.contains("ondc_rating_registry_cache_total{result=\"hit_memory\"} 1"));
         assert!(t.contains("ondc_rating_store_errors_total 0"));
+        assert!(t.contains("ondc_rating_owed_taken_up_total 0"));
         assert!(t.contains("ondc_rating_callbacks_matched_total{against=\"waiting_request\"} 0"));
         assert!(t.contains("ondc_rating_callbacks_matched_total{against=\"store\"} 2"));
         let b = "ondc_rating_callback_wait_seconds_bucket{outcome=\"callback\",le=";

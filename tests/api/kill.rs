@@ -281,6 +281,11 @@ async fn answer_at(base: &str, message_id: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// How many received ratings' owed work the process at `base` took up from a stopped one.
+async fn taken_up(base: &str) -> f64 {
+    sample(&metrics(base).await, "ondc_rating_owed_taken_up_total").unwrap()
+}
+
 /// A webhook that takes every hand-off and never answers, recording each.
 async fn silent_webhook() -> Recorder {
     Recorder::start(
@@ -465,6 +470,7 @@ async fn embedded_an_on_rating_a_sigkill_cut_short_is_sent_after_the_restart() {
     let killed = KilledOwing::start("m-r1", chrono::Utc::now()).await;
     let (go, buyer) = (&killed.go, &killed.buyer);
     let mut second = killed.serve().await;
+    assert_eq!(taken_up(&second.base).await, 1.0);
     let sent = buyer.wait_for(2).await;
     assert_eq!(message_id_of(&sent[1]), "m-r1");
     let (again, before): (Value, Value) = (
@@ -481,6 +487,7 @@ async fn embedded_an_on_rating_a_sigkill_cut_short_is_sent_after_the_restart() {
     // Delivered, it is owed no more: a third process sends only what it is asked for since.
     second.kill9();
     let third = killed.serve().await;
+    assert_eq!(taken_up(&third.base).await, 0.0);
     go.notify_one();
     rate_at(&third.base, &killed.bap, buyer, "m-r2", chrono::Utc::now()).await;
     let sent = buyer.wait_for(3).await;
@@ -572,6 +579,7 @@ async fn owed_work_of_a_killed_instance_is_taken_over(backend: Backend) {
 
     let sent = requests_within_20s(&buyer, 2).await;
     assert_eq!(message_id_of(&sent[1]), "m-x1");
+    assert_eq!(taken_up(&other.base).await, 1.0);
     let (again, before): (Value, Value) = (
         serde_json::from_slice(&sent[1].body).unwrap(),
         serde_json::from_slice(&cut[0].body).unwrap(),
