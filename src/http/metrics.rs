@@ -304,27 +304,17 @@ impl Metrics {
                 self.retries[target as usize].load(Ordering::Relaxed)
             );
         }
-        header(
+        counter(
             &mut out,
             "ondc_rating_store_errors_total",
-            "counter",
             "Store failures answered with an API error or a NACK.",
+            &self.store_errors,
         );
-        let _ = writeln!(
-            out,
-            "ondc_rating_store_errors_total {}",
-            self.store_errors.load(Ordering::Relaxed)
-        );
-        header(
+        counter(
             &mut out,
             "ondc_rating_owed_taken_up_total",
-            "counter",
             "Received ratings whose owed webhook hand-off or /on_rating this process took up from a stopped one.",
-        );
-        let _ = writeln!(
-            out,
-            "ondc_rating_owed_taken_up_total {}",
-            self.owed_taken_up.load(Ordering::Relaxed)
+            &self.owed_taken_up,
         );
         header(
             &mut out,
@@ -375,6 +365,12 @@ impl Metrics {
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A counter without labels: its header and its one sample.
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
 }
 
 /// A label value: backslash, double quote and line feed escaped.
