@@ -352,7 +352,15 @@ impl Store {
         };
         let mut owed = Vec::new();
         for key in keys {
-            match self.get::<ReceivedRating>(Space::Received, &key).await? {
+            let found = match self.get::<ReceivedRating>(Space::Received, &key).await {
+                // One unreadable record does not hold up the others (nor a start).
+                Err(StoreError::Corrupt(e)) => {
+                    tracing::error!(error = %e, "an owed received rating cannot be read; left");
+                    continue;
+                }
+                found => found?,
+            };
+            match found {
                 Some(r) if r.owes_work() => owed.push(r),
                 _ => {
                     if let Some(s) = redis {
@@ -670,4 +678,43 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 fn decode<T: DeserializeOwned>(space: Space, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("{}/{key}: {e}", space.name())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a restart takes up: every marked rating that still owes work, past one that cannot
+    /// be read (which does not fail the start); a rating settled since is no longer marked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn owed_ratings_are_taken_up_past_an_unreadable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StoreSettings {
+            path: dir.path().join("o.redb"),
+            ..StoreSettings::default()
+        };
+        let store = Store::open(&settings).await.unwrap();
+        let mut owing = crate::perf::sample_received();
+        owing.on_rating = DeliveryStatus::Pending;
+        let mut settled = owing.clone();
+        settled.context.message_id = "settled".into();
+        assert!(store.insert_received(&owing).await.unwrap());
+        assert!(store.insert_received(&settled).await.unwrap());
+        settled.on_rating = DeliveryStatus::Sent;
+        store.put_received(&settled).await.unwrap();
+        let Store::Embedded(s) = &store else {
+            unreachable!("the default store is embedded")
+        };
+        // A marked key whose record is not JSON.
+        let mark = Some(embedded::Mark {
+            space: Space::Owed,
+            set: true,
+        });
+        s.put(Space::Received, "buyer|broken", b"{".to_vec(), mark)
+            .await
+            .unwrap();
+        let owed = store.take_over_owed().await.unwrap();
+        let ids: Vec<&str> = owed.iter().map(|r| r.context.message_id.as_str()).collect();
+        assert_eq!(ids, [owing.context.message_id.as_str()]);
+    }
 }
