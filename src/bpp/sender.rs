@@ -340,9 +340,21 @@ pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::
         let held = r.verdict == Verdict::Pending && r.on_rating == DeliveryStatus::Awaiting;
         let hold = Duration::from_millis(state.settings.seller.webhook_timeout_ms)
             + Duration::from_secs(5);
-        if held && !state.store.claim_hand_off(bap_id, message_id, hold).await? {
-            state.store.unmark_received(&r).await?;
-            continue;
+        if held {
+            // A store failure here leaves this one marked and goes on with the others.
+            match state.store.claim_hand_off(bap_id, message_id, hold).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Err(e) = state.store.unmark_received(&r).await {
+                        tracing::warn!(error = %e, "could not unmark a rating the platform answers");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not take up an owed hand-off");
+                    continue;
+                }
+            }
         }
         count += 1;
         let handing_off = (r.verdict == Verdict::Pending)
