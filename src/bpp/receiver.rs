@@ -17,7 +17,7 @@ use crate::http::error::{ApiCode, ApiError};
 use crate::http::network::{SELLER, accept_inbound, ack, nack};
 use crate::protocol::rating::parse_inbound;
 use crate::protocol::{Action, Context, NackCode};
-use crate::store::{DeliveryStatus, ReceivedRating, Verdict};
+use crate::store::{AnswerHolder, DeliveryStatus, ReceivedRating, Verdict};
 
 use super::checks::first_problem;
 use super::sender::{Job, apply_answer, send, template_form};
@@ -231,6 +231,24 @@ pub async fn get_received(
     }
 }
 
+/// The answer to a platform's answer that finds its rating held `by` other work (`where_`: in this
+/// process, or ` by another instance`): a hand-off a restart took up again settles the verdict
+/// the answer would read, so it is retried after; another answer has it.
+fn held_by(by: AnswerHolder, where_: &str) -> ApiError {
+    match by {
+        AnswerHolder::HandOff => ApiError::new(
+            ApiCode::TooBusy,
+            format!(
+                "the rating is still being handed to the seller platform's webhook{where_}; retry"
+            ),
+        ),
+        AnswerHolder::Answer => ApiError::new(
+            ApiCode::AlreadyAnswered,
+            format!("its /on_rating is being sent{where_}"),
+        ),
+    }
+}
+
 /// `POST /internal/seller/ratings/{bap_id}/{message_id}/on_rating` (`seller.on_rating =
 /// "platform"`): the seller platform's answer to a rating that passed the checks, in the form its
 /// webhook answers take (empty or `{}`: what the record holds; a `feedback_form_url`; an `error`
@@ -245,38 +263,19 @@ pub async fn answer_received(
     check_internal(&req, &state.settings.seller.internal_token)?;
     let (bap_id, message_id) = path.into_inner();
     let key = format!("{bap_id}|{message_id}");
-    // A hand-off a restart took up again settles the verdict this answer would read.
-    if state.handing_off.holds(&key) {
-        return Err(ApiError::new(
-            ApiCode::TooBusy,
-            "the rating is still being handed to the seller platform's webhook; retry",
-        ));
-    }
-    let Some(claim) = state.answering.take(key) else {
-        return Err(ApiError::new(
-            ApiCode::AlreadyAnswered,
-            "its /on_rating is being sent",
-        ));
-    };
+    let claim = state
+        .answering
+        .take(key, AnswerHolder::Answer)
+        .map_err(|by| held_by(by, ""))?;
     // Instances sharing Redis: one of them sends. Held past the longest ttl an answer can have
     // (a crash while sending leaves it to expire).
     let hold = Duration::from_secs(crate::protocol::RATING_TTL_SECS as u64 + 5);
-    if !state.store.claim_answer(&bap_id, &message_id, hold).await? {
-        if state
-            .store
-            .answer_held_for_hand_off(&bap_id, &message_id)
-            .await?
-        {
-            return Err(ApiError::new(
-                ApiCode::TooBusy,
-                "the rating is being handed to the seller platform's webhook by another \
-                 instance; retry",
-            ));
-        }
-        return Err(ApiError::new(
-            ApiCode::AlreadyAnswered,
-            "its /on_rating is being sent by another instance",
-        ));
+    if let Err(by) = state
+        .store
+        .claim_answer(&bap_id, &message_id, hold, AnswerHolder::Answer)
+        .await?
+    {
+        return Err(held_by(by, " by another instance"));
     }
     let answered = answer_claimed(&state, &bap_id, &message_id, &body, claim).await;
     if let Err(e) = state.store.release_answer(&bap_id, &message_id).await {

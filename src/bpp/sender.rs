@@ -18,7 +18,7 @@ use crate::http::outbound::PeerAnswer;
 use crate::protocol::{
     Action, Context, FeedbackForm, Form, NetworkError, OnRatingMessage, RATING_TTL_SECS,
 };
-use crate::store::{DeliveryStatus, ReceivedRating, Verdict};
+use crate::store::{AnswerHolder, DeliveryStatus, ReceivedRating, Verdict};
 
 /// Fills `{order_id}`, `{transaction_id}` and `{message_id}`, in one pass (a value that itself
 /// holds a placeholder is written as it is).
@@ -332,19 +332,23 @@ async fn process(state: &web::Data<AppState>, r: &mut ReceivedRating, job: Job) 
 pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::StoreError> {
     let owed = state.store.take_over_owed().await?;
     let (mut count, now) = (0, state.clock.now());
+    let hold =
+        Duration::from_millis(state.settings.seller.webhook_timeout_ms) + Duration::from_secs(5);
     for mut r in owed {
         let (bap_id, message_id) = (&r.context.bap_id, &r.context.message_id);
         // Registered before the server answers anything: the platform's answer to a held
         // rating waits for the hand-off instead of racing it, here and (Redis) on the other
         // instances; one it is sending right now settles the rating instead.
         let held = r.verdict == Verdict::Pending && r.on_rating == DeliveryStatus::Awaiting;
-        let hold = Duration::from_millis(state.settings.seller.webhook_timeout_ms)
-            + Duration::from_secs(5);
         if held {
             // A store failure here leaves this one marked and goes on with the others.
-            match state.store.claim_hand_off(bap_id, message_id, hold).await {
-                Ok(true) => {}
-                Ok(false) => {
+            match state
+                .store
+                .claim_answer(bap_id, message_id, hold, AnswerHolder::HandOff)
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
                     if let Err(e) = state.store.unmark_received(&r).await {
                         tracing::warn!(error = %e, "could not unmark a rating the platform answers");
                     }
@@ -358,7 +362,10 @@ pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::
         }
         count += 1;
         let handing_off = (r.verdict == Verdict::Pending)
-            .then(|| state.handing_off.take(format!("{bap_id}|{message_id}")))
+            .then(|| {
+                let key = format!("{bap_id}|{message_id}");
+                state.answering.take(key, AnswerHolder::HandOff).ok()
+            })
             .flatten();
         let (_, left) = super::receiver::ttl_left_of(&r.context, now);
         let job = Job {

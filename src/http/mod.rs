@@ -27,7 +27,7 @@ use crate::config::{Settings, uri_path};
 use crate::crypto::SigningKeyPair;
 use crate::protocol::schema::Schemas;
 use crate::registry::Registry;
-use crate::store::{Store, StoreError};
+use crate::store::{AnswerHolder, Store, StoreError};
 use error::{ApiCode, ApiError};
 use outbound::Outbound;
 
@@ -61,35 +61,37 @@ pub struct AppState {
     pub traffic: Option<record::TrafficLog>,
     /// What `GET /metrics` reports.
     pub metrics: Arc<metrics::Metrics>,
-    /// Received ratings whose `/on_rating` the seller platform is sending through this instance
-    /// right now (`seller.on_rating = "platform"`).
+    /// Held received ratings some work in this process is settling: the seller platform's answer
+    /// (`seller.on_rating = "platform"`) being sent, or a webhook hand-off a restart took up again.
     pub answering: Holds,
-    /// Received ratings whose webhook hand-off a restart took up again and has not finished: the
-    /// seller platform's own answer waits for it.
-    pub handing_off: Holds,
 }
 
-/// Received ratings some work in this process holds, by `bap_id|message_id`.
+/// Received ratings some work in this process holds, by `bap_id|message_id`, with what holds
+/// each.
 #[derive(Clone, Default)]
-pub struct Holds(Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+pub struct Holds(Arc<std::sync::Mutex<std::collections::HashMap<String, AnswerHolder>>>);
 
 impl Holds {
-    fn keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        // A set of strings cannot be left half-changed by a panic elsewhere.
+    fn keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, AnswerHolder>> {
+        // A map of strings cannot be left half-changed by a panic elsewhere.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Holds `key` until the guard is dropped, however the work ends; None when it is held.
-    pub fn take(&self, key: String) -> Option<Held> {
-        self.keys().insert(key.clone()).then(|| Held {
-            holds: self.clone(),
-            key,
-        })
-    }
-
-    /// Whether `key` is held.
-    pub fn holds(&self, key: &str) -> bool {
-        self.keys().contains(key)
+    /// Holds `key` for `by` until the guard is dropped, however the work ends; `Err` with what
+    /// holds it when it is held.
+    pub fn take(&self, key: String, by: AnswerHolder) -> Result<Held, AnswerHolder> {
+        use std::collections::hash_map::Entry;
+        match self.keys().entry(key) {
+            Entry::Occupied(held) => Err(*held.get()),
+            Entry::Vacant(free) => {
+                let key = free.key().clone();
+                free.insert(by);
+                Ok(Held {
+                    holds: self.clone(),
+                    key,
+                })
+            }
+        }
     }
 }
 
@@ -369,7 +371,6 @@ impl Application {
             background: tokio::runtime::Handle::current(),
             traffic,
             answering: Holds::default(),
-            handing_off: Holds::default(),
             store,
             clock,
             settings: Arc::new(settings),

@@ -414,68 +414,33 @@ impl Store {
         }
     }
 
-    /// Takes the right to send the seller platform's `/on_rating` for a received rating, for at
-    /// most `hold`; false when another instance holds it. With the embedded store, one process
-    /// owns the file and its own bookkeeping suffices: always true.
+    /// Takes the right to settle a held received rating (send the seller platform's
+    /// `/on_rating`, or make again a hand-off a restart took up) for `holder`, for at most
+    /// `hold`; `Err` with what holds it when another instance does (a holder that cannot be read
+    /// counts as an answer). With the embedded store, one process owns the file and its own
+    /// bookkeeping suffices: always taken.
     pub async fn claim_answer(
         &self,
         bap_id: &str,
         message_id: &str,
         hold: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        self.claim_answer_as(bap_id, message_id, hold, b"1").await
-    }
-
-    /// The answer claim, holding `holder` (what [`Store::answer_held_for_hand_off`] reads).
-    async fn claim_answer_as(
-        &self,
-        bap_id: &str,
-        message_id: &str,
-        hold: std::time::Duration,
-        holder: &[u8],
-    ) -> Result<bool, StoreError> {
-        match self {
-            Store::Embedded(_) => Ok(true),
-            Store::Redis(s) => {
-                s.put_new_expiring(
-                    Space::Answering,
-                    &received_key(bap_id, message_id),
-                    holder.to_vec(),
-                    hold,
-                )
-                .await
-            }
+        holder: AnswerHolder,
+    ) -> Result<Result<(), AnswerHolder>, StoreError> {
+        let Store::Redis(s) = self else {
+            return Ok(Ok(()));
+        };
+        let key = received_key(bap_id, message_id);
+        let tag = holder.tag();
+        if s.put_new_expiring(Space::Answering, &key, tag.to_vec(), hold)
+            .await?
+        {
+            return Ok(Ok(()));
         }
-    }
-
-    /// Takes the same right as [`Store::claim_answer`] for a webhook hand-off a restart took up
-    /// again, which settles what the platform's answer would read: its answer through another
-    /// instance meanwhile is told to retry ([`Store::answer_held_for_hand_off`]). Embedded: the
-    /// process's own bookkeeping suffices, always true.
-    pub async fn claim_hand_off(
-        &self,
-        bap_id: &str,
-        message_id: &str,
-        hold: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        self.claim_answer_as(bap_id, message_id, hold, HAND_OFF)
-            .await
-    }
-
-    /// Whether the right [`Store::claim_answer`] failed to take is held by a resumed hand-off
-    /// ([`Store::claim_hand_off`]) rather than by another answer.
-    pub async fn answer_held_for_hand_off(
-        &self,
-        bap_id: &str,
-        message_id: &str,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Store::Embedded(_) => Ok(false),
-            Store::Redis(s) => Ok(s
-                .get(Space::Answering, &received_key(bap_id, message_id))
-                .await?
-                .is_some_and(|v| v == HAND_OFF)),
-        }
+        let held_by = s.get(Space::Answering, &key).await?;
+        Ok(Err(match held_by.as_deref() {
+            Some(t) if t == AnswerHolder::HandOff.tag() => AnswerHolder::HandOff,
+            _ => AnswerHolder::Answer,
+        }))
     }
 
     /// Gives up what [`Store::claim_answer`] took.
@@ -650,8 +615,24 @@ pub(crate) fn is_reclaimable(bytes: &[u8]) -> bool {
     serde_json::from_slice::<Status>(bytes).is_ok_and(|s| s.status == "failed")
 }
 
-/// What [`Store::claim_hand_off`] holds the answer claim with.
-const HAND_OFF: &[u8] = b"hand-off";
+/// What holds the right to settle a held received rating ([`Store::claim_answer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerHolder {
+    /// The seller platform's answer, its `/on_rating` being sent.
+    Answer,
+    /// A webhook hand-off a restart took up again, which settles the verdict an answer reads.
+    HandOff,
+}
+
+impl AnswerHolder {
+    /// How the claim's key in Redis names it.
+    fn tag(self) -> &'static [u8] {
+        match self {
+            AnswerHolder::Answer => b"1",
+            AnswerHolder::HandOff => b"hand-off",
+        }
+    }
+}
 
 /// The [`Space::Owed`] mark a write of `r` sets or clears.
 fn owed_mark(r: &ReceivedRating) -> Option<embedded::Mark> {
