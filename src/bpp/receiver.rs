@@ -17,7 +17,7 @@ use crate::http::error::{ApiCode, ApiError};
 use crate::http::network::{SELLER, accept_inbound, ack, nack};
 use crate::protocol::rating::parse_inbound;
 use crate::protocol::{Action, Context, NackCode};
-use crate::store::{AnswerHolder, DeliveryStatus, ReceivedRating, Verdict};
+use crate::store::{AnswerHolder, DeliveryStatus, ReceivedRating, Verdict, received_key};
 
 use super::checks::first_problem;
 use super::sender::{Job, apply_answer, send, template_form};
@@ -262,10 +262,9 @@ pub async fn answer_received(
 ) -> Result<HttpResponse, ApiError> {
     check_internal(&req, &state.settings.seller.internal_token)?;
     let (bap_id, message_id) = path.into_inner();
-    let key = format!("{bap_id}|{message_id}");
     let claim = state
         .answering
-        .take(key, AnswerHolder::Answer)
+        .take(received_key(&bap_id, &message_id), AnswerHolder::Answer)
         .map_err(|by| held_by(by, ""))?;
     // Instances sharing Redis: one of them sends. Held past the longest ttl an answer can have
     // (a crash while sending leaves it to expire).

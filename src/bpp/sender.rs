@@ -363,7 +363,7 @@ pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::
         count += 1;
         let handing_off = (r.verdict == Verdict::Pending)
             .then(|| {
-                let key = format!("{bap_id}|{message_id}");
+                let key = crate::store::received_key(bap_id, message_id);
                 state.answering.take(key, AnswerHolder::HandOff).ok()
             })
             .flatten();

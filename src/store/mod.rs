@@ -642,7 +642,9 @@ fn owed_mark(r: &ReceivedRating) -> Option<embedded::Mark> {
     })
 }
 
-fn received_key(bap_id: &str, message_id: &str) -> String {
+/// A received rating's key, `bap_id|message_id`: in the store, and in a process's registry of
+/// the ones some work holds.
+pub fn received_key(bap_id: &str, message_id: &str) -> String {
     format!("{bap_id}|{message_id}")
 }
 
