@@ -512,6 +512,11 @@ impl RedisStore {
         format!("{}owed", self.prefix)
     }
 
+    /// This instance's mark on `key` in the owed set: `{instance}|{key}`.
+    fn mark_of(&self, key: &str) -> String {
+        format!("{}|{key}", self.instance)
+    }
+
     /// Says this instance is alive for [`ALIVE_FOR`] more.
     pub(super) async fn beat(&self) -> Result<(), StoreError> {
         self.put_expiring(Space::Alive, &self.instance, b"1".to_vec(), ALIVE_FOR)
@@ -530,7 +535,7 @@ impl RedisStore {
         put_new: bool,
     ) -> Result<bool, StoreError> {
         let record = self.key(space, key);
-        let member = format!("{}|{key}", self.instance);
+        let member = self.mark_of(key);
         let owed_key = self.owed_key();
         let mut c = self.conn();
         let mut set = redis::cmd("SET");
@@ -602,7 +607,7 @@ impl RedisStore {
             if owner_alive {
                 continue;
             }
-            let mine = format!("{}|{key}", self.instance);
+            let mine = self.mark_of(key);
             c.zadd::<_, _, _, ()>(&owed_key, &mine, now_ms())
                 .await
                 .map_err(|e| self.lost(e))?;
@@ -610,9 +615,7 @@ impl RedisStore {
             if removed == 1 {
                 taken.push(key.to_owned());
             } else {
-                c.zrem::<_, _, ()>(&owed_key, &mine)
-                    .await
-                    .map_err(|e| self.lost(e))?;
+                self.unmark(key).await?;
             }
         }
         Ok(taken)
@@ -621,7 +624,7 @@ impl RedisStore {
     /// Removes this instance's mark on `key` (a taken-over key whose record no longer owes work).
     pub(super) async fn unmark(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn();
-        c.zrem::<_, _, ()>(self.owed_key(), format!("{}|{key}", self.instance))
+        c.zrem::<_, _, ()>(self.owed_key(), self.mark_of(key))
             .await
             .map_err(|e| self.lost(e))
     }
