@@ -304,7 +304,7 @@ async fn prepare(
 
     let now = state.clock.now();
     let context = rating_context(&state.settings, &order, now);
-    let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
+    let url = context.rating_url();
     let record = Box::new(RatingRecord {
         order_id: order.order_id,
         user_id,
@@ -370,7 +370,7 @@ async fn claim_and_send(
                 message_id = %again.context.message_id,
                 "a rating left pending is sent again"
             );
-            url = format!("{}/rating", again.context.bpp_uri.trim_end_matches('/'));
+            url = again.context.rating_url();
             let waiter = state.waiters.register(&again.context.message_id);
             (Box::new(again), waiter, packed)
         }

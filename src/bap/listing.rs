@@ -444,7 +444,7 @@ pub async fn post_feedback(
     {
         return Err(release(e.into()).await);
     }
-    let url = format!("{}/rating", context.bpp_uri.trim_end_matches('/'));
+    let url = context.rating_url();
     state.record(Direction::Sent, Action::Rating, &url, &body);
     let failure = super::api::send_failure(super::api::send_with_retry(&state, &url, body).await);
     if let Some(e) = failure

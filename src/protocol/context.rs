@@ -74,6 +74,11 @@ impl ContextError {
 }
 
 impl Context {
+    /// Where this context's `/rating` goes: `{bpp_uri}/rating`.
+    pub fn rating_url(&self) -> String {
+        format!("{}/rating", self.bpp_uri.trim_end_matches('/'))
+    }
+
     /// Reads a received context tolerantly (unknown keys ignored, ttl optional) but requires every
     /// field a reply needs, as a non-empty string, and the expected action.
     pub fn from_value(value: Option<&Value>, expected: Action) -> Result<Self, ContextError> {
