@@ -693,11 +693,18 @@ impl Recorder {
 
     /// Waits (bounded) until `n` requests arrived and returns them.
     pub async fn wait_for(&self, n: usize) -> Vec<Captured> {
-        for _ in 0..250 {
+        self.wait_for_within(n, std::time::Duration::from_secs(5))
+            .await
+    }
+
+    /// [`Recorder::wait_for`], waiting up to `within`.
+    pub async fn wait_for_within(&self, n: usize, within: std::time::Duration) -> Vec<Captured> {
+        let step = std::time::Duration::from_millis(20);
+        for _ in 0..within.as_millis() / step.as_millis() {
             if self.requests().len() >= n {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(step).await;
         }
         let got = self.requests();
         assert!(got.len() >= n, "expected {n} requests, got {}", got.len());

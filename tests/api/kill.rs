@@ -533,23 +533,6 @@ async fn redis_cluster_an_on_rating_a_killed_instance_owed_is_sent_by_another() 
     owed_work_of_a_killed_instance_is_taken_over(Backend::Cluster).await;
 }
 
-/// Waits (up to 20 s) until `buyer` has `n` requests and returns them.
-async fn requests_within_20s(buyer: &ScriptedBuyer, n: usize) -> Vec<Captured> {
-    for _ in 0..400 {
-        if buyer.requests().len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let got = buyer.requests();
-    assert!(
-        got.len() >= n,
-        "expected {n} /on_ratings, got {}",
-        got.len()
-    );
-    got
-}
-
 /// Two seller instances share a Redis keyspace. While the one that took a /rating lives, the
 /// other leaves its /on_rating alone; once it is killed, the other sends it.
 async fn owed_work_of_a_killed_instance_is_taken_over(backend: Backend) {
@@ -577,7 +560,10 @@ async fn owed_work_of_a_killed_instance_is_taken_over(backend: Backend) {
     taker.kill9();
     go.notify_one(); // the held request's answer goes nowhere
 
-    let sent = requests_within_20s(&buyer, 2).await;
+    let sent = buyer
+        .recorder
+        .wait_for_within(2, Duration::from_secs(20))
+        .await;
     assert_eq!(message_id_of(&sent[1]), "m-x1");
     assert_eq!(taken_up(&other.base).await, 1.0);
     let (again, before): (Value, Value) = (
@@ -637,14 +623,7 @@ async fn redis_a_held_rating_whose_webhook_a_kill_cut_short_is_handed_over_by_an
 
     // The third instance was started after the taker: the taker looks first or both race for
     // it; either way one of them hands it over again, once.
-    let mut handed = hook.requests();
-    for _ in 0..400 {
-        handed = hook.requests();
-        if handed.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let handed = hook.wait_for_within(2, Duration::from_secs(10)).await;
     assert_eq!(handed.len(), 2, "handed over again");
     let key = "buyer.test|m-h1";
     assert_eq!(
