@@ -377,11 +377,12 @@ impl Application {
         });
         // Alive before anything is marked owed by this instance (Redis), then, before the first
         // request is served, what a stopped process left owed goes on.
-        if let Some(beat) = state.store.beat().await {
-            beat?;
-        }
+        let shared = match state.store.beat().await {
+            Some(beat) => beat.map(|()| true)?,
+            None => false,
+        };
         take_over(&state).await?;
-        let keeper = matches!(state.store, Store::Redis(_)).then(|| {
+        let keeper = shared.then(|| {
             let state = state.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(TAKE_OVER_EVERY / 2);
