@@ -408,6 +408,11 @@ pub struct SellerSettings {
     /// `POST /internal/seller/ratings/{bap_id}/{message_id}/on_rating` within the ttl
     /// (`platform`).
     pub on_rating: OnRatingMode,
+    /// Received ratings whose owed work (a webhook hand-off, an `/on_rating`) is taken up from a
+    /// stopped process at once, at most: after a restart or a takeover the rest wait their turn,
+    /// so a backlog reaches the seller platform and the buyers at this concurrency, not all at
+    /// once.
+    pub resume_concurrency: usize,
 }
 
 /// `seller.on_rating`.
@@ -443,6 +448,7 @@ impl Default for SellerSettings {
             webhook_timeout_ms: 5_000,
             webhook_attempts: 3,
             on_rating: OnRatingMode::Auto,
+            resume_concurrency: 32,
         }
     }
 }
@@ -512,6 +518,12 @@ impl SellerSettings {
             return Err(invalid(
                 "seller.webhook_attempts",
                 "must be between 1 and 10",
+            ));
+        }
+        if !(1..=4096).contains(&self.resume_concurrency) {
+            return Err(invalid(
+                "seller.resume_concurrency",
+                "must be between 1 and 4096",
             ));
         }
         Ok(())
@@ -1267,6 +1279,7 @@ mod tests {
             ),
             ("WEBHOOK_TIMEOUT_MS", "25000", "seller.webhook_timeout_ms"),
             ("WEBHOOK_ATTEMPTS", "0", "seller.webhook_attempts"),
+            ("RESUME_CONCURRENCY", "0", "seller.resume_concurrency"),
             ("ON_RATING", "later", "seller.on_rating"),
         ];
         for (k, v, key) in cases {

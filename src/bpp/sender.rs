@@ -323,81 +323,129 @@ async fn process(state: &web::Data<AppState>, r: &mut ReceivedRating, job: Job) 
 }
 
 /// Takes up, on the background runtime, the work a stopped process left owed on received
-/// ratings ([`crate::store::Store::take_over_owed`]): a webhook hand-off
-/// that did not settle the verdict is made again, with the same `Idempotency-Key` so the
-/// platform can tell the repeat, and its whole budget; an /on_rating still owed is sent within
-/// what is left of its /rating's ttl (again, when the stop came after it was sent: the buyer side
-/// takes it as a repeat), and recorded as failed without a send once the ttl has passed. Each
-/// counts as in flight, so a graceful stop waits for it. Returns how many were taken up.
+/// ratings ([`crate::store::Store::take_over_owed`]), at most `seller.resume_concurrency`
+/// ratings at once ([`take_up`] each); returns how many were taken. Those not yet started when
+/// the server stops stay marked for the next process.
 pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::StoreError> {
-    let owed = state.store.take_over_owed().await?;
-    let (mut count, now) = (0, state.clock.now());
-    let hold =
-        Duration::from_millis(state.settings.seller.webhook_timeout_ms) + Duration::from_secs(5);
-    for mut r in owed {
+    let keys = state.store.take_over_owed().await?;
+    let count = keys.len();
+    if count == 0 {
+        return Ok(0);
+    }
+    let driver = state.clone();
+    state.background.spawn(async move {
+        for key in keys {
+            // Closed when the server stops.
+            let Ok(turn) = driver.taking_up.clone().acquire_owned().await else {
+                break;
+            };
+            let guard = driver.in_flight.start();
+            let state = driver.clone();
+            driver.background.spawn(async move {
+                take_up(&state, &key).await;
+                drop((turn, guard));
+            });
+        }
+    });
+    Ok(count)
+}
+
+/// Takes up one received rating a stopped process left owing work, read now (work done since by
+/// the platform's answer shows): a webhook hand-off that did not settle the verdict is made
+/// again, with the same `Idempotency-Key` so the platform can tell the repeat, and its whole
+/// budget; an /on_rating still owed is sent within what is left of its /rating's ttl (again, when
+/// the stop came after it was sent: the buyer side takes it as a repeat), and recorded as failed
+/// without a send once the ttl has passed.
+async fn take_up(state: &web::Data<AppState>, key: &str) {
+    let Some(r) = owed(state, key).await else {
+        return;
+    };
+    // The platform's answer to a rating whose hand-off is being made again waits for it (503
+    // `too_busy`), here and (Redis) on the other instances; one it is sending right now
+    // settles the rating instead.
+    let held = r.verdict == Verdict::Pending && r.on_rating == DeliveryStatus::Awaiting;
+    let handing_off = if r.verdict == Verdict::Pending {
+        match state.answering.take(key.to_owned(), AnswerHolder::HandOff) {
+            Ok(hold) => Some(hold),
+            Err(_) if held => return leave_to_the_answer(state, key).await,
+            // Not held for the platform: its answer is refused, and this goes on.
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let mut r = if held {
+        let hold = Duration::from_millis(state.settings.seller.webhook_timeout_ms)
+            + Duration::from_secs(5);
         let (bap_id, message_id) = (&r.context.bap_id, &r.context.message_id);
-        // Registered before the server answers anything: the platform's answer to a held
-        // rating waits for the hand-off instead of racing it, here and (Redis) on the other
-        // instances; one it is sending right now settles the rating instead.
-        let held = r.verdict == Verdict::Pending && r.on_rating == DeliveryStatus::Awaiting;
-        if held {
-            // A store failure here leaves this one marked and goes on with the others.
-            match state
-                .store
-                .claim_answer(bap_id, message_id, hold, AnswerHolder::HandOff)
-                .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    if let Err(e) = state.store.unmark_received(&r).await {
-                        tracing::warn!(error = %e, "could not unmark a rating the platform answers");
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not take up an owed hand-off");
-                    continue;
-                }
+        match state
+            .store
+            .claim_answer(bap_id, message_id, hold, AnswerHolder::HandOff)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return leave_to_the_answer(state, key).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take up an owed hand-off");
+                return;
             }
         }
-        count += 1;
-        let handing_off = (r.verdict == Verdict::Pending)
-            .then(|| {
-                let key = crate::store::received_key(bap_id, message_id);
-                state.answering.take(key, AnswerHolder::HandOff).ok()
-            })
-            .flatten();
-        let (_, left) = super::receiver::ttl_left_of(&r.context, now);
-        let job = Job {
-            received: tokio::time::Instant::now(),
-            ttl_left: Duration::from_millis(left.max(0) as u64),
-            resumed: true,
-        };
-        let span = tracing::info_span!(
-            "resumed",
-            bap_id = %r.context.bap_id,
-            message_id = %r.context.message_id
-        );
-        let guard = state.in_flight.start();
-        let task_state = state.clone();
-        state.background.spawn(
-            async move {
-                process(&task_state, &mut r, job).await;
-                if held
-                    && let Err(e) = task_state
-                        .store
-                        .release_answer(&r.context.bap_id, &r.context.message_id)
-                        .await
-                {
-                    tracing::warn!(error = %e, "could not release the claim of a resumed hand-off");
-                }
-                drop((handing_off, guard));
-            }
-            .instrument(span),
-        );
+        // Read again under the claim: an answer that settled it before shows.
+        match owed(state, key).await {
+            Some(r) => r,
+            None => return release(state, &r).await,
+        }
+    } else {
+        r
+    };
+    state.metrics.owed_taken_up(1);
+    let (_, left) = super::receiver::ttl_left_of(&r.context, state.clock.now());
+    let job = Job {
+        received: tokio::time::Instant::now(),
+        ttl_left: Duration::from_millis(left.max(0) as u64),
+        resumed: true,
+    };
+    let span = tracing::info_span!(
+        "resumed",
+        bap_id = %r.context.bap_id,
+        message_id = %r.context.message_id
+    );
+    process(state, &mut r, job).instrument(span).await;
+    if held {
+        release(state, &r).await;
     }
-    state.metrics.owed_taken_up(count);
-    Ok(count)
+    drop(handing_off);
+}
+
+/// The received rating under `key` when it still owes work. A store failure leaves it marked:
+/// taken up again at the next start (embedded) or by another instance once this one stops
+/// (Redis).
+async fn owed(state: &AppState, key: &str) -> Option<ReceivedRating> {
+    match state.store.owed_received(key).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, key, "could not read an owed received rating");
+            None
+        }
+    }
+}
+
+/// Leaves a taken-up rating whose answer is being sent to that answer, which settles it.
+async fn leave_to_the_answer(state: &AppState, key: &str) {
+    if let Err(e) = state.store.unmark_received(key).await {
+        tracing::warn!(error = %e, "could not unmark a rating the platform answers");
+    }
+}
+
+/// Releases the answer claim a resumed hand-off took.
+async fn release(state: &AppState, r: &ReceivedRating) {
+    if let Err(e) = state
+        .store
+        .release_answer(&r.context.bap_id, &r.context.message_id)
+        .await
+    {
+        tracing::warn!(error = %e, "could not release the claim of a resumed hand-off");
+    }
 }
 
 /// Delivers the /on_rating owed for `r`, retrying until `deadline`, recording the outcome; one

@@ -64,6 +64,9 @@ pub struct AppState {
     /// Held received ratings some work in this process is settling: the seller platform's answer
     /// (`seller.on_rating = "platform"`) being sent, or a webhook hand-off a restart took up again.
     pub answering: Holds,
+    /// Turns for owed work taken up from a stopped process (`seller.resume_concurrency`);
+    /// closed when the server stops, so no more is started.
+    pub taking_up: Arc<tokio::sync::Semaphore>,
 }
 
 /// Received ratings some work in this process holds, by `bap_id|message_id`, with what holds
@@ -371,12 +374,16 @@ impl Application {
             background: tokio::runtime::Handle::current(),
             traffic,
             answering: Holds::default(),
+            taking_up: Arc::new(tokio::sync::Semaphore::new(
+                settings.seller.resume_concurrency,
+            )),
             store,
             clock,
             settings: Arc::new(settings),
         });
         // Alive before anything is marked owed by this instance (Redis), then, before the first
-        // request is served, what a stopped process left owed goes on.
+        // request is served, what a stopped process left owed is taken over; it goes on beside
+        // the requests, `seller.resume_concurrency` ratings at a time.
         let shared = match state.store.beat().await {
             Some(beat) => beat.map(|()| true)?,
             None => false,
@@ -482,8 +489,14 @@ impl Application {
 
     /// Runs until stopped (SIGINT/SIGTERM or a handle).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // Owed work taken up and not yet started stays marked, for the next process (or, with
+        // Redis, another instance) to take up: none is started once a stop begins.
+        let taking_up = self.state.taking_up.clone();
+        let stop_taking_up = tokio::spawn(close_at_stop_signal(taking_up.clone()));
         drop(self.state);
         let result = self.server.await;
+        stop_taking_up.abort();
+        taking_up.close();
         // The server has stopped accepting and answered what was in flight; /on_rating sends
         // still owed get until the end of their ttl (30 s) to finish.
         if !self.in_flight.is_empty() {
@@ -505,6 +518,29 @@ impl Application {
         }
         result
     }
+}
+
+/// Closes `turns` at the first SIGTERM or SIGINT (the signals the server stops at).
+async fn close_at_stop_signal(turns: Arc<tokio::sync::Semaphore>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    turns.close();
 }
 
 /// Binds `addr` (its first address that binds, as `TcpListener::bind` tries them) and listens

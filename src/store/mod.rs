@@ -340,47 +340,42 @@ impl Store {
         }
     }
 
-    /// Received ratings a stopped process left owing work (a webhook hand-off, an
-    /// `/on_rating`), now this process's to finish. Embedded: every one marked (a process owns
+    /// The keys of the received ratings a stopped process left owing work (a webhook hand-off,
+    /// an `/on_rating`), now this process's to finish, each to be read with
+    /// [`Store::owed_received`] when its turn comes. Embedded: every one marked (a process owns
     /// its file, so what it finds marked at start was cut short; call it then only). Redis: the
     /// ones marked by instances whose heartbeat ([`Store::beat`]) has lapsed, each taken over
-    /// by exactly one instance; one found settled is unmarked and left out.
-    pub async fn take_over_owed(&self) -> Result<Vec<ReceivedRating>, StoreError> {
-        let (keys, redis) = match self {
-            Store::Embedded(s) => (s.keys(Space::Owed).await?, None),
-            Store::Redis(s) => (s.take_over_owed().await?, Some(s)),
-        };
-        let mut owed = Vec::new();
-        for key in keys {
-            let found = match self.get::<ReceivedRating>(Space::Received, &key).await {
-                // One unreadable record does not hold up the others (nor a start).
-                Err(StoreError::Corrupt(e)) => {
-                    tracing::error!(error = %e, "an owed received rating cannot be read; left");
-                    continue;
-                }
-                found => found?,
-            };
-            match found {
-                Some(r) if r.owes_work() => owed.push(r),
-                _ => {
-                    if let Some(s) = redis {
-                        s.unmark(&key).await?;
-                    }
-                }
-            }
+    /// by exactly one instance and now marked by this one.
+    pub async fn take_over_owed(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.keys(Space::Owed).await,
+            Store::Redis(s) => s.take_over_owed().await,
         }
-        Ok(owed)
     }
 
-    /// Drops this instance's mark on `r` (Redis: one taken over and then left to the platform's
-    /// answer); the embedded store's marks follow the record's writes only.
-    pub async fn unmark_received(&self, r: &ReceivedRating) -> Result<(), StoreError> {
+    /// The received rating under `key` (one [`Store::take_over_owed`] gave) when it still owes
+    /// work; None when it no longer does (Redis: this instance's mark on it is dropped) or when
+    /// its record cannot be read, which is logged and left marked: one unreadable record does
+    /// not hold up the others.
+    pub async fn owed_received(&self, key: &str) -> Result<Option<ReceivedRating>, StoreError> {
+        match self.get::<ReceivedRating>(Space::Received, key).await {
+            Err(StoreError::Corrupt(e)) => {
+                tracing::error!(error = %e, "an owed received rating cannot be read; left");
+                Ok(None)
+            }
+            Ok(Some(r)) if r.owes_work() => Ok(Some(r)),
+            Ok(_) => self.unmark_received(key).await.map(|()| None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops this instance's mark on the received rating under `key` (Redis: one taken over and
+    /// then found settled or left to the platform's answer); the embedded store's marks follow
+    /// the record's writes only.
+    pub async fn unmark_received(&self, key: &str) -> Result<(), StoreError> {
         match self {
             Store::Embedded(_) => Ok(()),
-            Store::Redis(s) => {
-                s.unmark(&received_key(&r.context.bap_id, &r.context.message_id))
-                    .await
-            }
+            Store::Redis(s) => s.unmark(key).await,
         }
     }
 
@@ -696,8 +691,12 @@ mod tests {
         s.put(Space::Received, "buyer|broken", b"{".to_vec(), mark)
             .await
             .unwrap();
-        let owed = store.take_over_owed().await.unwrap();
-        let ids: Vec<&str> = owed.iter().map(|r| r.context.message_id.as_str()).collect();
-        assert_eq!(ids, [owing.context.message_id.as_str()]);
+        let mut owed = Vec::new();
+        for key in store.take_over_owed().await.unwrap() {
+            if let Some(r) = store.owed_received(&key).await.unwrap() {
+                owed.push(r.context.message_id);
+            }
+        }
+        assert_eq!(owed, [owing.context.message_id]);
     }
 }

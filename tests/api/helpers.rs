@@ -613,7 +613,12 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start(path: &'static str, script: Script) -> Self {
-        let (listener, port) = bind();
+        Self::start_on(bind().0, path, script).await
+    }
+
+    /// Serves on `listener` (a port a peer was given before anything listened on it).
+    pub async fn start_on(listener: TcpListener, path: &'static str, script: Script) -> Self {
+        let port = listener.local_addr().unwrap().port();
         let received: Arc<Mutex<Vec<Captured>>> = Arc::default();
         let rec = received.clone();
         let server = HttpServer::new(move || {
@@ -746,8 +751,13 @@ impl ScriptedBuyer {
     }
 
     pub async fn with(script: Script) -> Self {
+        Self::on(bind().0, script).await
+    }
+
+    /// A buyer side serving on `listener`.
+    pub async fn on(listener: TcpListener, script: Script) -> Self {
         Self {
-            recorder: Recorder::start("/bap/on_rating", script).await,
+            recorder: Recorder::start_on(listener, "/bap/on_rating", script).await,
         }
     }
 

@@ -67,14 +67,30 @@ impl Served {
         panic!("adapter did not come up");
     }
 
+    /// Sends SIGTERM (a graceful stop) and returns once the process has exited (bounded).
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        for _ in 0..400 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("still running 20 s after SIGTERM");
+    }
+
     fn kill9(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, which: &str) {
         let ok = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
+            .args([which, &self.child.id().to_string()])
             .status()
             .unwrap()
             .success();
-        assert!(ok);
-        let _ = self.child.wait();
+        assert!(ok, "kill {which}");
     }
 }
 
@@ -357,14 +373,14 @@ async fn embedded_a_held_rating_whose_webhook_a_sigkill_cut_short_is_handed_over
     // The restarted process hands the rating over again, under the same idempotency key, and
     // the platform's answer waits for that hand-off (its whole budget, from the restart).
     let second = Served::start(dir.path(), port, &bap, &env).await;
+    let handed_again = hook.wait_for(2).await;
+    assert_eq!(handed_again.len(), 2);
     let (s, got) = answer_at(&second.base, "m-k1").await;
     assert_eq!(
         (s, got["error"]["code"].as_str()),
         (503, Some("too_busy")),
         "{got}"
     );
-    let handed_again = hook.wait_for(2).await;
-    assert_eq!(handed_again.len(), 2);
     let key = "buyer.test|m-k1";
     let once = check_signed_webhook(&handed[0], SECRET, key);
     assert_eq!(check_signed_webhook(&handed_again[1], SECRET, key), once);
@@ -470,9 +486,9 @@ async fn embedded_an_on_rating_a_sigkill_cut_short_is_sent_after_the_restart() {
     let killed = KilledOwing::start("m-r1", chrono::Utc::now()).await;
     let (go, buyer) = (&killed.go, &killed.buyer);
     let mut second = killed.serve().await;
-    assert_eq!(taken_up(&second.base).await, 1.0);
     let sent = buyer.wait_for(2).await;
     assert_eq!(message_id_of(&sent[1]), "m-r1");
+    assert_eq!(taken_up(&second.base).await, 1.0);
     let (again, before): (Value, Value) = (
         serde_json::from_slice(&sent[1].body).unwrap(),
         serde_json::from_slice(&killed.cut.body).unwrap(),
@@ -496,6 +512,99 @@ async fn embedded_an_on_rating_a_sigkill_cut_short_is_sent_after_the_restart() {
     assert_eq!(rec["onRating"], "sent", "{rec}");
     let ids: Vec<String> = buyer.requests().iter().map(message_id_of).collect();
     assert_eq!(ids, ["m-r1", "m-r1", "m-r2"]);
+}
+
+/// A backlog of owed /on_ratings (their buyer was down when the seller side was killed) goes to
+/// the buyer `seller.resume_concurrency` at a time after the restart. A graceful stop waits for
+/// the ones under way only; the rest stay owed, and the next process sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_backlog_of_owed_work_is_taken_up_a_few_ratings_at_a_time() {
+    let bap = Identity::new("buyer.test");
+    let (buyer_listener, buyer_port) = bind();
+    drop(buyer_listener);
+    let bap_uri = format!("http://127.0.0.1:{buyer_port}/bap");
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mut env) = embedded_in(dir.path());
+    env.extend([
+        ("ONDC_RATING__SELLER__RESUME_CONCURRENCY", "2".to_owned()),
+        // One attempt outlasts the test: a turn frees only when the buyer answers.
+        ("ONDC_RATING__SELLER__SEND_TIMEOUT_MS", "25000".to_owned()),
+    ]);
+    let mut first = Served::start(dir.path(), port, &bap, &env).await;
+    let ids: Vec<String> = (1..=5).map(|n| format!("m-b{n}")).collect();
+    let http = reqwest::Client::new();
+    for id in &ids {
+        let body = rating_body_at(
+            &bap,
+            &bap_uri,
+            "ondc-rating.localhost",
+            &format!("{}/bpp", first.base),
+            id,
+            chrono::Utc::now(),
+        );
+        let (s, ack) = post_signed(&http, &format!("{}/bpp/rating", first.base), &bap, &body).await;
+        assert_eq!(s, 200, "{ack}");
+    }
+    for id in &ids {
+        assert_eq!(received_at(&first.base, id).await["onRating"], "pending");
+    }
+    first.kill9();
+
+    // The buyer is back, answering each /on_rating only when told to.
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listener = std::net::TcpListener::bind(("127.0.0.1", buyer_port)).unwrap();
+    let buyer = ScriptedBuyer::on(listener, Script::AckWhen(go.clone())).await;
+    let mut second = Served::start(dir.path(), port, &bap, &env).await;
+    buyer.wait_for(2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        buyer.requests().len(),
+        2,
+        "two taken up at once, the rest waiting"
+    );
+    // An answer frees a turn for one more.
+    go.notify_one();
+    buyer.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(buyer.requests().len(), 3);
+
+    // Stopped, the process finishes the two under way and starts no more.
+    let stopping = tokio::spawn(async move {
+        let status = second.terminate().await;
+        (second, status)
+    });
+    for _ in 0..200 {
+        if http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The stop signal reached the whole process, not only the server.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    go.notify_one();
+    go.notify_one();
+    let (_second, status) = stopping.await.unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(buyer.requests().len(), 3, "no more started while stopping");
+
+    // The next process sends the two left.
+    let third = Served::start(dir.path(), port, &bap, &env).await;
+    buyer.wait_for(5).await;
+    go.notify_one();
+    go.notify_one();
+    let mut sent: Vec<String> = buyer.requests().iter().map(message_id_of).collect();
+    sent.sort();
+    assert_eq!(sent, ids, "each once");
+    for id in &ids {
+        let rec = received_until(&third.base, id, |r| r["onRating"] != "pending").await;
+        assert_eq!(rec["onRating"], "sent", "{rec}");
+    }
+    assert_eq!(taken_up(&third.base).await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
