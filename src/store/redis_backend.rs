@@ -9,14 +9,19 @@
 //! lost is removed again, and one left by a crash points at a rating with another message_id,
 //! which the callback path refuses.
 //!
-//! Received ratings owing work (a webhook hand-off, an /on_rating) are marked in one sorted set,
-//! `{prefix}owed`, as `{instance}|{bap_id}|{message_id}`: the instance doing the work, a random id
-//! it keeps alive with a key that expires ([`ALIVE_FOR`]) unless renewed. The mark goes in just
-//! before the record (and out again at once when the record was refused as a repeat) and comes
-//! out just after the record that settles it; a mark left on a settled record (the instance
-//! stopped in between) is dropped by whoever takes it over. Another instance takes
-//! over the marks of an instance whose key has expired: it adds its own and removes the old one,
-//! and only the taker whose removal removed it goes on (the others remove theirs).
+//! Received ratings owing work (a webhook hand-off, an /on_rating) are marked in a sorted set of
+//! the instance doing the work, `{prefix}owed:{instance}`, as `{bap_id}|{message_id}`: the
+//! instance is a random id it keeps alive with a key, `{prefix}alive:{instance}`, that expires
+//! ([`ALIVE_FOR`]) unless renewed, and lists in the set `{prefix}owing` at every renewal. The mark
+//! goes in just before the record (and out again at once when the record was refused as a repeat)
+//! and comes out just after the record that settles it; a mark left on a settled record (the
+//! instance stopped in between) is dropped by whoever takes it over. Another instance takes over
+//! the marks of a listed instance whose key has expired, reading that instance's set only (the
+//! living instances' marks are never read): it adds its own mark and removes the old one, and
+//! only the taker whose removal removed it goes on (the others remove theirs). An instance left
+//! with no marks is struck off the list, and listed again by whoever finds it alive just after.
+//! An instance whose last renewal is older than half of [`ALIVE_FOR`] (it was paused, or Redis
+//! was away) renews before it marks, so every mark is made while its key is alive.
 //!
 //! Callback announcements use pub/sub: on a cluster, PUBLISH reaches subscribers on every node,
 //! so each instance subscribes on one node (the next seed when that one goes away).
@@ -150,6 +155,9 @@ pub struct RedisStore {
     replace: redis::Script,
     /// This process's id among the instances sharing the keyspace (see the module docs).
     instance: String,
+    /// When this instance's last heartbeat that was stored began, in milliseconds since
+    /// [`since_start`]'s origin; 0 before the first.
+    beaten_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What a write does to its key's mark in `{prefix}owed` (see the module docs).
@@ -214,6 +222,7 @@ impl RedisStore {
             claim: redis::Script::new(CLAIM),
             replace: redis::Script::new(REPLACE),
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            beaten_at: Default::default(),
         }
     }
 
@@ -508,19 +517,39 @@ impl RedisStore {
         Ok(existing)
     }
 
-    fn owed_key(&self) -> String {
-        format!("{}owed", self.prefix)
+    /// The sorted set of `instance`'s marks.
+    fn owed_of(&self, instance: &str) -> String {
+        self.key(Space::Owed, instance)
     }
 
-    /// This instance's mark on `key` in the owed set: `{instance}|{key}`.
-    fn mark_of(&self, key: &str) -> String {
-        format!("{}|{key}", self.instance)
+    /// The set of the instances that may hold marks.
+    fn owing_key(&self) -> String {
+        format!("{}owing", self.prefix)
     }
 
-    /// Says this instance is alive for [`ALIVE_FOR`] more.
+    /// Says this instance is alive for [`ALIVE_FOR`] more, and lists it among the instances
+    /// whose marks are looked at.
     pub(super) async fn beat(&self) -> Result<(), StoreError> {
+        let began = since_start();
         self.put_expiring(Space::Alive, &self.instance, b"1".to_vec(), ALIVE_FOR)
+            .await?;
+        let mut c = self.conn();
+        c.sadd::<_, _, ()>(self.owing_key(), &self.instance)
             .await
+            .map_err(|e| self.lost(e))?;
+        self.beaten_at
+            .fetch_max(began, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Renews this instance's heartbeat when its last one may be close to expiring, so a mark
+    /// made next is made while it is alive and listed.
+    async fn alive_for_a_mark(&self) -> Result<(), StoreError> {
+        let last = self.beaten_at.load(std::sync::atomic::Ordering::Relaxed);
+        if last == 0 || since_start().saturating_sub(last) >= ALIVE_FOR.as_millis() as u64 / 2 {
+            self.beat().await?;
+        }
+        Ok(())
     }
 
     /// Puts `value` at `key` (with `put_new`, unless it is there: true when it was not), marked
@@ -535,8 +564,10 @@ impl RedisStore {
         put_new: bool,
     ) -> Result<bool, StoreError> {
         let record = self.key(space, key);
-        let member = self.mark_of(key);
-        let owed_key = self.owed_key();
+        let owed_key = self.owed_of(&self.instance);
+        if matches!(owed, Owed::Mark) {
+            self.alive_for_a_mark().await?;
+        }
         let mut c = self.conn();
         let mut set = redis::cmd("SET");
         set.arg(&record).arg(value);
@@ -544,9 +575,9 @@ impl RedisStore {
             set.arg("NX");
         }
         let mut mark = redis::cmd("ZADD");
-        mark.arg(&owed_key).arg(now_ms()).arg(&member);
+        mark.arg(&owed_key).arg(now_ms()).arg(key);
         let mut unmark = redis::cmd("ZREM");
-        unmark.arg(&owed_key).arg(&member);
+        unmark.arg(&owed_key).arg(key);
         let lost = |e| self.lost(e);
         let (added, done): (i64, Option<String>) = match (&c, owed) {
             // One round trip: a server runs a pipeline's commands in order.
@@ -578,44 +609,49 @@ impl RedisStore {
         Ok(done.is_some())
     }
 
-    /// Takes over the marks of instances no longer alive, each as one atomic removal that only
-    /// one taker wins; returns the keys taken, now marked by this instance.
+    /// Takes over the marks of listed instances no longer alive, each as one atomic removal that
+    /// only one taker wins; returns the keys taken, now marked by this instance.
     pub(super) async fn take_over_owed(&self) -> Result<Vec<String>, StoreError> {
-        let owed_key = self.owed_key();
+        /// Marks read at once from a stopped instance's set.
+        const CHUNK: isize = 512;
+        self.alive_for_a_mark().await?;
         let mut c = self.conn();
-        let members: Vec<String> = c.zrange(&owed_key, 0, -1).await.map_err(|e| self.lost(e))?;
-        let mut alive = std::collections::HashMap::<String, bool>::new();
+        let lost = |e| self.lost(e);
+        let listed: Vec<String> = c.smembers(self.owing_key()).await.map_err(lost)?;
+        let mine = self.owed_of(&self.instance);
         let mut taken = Vec::new();
-        for member in members {
-            let Some((owner, key)) = member.split_once('|') else {
-                continue;
-            };
-            if owner == self.instance {
+        for owner in listed.iter().filter(|o| **o != self.instance) {
+            let alive = self.key(Space::Alive, owner);
+            if c.exists::<_, bool>(&alive).await.map_err(lost)? {
                 continue;
             }
-            let owner_alive = match alive.get(owner) {
-                Some(a) => *a,
-                None => {
-                    let a: bool = c
-                        .exists(self.key(Space::Alive, owner))
-                        .await
-                        .map_err(|e| self.lost(e))?;
-                    alive.insert(owner.to_owned(), a);
-                    a
+            let theirs = self.owed_of(owner);
+            loop {
+                let keys: Vec<String> = c.zrange(&theirs, 0, CHUNK - 1).await.map_err(lost)?;
+                if keys.is_empty() {
+                    break;
                 }
-            };
-            if owner_alive {
-                continue;
+                for key in keys {
+                    c.zadd::<_, _, _, ()>(&mine, &key, now_ms())
+                        .await
+                        .map_err(lost)?;
+                    let removed: i64 = c.zrem(&theirs, &key).await.map_err(lost)?;
+                    if removed == 1 {
+                        taken.push(key);
+                    } else {
+                        self.unmark(&key).await?;
+                    }
+                }
             }
-            let mine = self.mark_of(key);
-            c.zadd::<_, _, _, ()>(&owed_key, &mine, now_ms())
+            // Nothing left to take: struck off, unless it came back meanwhile (its renewal may
+            // have listed it again just before the removal).
+            c.srem::<_, _, ()>(self.owing_key(), owner)
                 .await
-                .map_err(|e| self.lost(e))?;
-            let removed: i64 = c.zrem(&owed_key, &member).await.map_err(|e| self.lost(e))?;
-            if removed == 1 {
-                taken.push(key.to_owned());
-            } else {
-                self.unmark(key).await?;
+                .map_err(lost)?;
+            if c.exists::<_, bool>(&alive).await.map_err(lost)? {
+                c.sadd::<_, _, ()>(self.owing_key(), owner)
+                    .await
+                    .map_err(lost)?;
             }
         }
         Ok(taken)
@@ -624,10 +660,20 @@ impl RedisStore {
     /// Removes this instance's mark on `key` (a taken-over key whose record no longer owes work).
     pub(super) async fn unmark(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn();
-        c.zrem::<_, _, ()>(self.owed_key(), self.mark_of(key))
+        c.zrem::<_, _, ()>(self.owed_of(&self.instance), key)
             .await
             .map_err(|e| self.lost(e))
     }
+}
+
+/// Milliseconds since the first call in this process, plus one (never 0).
+fn since_start() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
 }
 
 fn now_ms() -> i64 {

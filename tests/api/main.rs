@@ -20,6 +20,7 @@ mod notifications;
 mod observability;
 mod onboarding;
 mod openapi;
+mod owed_marks;
 mod rating_flow;
 mod registry;
 mod restart;
