@@ -18,7 +18,7 @@ use crate::http::outbound::PeerAnswer;
 use crate::protocol::{
     Action, Context, FeedbackForm, Form, NetworkError, OnRatingMessage, RATING_TTL_SECS,
 };
-use crate::store::{AnswerHolder, DeliveryStatus, ReceivedRating, Verdict};
+use crate::store::{AnswerHolder, DeliveryStatus, ReceivedRating, StoreError, Verdict};
 
 /// Fills `{order_id}`, `{transaction_id}` and `{message_id}`, in one pass (a value that itself
 /// holds a placeholder is written as it is).
@@ -456,12 +456,36 @@ async fn deliver(state: &AppState, r: &mut ReceivedRating, deadline: tokio::time
     }
     // With the embedded store the outcome goes into the writer's queue and nobody waits for its
     // commit (it counts as in flight until then, so a graceful stop waits for it); with Redis it
-    // is awaited here.
+    // is awaited here, and retried while Redis is away.
     if let Err(guard) = state.store.queue_received(r, state.in_flight.start()) {
-        if let Err(e) = state.store.put_received(r).await {
-            tracing::error!(error = %e, "could not record on_rating delivery");
-        }
+        record_delivery(state, r).await;
         drop(guard);
+    }
+}
+
+/// How long [`record_delivery`] retries a store that is away.
+const RECORD_FOR: Duration = Duration::from_secs(RATING_TTL_SECS as u64);
+
+/// Stores the outcome of `r`'s delivery, retrying with backoff for up to [`RECORD_FOR`] while
+/// the store is unavailable. Nothing else writes a rating whose /on_rating this adapter is
+/// sending, so a late write overwrites nothing newer; and a write given up leaves the rating
+/// marked owed with its delivery pending, for the instance that takes it over to send again.
+async fn record_delivery(state: &AppState, r: &ReceivedRating) {
+    let until = tokio::time::Instant::now() + RECORD_FOR;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match state.store.put_received(r).await {
+            Ok(()) => return,
+            Err(StoreError::Unavailable(e)) if tokio::time::Instant::now() + pause < until => {
+                tracing::warn!(error = %e, "could not record the /on_rating delivery; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not record the /on_rating delivery");
+                return;
+            }
+        }
     }
 }
 

@@ -205,3 +205,40 @@ async fn a_worker_idle_through_a_redis_outage_serves_its_first_request_after_it(
     assert_eq!(status, 202, "{}", r.text().await.unwrap_or_default());
     assert_eq!(seller.requests().len(), 1, "the rating reached the seller");
 }
+
+/// Redis goes away while the seller side sends an /on_rating: the send's outcome, which could
+/// not be stored then, is stored once Redis is back, and the rating owes nothing more (no other
+/// instance would send it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_rating_delivered_while_redis_was_away_is_recorded_when_it_is_back() {
+    let mut redis = PrivateRedis::start();
+    let store = StoreFixture::new(Backend::Redis);
+    let bap = Identity::new("buyer.test");
+    let go = Arc::new(tokio::sync::Notify::new());
+    let buyer = ScriptedBuyer::with(Script::AckWhen(go.clone())).await;
+    let url = redis.url();
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], move |s| {
+        s.store.redis_url = url;
+    })
+    .await;
+    let (s, ack) = seller.rated_by(&bap, &buyer.bap_uri(), "m-away").await;
+    assert_eq!(s, 200, "{ack}");
+    buyer.wait_for(1).await;
+
+    // The buyer ACKs while Redis is down; it comes back two seconds later.
+    redis.down();
+    go.notify_one();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.up();
+    let mut got = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (status, body) = seller.received("buyer.test", "m-away").await;
+        if status == 200 && body["rating"]["onRating"] != "pending" {
+            got = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got["rating"]["onRating"], "sent", "{got}");
+    assert_eq!(buyer.requests().len(), 1, "sent once");
+}

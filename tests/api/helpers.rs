@@ -450,6 +450,20 @@ impl Seller {
         format!("{}/bpp/rating", self.app.base)
     }
 
+    /// Signs and posts to this seller a /rating from `bap` (answered at `bap_uri`), stamped now;
+    /// the seller's status and answer.
+    pub async fn rated_by(&self, bap: &Identity, bap_uri: &str, message_id: &str) -> (u16, Value) {
+        let body = rating_body_at(
+            bap,
+            bap_uri,
+            &self.identity.id,
+            &format!("{}/bpp", self.app.base),
+            message_id,
+            chrono::Utc::now(),
+        );
+        post_signed(&self.http, &self.rating_url(), bap, &body).await
+    }
+
     /// What the seller platform reads for a received rating.
     pub async fn received(&self, bap_id: &str, message_id: &str) -> (u16, Value) {
         let r = self

@@ -145,18 +145,9 @@ async fn webhook_retries_are_counted() {
         s.seller.webhook_secret = "observability-webhook-secret".into();
     })
     .await;
-    let body = rating_body_at(
-        &bap,
-        &buyer.bap_uri(),
-        &seller.identity.id,
-        &format!("{}/bpp", seller.app.base),
-        &uuid::Uuid::new_v4().to_string(),
-        chrono::Utc::now(),
-    );
+    let message_id = uuid::Uuid::new_v4().to_string();
     assert_eq!(
-        post_signed(&seller.http, &seller.rating_url(), &bap, &body)
-            .await
-            .0,
+        seller.rated_by(&bap, &buyer.bap_uri(), &message_id).await.0,
         200
     );
     platform.wait_for(2).await;
