@@ -391,7 +391,7 @@ async fn claim_and_send(
     {
         tracing::error!(violation = %v, "outbound /rating fails its schema; not sent");
         let failure = Failure::Other(format!("outbound /rating fails its schema: {v}"));
-        return Err(release(state, *record, failure, ApiCode::InternalError).await);
+        return Err(release(state, &packed, failure, ApiCode::InternalError).await);
     }
     // The packed record goes to the waiter before the send: a seller that calls back before its
     // ACK is processed here (a fast seller, a busy worker) finds it in this process, not only in
@@ -435,7 +435,7 @@ async fn claim_and_send(
         Err(e) => (Some(Failure::Other(e.message)), ApiCode::SellerUnreachable),
     };
     if let Some(failure) = failure {
-        return Err(release(state, *record, failure, code).await);
+        return Err(release(state, &packed, failure, code).await);
     }
     Ok(Sent {
         record: packed,
@@ -535,7 +535,7 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
         },
     );
     match callback {
-        Some(mut cb) if cb.error.is_none() => {
+        Some(mut cb @ CallbackRecord { error: None, .. }) => {
             // The stored callback is what makes the rating read as completed (`get_rating`, a
             // repeated claim's answer): the record is not written again, and of it the envelope
             // needs only the order and the exchange's ttl.
@@ -555,26 +555,23 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
                 ),
             ))
         }
-        callback => {
-            let mut record = record.unpack()?;
-            // Packed before it was sent; the seller has ACKed it since.
-            record.status = RatingStatus::Acknowledged;
-            match callback.and_then(|cb| cb.error) {
-                // The seller took the /rating but refused it in its callback (an unknown order,
-                // a value or category it does not accept): the same answer as a NACK, claim
-                // released.
-                Some(error) => Err(Box::pin(release(
-                    state,
-                    record,
-                    Failure::Nack(error),
-                    ApiCode::SellerRejected,
-                ))
-                .await),
-                None => Ok(envelope_response(
-                    StatusCode::ACCEPTED,
-                    &buyer_envelope(&record.context, &record.order_id, None, "pending"),
-                )),
-            }
+        // The seller took the /rating but refused it in its callback (an unknown order, a value
+        // or category it does not accept): the same answer as a NACK, claim released.
+        Some(CallbackRecord {
+            error: Some(error), ..
+        }) => Err(Box::pin(release(
+            state,
+            &record,
+            Failure::Nack(error),
+            ApiCode::SellerRejected,
+        ))
+        .await),
+        None => {
+            let record = record.unpack()?;
+            Ok(envelope_response(
+                StatusCode::ACCEPTED,
+                &buyer_envelope(&record.context, &record.order_id, None, "pending"),
+            ))
         }
     }
 }
@@ -703,12 +700,20 @@ enum Failure {
 }
 
 /// Marks the exchange failed, which releases the one-time claim, and builds the 502.
-async fn release(
-    state: &AppState,
-    mut record: RatingRecord,
-    failure: Failure,
-    code: ApiCode,
-) -> ApiError {
+///
+/// The claim is released only while it is still this request's: the record as this request
+/// claimed it (`held`), or with the `acknowledged` status it may have written since. A request
+/// that took the rating over to send it again ([`send_again`], after a stall of this one past
+/// the sending bound) holds the claim now and keeps it; this one then answers 409.
+async fn release(state: &AppState, held: &Packed, failure: Failure, code: ApiCode) -> ApiError {
+    let mut record = match held.unpack() {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let acknowledged = RatingRecord {
+        status: RatingStatus::Acknowledged,
+        ..record.clone()
+    };
     record.status = RatingStatus::Failed;
     let (seller_error, reason) = match failure {
         Failure::Nack(e) => (Some(e), None),
@@ -716,8 +721,31 @@ async fn release(
     };
     record.error = seller_error.clone();
     record.failure = reason.clone();
-    if let Err(e) = state.store.put_rating(&record).await {
-        tracing::error!(error = %e, order_id = %record.order_id, "could not release the claim");
+    let mut released = false;
+    for was in [
+        held.0.to_vec(),
+        crate::protocol::to_json(&acknowledged).expect("a rating record serialises"),
+    ] {
+        match state.store.replace_rating(&record, was).await {
+            Ok(false) => continue,
+            Ok(true) => released = true,
+            Err(e) => {
+                tracing::error!(error = %e, order_id = %record.order_id, "could not release the claim");
+                // Not known to be another's: answered as the failure it is.
+                released = true;
+            }
+        }
+        break;
+    }
+    if !released {
+        tracing::warn!(
+            order_id = %record.order_id,
+            "the exchange failed after another request took the rating over; the claim is its"
+        );
+        return ApiError::new(
+            ApiCode::AlreadyRated,
+            "this order's rating is being sent again by another request",
+        );
     }
     let message = match code {
         ApiCode::SellerRejected => "the seller refused the rating; it was not recorded, try again",

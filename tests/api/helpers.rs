@@ -597,6 +597,8 @@ pub enum Script {
     AckAfter(u64),
     /// Hold the ACK until this is notified (each request takes one notification).
     AckWhen(Arc<tokio::sync::Notify>),
+    /// Hold each request until this is notified, then answer with this status and body.
+    RespondWhen(Arc<tokio::sync::Notify>, u16, String),
 }
 
 /// One request the scripted seller received.
@@ -671,12 +673,15 @@ impl Recorder {
                             Script::AckAfter(ms) => {
                                 tokio::time::sleep(std::time::Duration::from_millis(*ms)).await
                             }
-                            Script::AckWhen(go) => go.notified().await,
+                            Script::AckWhen(go) | Script::RespondWhen(go, ..) => {
+                                go.notified().await
+                            }
                             _ => {}
                         }
                         let (status, body) = match script {
                             Script::AckSilently => (200, ack),
-                            Script::Respond(status, body) => (status, body),
+                            Script::Respond(status, body)
+                            | Script::RespondWhen(_, status, body) => (status, body),
                             Script::FailFirst(n, status) if seen <= n => {
                                 (status, "temporarily unavailable".to_owned())
                             }

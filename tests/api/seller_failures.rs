@@ -309,6 +309,18 @@ async fn a_refusal_in_the_callback_is_a_502_and_releases_the_claim(backend: Back
 }
 both_stores!(a_refusal_in_the_callback_is_a_502_and_releases_the_claim);
 
+/// The seller's /on_rating refusing (30018) the /rating whose context is `rating_context`, stamped
+/// now.
+fn refusal_of(rating_context: &Value) -> Vec<u8> {
+    let mut ctx = rating_context.clone();
+    ctx["action"] = json!("on_rating");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    serde_json::to_vec(&json!({"context": ctx,
+        "message": {"feedback_ack": false, "rating_ack": false},
+        "error": {"type": "DOMAIN-ERROR", "code": "30018", "message": "order not found"}}))
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_refusal_shows_as_failed_with_the_sellers_error() {
     let store = StoreFixture::new(Backend::Embedded);
@@ -320,13 +332,7 @@ async fn a_late_refusal_shows_as_failed_with_the_sellers_error() {
         .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
         .await;
     assert_eq!(status, 202);
-    let mut ctx = pending["data"]["dto"]["context"].clone();
-    ctx["action"] = json!("on_rating");
-    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
-    let cb = serde_json::to_vec(&json!({"context": ctx,
-        "message": {"feedback_ack": false, "rating_ack": false},
-        "error": {"type": "DOMAIN-ERROR", "code": "30018", "message": "order not found"}}))
-    .unwrap();
+    let cb = refusal_of(&pending["data"]["dto"]["context"]);
     assert_eq!(buyer.on_rating(&seller.identity, &cb).await.0, 200);
     let (_, got) = buyer.rating_of("alice", "O-1").await;
     assert_eq!(got["data"]["status"], "failed");
@@ -334,6 +340,56 @@ async fn a_late_refusal_shows_as_failed_with_the_sellers_error() {
         got["data"]["error"],
         json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "order not found"})
     );
+}
+
+/// A refusal in the callback that comes after the request recorded the `acknowledged` status
+/// releases the claim as well: the order can be rated again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_the_acknowledged_status_was_written_releases_the_claim() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = Arc::new(
+        Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
+            s.buyer.callback_wait_ms = 10_000;
+            s.buyer.acknowledged_write_delay_ms = 50;
+        })
+        .await,
+    );
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let rate = |value: u8| {
+        let buyer = buyer.clone();
+        tokio::spawn(async move {
+            buyer
+                .rate("alice", &json!({"orderId": "O-1", "orderRating": value}))
+                .await
+        })
+    };
+    let first = rate(5);
+    let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(1).await[0].body).unwrap();
+    let first_id = sent["context"]["message_id"].clone();
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = buyer.rating_of("alice", "O-1").await.1["data"]["status"].clone();
+        if status == "acknowledged" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, "acknowledged");
+    let cb = refusal_of(&sent["context"]);
+    assert_eq!(buyer.on_rating(&seller.identity, &cb).await.0, 200);
+    let (status, err) = first.await.unwrap();
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (502, Some("seller_rejected")),
+        "{err}"
+    );
+    // Released: another rating of the order goes to the seller.
+    let _second = rate(4);
+    let sent = seller.recorder.wait_for(2).await;
+    let again: Value = serde_json::from_slice(&sent[1].body).unwrap();
+    assert_ne!(again["context"]["message_id"], first_id);
 }
 
 /// Registers alice's orders O-1 and O-2 with `seller`, starts rating O-1 and returns (with that
@@ -558,6 +614,73 @@ async fn a_rating_left_pending_is_sent_again_by_the_same_rating(backend: Backend
 }
 
 both_stores!(a_rating_left_pending_is_sent_again_by_the_same_rating);
+
+/// A request stalled past the sending bound, whose rating another request has taken over and
+/// sent again, fails late: the claim is the other request's and stays taken, so no other rating
+/// of the order goes out while the resend is on its way; when the resend fails, it is released.
+async fn a_request_failing_after_its_rating_was_taken_over_keeps_the_claim(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let nack = r#"{"message":{"ack":{"status":"NACK"}},"error":{"type":"DOMAIN-ERROR","code":"30018","message":"unknown order"}}"#;
+    let seller =
+        ScriptedSeller::start(Script::RespondWhen(hold.clone(), 400, nack.to_owned())).await;
+    let clock = ondc_rating::clock::FixedClock::at_millis(chrono::Utc::now().timestamp_millis());
+    let buyer = Arc::new(
+        Buyer::start_as_clocked(
+            Identity::new("buyer.test"),
+            &store,
+            "buyer",
+            vec![seller.identity.peer()],
+            clock.clone(),
+            |s| {
+                s.buyer.send_timeout_ms = 20_000;
+                s.buyer.send_attempts = 1;
+            },
+        )
+        .await,
+    );
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let rate = |value: u8| {
+        let buyer = buyer.clone();
+        let mut rating = full_rating("O-1");
+        rating["orderRating"] = json!(value);
+        tokio::spawn(async move { buyer.rate("alice", &rating).await })
+    };
+    let stalled = rate(5);
+    seller.recorder.wait_for(1).await;
+    // Its answer is held past the bound (30 s of ttl, then a margin; the 20 s attempt plus 3.2 s
+    // is shorter): the same rating is sent again.
+    clock.advance_millis(35_001);
+    let again = rate(5);
+    seller.recorder.wait_for(2).await;
+
+    hold.notify_one(); // the stalled request's /rating is refused
+    let (status, err) = stalled.await.unwrap();
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("already_rated")),
+        "{err}"
+    );
+    let other = rate(1).await.unwrap();
+    assert_eq!(other.0, 409, "the resend holds the claim: {:?}", other.1);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(seller.requests().len(), 2, "no other rating sent");
+
+    hold.notify_one(); // the resend is refused too: the claim is released
+    let (status, err) = again.await.unwrap();
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (502, Some("seller_rejected")),
+        "{err}"
+    );
+    let retry = rate(1);
+    seller.recorder.wait_for(3).await;
+    hold.notify_one();
+    assert_eq!(retry.await.unwrap().0, 502);
+}
+
+both_stores!(a_request_failing_after_its_rating_was_taken_over_keeps_the_claim);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_seller_is_offered_the_same_rating_again() {
