@@ -494,23 +494,26 @@ fn send_again(
 }
 
 /// Records the `acknowledged` status of the rating `packed` holds, while its request waits for
-/// the callback (the waiter keeps one that comes meanwhile). A failure is logged: the claim stays
-/// taken, and the rating reads as `pending` until its callback is stored. So does a rating whose
-/// request ended (its client hung up) before this.
+/// the callback (the waiter keeps one that comes meanwhile), unless another request has taken the
+/// rating over to send it again since (the record is then that request's, and left alone). A
+/// failure is logged: the claim stays taken, and the rating reads as `pending` until its callback
+/// is stored. So does a rating whose request ended (its client hung up) before this.
 async fn record_acknowledged(state: &AppState, packed: &Packed) {
     let written = match packed.unpack() {
         Ok(mut record) => {
             record.status = RatingStatus::Acknowledged;
             state
                 .store
-                .put_rating(&record)
+                .replace_rating(&record, packed.0.to_vec())
                 .await
                 .map_err(|e| e.to_string())
         }
         Err(e) => Err(e.message),
     };
-    if let Err(e) = written {
-        tracing::error!(error = %e, "could not record the rating's status");
+    match written {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("the rating was taken over to be sent again; not recorded"),
+        Err(e) => tracing::error!(error = %e, "could not record the rating's status"),
     }
 }
 

@@ -258,7 +258,9 @@ impl Store {
 
     /// Replaces the rating record stored as `stored` with `record`, atomically, unless it changed
     /// since it was read (true when replaced): of several callers that read the same record, one
-    /// replaces it. The message index is not touched: `record` keeps its message_id.
+    /// replaces it. The message index is not touched: `record` keeps its message_id. Every write
+    /// of a claimed record goes through here (a request writes only the record it wrote itself),
+    /// and callbacks are stored apart ([`Store::put_callback`]).
     pub async fn replace_rating(
         &self,
         record: &RatingRecord,
@@ -272,13 +274,6 @@ impl Store {
                     .await
             }
         }
-    }
-
-    /// Replaces a rating record. Only the claim's holder calls this, so no other writer races it;
-    /// callbacks are stored apart (see [`Store::put_callback`]) for that reason.
-    pub async fn put_rating(&self, record: &RatingRecord) -> Result<(), StoreError> {
-        self.put_raw(Space::Ratings, &record.order_id, encode(record))
-            .await
     }
 
     /// An order's rating record.

@@ -597,8 +597,9 @@ pub enum Script {
     AckAfter(u64),
     /// Hold the ACK until this is notified (each request takes one notification).
     AckWhen(Arc<tokio::sync::Notify>),
-    /// Hold each request until this is notified, then answer with this status and body.
-    RespondWhen(Arc<tokio::sync::Notify>, u16, String),
+    /// Hold each request until this is notified, then answer the n-th with the n-th status and
+    /// body (the last for every one after).
+    RespondWhen(Arc<tokio::sync::Notify>, Vec<(u16, String)>),
 }
 
 /// One request the scripted seller received.
@@ -680,8 +681,10 @@ impl Recorder {
                         }
                         let (status, body) = match script {
                             Script::AckSilently => (200, ack),
-                            Script::Respond(status, body)
-                            | Script::RespondWhen(_, status, body) => (status, body),
+                            Script::Respond(status, body) => (status, body),
+                            Script::RespondWhen(_, answers) => {
+                                answers[(seen - 1).min(answers.len() - 1)].clone()
+                            }
                             Script::FailFirst(n, status) if seen <= n => {
                                 (status, "temporarily unavailable".to_owned())
                             }

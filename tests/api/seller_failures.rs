@@ -615,30 +615,47 @@ async fn a_rating_left_pending_is_sent_again_by_the_same_rating(backend: Backend
 
 both_stores!(a_rating_left_pending_is_sent_again_by_the_same_rating);
 
-/// A request stalled past the sending bound, whose rating another request has taken over and
-/// sent again, fails late: the claim is the other request's and stays taken, so no other rating
-/// of the order goes out while the resend is on its way; when the resend fails, it is released.
-async fn a_request_failing_after_its_rating_was_taken_over_keeps_the_claim(backend: Backend) {
-    let store = StoreFixture::new(backend);
-    let hold = Arc::new(tokio::sync::Notify::new());
-    let nack = r#"{"message":{"ack":{"status":"NACK"}},"error":{"type":"DOMAIN-ERROR","code":"30018","message":"unknown order"}}"#;
-    let seller =
-        ScriptedSeller::start(Script::RespondWhen(hold.clone(), 400, nack.to_owned())).await;
-    let clock = ondc_rating::clock::FixedClock::at_millis(chrono::Utc::now().timestamp_millis());
-    let buyer = Arc::new(
+/// The seller's NACK refusing a /rating for an unknown order.
+const NACK: &str = r#"{"message":{"ack":{"status":"NACK"}},"error":{"type":"DOMAIN-ERROR","code":"30018","message":"unknown order"}}"#;
+
+/// A buyer side on `store`'s "buyer" at `clock`, sending each /rating once with 20 s for its
+/// answer, waiting 0.5 s for callbacks and recording `acknowledged` 50 ms after the ACK.
+async fn stalling_buyer(
+    store: &StoreFixture,
+    seller: &ScriptedSeller,
+    clock: &Arc<ondc_rating::clock::FixedClock>,
+) -> Arc<Buyer> {
+    Arc::new(
         Buyer::start_as_clocked(
             Identity::new("buyer.test"),
-            &store,
+            store,
             "buyer",
             vec![seller.identity.peer()],
             clock.clone(),
             |s| {
                 s.buyer.send_timeout_ms = 20_000;
                 s.buyer.send_attempts = 1;
+                s.buyer.callback_wait_ms = 500;
+                s.buyer.acknowledged_write_delay_ms = 50;
             },
         )
         .await,
-    );
+    )
+}
+
+/// A request stalled past the sending bound, whose rating another request has taken over and
+/// sent again, fails late: the claim is the other request's and stays taken, so no other rating
+/// of the order goes out while the resend is on its way; when the resend fails, it is released.
+async fn a_request_failing_after_its_rating_was_taken_over_keeps_the_claim(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let seller = ScriptedSeller::start(Script::RespondWhen(
+        hold.clone(),
+        vec![(400, NACK.to_owned())],
+    ))
+    .await;
+    let clock = ondc_rating::clock::FixedClock::at_millis(chrono::Utc::now().timestamp_millis());
+    let buyer = stalling_buyer(&store, &seller, &clock).await;
     let o = order("alice", &seller.identity.id, &seller.bpp_uri());
     assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
     let rate = |value: u8| {
@@ -681,6 +698,67 @@ async fn a_request_failing_after_its_rating_was_taken_over_keeps_the_claim(backe
 }
 
 both_stores!(a_request_failing_after_its_rating_was_taken_over_keeps_the_claim);
+
+/// A request stalled past the sending bound on one instance, whose rating another instance has
+/// taken over and sent again, gets its /rating ACKed late: it does not write its `acknowledged`
+/// over the resend's record, and the resend, refused, releases the claim. (In one process the
+/// resend's wait ends the stalled request's.)
+async fn a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record(
+    backend: Backend,
+) {
+    let store = StoreFixture::new(backend);
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let ack = r#"{"message":{"ack":{"status":"ACK"}}}"#;
+    let answers = vec![(200, ack.to_owned()), (400, NACK.to_owned())];
+    let seller = ScriptedSeller::start(Script::RespondWhen(hold.clone(), answers)).await;
+    let clock = ondc_rating::clock::FixedClock::at_millis(chrono::Utc::now().timestamp_millis());
+    let (a, b) = (
+        stalling_buyer(&store, &seller, &clock).await,
+        stalling_buyer(&store, &seller, &clock).await,
+    );
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(a.put_order("O-1", &o).await.0, 200);
+    let rate = |buyer: &Arc<Buyer>| {
+        let buyer = buyer.clone();
+        tokio::spawn(async move { buyer.rate("alice", &full_rating("O-1")).await })
+    };
+    let stalled = rate(&a);
+    seller.recorder.wait_for(1).await;
+    let first = a.rating_of("alice", "O-1").await.1;
+    clock.advance_millis(35_001);
+    let again = rate(&b);
+    seller.recorder.wait_for(2).await;
+    let resent = b.rating_of("alice", "O-1").await.1;
+    assert_ne!(resent["data"]["submittedAt"], first["data"]["submittedAt"]);
+
+    hold.notify_one(); // the stalled request's /rating is ACKed; no callback comes
+    let (status, late) = stalled.await.unwrap();
+    assert_eq!(status, 202, "{late}");
+    assert_eq!(
+        b.rating_of("alice", "O-1").await.1,
+        resent,
+        "the resend's record, as it wrote it"
+    );
+
+    hold.notify_one(); // the resend is refused: the claim is released
+    let (status, err) = again.await.unwrap();
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (502, Some("seller_rejected")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record() {
+    a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record() {
+    a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record(Backend::Cluster)
+        .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_seller_is_offered_the_same_rating_again() {
