@@ -206,7 +206,10 @@ async fn handle(
                 super::sender::start(&state, received, job);
             }
         }
-        Ok(false) => tracing::info!("repeated /rating acknowledged, not processed again"),
+        Ok(false) => {
+            tracing::info!("repeated /rating acknowledged, not processed again");
+            super::sender::answer_repeat(&state, received.context, job);
+        }
         Err(e) => {
             tracing::error!(error = %e, "store failure on /rating");
             state.metrics.store_error();

@@ -225,6 +225,60 @@ pub fn start(state: &web::Data<AppState>, r: ReceivedRating, job: Job) {
     }
 }
 
+/// Answers a repeated /rating (`repeat`: its context, the same bap_id and message_id as one
+/// received before) whose /on_rating never reached the buyer (given up: the buyer was down, or
+/// the ttl passed while this adapter was stopped), or was delivered but is asked for by a new
+/// send (a repeat stamped anew, not a transport retry of the same bytes): the same answer goes
+/// out again, echoing the repeat's context, within the repeat's ttl (`job`). A buyer sends a
+/// rating again when it never got the answer; without this its rating would stay pending. A
+/// repeat of one still being answered (its /on_rating on its way, or held for the seller
+/// platform) changes nothing. Runs after the repeat's ACK; a stop before it is done leaves it to
+/// the buyer's next repeat.
+pub fn answer_repeat(state: &web::Data<AppState>, repeat: Context, job: Job) {
+    let task_state = state.clone();
+    let answer = async move {
+        let state = task_state;
+        let stored = state
+            .store
+            .get_received(&repeat.bap_id, &repeat.message_id)
+            .await;
+        let mut r = match stored {
+            Ok(Some(r))
+                if r.on_rating == DeliveryStatus::Failed
+                    || (r.on_rating == DeliveryStatus::Sent
+                        && r.context.timestamp != repeat.timestamp) =>
+            {
+                r
+            }
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the rating a repeat asks about");
+                return;
+            }
+        };
+        tracing::info!(
+            was = ?r.on_rating,
+            "a repeated /rating of one answered before: its /on_rating goes again"
+        );
+        r.context = repeat;
+        r.on_rating = DeliveryStatus::Pending;
+        r.attempts = 0;
+        r.last_error = None;
+        // Marked owed with the write: a stop now leaves it to be taken up.
+        if let Err(e) = state.store.reopen_received(&r).await {
+            tracing::warn!(error = %e, "could not record the repeat's answer as owed");
+            return;
+        }
+        start(&state, r, job);
+    };
+    let span = tracing::Span::current();
+    if crate::store::on_worker_thread() {
+        tokio::spawn(answer.instrument(span));
+    } else {
+        state.background.spawn(answer.instrument(span));
+    }
+}
+
 /// A rating's processing under way: what it needs to go on elsewhere if its task is dropped.
 struct Owed {
     state: web::Data<AppState>,

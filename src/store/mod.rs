@@ -335,6 +335,20 @@ impl Store {
         }
     }
 
+    /// Stores a settled received /rating that owes work again (its answer goes out once more,
+    /// [`crate::bpp::sender::answer_repeat`]), marked owed by this instance first.
+    pub async fn reopen_received(&self, r: &ReceivedRating) -> Result<(), StoreError> {
+        debug_assert!(r.owes_work(), "reopened to owe work");
+        let key = received_key(&r.context.bap_id, &r.context.message_id);
+        match self {
+            Store::Embedded(s) => s.put(Space::Received, &key, encode(r), owed_mark(r)).await,
+            Store::Redis(s) => s
+                .put_marked(Space::Received, &key, encode(r), Owed::Mark, false)
+                .await
+                .map(drop),
+        }
+    }
+
     /// The keys of the received ratings a stopped process left owing work (a webhook hand-off,
     /// an `/on_rating`), now this process's to finish, each to be read with
     /// [`Store::owed_received`] when its turn comes. Embedded: every one marked (a process owns

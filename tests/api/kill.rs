@@ -630,6 +630,21 @@ async fn embedded_an_on_rating_whose_ttl_passed_while_stopped_is_recorded_failed
         1,
         "nothing sent after the ttl"
     );
+
+    // The buyer, without its answer, sends the rating again: answered now, within the new ttl.
+    killed.go.notify_one();
+    rate_at(
+        &second.base,
+        &killed.bap,
+        &killed.buyer,
+        "m-t1",
+        chrono::Utc::now(),
+    )
+    .await;
+    let sent = killed.buyer.wait_for(2).await;
+    assert_eq!(message_id_of(&sent[1]), "m-t1");
+    let rec = received_until(&second.base, "m-t1", |r| r["onRating"] == "sent").await;
+    assert_eq!(rec["lastError"], Value::Null, "{rec}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,11 +46,18 @@ async fn marks_of_a_stopped_instance_are_taken_over(backend: Backend) {
     for r in &first {
         assert!(a.insert_received(r).await.unwrap());
     }
-    // A settled one is marked no more.
+    // A settled one is marked no more; one settled and then owing again (a repeat answered
+    // again) is marked again.
     let mut settled = owing("m-o4");
     assert!(a.insert_received(&settled).await.unwrap());
     settled.on_rating = DeliveryStatus::Sent;
     a.put_received(&settled).await.unwrap();
+    let mut reopened = owing("m-o6");
+    assert!(a.insert_received(&reopened).await.unwrap());
+    reopened.on_rating = DeliveryStatus::Failed;
+    a.put_received(&reopened).await.unwrap();
+    reopened.on_rating = DeliveryStatus::Pending;
+    a.reopen_received(&reopened).await.unwrap();
     assert!(b.take_over_owed().await.unwrap().is_empty(), "a is alive");
 
     // a stops beating; b goes on.
@@ -58,6 +65,7 @@ async fn marks_of_a_stopped_instance_are_taken_over(backend: Backend) {
     b.beat().await.unwrap().unwrap();
     let mut taken = b.take_over_owed().await.unwrap();
     taken.sort();
+    let first: Vec<ReceivedRating> = first.into_iter().chain([reopened]).collect();
     let expected: Vec<String> = first.iter().map(key_of).collect();
     assert_eq!(taken, expected);
     for key in &taken {

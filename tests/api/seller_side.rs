@@ -434,6 +434,58 @@ async fn webhook_is_signed_called_once_and_its_form_is_used(backend: Backend) {
 }
 both_stores!(webhook_is_signed_called_once_and_its_form_is_used);
 
+/// A /rating sent again stamped anew (a buyer that never got the answer) is answered again: the
+/// same answer, echoing the repeat's context, later than its timestamp, signed. The same bytes
+/// again (a transport retry) get only the ACK.
+async fn a_rating_sent_again_is_answered_again(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |_| {}).await;
+    let buyer = ScriptedBuyer::start().await;
+    let message = ratings(&[("Order", "O-1", "5")]);
+    let first = rating_to(&bap, &buyer.bap_uri(), &seller, "m-again", message.clone());
+    rate(&seller, &bap, &first).await;
+    let answer = on_rating_for(&buyer, &seller.identity.keys, "m-again").await;
+    assert_eq!(settled(&seller, "m-again").await["onRating"], "sent");
+
+    rate(&seller, &bap, &first).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(buyer.requests().len(), 1, "a transport retry is only ACKed");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = rating_to(&bap, &buyer.bap_uri(), &seller, "m-again", message);
+    let stamped: Value = serde_json::from_slice(&again).unwrap();
+    rate(&seller, &bap, &again).await;
+    let sent = buyer.wait_for(2).await;
+    let second: Value = serde_json::from_slice(&sent[1].body).unwrap();
+    ondc_rating::crypto::verify_body(
+        sent[1].authorization.as_deref().expect("signed"),
+        &sent[1].body,
+        &seller.identity.keys.verifying_key(),
+        now(),
+        5,
+    )
+    .expect("/on_rating signed by the seller");
+    assert_eq!(second["message"], answer["message"], "the same answer");
+    assert_eq!(second["context"]["message_id"], "m-again");
+    let (at, repeat_at) = (
+        second["context"]["timestamp"].as_str().unwrap(),
+        stamped["context"]["timestamp"].as_str().unwrap(),
+    );
+    assert!(at > repeat_at, "{at} after the repeat's {repeat_at}");
+    assert!(repeat_at > answer["context"]["timestamp"].as_str().unwrap());
+    let rec = settled(&seller, "m-again").await;
+    assert_eq!(
+        (&rec["onRating"], &rec["attempts"]),
+        (&json!("sent"), &json!(1)),
+        "{rec}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(buyer.requests().len(), 2);
+}
+
+both_stores!(a_rating_sent_again_is_answered_again);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_platform_reports_an_unknown_order_as_30018() {
     let store = StoreFixture::new(Backend::Embedded);
