@@ -432,15 +432,17 @@ async fn take_up(state: &web::Data<AppState>, key: &str) {
         let hold = Duration::from_millis(state.settings.seller.webhook_timeout_ms)
             + Duration::from_secs(5);
         let (bap_id, message_id) = (&r.context.bap_id, &r.context.message_id);
-        match state
-            .store
-            .claim_answer(bap_id, message_id, hold, AnswerHolder::HandOff)
-            .await
-        {
+        let what = "could not take up an owed hand-off";
+        let claim = || {
+            state
+                .store
+                .claim_answer(bap_id, message_id, hold, AnswerHolder::HandOff)
+        };
+        match while_away(what, claim).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return leave_to_the_answer(state, key).await,
             Err(e) => {
-                tracing::warn!(error = %e, "could not take up an owed hand-off");
+                tracing::warn!(error = %e, "{what}");
                 return;
             }
         }
@@ -471,14 +473,15 @@ async fn take_up(state: &web::Data<AppState>, key: &str) {
     drop(handing_off);
 }
 
-/// The received rating under `key` when it still owes work. A store failure leaves it marked:
-/// taken up again at the next start (embedded) or by another instance once this one stops
-/// (Redis).
+/// The received rating under `key` when it still owes work, read while the store is away
+/// ([`while_away`]). A store still failing after that leaves it marked: taken up again at the
+/// next start (embedded) or by another instance once this one stops (Redis).
 async fn owed(state: &AppState, key: &str) -> Option<ReceivedRating> {
-    match state.store.owed_received(key).await {
+    let what = "could not read an owed received rating";
+    match while_away(what, || state.store.owed_received(key)).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(error = %e, key, "could not read an owed received rating");
+            tracing::warn!(error = %e, key, "{what}");
             None
         }
     }
@@ -517,29 +520,38 @@ async fn deliver(state: &AppState, r: &mut ReceivedRating, deadline: tokio::time
     }
 }
 
-/// How long [`record_delivery`] retries a store that is away.
-const RECORD_FOR: Duration = Duration::from_secs(RATING_TTL_SECS as u64);
+/// How long [`while_away`] retries a store that is away.
+const STORE_AWAY_FOR: Duration = Duration::from_secs(RATING_TTL_SECS as u64);
 
-/// Stores the outcome of `r`'s delivery, retrying with backoff for up to [`RECORD_FOR`] while
-/// the store is unavailable. Nothing else writes a rating whose /on_rating this adapter is
-/// sending, so a late write overwrites nothing newer; and a write given up leaves the rating
-/// marked owed with its delivery pending, for the instance that takes it over to send again.
-async fn record_delivery(state: &AppState, r: &ReceivedRating) {
-    let until = tokio::time::Instant::now() + RECORD_FOR;
+/// Runs `op` until it succeeds or fails otherwise than with the store unavailable, retrying an
+/// unavailable store with backoff (100 ms, doubling to 2 s) for up to [`STORE_AWAY_FOR`]; then
+/// its last error. `what` says in the log what failed.
+async fn while_away<T, F>(what: &str, mut op: impl FnMut() -> F) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let until = tokio::time::Instant::now() + STORE_AWAY_FOR;
     let mut pause = Duration::from_millis(100);
     loop {
-        match state.store.put_received(r).await {
-            Ok(()) => return,
+        match op().await {
             Err(StoreError::Unavailable(e)) if tokio::time::Instant::now() + pause < until => {
-                tracing::warn!(error = %e, "could not record the /on_rating delivery; retrying");
+                tracing::warn!(error = %e, "{what}; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
-            Err(e) => {
-                tracing::error!(error = %e, "could not record the /on_rating delivery");
-                return;
-            }
+            done => return done,
         }
+    }
+}
+
+/// Stores the outcome of `r`'s delivery, retrying while the store is away ([`while_away`]).
+/// Nothing else writes a rating whose /on_rating this adapter is sending, so a late write
+/// overwrites nothing newer; and a write given up leaves the rating marked owed with its
+/// delivery pending, for the instance that takes it over to send again.
+async fn record_delivery(state: &AppState, r: &ReceivedRating) {
+    let what = "could not record the /on_rating delivery";
+    if let Err(e) = while_away(what, || state.store.put_received(r)).await {
+        tracing::error!(error = %e, "{what}");
     }
 }
 

@@ -89,3 +89,62 @@ async fn marks_of_a_stopped_instance_are_taken_over(backend: Backend) {
     expected.sort();
     assert_eq!(taken, expected, "a's late mark, and b's (b stopped too)");
 }
+
+/// An instance that takes over a rating whose record the store cannot give it at first (here
+/// Redis answers the read with an error) tries again, and sends the /on_rating once the record
+/// reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_rating_taken_over_whose_read_fails_at_first_is_taken_up_once_it_reads() {
+    let fixture = StoreFixture::new(Backend::Redis);
+    let settings = fixture.settings("seller");
+    let buyer = ScriptedBuyer::start().await;
+    let mut r = owing("m-unread");
+    r.context.bap_uri = buyer.bap_uri();
+    r.context.timestamp = ondc_rating::clock::ondc_timestamp(chrono::Utc::now());
+    let (key, prefix) = (key_of(&r), settings.key_prefix.clone());
+    let record = format!("{prefix}received:{key}");
+    let redis = redis::Client::open(settings.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let run = |cmd: &mut redis::Cmd| {
+        let cmd = cmd.clone();
+        let mut redis = redis.clone();
+        async move { cmd.query_async::<()>(&mut redis).await.unwrap() }
+    };
+    // A stopped instance's mark, on a record Redis cannot return as a value (WRONGTYPE).
+    run(redis::cmd("RPUSH").arg(&record).arg("not a record")).await;
+    run(redis::cmd("ZADD")
+        .arg(format!("{prefix}owed:stopped"))
+        .arg(0)
+        .arg(&key))
+    .await;
+    run(redis::cmd("SADD")
+        .arg(format!("{prefix}owing"))
+        .arg("stopped"))
+    .await;
+
+    let seller = Seller::start(&fixture, "seller", vec![], |_| {}).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(buyer.requests().is_empty(), "nothing to send yet");
+    run(redis::cmd("DEL").arg(&record)).await;
+    run(redis::cmd("SET")
+        .arg(&record)
+        .arg(serde_json::to_vec(&r).unwrap()))
+    .await;
+
+    let sent = buyer.wait_for(1).await;
+    let on_rating: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(on_rating["context"]["message_id"], "m-unread");
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, got) = seller.received(&r.context.bap_id, "m-unread").await;
+        status = got["rating"]["onRating"].clone();
+        if status == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "sent");
+}
