@@ -709,14 +709,11 @@ enum Failure {
 /// that took the rating over to send it again ([`send_again`], after a stall of this one past
 /// the sending bound) holds the claim now and keeps it; this one then answers 409.
 async fn release(state: &AppState, held: &Packed, failure: Failure, code: ApiCode) -> ApiError {
-    let mut record = match held.unpack() {
+    let claimed = match held.unpack() {
         Ok(r) => r,
         Err(e) => return e,
     };
-    let acknowledged = RatingRecord {
-        status: RatingStatus::Acknowledged,
-        ..record.clone()
-    };
+    let mut record = claimed.clone();
     record.status = RatingStatus::Failed;
     let (seller_error, reason) = match failure {
         Failure::Nack(e) => (Some(e), None),
@@ -724,31 +721,33 @@ async fn release(state: &AppState, held: &Packed, failure: Failure, code: ApiCod
     };
     record.error = seller_error.clone();
     record.failure = reason.clone();
-    let mut released = false;
-    for was in [
-        held.0.to_vec(),
-        crate::protocol::to_json(&acknowledged).expect("a rating record serialises"),
-    ] {
-        match state.store.replace_rating(&record, was).await {
-            Ok(false) => continue,
-            Ok(true) => released = true,
-            Err(e) => {
-                tracing::error!(error = %e, order_id = %record.order_id, "could not release the claim");
-                // Not known to be another's: answered as the failure it is.
-                released = true;
-            }
+    let released = match state.store.replace_rating(&record, held.0.to_vec()).await {
+        Ok(false) => {
+            let acknowledged = RatingRecord {
+                status: RatingStatus::Acknowledged,
+                ..claimed
+            };
+            let was = crate::protocol::to_json(&acknowledged).expect("a rating record serialises");
+            state.store.replace_rating(&record, was).await
         }
-        break;
-    }
-    if !released {
-        tracing::warn!(
-            order_id = %record.order_id,
-            "the exchange failed after another request took the rating over; the claim is its"
-        );
-        return ApiError::new(
-            ApiCode::AlreadyRated,
-            "this order's rating is being sent again by another request",
-        );
+        as_claimed => as_claimed,
+    };
+    match released {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(
+                order_id = %record.order_id,
+                "the exchange failed after another request took the rating over; the claim is its"
+            );
+            return ApiError::new(
+                ApiCode::AlreadyRated,
+                "this order's rating is being sent again by another request",
+            );
+        }
+        // Not known to be another's: answered as the failure it is.
+        Err(e) => {
+            tracing::error!(error = %e, order_id = %record.order_id, "could not release the claim")
+        }
     }
     let message = match code {
         ApiCode::SellerRejected => "the seller refused the rating; it was not recorded, try again",

@@ -209,19 +209,24 @@ const ON_RATING_RESERVE: Duration = Duration::from_secs(3);
 /// not yet answered is asked again; an /on_rating being sent is sent again, which the buyer side
 /// takes as a repeat), and the stop waits for it there as before.
 pub fn start(state: &web::Data<AppState>, r: ReceivedRating, job: Job) {
-    let on_worker = crate::store::on_worker_thread();
     let owed = Owed {
         state: state.clone(),
         rating: Some(r),
         job,
         guard: Some(state.in_flight.start()),
         span: tracing::Span::current(),
-        resumable: on_worker,
+        resumable: crate::store::on_worker_thread(),
     };
-    if on_worker {
-        tokio::spawn(owed.run());
+    spawn_here(state, owed.run());
+}
+
+/// Spawns `work` on this HTTP worker's own runtime when called on one (see [`start`]), else on
+/// the background runtime.
+fn spawn_here(state: &AppState, work: impl std::future::Future<Output = ()> + Send + 'static) {
+    if crate::store::on_worker_thread() {
+        tokio::spawn(work);
     } else {
-        state.background.spawn(owed.run());
+        state.background.spawn(work);
     }
 }
 
@@ -271,12 +276,7 @@ pub fn answer_repeat(state: &web::Data<AppState>, repeat: Context, job: Job) {
         }
         start(&state, r, job);
     };
-    let span = tracing::Span::current();
-    if crate::store::on_worker_thread() {
-        tokio::spawn(answer.instrument(span));
-    } else {
-        state.background.spawn(answer.instrument(span));
-    }
+    spawn_here(state, answer.in_current_span());
 }
 
 /// A rating's processing under way: what it needs to go on elsewhere if its task is dropped.
