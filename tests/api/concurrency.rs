@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::helpers::*;
+use crate::shared_stores;
 
 /// Fires `n` submissions for `order_id`, alternating between `buyers`; returns the statuses.
 async fn storm(buyers: &[Arc<Buyer>], order_id: &str, n: usize) -> Vec<u16> {
@@ -94,15 +95,7 @@ async fn exactly_one_rating_reaches_the_seller(backend: Backend, instances: usiz
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_submissions_across_two_instances_sharing_redis_give_one_200() {
-    hundred_submissions_across_two_instances_give_one_200(Backend::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_submissions_across_two_instances_sharing_a_redis_cluster_give_one_200() {
-    hundred_submissions_across_two_instances_give_one_200(Backend::Cluster).await;
-}
+shared_stores!(hundred_submissions_across_two_instances_give_one_200);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_rating_leaves_two_redis_instances() {
@@ -120,19 +113,8 @@ async fn one_rating_leaves_one_embedded_instance() {
 }
 
 /// A callback that lands on another instance wakes the waiting request through Redis, without
-/// waiting for its deadline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_landing_on_another_instance_wakes_the_waiting_request() {
-    callback_on_another_instance_wakes_the_waiting_request(Backend::Redis).await;
-}
-
-/// The same across a Redis Cluster: the announcement is published on one node and reaches the
-/// subscription the waiting instance holds, on whichever node that is.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_landing_on_another_instance_wakes_the_waiting_request_on_a_cluster() {
-    callback_on_another_instance_wakes_the_waiting_request(Backend::Cluster).await;
-}
-
+/// waiting for its deadline. On a Redis Cluster the announcement is published on one node and
+/// reaches the subscription the waiting instance holds, on whichever node that is.
 async fn callback_on_another_instance_wakes_the_waiting_request(backend: Backend) {
     let store = StoreFixture::new(backend);
     let seller = ScriptedSeller::start(Script::AckSilently).await;
@@ -182,6 +164,8 @@ async fn callback_on_another_instance_wakes_the_waiting_request(backend: Backend
         "https://seller.test/f"
     );
 }
+
+shared_stores!(callback_on_another_instance_wakes_the_waiting_request);
 
 /// A seller that calls back before its ACK to the /rating is processed (here: before it sends
 /// the ACK at all): the callback is matched against the /rating the waiting request holds in

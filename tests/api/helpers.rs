@@ -27,6 +27,23 @@ pub enum Backend {
     Cluster,
 }
 
+/// Runs an async test body once per store that several instances share (Redis, Redis Cluster).
+#[macro_export]
+macro_rules! shared_stores {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name($crate::helpers::Backend::Redis).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                super::$name($crate::helpers::Backend::Cluster).await
+            }
+        }
+    };
+}
+
 /// Runs an async test body once per store backend (redb, Redis, Redis Cluster).
 #[macro_export]
 macro_rules! both_stores {
@@ -243,6 +260,25 @@ impl TestApp {
     }
 }
 
+/// Starts an adapter as `identity` on `store`'s store `name`, trusting `peers`, at `clock`:
+/// `role` switches on its side given the port it serves on, then `tweak` has the last word.
+async fn start_adapter(
+    identity: &Identity,
+    store: &StoreFixture,
+    name: &str,
+    peers: Vec<PeerSettings>,
+    clock: SharedClock,
+    role: impl FnOnce(&mut Settings, u16),
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let (listener, port) = bind();
+    let mut s = settings_for(identity, port, store.settings(name));
+    role(&mut s, port);
+    s.peers = peers;
+    tweak(&mut s);
+    TestApp::start_clocked(s, listener, clock).await
+}
+
 pub const JWT_SECRET: &str = "integration-test-jwt-secret";
 pub const INTERNAL: &str = "integration-internal-token";
 
@@ -283,22 +319,20 @@ impl Buyer {
         clock: SharedClock,
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
-        let (listener, port) = bind();
-        let mut s = settings_for(&identity, port, store.settings(name));
-        s.buyer = BuyerSettings {
-            enabled: true,
-            bap_uri: format!("http://127.0.0.1:{port}/bap"),
-            callback_wait_ms: 5_000,
-            send_attempts: 2,
-            send_timeout_ms: 2_000,
-            jwt_hs256_secret: JWT_SECRET.into(),
-            internal_token: INTERNAL.into(),
-            ..BuyerSettings::default()
+        let buyer = |s: &mut Settings, port: u16| {
+            s.buyer = BuyerSettings {
+                enabled: true,
+                bap_uri: format!("http://127.0.0.1:{port}/bap"),
+                callback_wait_ms: 5_000,
+                send_attempts: 2,
+                send_timeout_ms: 2_000,
+                jwt_hs256_secret: JWT_SECRET.into(),
+                internal_token: INTERNAL.into(),
+                ..BuyerSettings::default()
+            }
         };
-        s.peers = peers;
-        tweak(&mut s);
         Self {
-            app: TestApp::start_clocked(s, listener, clock).await,
+            app: start_adapter(&identity, store, name, peers, clock, buyer, tweak).await,
             identity,
             http: reqwest::Client::new(),
         }
@@ -428,19 +462,17 @@ impl Seller {
         clock: SharedClock,
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
-        let (listener, port) = bind();
-        let mut s = settings_for(&identity, port, store.settings(name));
-        s.seller = SellerSettings {
-            enabled: true,
-            bpp_uri: format!("http://127.0.0.1:{port}/bpp"),
-            feedback_form_url: "https://seller.test/feedback/{order_id}".into(),
-            internal_token: INTERNAL.into(),
-            ..SellerSettings::default()
+        let seller = |s: &mut Settings, port: u16| {
+            s.seller = SellerSettings {
+                enabled: true,
+                bpp_uri: format!("http://127.0.0.1:{port}/bpp"),
+                feedback_form_url: "https://seller.test/feedback/{order_id}".into(),
+                internal_token: INTERNAL.into(),
+                ..SellerSettings::default()
+            }
         };
-        s.peers = peers;
-        tweak(&mut s);
         Self {
-            app: TestApp::start_clocked(s, listener, clock).await,
+            app: start_adapter(&identity, store, name, peers, clock, seller, tweak).await,
             identity,
             http: reqwest::Client::new(),
         }

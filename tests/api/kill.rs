@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::shared_stores;
 
 /// A `serve` process (both roles, default config) trusting `peer`, with extra environment.
 struct Served {
@@ -212,15 +213,7 @@ async fn embedded_a_restart_after_sigkill_recovers_the_waiting_rating() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_another_instance_completes_what_a_killed_one_had_sent() {
-    another_instance_completes_what_a_killed_one_had_sent(Backend::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_another_instance_completes_what_a_killed_one_had_sent() {
-    another_instance_completes_what_a_killed_one_had_sent(Backend::Cluster).await;
-}
+shared_stores!(another_instance_completes_what_a_killed_one_had_sent);
 
 async fn another_instance_completes_what_a_killed_one_had_sent(backend: Backend) {
     let seller = ScriptedSeller::start(Script::AckSilently).await;
@@ -647,15 +640,7 @@ async fn embedded_an_on_rating_whose_ttl_passed_while_stopped_is_recorded_failed
     assert_eq!(rec["lastError"], Value::Null, "{rec}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_an_on_rating_a_killed_instance_owed_is_sent_by_another() {
-    owed_work_of_a_killed_instance_is_taken_over(Backend::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_an_on_rating_a_killed_instance_owed_is_sent_by_another() {
-    owed_work_of_a_killed_instance_is_taken_over(Backend::Cluster).await;
-}
+shared_stores!(owed_work_of_a_killed_instance_is_taken_over);
 
 /// Two seller instances share a Redis keyspace. While the one that took a /rating lives, the
 /// other leaves its /on_rating alone; once it is killed, the other sends it.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use ondc_rating::store::{DeliveryStatus, ReceivedRating, Store};
 
 use crate::helpers::*;
+use crate::shared_stores;
 
 /// A received rating still owing its /on_rating.
 fn owing(message_id: &str) -> ReceivedRating {
@@ -23,15 +24,7 @@ fn key_of(r: &ReceivedRating) -> String {
 /// Longer than an instance counts as alive after its last heartbeat.
 const LAPSE: Duration = Duration::from_millis(5_500);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_the_marks_of_a_stopped_instance_and_only_those_are_taken_over() {
-    marks_of_a_stopped_instance_are_taken_over(Backend::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_the_marks_of_a_stopped_instance_and_only_those_are_taken_over() {
-    marks_of_a_stopped_instance_are_taken_over(Backend::Cluster).await;
-}
+shared_stores!(marks_of_a_stopped_instance_are_taken_over);
 
 async fn marks_of_a_stopped_instance_are_taken_over(backend: Backend) {
     let fixture = StoreFixture::new(backend);

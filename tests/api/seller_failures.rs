@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::both_stores;
 use crate::helpers::*;
+use crate::shared_stores;
 
 async fn buyer_for(store: &StoreFixture, seller_id: &Identity, wait_ms: u64) -> Buyer {
     Buyer::start(store, "buyer", vec![seller_id.peer()], |s| {
@@ -749,16 +750,7 @@ async fn a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_recor
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record() {
-    a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record(Backend::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record() {
-    a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record(Backend::Cluster)
-        .await;
-}
+shared_stores!(a_request_acknowledged_after_its_rating_was_taken_over_leaves_the_record);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_seller_is_offered_the_same_rating_again() {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::both_stores;
 use crate::helpers::*;
+use crate::shared_stores;
 
 const SECRET: &str = "webhook-secret-for-tests";
 
@@ -873,15 +874,7 @@ async fn two_instances_answering_one_rating_send_it_once(backend: Backend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_redis_instances_answering_one_rating_send_it_once() {
-    two_instances_answering_one_rating_send_it_once(Backend::Redis).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_redis_cluster_instances_answering_one_rating_send_it_once() {
-    two_instances_answering_one_rating_send_it_once(Backend::Cluster).await
-}
+shared_stores!(two_instances_answering_one_rating_send_it_once);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_rating_survives_a_restart_and_its_ttl_ends_the_wait() {
