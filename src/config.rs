@@ -403,6 +403,11 @@ pub struct SellerSettings {
     pub webhook_timeout_ms: u64,
     /// Attempts on transport errors, 5xx and 429, within `webhook_timeout_ms`.
     pub webhook_attempts: u32,
+    /// Webhook requests in flight at once, at most: a hand-off that finds them all taken waits
+    /// for one within its budget (`webhook_timeout_ms`), and falls back to the configured form
+    /// when none frees in time. A burst of ratings reaches a slow platform this many at a time,
+    /// not one connection per rating.
+    pub webhook_concurrency: usize,
     /// Who sends the `/on_rating` of a rating that passed the checks: the adapter, at once
     /// (`auto`), or the seller platform, through
     /// `POST /internal/seller/ratings/{bap_id}/{message_id}/on_rating` within the ttl
@@ -447,6 +452,7 @@ impl Default for SellerSettings {
             webhook_secret: String::new(),
             webhook_timeout_ms: 5_000,
             webhook_attempts: 3,
+            webhook_concurrency: 64,
             on_rating: OnRatingMode::Auto,
             resume_concurrency: 32,
         }
@@ -518,6 +524,12 @@ impl SellerSettings {
             return Err(invalid(
                 "seller.webhook_attempts",
                 "must be between 1 and 10",
+            ));
+        }
+        if !(1..=4096).contains(&self.webhook_concurrency) {
+            return Err(invalid(
+                "seller.webhook_concurrency",
+                "must be between 1 and 4096",
             ));
         }
         if !(1..=4096).contains(&self.resume_concurrency) {
@@ -1279,6 +1291,8 @@ mod tests {
             ),
             ("WEBHOOK_TIMEOUT_MS", "25000", "seller.webhook_timeout_ms"),
             ("WEBHOOK_ATTEMPTS", "0", "seller.webhook_attempts"),
+            ("WEBHOOK_CONCURRENCY", "0", "seller.webhook_concurrency"),
+            ("WEBHOOK_CONCURRENCY", "4097", "seller.webhook_concurrency"),
             ("RESUME_CONCURRENCY", "0", "seller.resume_concurrency"),
             ("ON_RATING", "later", "seller.on_rating"),
         ];

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use super::checks::{BusinessCode, rating_path};
 use crate::http::AppState;
-use crate::http::metrics::RetryTarget;
+use crate::http::metrics::{RetryTarget, SlotWait};
 use crate::protocol::{InboundRating, NetworkError};
 use crate::store::{ReceivedRating, WebhookDelivery, WebhookStatus};
 
@@ -321,7 +321,27 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
 
-/// Calls the webhook for `r` within `budget`; never fails, never takes longer.
+/// One of the `seller.webhook_concurrency` webhook requests that may be in flight, waited for
+/// up to `left` when they are all taken (counted); None when none freed in time.
+async fn slot(state: &AppState, left: Duration) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    if let Ok(slot) = state.webhook_slots.try_acquire() {
+        return Some(slot);
+    }
+    // The semaphore is never closed: an error is only the wait running out.
+    let got = tokio::time::timeout(left, state.webhook_slots.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    state.metrics.webhook_slot_wait(if got.is_some() {
+        SlotWait::Slot
+    } else {
+        SlotWait::Budget
+    });
+    got
+}
+
+/// Calls the webhook for `r` within `budget`, at most `seller.webhook_concurrency` requests in
+/// flight at once ([`slot`]); never fails, never takes longer.
 pub async fn hand_off(
     state: &AppState,
     r: &ReceivedRating,
@@ -346,6 +366,19 @@ pub async fn hand_off(
             }
             break;
         }
+        let Some(_slot) = slot(state, left).await else {
+            let waited = format!(
+                "no free webhook slot within {} ms ({} requests in flight, seller.webhook_concurrency)",
+                budget.as_millis(),
+                state.settings.seller.webhook_concurrency
+            );
+            delivery.error = Some(match delivery.error.take() {
+                Some(before) => format!("{before}; then {waited}"),
+                None => waited,
+            });
+            break;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
         delivery.attempts += 1;
         let outcome = tokio::time::timeout(left, post_once(state, &body, &key, left)).await;
         let (retry, retry_after) = match outcome {

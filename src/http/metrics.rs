@@ -22,7 +22,10 @@
 //!   key the registry has since rotated to counts twice, the second time `alone`;
 //! - `ondc_rating_owed_taken_up_total`: received ratings whose owed work (a webhook hand-off, an
 //!   `/on_rating`) this process took up from a stopped one: the embedded store's last run, or an
-//!   instance sharing Redis whose heartbeat stopped.
+//!   instance sharing Redis whose heartbeat stopped;
+//! - `ondc_rating_webhook_slot_waits_total{ended}`: seller platform webhook attempts that found
+//!   all `seller.webhook_concurrency` requests in flight and waited, by how the wait ended: with
+//!   a free slot (`slot`), or with the hand-off's budget spent (`budget`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -136,6 +139,26 @@ impl CallbackMatch {
     }
 }
 
+/// How a webhook attempt's wait for a free slot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotWait {
+    /// A request in flight ended and this one went.
+    Slot,
+    /// The hand-off's budget ran out first.
+    Budget,
+}
+
+impl SlotWait {
+    const ALL: [SlotWait; 2] = [Self::Slot, Self::Budget];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Slot => "slot",
+            Self::Budget => "budget",
+        }
+    }
+}
+
 /// Response marker set by [`crate::http::network::nack`]: the middleware counts the NACK.
 #[derive(Debug, Clone, Copy)]
 pub struct NackSent(pub NackCode);
@@ -164,6 +187,7 @@ pub struct Metrics {
     callbacks_matched: [AtomicU64; 2],
     signatures_checked: [AtomicU64; 3],
     owed_taken_up: AtomicU64,
+    webhook_slot_waits: [AtomicU64; 2],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -215,6 +239,11 @@ impl Metrics {
     /// `n` received ratings whose owed work this process took up from a stopped one.
     pub fn owed_taken_up(&self, n: usize) {
         self.owed_taken_up.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// One webhook attempt that waited for a free slot, and how the wait ended.
+    pub fn webhook_slot_wait(&self, ended: SlotWait) {
+        self.webhook_slot_waits[ended as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One wait for `/on_rating`, `elapsed` since the `/rating` was sent.
@@ -318,6 +347,20 @@ impl Metrics {
         );
         header(
             &mut out,
+            "ondc_rating_webhook_slot_waits_total",
+            "counter",
+            "Webhook attempts that found seller.webhook_concurrency requests in flight and waited, by how the wait ended.",
+        );
+        for ended in SlotWait::ALL {
+            let _ = writeln!(
+                out,
+                "ondc_rating_webhook_slot_waits_total{{ended=\"{}\"}} {}",
+                ended.label(),
+                self.webhook_slot_waits[ended as usize].load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
             "ondc_rating_registry_cache_total",
             "counter",
             "Registry key lookups: cache hits by level, registry calls, and keys the registry lacked.",
@@ -404,6 +447,7 @@ mod tests {
         m.callback_matched(CallbackMatch::Store);
         m.callback_wait(Duration::from_millis(300), WaitOutcome::Callback);
         m.callback_wait(Duration::from_secs(60), WaitOutcome::Timeout);
+        m.webhook_slot_wait(SlotWait::Budget);
         let t = m.render();
         assert_eq!(
             line(&t, "ondc_rating_http_requests_total{route=\"/bpp/rating\""),
@@ -418,6 +462,8 @@ mod tests {
         assert!(t.contains("ondc_rating_registry_cache_total{result=\"hit_memory\"} 1"));
         assert!(t.contains("ondc_rating_store_errors_total 0"));
         assert!(t.contains("ondc_rating_owed_taken_up_total 0"));
+        assert!(t.contains("ondc_rating_webhook_slot_waits_total{ended=\"slot\"} 0"));
+        assert!(t.contains("ondc_rating_webhook_slot_waits_total{ended=\"budget\"} 1"));
         assert!(t.contains("ondc_rating_callbacks_matched_total{against=\"waiting_request\"} 0"));
         assert!(t.contains("ondc_rating_callbacks_matched_total{against=\"store\"} 2"));
         let b = "ondc_rating_callback_wait_seconds_bucket{outcome=\"callback\",le=";
@@ -439,6 +485,7 @@ mod tests {
             "store_errors_total counter",
             "registry_cache_total counter",
             "callbacks_matched_total counter",
+            "webhook_slot_waits_total counter",
         ] {
             assert!(
                 t.contains(&format!("# TYPE ondc_rating_{family}\n")),

@@ -67,6 +67,8 @@ pub struct AppState {
     /// Turns for owed work taken up from a stopped process (`seller.resume_concurrency`);
     /// closed when the server stops, so no more is started.
     pub taking_up: Arc<tokio::sync::Semaphore>,
+    /// Seller platform webhook requests that may be in flight (`seller.webhook_concurrency`).
+    pub webhook_slots: tokio::sync::Semaphore,
 }
 
 /// Received ratings some work in this process holds, by `bap_id|message_id`, with what holds
@@ -377,6 +379,7 @@ impl Application {
             taking_up: Arc::new(tokio::sync::Semaphore::new(
                 settings.seller.resume_concurrency,
             )),
+            webhook_slots: tokio::sync::Semaphore::new(settings.seller.webhook_concurrency),
             store,
             clock,
             settings: Arc::new(settings),

@@ -646,6 +646,168 @@ async fn a_silent_webhook_cannot_hold_the_on_rating_past_its_budget() {
     );
 }
 
+/// A burst of ratings reaches a slow platform `seller.webhook_concurrency` requests at a time:
+/// the others wait for a request in flight to end, then go, each handed off once with the
+/// platform's answer in its /on_rating. A hand-off whose budget ends while it waits falls back to
+/// the configured form, recorded with why and no request counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_reaches_the_platform_webhook_concurrency_requests_at_a_time() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let answer = r#"{"feedback_form_url":"https://platform.test/forms/held"}"#;
+    let hook = Recorder::start(
+        "/hook",
+        Script::RespondWhen(go.clone(), vec![(200, answer.into())]),
+    )
+    .await;
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| {
+        with_webhook(format!("{}/hook", hook.base))(s);
+        s.seller.webhook_concurrency = 2;
+        s.seller.webhook_timeout_ms = 10_000;
+    })
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    let ids: Vec<String> = (0..5).map(|i| format!("m-burst-{i}")).collect();
+    for id in &ids {
+        rate_order_one(&seller, &bap, &buyer, id).await;
+    }
+    hook.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.requests().len(), 2, "two requests in flight at most");
+    // One answer frees one slot: one more request, no more.
+    go.notify_one();
+    hook.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hook.requests().len(), 3);
+    assert_eq!(
+        buyer.requests().len(),
+        1,
+        "only the answered rating's /on_rating"
+    );
+    for _ in 0..250 {
+        if buyer.requests().len() == 5 {
+            break;
+        }
+        go.notify_one();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut handed: Vec<String> = hook
+        .requests()
+        .iter()
+        .map(|c| {
+            let event: Value = serde_json::from_slice(&c.body).unwrap();
+            let id = event["message_id"].as_str().unwrap().to_owned();
+            check_webhook_request(c, &id);
+            id
+        })
+        .collect();
+    handed.sort();
+    assert_eq!(handed, ids, "each rating handed off once");
+    for id in &ids {
+        let rec = assert_taken(
+            &seller,
+            &buyer,
+            id,
+            "https://platform.test/forms/held",
+            "order_id=O-1",
+        )
+        .await;
+        assert_eq!(
+            rec["webhook"],
+            json!({"status": "delivered", "attempts": 1, "httpStatus": 200})
+        );
+    }
+    let text = metrics(&seller.app.base).await;
+    let waits = |ended: &str| {
+        sample(
+            &text,
+            &format!("ondc_rating_webhook_slot_waits_total{{ended=\"{ended}\"}}"),
+        )
+    };
+    assert_eq!((waits("slot"), waits("budget")), (Some(3.0), Some(0.0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_whose_budget_ends_waiting_for_a_webhook_slot_falls_back_to_the_configured_form()
+{
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let hook = Recorder::start(
+        "/hook",
+        Script::RespondWhen(go.clone(), vec![(200, "{}".into())]),
+    )
+    .await;
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| {
+        with_webhook(format!("{}/hook", hook.base))(s);
+        s.seller.webhook_concurrency = 1;
+        s.seller.webhook_timeout_ms = 8_000;
+    })
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    rate_order_one(&seller, &bap, &buyer, "m-holds").await;
+    hook.wait_for(1).await;
+    // Stamped 25.5 s ago with a 30 s ttl: 1.5 s of budget once 3 s are kept for the /on_rating.
+    let mut late: Value = serde_json::from_slice(&rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &seller,
+        "m-late",
+        ratings(&[("Order", "O-1", "5")]),
+    ))
+    .unwrap();
+    late["context"]["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(
+        chrono::Utc::now() - chrono::Duration::milliseconds(25_500)
+    ));
+    let started = std::time::Instant::now();
+    rate(&seller, &bap, &serde_json::to_vec(&late).unwrap()).await;
+    let rec = assert_taken(
+        &seller,
+        &buyer,
+        "m-late",
+        "https://seller.test/feedback/O-1",
+        "order_id=O-1",
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_200) && took < Duration::from_millis(4_000),
+        "the /on_rating went out after {took:?}, expected when its 1.5 s budget ended"
+    );
+    assert_eq!(rec["webhook"]["status"], "failed", "{rec}");
+    assert_eq!(rec["webhook"]["attempts"], 0, "{rec}");
+    let error = rec["webhook"]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("no free webhook slot within 1"),
+        "{error}"
+    );
+    assert!(error.contains("seller.webhook_concurrency"), "{error}");
+    assert_eq!(
+        hook.requests().len(),
+        1,
+        "the late rating never reached the platform"
+    );
+    // The rating holding the slot is answered by the platform as usual.
+    go.notify_one();
+    assert_taken(
+        &seller,
+        &buyer,
+        "m-holds",
+        "https://seller.test/feedback/O-1",
+        "order_id=O-1",
+    )
+    .await;
+    let text = metrics(&seller.app.base).await;
+    assert_eq!(
+        sample(
+            &text,
+            "ondc_rating_webhook_slot_waits_total{ended=\"budget\"}"
+        ),
+        Some(1.0)
+    );
+}
+
 /// Posts a signed /rating of order O-1 at 5 from `bap` (calling back at `buyer`) and expects
 /// the ACK.
 async fn rate_order_one(seller: &Seller, bap: &Identity, buyer: &ScriptedBuyer, message_id: &str) {
