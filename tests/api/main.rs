@@ -15,6 +15,7 @@ mod kill;
 mod limits;
 mod listing_feedback;
 mod load_tool;
+mod lost_answers;
 mod network;
 mod notifications;
 mod observability;
