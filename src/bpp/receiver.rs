@@ -245,6 +245,12 @@ fn held_by(by: AnswerHolder, where_: &str) -> ApiError {
                 "the rating is still being handed to the seller platform's webhook{where_}; retry"
             ),
         ),
+        AnswerHolder::Repeat => ApiError::new(
+            ApiCode::TooBusy,
+            format!(
+                "a repeat of the /rating is opening a new window for the answer{where_}; retry"
+            ),
+        ),
         AnswerHolder::Answer => ApiError::new(
             ApiCode::AlreadyAnswered,
             format!("its /on_rating is being sent{where_}"),
@@ -324,7 +330,8 @@ async fn answer_claimed(
         (DeliveryStatus::Failed, _) => {
             return Err(ApiError::new(
                 ApiCode::AlreadyAnswered,
-                "its /on_rating was sent already and not delivered",
+                "its /on_rating was given up (not delivered, or answered after the ttl); the \
+                 buyer sending the /rating again gets it",
             ));
         }
         (DeliveryStatus::Pending, _) => {
@@ -333,15 +340,6 @@ async fn answer_claimed(
                 "this adapter sends its /on_rating (it was not held for the seller platform)",
             ));
         }
-    }
-    let (ttl, left) = ttl_left_of(&r.context, now);
-    if left <= 0 {
-        return Err(ApiError::new(
-            ApiCode::TtlPassed,
-            format!(
-                "the /rating's ttl ({ttl} s) has passed; the buyer would not take an /on_rating now"
-            ),
-        ));
     }
     if !body.iter().all(u8::is_ascii_whitespace)
         && !matches!(serde_json::from_slice::<Value>(body), Ok(Value::Object(_)))
@@ -354,6 +352,24 @@ async fn answer_claimed(
     let answer =
         read_answer(body, &r, r.single).map_err(|e| ApiError::new(ApiCode::ValidationFailed, e))?;
     apply_answer(state, &mut r, answer);
+    let (ttl, left) = ttl_left_of(&r.context, now);
+    if left <= 0 {
+        // Too late for this /rating, kept for its repeat: a buyer that never got an answer sends
+        // the rating again, and [`super::sender::answer_repeat`] sends this one then.
+        r.on_rating = DeliveryStatus::Failed;
+        r.last_error = Some(format!(
+            "the /rating's ttl ({ttl} s) passed before the seller platform answered; sent if the \
+             buyer sends the /rating again"
+        ));
+        state.store.put_received(&r).await?;
+        return Err(ApiError::new(
+            ApiCode::TtlPassed,
+            format!(
+                "the /rating's ttl ({ttl} s) has passed; the buyer would not take an /on_rating \
+                 now. The answer is kept, and sent if the buyer sends the /rating again"
+            ),
+        ));
+    }
     // On the background runtime: a platform that hangs up does not cut a delivery short.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(left as u64);
     let guard = state.in_flight.start();

@@ -236,9 +236,10 @@ fn spawn_here(state: &AppState, work: impl std::future::Future<Output = ()> + Se
 /// send (a repeat stamped anew, not a transport retry of the same bytes): the same answer goes
 /// out again, echoing the repeat's context, within the repeat's ttl (`job`). A buyer sends a
 /// rating again when it never got the answer; without this its rating would stay pending. A
-/// repeat of one still being answered (its /on_rating on its way, or held for the seller
-/// platform) changes nothing. Runs after the repeat's ACK; a stop before it is done leaves it to
-/// the buyer's next repeat.
+/// repeat of one held for the seller platform past its ttl with no answer yet opens a new window
+/// for that answer ([`reopen_window`]); a repeat of one still being answered (its /on_rating on
+/// its way, or held for the platform within its ttl) changes nothing. Runs after the repeat's
+/// ACK; a stop before it is done leaves it to the buyer's next repeat.
 pub fn answer_repeat(state: &web::Data<AppState>, repeat: Context, job: Job) {
     let task_state = state.clone();
     let answer = async move {
@@ -254,6 +255,9 @@ pub fn answer_repeat(state: &web::Data<AppState>, repeat: Context, job: Job) {
                         && r.context.timestamp != repeat.timestamp) =>
             {
                 r
+            }
+            Ok(Some(r)) if window_passed(&state, &r, &repeat) => {
+                return reopen_window(&state, repeat).await;
             }
             Ok(_) => return,
             Err(e) => {
@@ -277,6 +281,64 @@ pub fn answer_repeat(state: &web::Data<AppState>, repeat: Context, job: Job) {
         start(&state, r, job);
     };
     spawn_here(state, answer.in_current_span());
+}
+
+/// Whether `r`, held for the seller platform's answer (`seller.on_rating = "platform"`) with its
+/// verdict settled, is past its /rating's ttl with no answer, and `repeat` is the same /rating
+/// stamped anew: the platform's answer would now get 410, and the buyer is asking again.
+fn window_passed(state: &AppState, r: &ReceivedRating, repeat: &Context) -> bool {
+    r.on_rating == DeliveryStatus::Awaiting
+        && r.verdict != Verdict::Pending
+        && r.context.timestamp != repeat.timestamp
+        && super::receiver::ttl_left_of(&r.context, state.clock.now()).1 <= 0
+}
+
+/// Opens a new window for the seller platform's answer to a held rating whose ttl passed with
+/// none ([`window_passed`]): the record takes the repeat's context, so an answer within the
+/// repeat's ttl is sent, echoing it. Made under the right to answer (in this process and, with
+/// Redis, among the instances): an answer being sent right now is left to finish.
+async fn reopen_window(state: &AppState, repeat: Context) {
+    let (bap_id, message_id) = (repeat.bap_id.clone(), repeat.message_id.clone());
+    let key = crate::store::received_key(&bap_id, &message_id);
+    let Ok(_held) = state.answering.take(key, AnswerHolder::Repeat) else {
+        return;
+    };
+    let hold = Duration::from_secs(5);
+    match state
+        .store
+        .claim_answer(&bap_id, &message_id, hold, AnswerHolder::Repeat)
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not open a new window for the platform's answer");
+            return;
+        }
+    }
+    // Read again under the claim: an answer that finished in between shows.
+    let reopened = async {
+        match state.store.get_received(&bap_id, &message_id).await? {
+            Some(mut r) if window_passed(state, &r, &repeat) => {
+                r.context = repeat;
+                state.store.put_received(&r).await.map(|()| true)
+            }
+            _ => Ok(false),
+        }
+    };
+    match reopened.await {
+        Ok(true) => tracing::info!(
+            "a repeated /rating held for the seller platform past its ttl: a new window for \
+             the platform's answer"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not open a new window for the platform's answer")
+        }
+    }
+    if let Err(e) = state.store.release_answer(&bap_id, &message_id).await {
+        tracing::warn!(error = %e, "could not release the claim of a reopened rating");
+    }
 }
 
 /// A rating's processing under way: what it needs to go on elsewhere if its task is dropped.

@@ -443,6 +443,7 @@ impl Store {
         let held_by = s.get(Space::Answering, &key).await?;
         Ok(Err(match held_by.as_deref() {
             Some(t) if t == AnswerHolder::HandOff.tag() => AnswerHolder::HandOff,
+            Some(t) if t == AnswerHolder::Repeat.tag() => AnswerHolder::Repeat,
             _ => AnswerHolder::Answer,
         }))
     }
@@ -626,6 +627,8 @@ pub enum AnswerHolder {
     Answer,
     /// A webhook hand-off a restart took up again, which settles the verdict an answer reads.
     HandOff,
+    /// A buyer's repeat opening a new window for the answer (the record takes its context).
+    Repeat,
 }
 
 impl AnswerHolder {
@@ -634,6 +637,7 @@ impl AnswerHolder {
         match self {
             AnswerHolder::Answer => b"1",
             AnswerHolder::HandOff => b"hand-off",
+            AnswerHolder::Repeat => b"repeat",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use ondc_rating::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::both_stores;
@@ -56,6 +57,17 @@ async fn on_rating_for(
     signer: &ondc_rating::crypto::SigningKeyPair,
     message_id: &str,
 ) -> Value {
+    on_rating_at(buyer, signer, message_id, now()).await
+}
+
+/// [`on_rating_for`], its signature checked at `at` (Unix seconds): a seller on a clock of the
+/// test's signs at its time.
+async fn on_rating_at(
+    buyer: &ScriptedBuyer,
+    signer: &ondc_rating::crypto::SigningKeyPair,
+    message_id: &str,
+    at: i64,
+) -> Value {
     for _ in 0..300 {
         for c in buyer.requests() {
             let v: Value = serde_json::from_slice(&c.body).unwrap();
@@ -66,7 +78,7 @@ async fn on_rating_for(
                 c.authorization.as_deref().expect("signed"),
                 &c.body,
                 &signer.verifying_key(),
-                now(),
+                at,
                 5,
             )
             .expect("/on_rating signed by the seller");
@@ -825,6 +837,23 @@ fn platform_answers(s: &mut ondc_rating::config::Settings) {
     s.seller.on_rating = ondc_rating::config::OnRatingMode::Platform;
 }
 
+/// A seller side whose platform answers, on a clock the test moves, trusting `bap`.
+async fn platform_seller_on_a_clock(
+    store: &StoreFixture,
+    bap: &Identity,
+) -> (Seller, std::sync::Arc<ondc_rating::clock::FixedClock>) {
+    let clock = ondc_rating::clock::FixedClock::at_millis(chrono::Utc::now().timestamp_millis());
+    let seller = Seller::start_clocked(
+        store,
+        "seller",
+        vec![bap.peer()],
+        clock.clone(),
+        platform_answers,
+    )
+    .await;
+    (seller, clock)
+}
+
 /// No /on_rating for `message_id` has reached `buyer` (after a pause long enough for one sent
 /// at once to arrive).
 async fn assert_none_sent(buyer: &ScriptedBuyer, message_id: &str) {
@@ -1042,15 +1071,7 @@ shared_stores!(two_instances_answering_one_rating_send_it_once);
 async fn a_held_rating_survives_a_restart_and_its_ttl_ends_the_wait() {
     let store = StoreFixture::new(Backend::Embedded);
     let bap = Identity::new("buyer.test");
-    let clock = ondc_rating::clock::FixedClock::at_millis(chrono::Utc::now().timestamp_millis());
-    let mut seller = Seller::start_clocked(
-        &store,
-        "seller",
-        vec![bap.peer()],
-        clock.clone(),
-        platform_answers,
-    )
-    .await;
+    let (mut seller, clock) = platform_seller_on_a_clock(&store, &bap).await;
     let buyer = ScriptedBuyer::start().await;
     for id in ["m-r1", "m-r2"] {
         rate_order_one(&seller, &bap, &buyer, id).await;
@@ -1079,12 +1100,124 @@ async fn a_held_rating_survives_a_restart_and_its_ttl_ends_the_wait() {
         (410, Some("ttl_passed")),
         "{got}"
     );
-    assert_eq!(
-        seller.received("buyer.test", "m-r2").await.1["rating"]["onRating"],
-        "awaiting"
-    );
     assert_none_sent(&buyer, "m-r2").await;
 }
+
+/// Past its ttl a held rating is not stuck: an answer the platform gives late is kept and goes
+/// out when the buyer, never answered, sends the /rating again; a repeat of one the platform never
+/// answered opens a new window for that answer. Either goes out once, echoing the repeat.
+async fn a_held_rating_past_its_ttl_is_answered_at_the_buyers_repeat(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let (seller, clock) = platform_seller_on_a_clock(&store, &bap).await;
+    let buyer = ScriptedBuyer::start().await;
+    for id in ["m-late", "m-never"] {
+        rate_order_one(&seller, &bap, &buyer, id).await;
+    }
+    clock.advance_millis(31_000);
+    let late = r#"{"feedback_form_url":"https://platform.test/forms/late"}"#;
+    let (status, got) = seller.answer("buyer.test", "m-late", late).await;
+    assert_eq!(
+        (status, got["error"]["code"].as_str()),
+        (410, Some("ttl_passed")),
+        "{got}"
+    );
+    assert!(
+        got["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("kept, and sent if the buyer sends the /rating again"),
+        "{got}"
+    );
+    assert_none_sent(&buyer, "m-late").await;
+    let rec = seller.received("buyer.test", "m-late").await.1["rating"].clone();
+    assert_eq!(rec["onRating"], "failed", "{rec}");
+    assert!(
+        rec["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("passed before the seller platform answered"),
+        "{rec}"
+    );
+    // A second answer changes nothing.
+    let (status, got) = seller.answer("buyer.test", "m-late", "{}").await;
+    assert_eq!(
+        (status, got["error"]["code"].as_str()),
+        (409, Some("already_answered")),
+        "{got}"
+    );
+
+    // The /rating again, stamped anew at the seller's time and signed then.
+    let repeat = |id: &str| {
+        let mut v: Value = serde_json::from_slice(&rating_to(
+            &bap,
+            &buyer.bap_uri(),
+            &seller,
+            id,
+            ratings(&[("Order", "O-1", "5")]),
+        ))
+        .unwrap();
+        v["context"]["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(clock.now()));
+        let body = serde_json::to_vec(&v).unwrap();
+        let header = bap.sign_at(&body, clock.now().timestamp());
+        let (seller, url) = (&seller, seller.rating_url());
+        async move {
+            let (status, ack) = post_with_header(&seller.http, &url, Some(&header), &body).await;
+            assert_eq!((status, ack), (200, ack_body()));
+        }
+    };
+    repeat("m-late").await;
+    let stamped = ondc_rating::clock::ondc_timestamp(clock.now());
+    let got = on_rating_at(
+        &buyer,
+        &seller.identity.keys,
+        "m-late",
+        clock.now().timestamp(),
+    )
+    .await;
+    assert_eq!(
+        got["message"]["feedback_form"]["form"]["url"],
+        "https://platform.test/forms/late"
+    );
+    assert!(
+        got["context"]["timestamp"].as_str() > Some(stamped.as_str()),
+        "later than the repeat: {got}"
+    );
+    assert_eq!(settled(&seller, "m-late").await["onRating"], "sent");
+
+    repeat("m-never").await;
+    let mut rec = Value::Null;
+    for _ in 0..100 {
+        rec = seller.received("buyer.test", "m-never").await.1["rating"].clone();
+        if rec["context"]["timestamp"] == stamped.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rec["context"]["timestamp"], stamped.as_str(), "{rec}");
+    assert_eq!(rec["onRating"], "awaiting", "{rec}");
+    assert_none_sent(&buyer, "m-never").await;
+    // Within the repeat's ttl, past the first one's.
+    clock.advance_millis(10_000);
+    let (status, got) = seller.answer("buyer.test", "m-never", "{}").await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["rating"]["onRating"], "sent", "{got}");
+    let got = on_rating_at(
+        &buyer,
+        &seller.identity.keys,
+        "m-never",
+        clock.now().timestamp(),
+    )
+    .await;
+    assert!(
+        got["context"]["timestamp"].as_str() > Some(stamped.as_str()),
+        "{got}"
+    );
+    assert_eq!(sent_for(&buyer, "m-late"), 1);
+    assert_eq!(sent_for(&buyer, "m-never"), 1);
+}
+
+both_stores!(a_held_rating_past_its_ttl_is_answered_at_the_buyers_repeat);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_webhook_the_platform_is_told_and_its_webhook_answer_is_what_an_empty_answer_sends()
