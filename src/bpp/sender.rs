@@ -410,9 +410,7 @@ async fn process(state: &web::Data<AppState>, r: &mut ReceivedRating, job: Job) 
         }
         r.webhook = Some(handoff.delivery);
         apply_answer(state, r, handoff.answer.unwrap_or(PlatformAnswer::Accepted));
-        if let Err(e) = state.store.put_received(r).await {
-            tracing::error!(error = %e, "could not record the webhook outcome");
-        }
+        record_hand_off(state, r, job).await;
     }
     if r.on_rating == DeliveryStatus::Awaiting {
         // The seller platform sends it (`seller.on_rating = "platform"`); the webhook's answer
@@ -582,17 +580,48 @@ async fn deliver(state: &AppState, r: &mut ReceivedRating, deadline: tokio::time
     }
 }
 
+/// Stores the webhook hand-off's outcome. For a rating held for the seller platform's answer,
+/// which reads it (an empty answer sends the webhook's form or refusal), a store that is away is
+/// retried ([`while_away_until`]) for as long as that answer is refused with 503 `too_busy`: a
+/// second past the webhook's budget after the /rating arrived (or was taken up). Otherwise the
+/// delivery record that follows at once carries it too.
+async fn record_hand_off(state: &AppState, r: &ReceivedRating, job: Job) {
+    let what = "could not record the webhook outcome";
+    let stored = if r.on_rating == DeliveryStatus::Awaiting {
+        let until = job.received
+            + Duration::from_millis(state.settings.seller.webhook_timeout_ms)
+            + Duration::from_secs(1);
+        while_away_until(what, until, || state.store.put_received(r)).await
+    } else {
+        state.store.put_received(r).await
+    };
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "{what}");
+    }
+}
+
 /// How long [`while_away`] retries a store that is away.
 const STORE_AWAY_FOR: Duration = Duration::from_secs(RATING_TTL_SECS as u64);
 
 /// Runs `op` until it succeeds or fails otherwise than with the store unavailable, retrying an
 /// unavailable store with backoff (100 ms, doubling to 2 s) for up to [`STORE_AWAY_FOR`]; then
 /// its last error. `what` says in the log what failed.
-async fn while_away<T, F>(what: &str, mut op: impl FnMut() -> F) -> Result<T, StoreError>
+async fn while_away<T, F>(what: &str, op: impl FnMut() -> F) -> Result<T, StoreError>
 where
     F: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let until = tokio::time::Instant::now() + STORE_AWAY_FOR;
+    while_away_until(what, tokio::time::Instant::now() + STORE_AWAY_FOR, op).await
+}
+
+/// [`while_away`], retrying until `until`.
+async fn while_away_until<T, F>(
+    what: &str,
+    until: tokio::time::Instant,
+    mut op: impl FnMut() -> F,
+) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
     let mut pause = Duration::from_millis(100);
     loop {
         match op().await {

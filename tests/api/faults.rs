@@ -242,3 +242,65 @@ async fn an_on_rating_delivered_while_redis_was_away_is_recorded_when_it_is_back
     assert_eq!(got["rating"]["onRating"], "sent", "{got}");
     assert_eq!(buyer.requests().len(), 1, "sent once");
 }
+
+/// Redis goes away while the seller platform's webhook answers a rating held for the platform:
+/// the webhook's outcome is stored once Redis is back (within the second past the webhook's
+/// budget during which the platform's own answer waits), so the platform's empty answer sends
+/// the webhook's form, not the configured one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_outcome_answered_while_redis_was_away_is_recorded_when_it_is_back() {
+    const SECRET: &str = "webhook-secret-for-tests";
+    let mut redis = PrivateRedis::start();
+    let store = StoreFixture::new(Backend::Redis);
+    let bap = Identity::new("buyer.test");
+    let go = Arc::new(tokio::sync::Notify::new());
+    let answer = r#"{"feedback_form_url":"https://platform.test/forms/hooked"}"#;
+    let hook = Recorder::start(
+        "/hook",
+        Script::RespondWhen(go.clone(), vec![(200, answer.into())]),
+    )
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    let (url, hook_url) = (redis.url(), format!("{}/hook", hook.base));
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], move |s| {
+        s.store.redis_url = url;
+        s.seller.webhook_url = hook_url;
+        s.seller.webhook_secret = SECRET.into();
+        s.seller.webhook_timeout_ms = 5_000;
+        s.seller.on_rating = ondc_rating::config::OnRatingMode::Platform;
+    })
+    .await;
+    let (s, ack) = seller.rated_by(&bap, &buyer.bap_uri(), "m-hook-away").await;
+    assert_eq!(s, 200, "{ack}");
+    hook.wait_for(1).await;
+
+    // The webhook answers while Redis is down; it comes back 1.5 s later.
+    redis.down();
+    go.notify_one();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    redis.up();
+    let mut got = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (status, body) = seller.received("buyer.test", "m-hook-away").await;
+        if status == 200 && body["rating"]["webhook"]["status"] == "delivered" {
+            got = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got["rating"]["webhook"]["status"], "delivered", "{got}");
+    assert_eq!(got["rating"]["verdict"], "accepted", "{got}");
+    assert_eq!(got["rating"]["onRating"], "awaiting", "{got}");
+    let (status, got) = seller.answer("buyer.test", "m-hook-away", "{}").await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(
+        got["rating"]["feedbackForm"]["form"]["url"], "https://platform.test/forms/hooked",
+        "{got}"
+    );
+    let sent = buyer.wait_for(1).await;
+    let on_rating: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(
+        on_rating["message"]["feedback_form"]["form"]["url"],
+        "https://platform.test/forms/hooked"
+    );
+}
