@@ -1,7 +1,7 @@
 //! Notifications of recorded v2 feedback: the signed webhook (a recorder of ours) and the email
-//! through a real SMTP server process on loopback; neither changes the API's answer.
+//! through an SMTP server of ours on loopback; neither changes the API's answer.
 
-use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -29,72 +29,170 @@ async fn user_active(b: &Buyer, user: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-/// A real SMTP server process (Python's `smtpd` DebuggingServer) printing every message it
-/// takes to a file; killed on drop.
+/// One message an SMTP client handed over: its envelope and its content, dot-unstuffed, with
+/// its CRLF line ends.
+#[derive(Clone, Debug)]
+struct Mail {
+    from: String,
+    to: Vec<String>,
+    data: String,
+}
+
+/// A small SMTP server of ours on loopback: the server side of RFC 5321 (a greeting, a
+/// multi-line EHLO reply, HELO, MAIL, RCPT, DATA ending at the `.` line and dot-unstuffed, RSET,
+/// NOOP, QUIT). It holds the client to the protocol: a line not ending in CRLF, a command out of
+/// order, or an unknown one is answered with an error and recorded as a violation.
 struct SmtpServer {
-    child: Child,
-    out: std::path::PathBuf,
     addr: String,
-    _dir: tempfile::TempDir,
+    mails: Arc<Mutex<Vec<Mail>>>,
+    violations: Arc<Mutex<Vec<String>>>,
 }
 
 impl SmtpServer {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("smtp.out");
-        let (listener, port) = bind();
-        drop(listener);
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new("python3")
-            .args([
-                "-u",
-                "-W",
-                "ignore",
-                "-m",
-                "smtpd",
-                "-n",
-                "-c",
-                "DebuggingServer",
-            ])
-            .arg(&addr)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs");
-        let server = Self {
-            child,
-            out,
-            addr,
-            _dir: dir,
-        };
-        for _ in 0..250 {
-            if tokio::net::TcpStream::connect(&server.addr).await.is_ok() {
-                return server;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
+        let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (m, v) = (mails.clone(), violations.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(session(stream, m.clone(), v.clone()));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        Self {
+            addr,
+            mails,
+            violations,
         }
-        panic!("the SMTP server did not start on {}", server.addr);
     }
 
-    /// Waits (bounded) until a whole message was printed and returns the output.
-    async fn message(&self) -> String {
-        let mut text = String::new();
+    /// Waits (bounded) for the first whole message and returns it, after checking the client
+    /// kept to the protocol.
+    async fn message(&self) -> Mail {
         for _ in 0..250 {
-            text = std::fs::read_to_string(&self.out).unwrap_or_default();
-            if text.contains("------------ END MESSAGE ------------") {
-                return text;
+            if let Some(mail) = self.mails.lock().unwrap().first().cloned() {
+                let violations = self.violations.lock().unwrap().clone();
+                assert!(violations.is_empty(), "SMTP violations: {violations:?}");
+                return mail;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("no message reached the SMTP server:\n{text}");
+        panic!("no message reached the SMTP server");
     }
 }
 
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// One SMTP session on `stream`.
+async fn session(
+    stream: tokio::net::TcpStream,
+    mails: Arc<Mutex<Vec<Mail>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let violation = |what: String| violations.lock().unwrap().push(what);
+    let _ = write.write_all(b"220 smtp.test ESMTP ready\r\n").await;
+    let (mut greeted, mut from, mut to) = (false, None::<String>, Vec::<String>::new());
+    loop {
+        let mut line = Vec::new();
+        match read.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let Some(line) = line.strip_suffix(b"\r\n") else {
+            violation(format!(
+                "a line without CRLF: {:?}",
+                String::from_utf8_lossy(&line)
+            ));
+            let _ = write.write_all(b"500 lines end with CRLF\r\n").await;
+            continue;
+        };
+        let line = String::from_utf8_lossy(line).into_owned();
+        let verb = line
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let address = |prefix: &str| {
+            let rest = line.get(prefix.len()..).filter(|_| {
+                line.get(..prefix.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            })?;
+            Some(rest.strip_prefix('<')?.strip_suffix('>')?.to_owned())
+        };
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => {
+                greeted = true;
+                b"250-smtp.test\r\n250-8BITMIME\r\n250 SIZE 1000000\r\n"
+            }
+            "HELO" => {
+                greeted = true;
+                b"250 smtp.test\r\n"
+            }
+            "MAIL" if greeted && from.is_none() => match address("MAIL FROM:") {
+                Some(a) => {
+                    from = Some(a);
+                    b"250 sender ok\r\n"
+                }
+                None => b"501 MAIL FROM:<address>\r\n",
+            },
+            "RCPT" if from.is_some() => match address("RCPT TO:") {
+                Some(a) => {
+                    to.push(a);
+                    b"250 recipient ok\r\n"
+                }
+                None => b"501 RCPT TO:<address>\r\n",
+            },
+            "DATA" if !to.is_empty() => {
+                let _ = write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await;
+                let mut data = String::new();
+                loop {
+                    let mut l = Vec::new();
+                    match read.read_until(b'\n', &mut l).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if !l.ends_with(b"\r\n") {
+                        violation(format!(
+                            "a DATA line without CRLF: {:?}",
+                            String::from_utf8_lossy(&l)
+                        ));
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    let l = String::from_utf8_lossy(&l).into_owned();
+                    data.push_str(l.strip_prefix('.').unwrap_or(&l));
+                }
+                mails.lock().unwrap().push(Mail {
+                    from: from.take().unwrap_or_default(),
+                    to: std::mem::take(&mut to),
+                    data,
+                });
+                b"250 queued\r\n"
+            }
+            "RSET" => {
+                (from, to) = (None, Vec::new());
+                b"250 reset\r\n"
+            }
+            "NOOP" => b"250 ok\r\n",
+            "QUIT" => {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            }
+            "MAIL" | "RCPT" | "DATA" => {
+                violation(format!("out of order: {line}"));
+                b"503 bad sequence of commands\r\n"
+            }
+            _ => {
+                violation(format!("unknown command: {line}"));
+                b"502 command not implemented\r\n"
+            }
+        };
+        if write.write_all(reply).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -150,10 +248,15 @@ async fn order_feedback_is_signed_to_the_webhook_and_mailed() {
     assert_eq!(status, 200, "{received}");
 
     let mail = smtp.message().await;
-    assert!(mail.contains(&format!("From: <{FROM}>")), "{mail}");
-    assert!(mail.contains(&format!("To: <{TO}>")), "{mail}");
+    assert_eq!(
+        (mail.from.as_str(), &mail.to[..]),
+        (FROM, &[TO.to_owned()][..])
+    );
+    let mail = mail.data;
+    assert!(mail.contains(&format!("From: <{FROM}>\r\n")), "{mail}");
+    assert!(mail.contains(&format!("To: <{TO}>\r\n")), "{mail}");
     assert!(
-        mail.contains("Subject: Feedback recorded: order O-1 rated STARS4"),
+        mail.contains("Subject: Feedback recorded: order O-1 rated STARS4\r\n"),
         "{mail}"
     );
     assert!(mail.contains("Rating: STARS4"), "{mail}");
@@ -202,6 +305,11 @@ async fn listing_feedback_is_signed_to_the_webhook_and_mailed() {
     assert!(event.get("order_id").is_none());
 
     let mail = smtp.message().await;
+    assert_eq!(
+        (mail.from.as_str(), &mail.to[..]),
+        (FROM, &[TO.to_owned()][..])
+    );
+    let mail = mail.data;
     assert!(
         mail.contains("Subject: Feedback recorded: listing L-1 rated Negative"),
         "{mail}"
