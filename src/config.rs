@@ -304,6 +304,10 @@ pub struct BuyerSettings {
     pub notify_email_from: String,
     /// Recipient address of the notification email.
     pub notify_email_to: String,
+    /// Notifications in flight at once, at most, per channel: webhook requests and SMTP
+    /// sessions. The others wait their turn (a webhook attempt within its budget, an email up to
+    /// a minute), so a burst of feedback reaches the platform and the relay this many at a time.
+    pub notify_concurrency: usize,
 }
 
 impl Default for BuyerSettings {
@@ -325,6 +329,7 @@ impl Default for BuyerSettings {
             notify_smtp: String::new(),
             notify_email_from: String::new(),
             notify_email_to: String::new(),
+            notify_concurrency: 16,
         }
     }
 }
@@ -339,6 +344,12 @@ impl BuyerSettings {
                     "must be at least 16 bytes when buyer.notify_webhook_url is set",
                 ));
             }
+        }
+        if !(1..=1024).contains(&self.notify_concurrency) {
+            return Err(invalid(
+                "buyer.notify_concurrency",
+                "must be between 1 and 1024",
+            ));
         }
         if !self.notify_smtp.is_empty() {
             let port = self
@@ -1337,6 +1348,8 @@ mod tests {
                 ("NOTIFY_EMAIL_TO", "a@b.example\r\nRCPT TO:<c@d>"),
                 "buyer.notify_email_to",
             ),
+            (("NOTIFY_CONCURRENCY", "0"), "buyer.notify_concurrency"),
+            (("NOTIFY_CONCURRENCY", "1025"), "buyer.notify_concurrency"),
         ];
         for ((k, v), key) in cases {
             let mut pairs = ok.to_vec();

@@ -6,9 +6,11 @@
 //!   `{"event":"feedback.recorded","api","order_id"|"listing_id","user_id","rating","message_id",
 //!   "recorded_at"}`, signed with `buyer.notify_webhook_secret` exactly like the seller platform
 //!   webhook ([`crate::bpp::webhook`]: same headers, same HMAC, `Idempotency-Key:
-//!   <bap_id>|<message_id>`), retried on transport errors, 5xx and 429 within a bounded budget;
+//!   <bap_id>|<message_id>`), retried on transport errors, 5xx and 429 within a bounded budget,
+//!   at most `buyer.notify_concurrency` requests in flight, an attempt waiting within the budget;
 //! - an email through a local SMTP relay, `buyer.notify_smtp` (plain SMTP: no TLS, no auth), from
-//!   `buyer.notify_email_from` to `buyer.notify_email_to`.
+//!   `buyer.notify_email_from` to `buyer.notify_email_to`; at most `buyer.notify_concurrency`
+//!   sessions at once, an email waiting up to a minute for one.
 
 use std::time::Duration;
 
@@ -25,12 +27,46 @@ use crate::http::AppState;
 pub const EVENT: &str = "feedback.recorded";
 /// Webhook attempts at most.
 const WEBHOOK_ATTEMPTS: u32 = 4;
+/// An email waits this long at most for a free SMTP session (`buyer.notify_concurrency`).
+const EMAIL_SLOT_WAIT: Duration = Duration::from_secs(60);
 /// All webhook attempts fit in this.
 const WEBHOOK_BUDGET: Duration = Duration::from_secs(20);
 /// Each SMTP step (connect, one command and its reply) fits in this.
 const SMTP_STEP: Duration = Duration::from_secs(10);
 /// Longest SMTP reply line read.
 const MAX_REPLY_LINE: usize = 4096;
+
+/// The notifications that may be in flight at once, per channel (`buyer.notify_concurrency`).
+pub struct Slots {
+    webhook: tokio::sync::Semaphore,
+    email: tokio::sync::Semaphore,
+}
+
+impl Slots {
+    /// `n` for each channel.
+    pub fn new(n: usize) -> Self {
+        Self {
+            webhook: tokio::sync::Semaphore::new(n),
+            email: tokio::sync::Semaphore::new(n),
+        }
+    }
+}
+
+/// A free slot of `slots`, waited for up to `wait`; Err says what ran out.
+async fn slot<'a>(
+    slots: &'a tokio::sync::Semaphore,
+    wait: Duration,
+    channel: &str,
+) -> Result<tokio::sync::SemaphorePermit<'a>, String> {
+    match timeout(wait, slots.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        // The semaphores are never closed: an error is only the wait running out.
+        _ => Err(format!(
+            "no free {channel} slot within {} ms (buyer.notify_concurrency in flight)",
+            wait.as_millis()
+        )),
+    }
+}
 
 /// Which v2 API recorded the feedback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,15 +147,18 @@ pub fn feedback_recorded(state: &web::Data<AppState>, r: Recorded) {
         tokio::spawn(async move {
             let b = &state.settings.buyer;
             let (subject, text) = email_text(&r);
-            match send_mail(
-                &b.notify_smtp,
-                &b.notify_email_from,
-                &b.notify_email_to,
-                &subject,
-                &text,
-            )
-            .await
-            {
+            let sent = async {
+                let _slot = slot(&state.notify_slots.email, EMAIL_SLOT_WAIT, "SMTP").await?;
+                send_mail(
+                    &b.notify_smtp,
+                    &b.notify_email_from,
+                    &b.notify_email_to,
+                    &subject,
+                    &text,
+                )
+                .await
+            };
+            match sent.await {
                 Ok(()) => tracing::info!(
                     api = r.api.name(), message_id = %r.message_id, "feedback email sent"
                 ),
@@ -145,6 +184,8 @@ async fn send_webhook(state: &AppState, r: &Recorded) -> Result<u32, String> {
         if left < Duration::from_millis(10) {
             return Err(format!("no answer within {} s", WEBHOOK_BUDGET.as_secs()));
         }
+        let _slot = slot(&state.notify_slots.webhook, left, "webhook").await?;
+        let left = deadline.saturating_duration_since(Instant::now());
         attempts += 1;
         let outcome = timeout(
             left,
@@ -174,6 +215,8 @@ async fn send_webhook(state: &AppState, r: &Recorded) -> Result<u32, String> {
         if attempts >= WEBHOOK_ATTEMPTS || Instant::now() + wait >= deadline {
             return Err(format!("{error} (after {attempts} attempts)"));
         }
+        // The slot is free while it waits to retry.
+        drop(_slot);
         tokio::time::sleep(wait).await;
         delay = (delay * 2).min(Duration::from_secs(4));
     }

@@ -69,6 +69,8 @@ pub struct AppState {
     pub taking_up: Arc<tokio::sync::Semaphore>,
     /// Seller platform webhook requests that may be in flight (`seller.webhook_concurrency`).
     pub webhook_slots: tokio::sync::Semaphore,
+    /// Feedback notifications that may be in flight, per channel (`buyer.notify_concurrency`).
+    pub notify_slots: crate::bap::notify::Slots,
 }
 
 /// Received ratings some work in this process holds, by `bap_id|message_id`, with what holds
@@ -380,6 +382,7 @@ impl Application {
                 settings.seller.resume_concurrency,
             )),
             webhook_slots: tokio::sync::Semaphore::new(settings.seller.webhook_concurrency),
+            notify_slots: crate::bap::notify::Slots::new(settings.buyer.notify_concurrency),
             store,
             clock,
             settings: Arc::new(settings),

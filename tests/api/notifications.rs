@@ -46,24 +46,45 @@ struct SmtpServer {
     addr: String,
     mails: Arc<Mutex<Vec<Mail>>>,
     violations: Arc<Mutex<Vec<String>>>,
+    /// Sessions open now, and the most open at once.
+    open: Arc<Mutex<(usize, usize)>>,
 }
 
 impl SmtpServer {
     async fn start() -> Self {
+        Self::holding(None).await
+    }
+
+    /// With `hold`, each session's greeting waits until it is notified (once per session).
+    async fn holding(hold: Option<Arc<tokio::sync::Notify>>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
         let violations: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (m, v) = (mails.clone(), violations.clone());
+        let open: Arc<Mutex<(usize, usize)>> = Arc::default();
+        let (m, v, o) = (mails.clone(), violations.clone(), open.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, m.clone(), v.clone()));
+                let (m, v, o, hold) = (m.clone(), v.clone(), o.clone(), hold.clone());
+                tokio::spawn(async move {
+                    {
+                        let mut open = o.lock().unwrap();
+                        open.0 += 1;
+                        open.1 = open.1.max(open.0);
+                    }
+                    if let Some(go) = hold {
+                        go.notified().await;
+                    }
+                    session(stream, m, v).await;
+                    o.lock().unwrap().0 -= 1;
+                });
             }
         });
         Self {
             addr,
             mails,
             violations,
+            open,
         }
     }
 
@@ -196,37 +217,53 @@ async fn session(
     }
 }
 
+/// A buyer and seller pair whose buyer notifies `hook` (its `/events`) and mails through
+/// `smtp` (`host:port`), with `notify_concurrency` slots per channel; alice is an active user.
+async fn notifying_pair(hook: &Recorder, smtp: String, notify_concurrency: usize) -> Pair {
+    let url = format!("{}/events", hook.base);
+    let p = Pair::start_with(Backend::Embedded, move |s| {
+        s.buyer.notify_webhook_url = url;
+        s.buyer.notify_webhook_secret = SECRET.into();
+        s.buyer.notify_smtp = smtp;
+        s.buyer.notify_email_from = FROM.into();
+        s.buyer.notify_email_to = TO.into();
+        s.buyer.notify_concurrency = notify_concurrency;
+    })
+    .await;
+    let (status, body) = user_active(&p.buyer, "alice").await;
+    assert_eq!(status, 200, "{body}");
+    p
+}
+
+/// alice's order feedback through the v2 API, posted by the backend service.
+async fn order_feedback(p: &Pair, order_id: &str, body: Value) -> reqwest::Response {
+    p.buyer
+        .http
+        .post(format!(
+            "{}/v2/feedback/users/alice/orders/{order_id}/rating",
+            p.buyer.app.base
+        ))
+        .bearer_auth(Buyer::token("backend-service"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_feedback_is_signed_to_the_webhook_and_mailed() {
     // The first attempt fails with 503: the event is retried with the same key.
     let hook = Recorder::start("/events", Script::FailFirst(1, 503)).await;
     let smtp = SmtpServer::start().await;
-    let url = format!("{}/events", hook.base);
-    let addr = smtp.addr.clone();
-    let p = Pair::start_with(Backend::Embedded, move |s| {
-        s.buyer.notify_webhook_url = url;
-        s.buyer.notify_webhook_secret = SECRET.into();
-        s.buyer.notify_smtp = addr;
-        s.buyer.notify_email_from = FROM.into();
-        s.buyer.notify_email_to = TO.into();
-    })
-    .await;
-    let (status, body) = user_active(&p.buyer, "alice").await;
-    assert_eq!(status, 200, "{body}");
+    let p = notifying_pair(&hook, smtp.addr.clone(), 16).await;
     p.order("O-1", "alice").await;
 
-    let r = p
-        .buyer
-        .http
-        .post(format!(
-            "{}/v2/feedback/users/alice/orders/O-1/rating",
-            p.buyer.app.base
-        ))
-        .bearer_auth(Buyer::token("backend-service"))
-        .json(&json!({"rating_value": "STARS4", "thank_you_note": ".Thanks"}))
-        .send()
-        .await
-        .unwrap();
+    let r = order_feedback(
+        &p,
+        "O-1",
+        json!({"rating_value": "STARS4", "thank_you_note": ".Thanks"}),
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 200);
 
     let got = hook.wait_for(2).await;
@@ -270,16 +307,7 @@ async fn order_feedback_is_signed_to_the_webhook_and_mailed() {
 async fn listing_feedback_is_signed_to_the_webhook_and_mailed() {
     let hook = Recorder::start("/events", Script::AckSilently).await;
     let smtp = SmtpServer::start().await;
-    let url = format!("{}/events", hook.base);
-    let addr = smtp.addr.clone();
-    let p = Pair::start_with(Backend::Embedded, move |s| {
-        s.buyer.notify_webhook_url = url;
-        s.buyer.notify_webhook_secret = SECRET.into();
-        s.buyer.notify_smtp = addr;
-        s.buyer.notify_email_from = FROM.into();
-        s.buyer.notify_email_to = TO.into();
-    })
-    .await;
+    let p = notifying_pair(&hook, smtp.addr.clone(), 16).await;
     p.order("L-1", "alice").await;
     let r = p
         .buyer
@@ -324,33 +352,12 @@ async fn failing_notifications_do_not_change_the_answers() {
     // Nothing listens there.
     let (listener, port) = bind();
     drop(listener);
-    let url = format!("{}/events", hook.base);
-    let p = Pair::start_with(Backend::Embedded, move |s| {
-        s.buyer.notify_webhook_url = url;
-        s.buyer.notify_webhook_secret = SECRET.into();
-        s.buyer.notify_smtp = format!("127.0.0.1:{port}");
-        s.buyer.notify_email_from = FROM.into();
-        s.buyer.notify_email_to = TO.into();
-    })
-    .await;
-    let (status, body) = user_active(&p.buyer, "alice").await;
-    assert_eq!(status, 200, "{body}");
+    let p = notifying_pair(&hook, format!("127.0.0.1:{port}"), 16).await;
     p.order("O-1", "alice").await;
     p.order("L-1", "bob").await;
 
     let started = std::time::Instant::now();
-    let r = p
-        .buyer
-        .http
-        .post(format!(
-            "{}/v2/feedback/users/alice/orders/O-1/rating",
-            p.buyer.app.base
-        ))
-        .bearer_auth(Buyer::token("backend-service"))
-        .json(&json!({"rating_value": "STARS1"}))
-        .send()
-        .await
-        .unwrap();
+    let r = order_feedback(&p, "O-1", json!({"rating_value": "STARS1"})).await;
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"success": true}));
     let r = p
@@ -367,4 +374,64 @@ async fn failing_notifications_do_not_change_the_answers() {
     assert!(started.elapsed() < Duration::from_secs(5));
     // Each event is retried on 500 (two events, more than one attempt each).
     hook.wait_for(4).await;
+}
+
+/// A burst of feedback reaches the webhook's receiver and the SMTP relay
+/// `buyer.notify_concurrency` at a time: the second event waits for the first request to be
+/// answered, the second email for the first session to end, and both are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_go_out_notify_concurrency_at_a_time() {
+    let answer = Arc::new(tokio::sync::Notify::new());
+    let hook = Recorder::start("/events", Script::AckWhen(answer.clone())).await;
+    let greet = Arc::new(tokio::sync::Notify::new());
+    let smtp = SmtpServer::holding(Some(greet.clone())).await;
+    let p = notifying_pair(&hook, smtp.addr.clone(), 1).await;
+    for order in ["O-1", "O-2"] {
+        p.order(order, "alice").await;
+        let r = order_feedback(&p, order, json!({"rating_value": "STARS5"})).await;
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    hook.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.requests().len(), 1, "one webhook request in flight");
+    assert_eq!(smtp.open.lock().unwrap().0, 1, "one SMTP session open");
+    answer.notify_one();
+    hook.wait_for(2).await;
+    answer.notify_one();
+    for _ in 0..2 {
+        greet.notify_one();
+        let before = smtp.mails.lock().unwrap().len();
+        for _ in 0..250 {
+            if smtp.mails.lock().unwrap().len() > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mails = smtp.mails.lock().unwrap().clone();
+    let subjects: Vec<bool> = ["O-1", "O-2"]
+        .iter()
+        .map(|o| {
+            let subject = format!("Subject: Feedback recorded: order {o} rated STARS5\r\n");
+            mails.iter().any(|m| m.data.contains(&subject))
+        })
+        .collect();
+    assert_eq!(subjects, [true, true], "{mails:?}");
+    assert_eq!(
+        smtp.open.lock().unwrap().1,
+        1,
+        "never two SMTP sessions at once"
+    );
+    assert!(smtp.violations.lock().unwrap().is_empty());
+    let events: Vec<Value> = hook
+        .requests()
+        .iter()
+        .map(|c| serde_json::from_slice(&c.body).unwrap())
+        .collect();
+    let mut orders: Vec<&str> = events
+        .iter()
+        .map(|e| e["order_id"].as_str().unwrap())
+        .collect();
+    orders.sort();
+    assert_eq!(orders, ["O-1", "O-2"]);
 }
