@@ -498,7 +498,7 @@ async fn take_up(state: &web::Data<AppState>, key: &str) {
                 .store
                 .claim_answer(bap_id, message_id, hold, AnswerHolder::HandOff)
         };
-        match while_away(what, claim).await {
+        match while_away(state, what, claim).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return leave_to_the_answer(state, key).await,
             Err(e) => {
@@ -534,11 +534,11 @@ async fn take_up(state: &web::Data<AppState>, key: &str) {
 }
 
 /// The received rating under `key` when it still owes work, read while the store is away
-/// ([`while_away`]). A store still failing after that leaves it marked: taken up again at the
-/// next start (embedded) or by another instance once this one stops (Redis).
+/// ([`while_away`]). A store still failing when the process stops leaves it marked: taken up
+/// again at the next start (embedded) or by another instance (Redis).
 async fn owed(state: &AppState, key: &str) -> Option<ReceivedRating> {
     let what = "could not read an owed received rating";
-    match while_away(what, || state.store.owed_received(key)).await {
+    match while_away(state, what, || state.store.owed_received(key)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, key, "{what}");
@@ -600,33 +600,56 @@ async fn record_hand_off(state: &AppState, r: &ReceivedRating, job: Job) {
     }
 }
 
-/// How long [`while_away`] retries a store that is away.
+/// How long [`while_away`] goes on retrying once the process is stopping.
 const STORE_AWAY_FOR: Duration = Duration::from_secs(RATING_TTL_SECS as u64);
 
 /// Runs `op` until it succeeds or fails otherwise than with the store unavailable, retrying an
-/// unavailable store with backoff (100 ms, doubling to 2 s) for up to [`STORE_AWAY_FOR`]; then
-/// its last error. `what` says in the log what failed.
-async fn while_away<T, F>(what: &str, op: impl FnMut() -> F) -> Result<T, StoreError>
+/// unavailable store with backoff (100 ms, doubling to 2 s) for as long as the process runs, and
+/// once it is stopping (no more owed work is taken up) for up to [`STORE_AWAY_FOR`] from the
+/// first attempt; then its last error. `what` says in the log what failed.
+async fn while_away<T, F>(
+    state: &AppState,
+    what: &str,
+    op: impl FnMut() -> F,
+) -> Result<T, StoreError>
 where
     F: std::future::Future<Output = Result<T, StoreError>>,
 {
-    while_away_until(what, tokio::time::Instant::now() + STORE_AWAY_FOR, op).await
+    let window = tokio::time::Instant::now() + STORE_AWAY_FOR;
+    retry_away(what, |at| at >= window && state.taking_up.is_closed(), op).await
 }
 
-/// [`while_away`], retrying until `until`.
+/// [`while_away`], giving up at `until` whether the process is stopping or not.
 async fn while_away_until<T, F>(
     what: &str,
     until: tokio::time::Instant,
+    op: impl FnMut() -> F,
+) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    retry_away(what, |at| at >= until, op).await
+}
+
+/// Runs `op`, retrying it while it fails with the store unavailable, unless `give_up(at)` for the
+/// time `at` the retry would be made. Logs the first failure, then one every 30 retries or so.
+async fn retry_away<T, F>(
+    what: &str,
+    give_up: impl Fn(tokio::time::Instant) -> bool,
     mut op: impl FnMut() -> F,
 ) -> Result<T, StoreError>
 where
     F: std::future::Future<Output = Result<T, StoreError>>,
 {
     let mut pause = Duration::from_millis(100);
+    let mut failures = 0u32;
     loop {
         match op().await {
-            Err(StoreError::Unavailable(e)) if tokio::time::Instant::now() + pause < until => {
-                tracing::warn!(error = %e, "{what}; retrying");
+            Err(StoreError::Unavailable(e)) if !give_up(tokio::time::Instant::now() + pause) => {
+                if failures.is_multiple_of(30) {
+                    tracing::warn!(error = %e, failures, "{what}; retrying");
+                }
+                failures += 1;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
@@ -637,11 +660,11 @@ where
 
 /// Stores the outcome of `r`'s delivery, retrying while the store is away ([`while_away`]).
 /// Nothing else writes a rating whose /on_rating this adapter is sending, so a late write
-/// overwrites nothing newer; and a write given up leaves the rating marked owed with its
-/// delivery pending, for the instance that takes it over to send again.
+/// overwrites nothing newer; and a write given up (the process stopped first) leaves the rating
+/// marked owed with its delivery pending, for the instance that takes it over to send again.
 async fn record_delivery(state: &AppState, r: &ReceivedRating) {
     let what = "could not record the /on_rating delivery";
-    if let Err(e) = while_away(what, || state.store.put_received(r)).await {
+    if let Err(e) = while_away(state, what, || state.store.put_received(r)).await {
         tracing::error!(error = %e, "{what}");
     }
 }

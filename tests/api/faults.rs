@@ -211,6 +211,19 @@ async fn a_worker_idle_through_a_redis_outage_serves_its_first_request_after_it(
 /// instance would send it again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_on_rating_delivered_while_redis_was_away_is_recorded_when_it_is_back() {
+    delivered_while_redis_is_away(Duration::from_secs(2)).await;
+}
+
+/// The same through an outage longer than the /rating's ttl: the instance, still running, keeps
+/// the outcome until Redis is back, rather than leaving the rating marked owed until it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_rating_delivered_during_a_long_redis_outage_is_recorded_when_it_is_back() {
+    delivered_while_redis_is_away(Duration::from_secs(34)).await;
+}
+
+/// A seller side on a private Redis sends an /on_rating that the buyer ACKs while Redis is down
+/// for `outage`; the outcome is recorded once it is back, and the buyer got one /on_rating.
+async fn delivered_while_redis_is_away(outage: Duration) {
     let mut redis = PrivateRedis::start();
     let store = StoreFixture::new(Backend::Redis);
     let bap = Identity::new("buyer.test");
@@ -225,10 +238,10 @@ async fn an_on_rating_delivered_while_redis_was_away_is_recorded_when_it_is_back
     assert_eq!(s, 200, "{ack}");
     buyer.wait_for(1).await;
 
-    // The buyer ACKs while Redis is down; it comes back two seconds later.
+    // The buyer ACKs while Redis is down; it comes back `outage` later.
     redis.down();
     go.notify_one();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(outage).await;
     redis.up();
     let mut got = serde_json::Value::Null;
     for _ in 0..100 {
