@@ -141,3 +141,45 @@ async fn redis_a_rating_taken_over_whose_read_fails_at_first_is_taken_up_once_it
     }
     assert_eq!(status, "sent");
 }
+
+shared_stores!(two_takers_share_a_stopped_instances_marks);
+
+/// Two instances looking at once share a stopped instance's marks, more than a chunk of them:
+/// each is taken by exactly one, and is that taker's alone from then on (a fourth instance,
+/// once both have stopped, takes every one exactly once).
+async fn two_takers_share_a_stopped_instances_marks(backend: Backend) {
+    let fixture = StoreFixture::new(backend);
+    let settings = fixture.settings("seller");
+    let open = || Store::open(&settings);
+    let (a, b, c) = (
+        open().await.unwrap(),
+        open().await.unwrap(),
+        open().await.unwrap(),
+    );
+    for s in [&a, &b, &c] {
+        s.beat().await.unwrap().unwrap();
+    }
+    let all: Vec<ReceivedRating> = (0..1_300).map(|n| owing(&format!("m-t{n}"))).collect();
+    for r in &all {
+        assert!(a.insert_received(r).await.unwrap());
+    }
+    let mut expected: Vec<String> = all.iter().map(key_of).collect();
+    expected.sort();
+
+    tokio::time::sleep(LAPSE).await;
+    b.beat().await.unwrap().unwrap();
+    c.beat().await.unwrap().unwrap();
+    let (by_b, by_c) = tokio::join!(b.take_over_owed(), c.take_over_owed());
+    let mut taken: Vec<String> = by_b.unwrap().into_iter().chain(by_c.unwrap()).collect();
+    taken.sort();
+    assert_eq!(taken.len(), expected.len(), "each taken once");
+    assert_eq!(taken, expected);
+
+    tokio::time::sleep(LAPSE).await;
+    let d = open().await.unwrap();
+    d.beat().await.unwrap().unwrap();
+    let mut again = d.take_over_owed().await.unwrap();
+    again.sort();
+    assert_eq!(again.len(), expected.len(), "each marked by one taker only");
+    assert_eq!(again, expected);
+}
