@@ -447,12 +447,16 @@ pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::
         return Ok(0);
     }
     let driver = state.clone();
+    state.metrics.owed_queued(count);
     state.background.spawn(async move {
+        let mut waiting = keys.len();
         for key in keys {
             // Closed when the server stops.
             let Ok(turn) = driver.taking_up.clone().acquire_owned().await else {
                 break;
             };
+            driver.metrics.owed_dequeued(1);
+            waiting -= 1;
             let guard = driver.in_flight.start();
             let state = driver.clone();
             driver.background.spawn(async move {
@@ -460,6 +464,8 @@ pub async fn resume(state: &web::Data<AppState>) -> Result<usize, crate::store::
                 drop((turn, guard));
             });
         }
+        // Stopping: the rest stay marked for the next process or another instance.
+        driver.metrics.owed_dequeued(waiting);
     });
     Ok(count)
 }

@@ -23,6 +23,8 @@
 //! - `ondc_rating_owed_taken_up_total`: received ratings whose owed work (a webhook hand-off, an
 //!   `/on_rating`) this process took up from a stopped one: the embedded store's last run, or an
 //!   instance sharing Redis whose heartbeat stopped;
+//! - `ondc_rating_owed_waiting`: a gauge of the ratings taken up that wait for a turn
+//!   (`seller.resume_concurrency`): the backlog a restart or a takeover left still to start;
 //! - `ondc_rating_webhook_slot_waits_total{ended}`: seller platform webhook attempts that found
 //!   all `seller.webhook_concurrency` requests in flight and waited, by how the wait ended: with
 //!   a free slot (`slot`), or with the hand-off's budget spent (`budget`).
@@ -187,6 +189,7 @@ pub struct Metrics {
     callbacks_matched: [AtomicU64; 2],
     signatures_checked: [AtomicU64; 3],
     owed_taken_up: AtomicU64,
+    owed_waiting: AtomicU64,
     webhook_slot_waits: [AtomicU64; 2],
 }
 
@@ -239,6 +242,16 @@ impl Metrics {
     /// `n` received ratings whose owed work this process took up from a stopped one.
     pub fn owed_taken_up(&self, n: usize) {
         self.owed_taken_up.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` ratings taken up now wait for a turn.
+    pub fn owed_queued(&self, n: usize) {
+        self.owed_waiting.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` ratings taken up wait no more: their turn came, or no turn will (the process stops).
+    pub fn owed_dequeued(&self, n: usize) {
+        self.owed_waiting.fetch_sub(n as u64, Ordering::Relaxed);
     }
 
     /// One webhook attempt that waited for a free slot, and how the wait ended.
@@ -344,6 +357,17 @@ impl Metrics {
             "ondc_rating_owed_taken_up_total",
             "Received ratings whose owed webhook hand-off or /on_rating this process took up from a stopped one.",
             &self.owed_taken_up,
+        );
+        header(
+            &mut out,
+            "ondc_rating_owed_waiting",
+            "gauge",
+            "Received ratings taken up from a stopped process and waiting for a turn (seller.resume_concurrency).",
+        );
+        let _ = writeln!(
+            out,
+            "ondc_rating_owed_waiting {}",
+            self.owed_waiting.load(Ordering::Relaxed)
         );
         header(
             &mut out,
@@ -462,6 +486,9 @@ mod tests {
         assert!(t.contains("ondc_rating_registry_cache_total{result=\"hit_memory\"} 1"));
         assert!(t.contains("ondc_rating_store_errors_total 0"));
         assert!(t.contains("ondc_rating_owed_taken_up_total 0"));
+        m.owed_queued(5);
+        m.owed_dequeued(2);
+        assert!(m.render().contains("ondc_rating_owed_waiting 3\n"));
         assert!(t.contains("ondc_rating_webhook_slot_waits_total{ended=\"slot\"} 0"));
         assert!(t.contains("ondc_rating_webhook_slot_waits_total{ended=\"budget\"} 1"));
         assert!(t.contains("ondc_rating_callbacks_matched_total{against=\"waiting_request\"} 0"));
@@ -486,6 +513,7 @@ mod tests {
             "registry_cache_total counter",
             "callbacks_matched_total counter",
             "webhook_slot_waits_total counter",
+            "owed_waiting gauge",
         ] {
             assert!(
                 t.contains(&format!("# TYPE ondc_rating_{family}\n")),

@@ -295,6 +295,11 @@ async fn taken_up(base: &str) -> f64 {
     sample(&metrics(base).await, "ondc_rating_owed_taken_up_total").unwrap()
 }
 
+/// The ratings the process at `base` took up and that wait for a turn.
+async fn waiting(base: &str) -> f64 {
+    sample(&metrics(base).await, "ondc_rating_owed_waiting").unwrap()
+}
+
 /// A webhook that takes every hand-off and never answers, recording each.
 async fn silent_webhook() -> Recorder {
     Recorder::start(
@@ -555,11 +560,13 @@ async fn embedded_a_backlog_of_owed_work_is_taken_up_a_few_ratings_at_a_time() {
         2,
         "two taken up at once, the rest waiting"
     );
+    assert_eq!(waiting(&second.base).await, 3.0);
     // An answer frees a turn for one more.
     go.notify_one();
     buyer.wait_for(3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(buyer.requests().len(), 3);
+    assert_eq!(waiting(&second.base).await, 2.0);
 
     // Stopped, the process finishes the two under way and starts no more.
     let stopping = tokio::spawn(async move {
@@ -598,6 +605,7 @@ async fn embedded_a_backlog_of_owed_work_is_taken_up_a_few_ratings_at_a_time() {
         assert_eq!(rec["onRating"], "sent", "{rec}");
     }
     assert_eq!(taken_up(&third.base).await, 2.0);
+    assert_eq!(waiting(&third.base).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
