@@ -23,6 +23,9 @@
 //! - `ondc_rating_owed_taken_up_total`: received ratings whose owed work (a webhook hand-off, an
 //!   `/on_rating`) this process took up from a stopped one: the embedded store's last run, or an
 //!   instance sharing Redis whose heartbeat stopped;
+//! - `ondc_rating_waiting_requests`: a gauge of the buyer requests waiting for their
+//!   `/on_rating` (at most `buyer.max_waiting`; beyond it new ones get 503 `too_busy`), read from
+//!   the waiters when the metrics are served ([`gauge`]);
 //! - `ondc_rating_owed_waiting`: a gauge of the ratings taken up that wait for a turn
 //!   (`seller.resume_concurrency`): the backlog a restart or a takeover left still to start;
 //! - `ondc_rating_webhook_slot_waits_total{ended}`: seller platform webhook attempts that found
@@ -427,6 +430,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A gauge without labels, read by the caller: its header and its one sample.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

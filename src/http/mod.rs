@@ -744,9 +744,16 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    let mut text = state.metrics.render();
+    metrics::gauge(
+        &mut text,
+        "ondc_rating_waiting_requests",
+        "Buyer requests waiting for their /on_rating (at most buyer.max_waiting).",
+        state.waiters.len() as u64,
+    );
     HttpResponse::Ok()
         .content_type(metrics::CONTENT_TYPE)
-        .body(state.metrics.render())
+        .body(text)
 }
 
 /// Ready when the store answers and, with `registry.url` set, the registry does (any HTTP

@@ -102,6 +102,41 @@ async fn a_rating_exchange_is_counted_on_both_sides() {
     assert_eq!(requests(&buyer, "/metrics", 200), 1.0, "{buyer}");
 }
 
+/// A buyer request waiting for its /on_rating counts in the waiting-requests gauge until its
+/// wait ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_requests_are_counted_while_they_wait() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = Arc::new(
+        Buyer::start(&store, "buyer", vec![seller.identity.peer()], |s| {
+            s.buyer.callback_wait_ms = 2_000;
+        })
+        .await,
+    );
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let waiting = |text: &str| sample(text, "ondc_rating_waiting_requests");
+    assert_eq!(waiting(&metrics(&buyer.app.base).await), Some(0.0));
+    let rating = {
+        let buyer = buyer.clone();
+        tokio::spawn(async move { buyer.rate("alice", &full_rating("O-1")).await })
+    };
+    seller.recorder.wait_for(1).await;
+    let mut seen = None;
+    for _ in 0..50 {
+        seen = waiting(&metrics(&buyer.app.base).await);
+        if seen == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, Some(1.0));
+    let (status, _) = rating.await.unwrap();
+    assert_eq!(status, 202, "the wait ended without a callback");
+    assert_eq!(waiting(&metrics(&buyer.app.base).await), Some(0.0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_is_counted_by_its_code() {
     let store = StoreFixture::new(Backend::Embedded);
