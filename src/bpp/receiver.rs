@@ -219,6 +219,56 @@ async fn handle(
     ack()
 }
 
+/// The query of [`list_received`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Which ratings: `awaiting` (the only list kept).
+    #[serde(rename = "onRating")]
+    on_rating: String,
+    /// At most this many (1 to 1000; 100 without it).
+    limit: Option<String>,
+    /// The `next` of the page before.
+    after: Option<String>,
+}
+
+/// `GET /internal/seller/ratings?onRating=awaiting[&limit=N][&after=NEXT]`: the seller platform
+/// reads the received ratings held for its answer (`seller.on_rating = "platform"`), in the order
+/// they arrived, whether their ttl has passed or not (an answer after it is kept for the buyer's
+/// repeat). A page ends with `next` when more may follow: the `after` of the next page. The way
+/// to hear of ratings for a platform that takes no webhook.
+pub async fn list_received(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    check_internal(&req, &state.settings.seller.internal_token)?;
+    let q = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::new(ApiCode::ValidationFailed, format!("query: {e}")))?
+        .into_inner();
+    if q.on_rating != "awaiting" {
+        return Err(ApiError::new(
+            ApiCode::ValidationFailed,
+            "onRating: only \"awaiting\" is listed",
+        ));
+    }
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::new(
+                ApiCode::ValidationFailed,
+                "limit: a whole number between 1 and 1000",
+            ));
+        }
+    };
+    let (ratings, next) = state.store.awaiting(q.after.as_deref(), limit).await?;
+    let mut body = serde_json::json!({ "ratings": ratings });
+    if let Some(next) = next {
+        body["next"] = next.into();
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
 /// `GET /internal/seller/ratings/{bap_id}/{message_id}`: the seller platform reads a received
 /// rating and the state of its /on_rating.
 pub async fn get_received(
@@ -361,7 +411,7 @@ async fn answer_claimed(
             "the /rating's ttl ({ttl} s) passed before the seller platform answered; sent if the \
              buyer sends the /rating again"
         ));
-        state.store.put_received(&r).await?;
+        state.store.settle_received(&r).await?;
         return Err(ApiError::new(
             ApiCode::TtlPassed,
             format!(
@@ -379,7 +429,7 @@ async fn answer_claimed(
         .spawn(
             async move {
                 send(&task_state, &mut r, deadline).await;
-                let stored = task_state.store.put_received(&r).await;
+                let stored = task_state.store.settle_received(&r).await;
                 // Here too: the platform may have hung up, and the handler with it.
                 if let Err(e) = task_state
                     .store

@@ -339,17 +339,6 @@ impl Application {
                 k
             }
         };
-        let seller = &settings.seller;
-        if seller.enabled
-            && seller.on_rating == crate::config::OnRatingMode::Platform
-            && seller.webhook_url.is_empty()
-        {
-            tracing::warn!(
-                "seller.on_rating is \"platform\" and seller.webhook_url is empty: the seller \
-                 platform hears of a rating it must answer only through the webhook, so each \
-                 one will wait unanswered unless it learns the message_id some other way"
-            );
-        }
         let schemas = Arc::new(Schemas::compile()?);
         let traffic = match &settings.server.record_dir {
             Some(dir) => Some(
@@ -700,6 +689,11 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
         ]);
     }
     if seller {
+        t.push((
+            Method::GET,
+            "/internal/seller/ratings".to_owned(),
+            route(Method::GET).to(crate::bpp::receiver::list_received),
+        ));
         t.push((
             Method::GET,
             "/internal/seller/ratings/{bap_id}/{message_id}".to_owned(),

@@ -28,7 +28,7 @@ fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 11] = [
+const ALL: [Space; 12] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
@@ -40,6 +40,7 @@ const ALL: [Space; 11] = [
     Space::FeedbackMessages,
     Space::ListingFeedback,
     Space::Owed,
+    Space::Awaiting,
 ];
 
 /// The most writes one commit takes.
@@ -52,15 +53,24 @@ pub struct EmbeddedStore {
     writer: mpsc::Sender<Job>,
 }
 
-/// A key set or cleared in `space` together with a write of the same key, in its transaction: an
-/// index of the records that still owe work ([`Space::Owed`]), never out of step with them.
-#[derive(Debug, Clone, Copy)]
+/// A key set or cleared in `space` together with a write of a record, in its transaction: an
+/// index of the records in some state (owing work, [`Space::Owed`]; held for the seller
+/// platform's answer, [`Space::Awaiting`]), never out of step with them.
+#[derive(Debug, Clone)]
 pub struct Mark {
     /// The index.
     pub space: Space,
-    /// Set (the record owes work) or cleared.
+    /// Set (the record is in the state) or cleared.
     pub set: bool,
+    /// The index's key, when it is not the record's own.
+    pub key: Option<String>,
 }
+
+/// The marks one write sets or clears.
+pub type Marks = [Option<Mark>; 2];
+
+/// No marks.
+pub const NO_MARKS: Marks = [None, None];
 
 /// One write, as the writer thread applies it.
 enum Write {
@@ -68,7 +78,7 @@ enum Write {
         space: Space,
         key: String,
         value: Vec<u8>,
-        mark: Option<Mark>,
+        mark: Marks,
     },
     Delete {
         space: Space,
@@ -78,7 +88,7 @@ enum Write {
         space: Space,
         key: String,
         value: Vec<u8>,
-        mark: Option<Mark>,
+        mark: Marks,
     },
     /// Puts `value` at `key` if the key holds exactly `expect`.
     Replace {
@@ -124,16 +134,16 @@ impl Queued {
     }
 }
 
-/// Sets or clears `key` in the index `mark` names.
-fn apply_mark(tx: &WriteTransaction, key: &str, mark: Option<Mark>) -> Result<(), StoreError> {
-    let Some(mark) = mark else {
-        return Ok(());
-    };
-    let mut t = tx.open_table(table(mark.space)).map_err(unavailable)?;
-    if mark.set {
-        t.insert(key, &[][..]).map_err(unavailable)?;
-    } else {
-        t.remove(key).map_err(unavailable)?;
+/// Sets or clears, for the record at `key`, each mark of `marks` in the index it names.
+fn apply_marks(tx: &WriteTransaction, key: &str, marks: Marks) -> Result<(), StoreError> {
+    for mark in marks.into_iter().flatten() {
+        let key = mark.key.as_deref().unwrap_or(key);
+        let mut t = tx.open_table(table(mark.space)).map_err(unavailable)?;
+        if mark.set {
+            t.insert(key, &[][..]).map_err(unavailable)?;
+        } else {
+            t.remove(key).map_err(unavailable)?;
+        }
     }
     Ok(())
 }
@@ -151,7 +161,7 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
             t.insert(key.as_str(), value.as_slice())
                 .map_err(unavailable)?;
             drop(t);
-            apply_mark(tx, &key, mark)?;
+            apply_marks(tx, &key, mark)?;
             Ok(Outcome::Done)
         }
         Write::Delete { space, key } => {
@@ -173,7 +183,7 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
                 .map_err(unavailable)?;
             drop(t);
             // A new key has no mark to clear.
-            apply_mark(tx, &key, mark.filter(|m| m.set))?;
+            apply_marks(tx, &key, mark.map(|m| m.filter(|m| m.set)))?;
             Ok(Outcome::Inserted(true))
         }
         Write::Replace {
@@ -337,7 +347,7 @@ impl EmbeddedStore {
         space: Space,
         key: &str,
         value: Vec<u8>,
-        mark: Option<Mark>,
+        mark: Marks,
         hold: Box<dyn Send>,
     ) -> Queued {
         let key = key.to_owned();
@@ -362,6 +372,29 @@ impl EmbeddedStore {
         Ok(keys)
     }
 
+    /// Up to `limit` keys of `space` after `after` (from the first without it), in order.
+    pub(super) async fn keys_after(
+        &self,
+        space: Space,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        use std::ops::Bound;
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let t = tx.open_table(table(space)).map_err(unavailable)?;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut keys = Vec::new();
+        for entry in t
+            .range::<&str>((from, Bound::Unbounded))
+            .map_err(unavailable)?
+            .take(limit)
+        {
+            let (key, _) = entry.map_err(unavailable)?;
+            keys.push(key.value().to_owned());
+        }
+        Ok(keys)
+    }
+
     pub(super) async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(unavailable)?;
         let t = tx.open_table(table(space)).map_err(unavailable)?;
@@ -374,7 +407,7 @@ impl EmbeddedStore {
         space: Space,
         key: &str,
         value: Vec<u8>,
-        mark: Option<Mark>,
+        mark: Marks,
     ) -> Result<(), StoreError> {
         let key = key.to_owned();
         let write = Write::Put {
@@ -398,7 +431,7 @@ impl EmbeddedStore {
         space: Space,
         key: &str,
         value: Vec<u8>,
-        mark: Option<Mark>,
+        mark: Marks,
     ) -> Result<bool, StoreError> {
         let key = key.to_owned();
         let write = Write::PutNew {
@@ -502,7 +535,7 @@ mod tests {
                 Space::Ratings,
                 "O-1",
                 record(n),
-                None,
+                NO_MARKS,
                 Box::new(Hold(tx.clone(), n)),
             ));
         }
@@ -518,7 +551,7 @@ mod tests {
         assert_eq!(released, (0..100).collect::<Vec<_>>());
         // A waited write queued now lands after all of them.
         store
-            .put(Space::Ratings, "O-1", record(500), None)
+            .put(Space::Ratings, "O-1", record(500), NO_MARKS)
             .await
             .unwrap();
         for q in queued {
@@ -555,12 +588,12 @@ mod tests {
                     (n, won, false)
                 } else {
                     let fresh = s
-                        .put_new(Space::Received, &format!("k-{n}"), record(n), None)
+                        .put_new(Space::Received, &format!("k-{n}"), record(n), NO_MARKS)
                         .await
                         .unwrap();
                     // The same key again: already there.
                     let again = s
-                        .put_new(Space::Received, &format!("k-{n}"), record(0), None)
+                        .put_new(Space::Received, &format!("k-{n}"), record(0), NO_MARKS)
                         .await
                         .unwrap();
                     (n, fresh && !again, true)
@@ -610,10 +643,14 @@ mod tests {
         let path = dir.path().join("m.redb");
         let store = EmbeddedStore::open(&path, 1 << 20).unwrap();
         let owes = |set| {
-            Some(Mark {
-                space: Space::Owed,
-                set,
-            })
+            [
+                Some(Mark {
+                    space: Space::Owed,
+                    set,
+                    key: None,
+                }),
+                None,
+            ]
         };
         for k in ["a", "b", "c"] {
             let fresh = store

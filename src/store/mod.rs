@@ -77,6 +77,11 @@ pub enum Space {
     /// rating (the embedded table; Redis keeps one sorted set of them by instance, see
     /// `redis_backend`).
     Owed,
+    /// `{received ms, 13 digits}|{bap_id}|{message_id}` -> nothing: the received ratings held for
+    /// the seller platform's answer (`onRating: "awaiting"`), in the order they arrived
+    /// ([`Store::awaiting`]); set and cleared in the commit of each write of the rating (Redis:
+    /// one sorted set of them, read in lexical order).
+    Awaiting,
 }
 
 impl Space {
@@ -96,6 +101,7 @@ impl Space {
             Space::Answering => "answering",
             Space::Alive => "alive",
             Space::Owed => "owed",
+            Space::Awaiting => "awaiting",
         }
     }
 }
@@ -165,7 +171,7 @@ impl Store {
 
     async fn put_raw(&self, space: Space, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         match self {
-            Store::Embedded(s) => s.put(space, key, value, None).await,
+            Store::Embedded(s) => s.put(space, key, value, embedded::NO_MARKS).await,
             Store::Redis(s) => s.put(space, key, value).await,
         }
     }
@@ -177,7 +183,7 @@ impl Store {
         value: Vec<u8>,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Embedded(s) => s.put_new(space, key, value, None).await,
+            Store::Embedded(s) => s.put_new(space, key, value, embedded::NO_MARKS).await,
             Store::Redis(s) => s.put_new(space, key, value).await,
         }
     }
@@ -310,29 +316,107 @@ impl Store {
         let key = received_key(&r.context.bap_id, &r.context.message_id);
         match self {
             Store::Embedded(s) => {
-                s.put_new(Space::Received, &key, encode(r), owed_mark(r))
+                s.put_new(Space::Received, &key, encode(r), marks(r, false))
                     .await
             }
-            Store::Redis(s) if r.owes_work() => {
-                s.put_marked(Space::Received, &key, encode(r), Owed::Mark, true)
-                    .await
+            Store::Redis(s) => {
+                // Listed before the record (and unlisted again when it was a repeat), as owed
+                // work is marked: a record held for the platform is never unlisted.
+                let listed = (r.on_rating == DeliveryStatus::Awaiting).then(|| awaiting_entry(r));
+                let added = match &listed {
+                    Some(entry) => s.list_awaiting(entry).await?,
+                    None => false,
+                };
+                let inserted = if r.owes_work() {
+                    s.put_marked(Space::Received, &key, encode(r), Owed::Mark, true)
+                        .await?
+                } else {
+                    s.put_new(Space::Received, &key, encode(r)).await?
+                };
+                if let Some(entry) = listed.filter(|_| added && !inserted) {
+                    s.unlist_awaiting(&entry).await?;
+                }
+                Ok(inserted)
             }
-            Store::Redis(s) => s.put_new(Space::Received, &key, encode(r)).await,
         }
     }
 
-    /// Updates a received /rating's delivery state (and, embedded, whether it is owed).
+    /// Updates a received /rating's delivery state (and, embedded, whether it is owed). A rating
+    /// held for the seller platform's answer stays listed as such ([`Store::awaiting`]).
     pub async fn put_received(&self, r: &ReceivedRating) -> Result<(), StoreError> {
+        self.write_received(r, false).await
+    }
+
+    /// [`Store::put_received`] for a rating held for the seller platform's answer that is held no
+    /// more (answered, or given up): it leaves the list of those awaiting an answer.
+    pub async fn settle_received(&self, r: &ReceivedRating) -> Result<(), StoreError> {
+        self.write_received(r, true).await
+    }
+
+    async fn write_received(&self, r: &ReceivedRating, settled: bool) -> Result<(), StoreError> {
         let key = received_key(&r.context.bap_id, &r.context.message_id);
-        match self {
-            Store::Embedded(s) => s.put(Space::Received, &key, encode(r), owed_mark(r)).await,
+        let s = match self {
+            Store::Embedded(s) => {
+                return s
+                    .put(Space::Received, &key, encode(r), marks(r, settled))
+                    .await;
+            }
+            Store::Redis(s) => s,
+        };
+        if r.owes_work() {
             // Still owed: its mark is there already.
-            Store::Redis(s) if r.owes_work() => s.put(Space::Received, &key, encode(r)).await,
-            Store::Redis(s) => s
-                .put_marked(Space::Received, &key, encode(r), Owed::Unmark, false)
-                .await
-                .map(drop),
+            s.put(Space::Received, &key, encode(r)).await?;
+        } else {
+            s.put_marked(Space::Received, &key, encode(r), Owed::Unmark, false)
+                .await?;
         }
+        if r.on_rating == DeliveryStatus::Awaiting {
+            s.list_awaiting(&awaiting_entry(r)).await?;
+        } else if settled {
+            s.unlist_awaiting(&awaiting_entry(r)).await?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` received ratings held for the seller platform's answer, in the order they
+    /// arrived, from the one after the list entry `after`; with the entry of the last one looked
+    /// at when the list may go on. Entries whose rating is held no more are skipped (and, with
+    /// Redis, where a crash may leave one behind, removed).
+    pub async fn awaiting(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ReceivedRating>, Option<String>), StoreError> {
+        let entries = match self {
+            Store::Embedded(s) => s.keys_after(Space::Awaiting, after, limit).await?,
+            Store::Redis(s) => s.awaiting_after(after, limit).await?,
+        };
+        let next = (entries.len() == limit)
+            .then(|| entries.last().cloned())
+            .flatten();
+        let mut held = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Some((_, key)) = entry.split_once('|') else {
+                continue;
+            };
+            match self.get::<ReceivedRating>(Space::Received, key).await {
+                Ok(Some(r)) if r.on_rating == DeliveryStatus::Awaiting => held.push(r),
+                // Held no more: the crash of an instance between the record's write and the
+                // entry's removal.
+                Ok(Some(_)) => {
+                    if let Store::Redis(s) = self {
+                        s.unlist_awaiting(&entry).await?;
+                    }
+                }
+                // Not written yet (its insert is under way), or a crash before it was.
+                Ok(None) => {}
+                Err(StoreError::Corrupt(e)) => {
+                    tracing::error!(error = %e, "a received rating awaiting an answer cannot be read");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((held, next))
     }
 
     /// Stores a settled received /rating that owes work again (its answer goes out once more,
@@ -341,7 +425,10 @@ impl Store {
         debug_assert!(r.owes_work(), "reopened to owe work");
         let key = received_key(&r.context.bap_id, &r.context.message_id);
         match self {
-            Store::Embedded(s) => s.put(Space::Received, &key, encode(r), owed_mark(r)).await,
+            Store::Embedded(s) => {
+                s.put(Space::Received, &key, encode(r), marks(r, false))
+                    .await
+            }
             Store::Redis(s) => s
                 .put_marked(Space::Received, &key, encode(r), Owed::Mark, false)
                 .await
@@ -411,7 +498,7 @@ impl Store {
                 Space::Received,
                 &received_key(&r.context.bap_id, &r.context.message_id),
                 encode(r),
-                owed_mark(r),
+                marks(r, false),
                 Box::new(hold),
             )),
             Store::Redis(_) => Err(hold),
@@ -504,7 +591,7 @@ impl Store {
         ttl: std::time::Duration,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Embedded(s) => s.put(Space::Keys, key, value, None).await,
+            Store::Embedded(s) => s.put(Space::Keys, key, value, embedded::NO_MARKS).await,
             Store::Redis(s) => s.put_expiring(Space::Keys, key, value, ttl).await,
         }
     }
@@ -642,12 +729,34 @@ impl AnswerHolder {
     }
 }
 
-/// The [`Space::Owed`] mark a write of `r` sets or clears.
-fn owed_mark(r: &ReceivedRating) -> Option<embedded::Mark> {
-    Some(embedded::Mark {
+/// The marks a write of `r` sets or clears: [`Space::Owed`], as `r` owes work or not; and
+/// [`Space::Awaiting`], set while `r` is held for the seller platform's answer, cleared when
+/// `settled` (the write that ends the hold).
+fn marks(r: &ReceivedRating, settled: bool) -> embedded::Marks {
+    let owed = embedded::Mark {
         space: Space::Owed,
         set: r.owes_work(),
-    })
+        key: None,
+    };
+    let held = r.on_rating == DeliveryStatus::Awaiting;
+    let awaiting = (held || settled).then(|| embedded::Mark {
+        space: Space::Awaiting,
+        set: held,
+        key: Some(awaiting_entry(r)),
+    });
+    [Some(owed), awaiting]
+}
+
+/// `r`'s entry in [`Space::Awaiting`]: its arrival in milliseconds, 13 digits (so entries sort
+/// in the order ratings arrived), then its key.
+fn awaiting_entry(r: &ReceivedRating) -> String {
+    let ms = crate::clock::parse_timestamp(&r.received_at)
+        .map(|t| t.timestamp_millis().max(0))
+        .unwrap_or(0);
+    format!(
+        "{ms:013}|{}",
+        received_key(&r.context.bap_id, &r.context.message_id)
+    )
 }
 
 /// A received rating's key, `bap_id|message_id`: in the store, and in a process's registry of
@@ -697,10 +806,14 @@ mod tests {
             unreachable!("the default store is embedded")
         };
         // A marked key whose record is not JSON.
-        let mark = Some(embedded::Mark {
-            space: Space::Owed,
-            set: true,
-        });
+        let mark = [
+            Some(embedded::Mark {
+                space: Space::Owed,
+                set: true,
+                key: None,
+            }),
+            None,
+        ];
         s.put(Space::Received, "buyer|broken", b"{".to_vec(), mark)
             .await
             .unwrap();

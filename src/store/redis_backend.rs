@@ -527,6 +527,51 @@ impl RedisStore {
         format!("{}owing", self.prefix)
     }
 
+    /// The sorted set of the received ratings held for the seller platform's answer: every
+    /// member scored 0, so they read in lexical order, the order of their arrival.
+    fn awaiting_key(&self) -> String {
+        format!("{}{}", self.prefix, Space::Awaiting.name())
+    }
+
+    /// Lists `entry` among the ratings awaiting the platform's answer; true when it was not.
+    pub(super) async fn list_awaiting(&self, entry: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn();
+        let added: i64 = c
+            .zadd(self.awaiting_key(), entry, 0)
+            .await
+            .map_err(|e| self.lost(e))?;
+        Ok(added == 1)
+    }
+
+    /// Removes `entry` from the ratings awaiting the platform's answer.
+    pub(super) async fn unlist_awaiting(&self, entry: &str) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        c.zrem::<_, _, ()>(self.awaiting_key(), entry)
+            .await
+            .map_err(|e| self.lost(e))
+    }
+
+    /// Up to `limit` entries of the ratings awaiting the platform's answer after `after` (from
+    /// the first without it), in order.
+    pub(super) async fn awaiting_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn();
+        let from = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        redis::cmd("ZRANGEBYLEX")
+            .arg(self.awaiting_key())
+            .arg(from)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.lost(e))
+    }
+
     /// Says this instance is alive for [`ALIVE_FOR`] more, and lists it among the instances
     /// whose marks are looked at.
     pub(super) async fn beat(&self) -> Result<(), StoreError> {

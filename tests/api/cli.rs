@@ -179,28 +179,3 @@ async fn serve_runs_the_http_workers_the_settings_ask_for() {
     // Each is "actix-server worker N".
     assert_eq!(threads_named(server.0.id(), "actix-server wo"), 3);
 }
-
-/// A seller side whose platform sends the /on_rating but has no webhook to hear of ratings is
-/// warned about at start; with a webhook it is not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_answers_without_a_webhook_are_warned_about_at_start() {
-    let warning = "seller.webhook_url is empty";
-    for (webhook, warned) in [("", true), ("https://platform.example/hook", false)] {
-        let dir = tempfile::tempdir().unwrap();
-        let (server, _) = Server::start(
-            dir.path(),
-            &[
-                ("ONDC_RATING__SELLER__ON_RATING", "platform"),
-                ("ONDC_RATING__SELLER__WEBHOOK_URL", webhook),
-                (
-                    "ONDC_RATING__SELLER__WEBHOOK_SECRET",
-                    "sixteen-bytes-at-least",
-                ),
-            ],
-        )
-        .await;
-        drop(server);
-        let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
-        assert_eq!(log.contains(warning), warned, "webhook {webhook:?}: {log}");
-    }
-}

@@ -1081,6 +1081,12 @@ async fn a_held_rating_survives_a_restart_and_its_ttl_ends_the_wait() {
         seller.received("buyer.test", "m-r1").await.1["rating"]["onRating"],
         "awaiting"
     );
+    let (_, page) = listed(&seller, "onRating=awaiting").await;
+    assert_eq!(
+        ids_of(&page),
+        ["m-r1", "m-r2"],
+        "still listed after the restart"
+    );
     assert_eq!(seller.answer("buyer.test", "m-r1", "{}").await.0, 200);
     assert_taken(
         &seller,
@@ -1364,3 +1370,114 @@ async fn mock_seller_answers_a_trusted_buyer_as_a_real_process() {
     );
     child.kill().await.ok();
 }
+
+/// `GET /internal/seller/ratings?{query}` with the internal token.
+async fn listed(seller: &Seller, query: &str) -> (u16, Value) {
+    let r = seller
+        .http
+        .get(format!(
+            "{}/internal/seller/ratings?{query}",
+            seller.app.base
+        ))
+        .bearer_auth(INTERNAL)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// The message ids of a page of listed ratings.
+fn ids_of(page: &Value) -> Vec<String> {
+    page["ratings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .iter()
+        .map(|r| r["context"]["message_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A platform without a webhook hears of the ratings it answers by listing the ones held for it:
+/// in the order they arrived, a page at a time, each until it is answered or answered late (kept
+/// for the buyer's repeat), a repeated /rating listed once; one the checks refuse never is.
+async fn the_platform_lists_the_ratings_held_for_its_answer(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let (seller, clock) = platform_seller_on_a_clock(&store, &bap).await;
+    let buyer = ScriptedBuyer::start().await;
+    let (status, page) = listed(&seller, "onRating=awaiting").await;
+    assert_eq!((status, ids_of(&page)), (200, Vec::<String>::new()));
+    let first = rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &seller,
+        "m-l1",
+        ratings(&[("Order", "O-1", "5")]),
+    );
+    rate(&seller, &bap, &first).await;
+    for id in ["m-l2", "m-l3"] {
+        rate_order_one(&seller, &bap, &buyer, id).await;
+    }
+    rate(&seller, &bap, &first).await;
+    let refused = rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &seller,
+        "m-l-bad",
+        ratings(&[("Order", "O-1", "9")]),
+    );
+    rate(&seller, &bap, &refused).await;
+    assert_eq!(settled(&seller, "m-l-bad").await["verdict"], "refused");
+
+    let (status, page) = listed(&seller, "onRating=awaiting&limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids_of(&page), ["m-l1", "m-l2"]);
+    assert_eq!(page["ratings"][0]["onRating"], "awaiting");
+    assert_eq!(page["ratings"][0]["verdict"], "accepted");
+    let next = page["next"].as_str().expect("a next page").to_owned();
+    let (status, page) = listed(&seller, &format!("onRating=awaiting&limit=2&after={next}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids_of(&page), ["m-l3"]);
+    assert!(page.get("next").is_none(), "{page}");
+
+    // Answered, it is held no more; answered late, it is kept and held no more either.
+    assert_eq!(seller.answer("buyer.test", "m-l2", "{}").await.0, 200);
+    let (_, page) = listed(&seller, "onRating=awaiting").await;
+    assert_eq!(ids_of(&page), ["m-l1", "m-l3"]);
+    clock.advance_millis(31_000);
+    assert_eq!(seller.answer("buyer.test", "m-l3", "{}").await.0, 410);
+    let (_, page) = listed(&seller, "onRating=awaiting").await;
+    assert_eq!(
+        ids_of(&page),
+        ["m-l1"],
+        "past its ttl and unanswered, still held"
+    );
+
+    for (query, what) in [
+        ("", "onRating"),
+        ("onRating=sent", "onRating"),
+        ("onRating=awaiting&limit=0", "limit"),
+        ("onRating=awaiting&limit=1001", "limit"),
+        ("onRating=awaiting&limit=many", "limit"),
+        ("onRating=awaiting&page=2", "page"),
+    ] {
+        let (status, err) = listed(&seller, query).await;
+        assert_eq!(status, 400, "{query}: {err}");
+        assert_eq!(err["error"]["code"], "validation_failed", "{query}: {err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(what),
+            "{query}: {err}"
+        );
+    }
+    let r = seller
+        .http
+        .get(format!(
+            "{}/internal/seller/ratings?onRating=awaiting",
+            seller.app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+both_stores!(the_platform_lists_the_ratings_held_for_its_answer);
