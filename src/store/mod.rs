@@ -408,8 +408,15 @@ impl Store {
                         s.unlist_awaiting(&entry).await?;
                     }
                 }
-                // Not written yet (its insert is under way), or a crash before it was.
-                Ok(None) => {}
+                // Not written yet (its insert is under way), or, once older than any insert
+                // could take, left by a crash before it was (Redis: removed).
+                Ok(None) => {
+                    if let Store::Redis(s) = self
+                        && entry_age(&entry) > ABANDONED_AFTER
+                    {
+                        s.unlist_awaiting(&entry).await?;
+                    }
+                }
                 Err(StoreError::Corrupt(e)) => {
                     tracing::error!(error = %e, "a received rating awaiting an answer cannot be read");
                 }
@@ -745,6 +752,22 @@ fn marks(r: &ReceivedRating, settled: bool) -> embedded::Marks {
         key: Some(awaiting_entry(r)),
     });
     [Some(owed), awaiting]
+}
+
+/// How old an entry of [`Space::Awaiting`] without its record must be to count as left by a
+/// crash: far longer than the two writes of an insert take.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The time since the arrival an entry of [`Space::Awaiting`] names (zero when it names none
+/// readable, or one to come).
+fn entry_age(entry: &str) -> std::time::Duration {
+    let arrived = entry
+        .split_once('|')
+        .and_then(|(ms, _)| ms.parse::<u64>().ok())
+        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    arrived
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default()
 }
 
 /// `r`'s entry in [`Space::Awaiting`]: its arrival in milliseconds, 13 digits (so entries sort

@@ -183,3 +183,52 @@ async fn two_takers_share_a_stopped_instances_marks(backend: Backend) {
     assert_eq!(again.len(), expected.len(), "each marked by one taker only");
     assert_eq!(again, expected);
 }
+
+/// An entry of the list of ratings held for the platform whose record was never written (a
+/// crash between the insert's two writes) is skipped when the list is read, and removed once it
+/// is older than any insert could take; a young one is kept (its insert may be under way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_an_awaiting_entry_a_crash_left_is_dropped_once_old() {
+    let fixture = StoreFixture::new(Backend::Redis);
+    let settings = fixture.settings("seller");
+    let store = Store::open(&settings).await.unwrap();
+    let mut held = owing("m-held");
+    held.on_rating = DeliveryStatus::Awaiting;
+    held.verdict = ondc_rating::store::Verdict::Accepted;
+    assert!(store.insert_received(&held).await.unwrap());
+    let now = chrono::Utc::now().timestamp_millis();
+    let crashed = format!("{:013}|buyer.test|m-crashed", now - 120_000);
+    let coming = format!("{:013}|buyer.test|m-coming", now);
+    let set = format!("{}awaiting", settings.key_prefix);
+    let mut c = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("ZADD")
+        .arg(&set)
+        .arg(0)
+        .arg(&crashed)
+        .arg(0)
+        .arg(&coming)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+
+    let (listed, next) = store.awaiting(None, 10).await.unwrap();
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|r| r.context.message_id.as_str())
+        .collect();
+    assert_eq!((ids, next), (vec!["m-held"], None));
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&set)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&coming), "{left:?}");
+    assert!(left.iter().any(|e| e.ends_with("|m-held")), "{left:?}");
+}
