@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-use crate::bpp::webhook::{excerpt, idempotency_key, post_signed};
+use crate::bpp::webhook::{excerpt, idempotency_key, post_signed, slot_within};
 use crate::http::AppState;
 
 /// The event's name.
@@ -58,14 +58,12 @@ async fn slot<'a>(
     wait: Duration,
     channel: &str,
 ) -> Result<tokio::sync::SemaphorePermit<'a>, String> {
-    match timeout(wait, slots.acquire()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        // The semaphores are never closed: an error is only the wait running out.
-        _ => Err(format!(
+    slot_within(slots, wait, |_| {}).await.ok_or_else(|| {
+        format!(
             "no free {channel} slot within {} ms (buyer.notify_concurrency in flight)",
             wait.as_millis()
-        )),
-    }
+        )
+    })
 }
 
 /// Which v2 API recorded the feedback.

@@ -222,7 +222,7 @@ async fn handle(
 /// The query of [`list_received`].
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+struct ListQuery {
     /// Which ratings: `awaiting` (the only list kept).
     #[serde(rename = "onRating")]
     on_rating: String,
@@ -284,6 +284,29 @@ pub async fn get_received(
     }
 }
 
+/// Takes the right to settle the held rating (`bap_id`, `message_id`) for `by`: in this process,
+/// then among the instances sharing the store, for `hold` (released with
+/// [`crate::store::Store::release_answer`]). When another has it, who (`Err`), and where: `""`
+/// (in this process) or `" by another instance"`.
+pub(crate) async fn take_answer(
+    state: &AppState,
+    bap_id: &str,
+    message_id: &str,
+    hold: Duration,
+    by: AnswerHolder,
+) -> Result<Result<crate::http::Held, (AnswerHolder, &'static str)>, crate::store::StoreError> {
+    let held = match state.answering.take(received_key(bap_id, message_id), by) {
+        Ok(held) => held,
+        Err(other) => return Ok(Err((other, ""))),
+    };
+    Ok(state
+        .store
+        .claim_answer(bap_id, message_id, hold, by)
+        .await?
+        .map(|()| held)
+        .map_err(|other| (other, " by another instance")))
+}
+
 /// The answer to a platform's answer that finds its rating held `by` other work (`where_`: in this
 /// process, or ` by another instance`): a hand-off a restart took up again settles the verdict
 /// the answer would read, so it is retried after; another answer has it.
@@ -321,20 +344,12 @@ pub async fn answer_received(
 ) -> Result<HttpResponse, ApiError> {
     check_internal(&req, &state.settings.seller.internal_token)?;
     let (bap_id, message_id) = path.into_inner();
-    let claim = state
-        .answering
-        .take(received_key(&bap_id, &message_id), AnswerHolder::Answer)
-        .map_err(|by| held_by(by, ""))?;
     // Instances sharing Redis: one of them sends. Held past the longest ttl an answer can have
     // (a crash while sending leaves it to expire).
     let hold = Duration::from_secs(crate::protocol::RATING_TTL_SECS as u64 + 5);
-    if let Err(by) = state
-        .store
-        .claim_answer(&bap_id, &message_id, hold, AnswerHolder::Answer)
+    let claim = take_answer(&state, &bap_id, &message_id, hold, AnswerHolder::Answer)
         .await?
-    {
-        return Err(held_by(by, " by another instance"));
-    }
+        .map_err(|(by, where_)| held_by(by, where_))?;
     let answered = answer_claimed(&state, &bap_id, &message_id, &body, claim).await;
     if let Err(e) = state.store.release_answer(&bap_id, &message_id).await {
         tracing::warn!(error = %e, "could not release the claim of an answered rating");

@@ -299,23 +299,17 @@ fn window_passed(state: &AppState, r: &ReceivedRating, repeat: &Context) -> bool
 /// Redis, among the instances): an answer being sent right now is left to finish.
 async fn reopen_window(state: &AppState, repeat: Context) {
     let (bap_id, message_id) = (repeat.bap_id.clone(), repeat.message_id.clone());
-    let key = crate::store::received_key(&bap_id, &message_id);
-    let Ok(_held) = state.answering.take(key, AnswerHolder::Repeat) else {
-        return;
-    };
     let hold = Duration::from_secs(5);
-    match state
-        .store
-        .claim_answer(&bap_id, &message_id, hold, AnswerHolder::Repeat)
-        .await
-    {
-        Ok(Ok(())) => {}
+    let taken =
+        super::receiver::take_answer(state, &bap_id, &message_id, hold, AnswerHolder::Repeat);
+    let _held = match taken.await {
+        Ok(Ok(held)) => held,
         Ok(Err(_)) => return,
         Err(e) => {
             tracing::warn!(error = %e, "could not open a new window for the platform's answer");
             return;
         }
-    }
+    };
     // Read again under the claim: an answer that finished in between shows.
     let reopened = async {
         match state.store.get_received(&bap_id, &message_id).await? {

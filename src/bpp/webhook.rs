@@ -321,23 +321,37 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
 
-/// One of the `seller.webhook_concurrency` webhook requests that may be in flight, waited for
-/// up to `left` when they are all taken (counted); None when none freed in time.
-async fn slot(state: &AppState, left: Duration) -> Option<tokio::sync::SemaphorePermit<'_>> {
-    if let Ok(slot) = state.webhook_slots.try_acquire() {
+/// One of the requests `slots` lets be in flight, waited for up to `wait` when they are all
+/// taken; None when none freed in time. `waited` hears how a wait ended (true: with a slot), and
+/// nothing when one was free at once. Shared by every webhook this adapter calls.
+pub(crate) async fn slot_within(
+    slots: &tokio::sync::Semaphore,
+    wait: Duration,
+    waited: impl FnOnce(bool),
+) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    if let Ok(slot) = slots.try_acquire() {
         return Some(slot);
     }
-    // The semaphore is never closed: an error is only the wait running out.
-    let got = tokio::time::timeout(left, state.webhook_slots.acquire())
+    // The semaphores are never closed: an error is only the wait running out.
+    let got = tokio::time::timeout(wait, slots.acquire())
         .await
         .ok()
         .and_then(Result::ok);
-    state.metrics.webhook_slot_wait(if got.is_some() {
-        SlotWait::Slot
-    } else {
-        SlotWait::Budget
-    });
+    waited(got.is_some());
     got
+}
+
+/// One of the `seller.webhook_concurrency` webhook requests that may be in flight, waited for
+/// up to `left` when they are all taken (counted); None when none freed in time.
+async fn slot(state: &AppState, left: Duration) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    slot_within(&state.webhook_slots, left, |got| {
+        state.metrics.webhook_slot_wait(if got {
+            SlotWait::Slot
+        } else {
+            SlotWait::Budget
+        })
+    })
+    .await
 }
 
 /// Calls the webhook for `r` within `budget`, at most `seller.webhook_concurrency` requests in

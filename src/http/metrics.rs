@@ -361,16 +361,11 @@ impl Metrics {
             "Received ratings whose owed webhook hand-off or /on_rating this process took up from a stopped one.",
             &self.owed_taken_up,
         );
-        header(
+        gauge(
             &mut out,
             "ondc_rating_owed_waiting",
-            "gauge",
             "Received ratings taken up from a stopped process and waiting for a turn (seller.resume_concurrency).",
-        );
-        let _ = writeln!(
-            out,
-            "ondc_rating_owed_waiting {}",
-            self.owed_waiting.load(Ordering::Relaxed)
+            self.owed_waiting.load(Ordering::Relaxed),
         );
         header(
             &mut out,
