@@ -27,20 +27,27 @@ pub enum Backend {
     Cluster,
 }
 
+/// Runs an async test body once per backend named, each as a test of its own:
+/// `store_tests!(name: embedded => Embedded, redis => Redis)`.
+#[macro_export]
+macro_rules! store_tests {
+    ($name:ident: $($test:ident => $backend:ident),+) => {
+        mod $name {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$name($crate::helpers::Backend::$backend).await
+                }
+            )+
+        }
+    };
+}
+
 /// Runs an async test body once per store that several instances share (Redis, Redis Cluster).
 #[macro_export]
 macro_rules! shared_stores {
     ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name($crate::helpers::Backend::Redis).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_cluster() {
-                super::$name($crate::helpers::Backend::Cluster).await
-            }
-        }
+        $crate::store_tests!($name: redis => Redis, redis_cluster => Cluster);
     };
 }
 
@@ -48,20 +55,7 @@ macro_rules! shared_stores {
 #[macro_export]
 macro_rules! both_stores {
     ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn embedded() {
-                super::$name($crate::helpers::Backend::Embedded).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name($crate::helpers::Backend::Redis).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_cluster() {
-                super::$name($crate::helpers::Backend::Cluster).await
-            }
-        }
+        $crate::store_tests!($name: embedded => Embedded, redis => Redis, redis_cluster => Cluster);
     };
 }
 

@@ -658,6 +658,31 @@ async fn a_silent_webhook_cannot_hold_the_on_rating_past_its_budget() {
     );
 }
 
+/// A seller side trusting `bap` whose webhook holds each request until `go` is notified and then
+/// answers `answer`, with `concurrency` webhook requests in flight at most and `timeout_ms` for
+/// each hand-off.
+async fn seller_with_a_held_webhook(
+    store: &StoreFixture,
+    bap: &Identity,
+    answer: &str,
+    concurrency: usize,
+    timeout_ms: u64,
+) -> (Seller, Recorder, std::sync::Arc<tokio::sync::Notify>) {
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let hook = Recorder::start(
+        "/hook",
+        Script::RespondWhen(go.clone(), vec![(200, answer.into())]),
+    )
+    .await;
+    let seller = Seller::start(store, "seller", vec![bap.peer()], |s| {
+        with_webhook(format!("{}/hook", hook.base))(s);
+        s.seller.webhook_concurrency = concurrency;
+        s.seller.webhook_timeout_ms = timeout_ms;
+    })
+    .await;
+    (seller, hook, go)
+}
+
 /// A burst of ratings reaches a slow platform `seller.webhook_concurrency` requests at a time:
 /// the others wait for a request in flight to end, then go, each handed off once with the
 /// platform's answer in its /on_rating. A hand-off whose budget ends while it waits falls back to
@@ -666,19 +691,8 @@ async fn a_silent_webhook_cannot_hold_the_on_rating_past_its_budget() {
 async fn a_burst_reaches_the_platform_webhook_concurrency_requests_at_a_time() {
     let store = StoreFixture::new(Backend::Embedded);
     let bap = Identity::new("buyer.test");
-    let go = std::sync::Arc::new(tokio::sync::Notify::new());
     let answer = r#"{"feedback_form_url":"https://platform.test/forms/held"}"#;
-    let hook = Recorder::start(
-        "/hook",
-        Script::RespondWhen(go.clone(), vec![(200, answer.into())]),
-    )
-    .await;
-    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| {
-        with_webhook(format!("{}/hook", hook.base))(s);
-        s.seller.webhook_concurrency = 2;
-        s.seller.webhook_timeout_ms = 10_000;
-    })
-    .await;
+    let (seller, hook, go) = seller_with_a_held_webhook(&store, &bap, answer, 2, 10_000).await;
     let buyer = ScriptedBuyer::start().await;
     let ids: Vec<String> = (0..5).map(|i| format!("m-burst-{i}")).collect();
     for id in &ids {
@@ -745,18 +759,7 @@ async fn a_hand_off_whose_budget_ends_waiting_for_a_webhook_slot_falls_back_to_t
 {
     let store = StoreFixture::new(Backend::Embedded);
     let bap = Identity::new("buyer.test");
-    let go = std::sync::Arc::new(tokio::sync::Notify::new());
-    let hook = Recorder::start(
-        "/hook",
-        Script::RespondWhen(go.clone(), vec![(200, "{}".into())]),
-    )
-    .await;
-    let seller = Seller::start(&store, "seller", vec![bap.peer()], |s| {
-        with_webhook(format!("{}/hook", hook.base))(s);
-        s.seller.webhook_concurrency = 1;
-        s.seller.webhook_timeout_ms = 8_000;
-    })
-    .await;
+    let (seller, hook, go) = seller_with_a_held_webhook(&store, &bap, "{}", 1, 8_000).await;
     let buyer = ScriptedBuyer::start().await;
     rate_order_one(&seller, &bap, &buyer, "m-holds").await;
     hook.wait_for(1).await;
