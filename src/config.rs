@@ -429,6 +429,13 @@ pub struct SellerSettings {
     /// so a backlog reaches the seller platform and the buyers at this concurrency, not all at
     /// once.
     pub resume_concurrency: usize,
+    /// Days a received rating is kept once its `/on_rating` was sent or given up (`settledAt`);
+    /// then it is forgotten: the read-back answers 404 and a /rating with its message_id again
+    /// is taken as new. 0: kept for ever. Ratings that owe work or are held for the seller
+    /// platform's answer are never forgotten.
+    pub retention_days: u32,
+    /// How often the ratings past `retention_days` are looked for, milliseconds.
+    pub retention_sweep_ms: u64,
 }
 
 /// `seller.on_rating`.
@@ -466,6 +473,8 @@ impl Default for SellerSettings {
             webhook_concurrency: 64,
             on_rating: OnRatingMode::Auto,
             resume_concurrency: 32,
+            retention_days: 0,
+            retention_sweep_ms: 60_000,
         }
     }
 }
@@ -547,6 +556,18 @@ impl SellerSettings {
             return Err(invalid(
                 "seller.resume_concurrency",
                 "must be between 1 and 4096",
+            ));
+        }
+        if self.retention_days > 36_500 {
+            return Err(invalid(
+                "seller.retention_days",
+                "must be at most 36500 (0 keeps ratings for ever)",
+            ));
+        }
+        if !(10..=86_400_000).contains(&self.retention_sweep_ms) {
+            return Err(invalid(
+                "seller.retention_sweep_ms",
+                "must be between 10 and 86400000",
             ));
         }
         Ok(())
@@ -1305,6 +1326,9 @@ mod tests {
             ("WEBHOOK_CONCURRENCY", "0", "seller.webhook_concurrency"),
             ("WEBHOOK_CONCURRENCY", "4097", "seller.webhook_concurrency"),
             ("RESUME_CONCURRENCY", "0", "seller.resume_concurrency"),
+            ("RETENTION_DAYS", "36501", "seller.retention_days"),
+            ("RETENTION_DAYS", "-1", "seller.retention_days"),
+            ("RETENTION_SWEEP_MS", "5", "seller.retention_sweep_ms"),
             ("ON_RATING", "later", "seller.on_rating"),
         ];
         for (k, v, key) in cases {

@@ -72,6 +72,7 @@ pub fn sample_received() -> ReceivedRating {
         }),
         webhook: None,
         single: false,
+        settled_at: None,
     }
 }
 

@@ -5,5 +5,6 @@
 pub mod checks;
 pub mod mock;
 pub mod receiver;
+pub mod retention;
 pub mod sender;
 pub mod webhook;

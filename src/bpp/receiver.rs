@@ -182,6 +182,7 @@ async fn handle(
         feedback_form: None,
         webhook: None,
         single,
+        settled_at: None,
     };
     if verdict == Verdict::Accepted {
         received.feedback_form = template_form(&state, &received);
@@ -422,6 +423,7 @@ async fn answer_claimed(
         // Too late for this /rating, kept for its repeat: a buyer that never got an answer sends
         // the rating again, and [`super::sender::answer_repeat`] sends this one then.
         r.on_rating = DeliveryStatus::Failed;
+        r.settled_at = Some(ondc_timestamp(now));
         r.last_error = Some(format!(
             "the /rating's ttl ({ttl} s) passed before the seller platform answered; sent if the \
              buyer sends the /rating again"

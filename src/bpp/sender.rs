@@ -271,6 +271,7 @@ pub fn answer_repeat(state: &web::Data<AppState>, repeat: Context, job: Job) {
         );
         r.context = repeat;
         r.on_rating = DeliveryStatus::Pending;
+        r.settled_at = None;
         r.attempts = 0;
         r.last_error = None;
         // Marked owed with the write: a stop now leaves it to be taken up.
@@ -422,6 +423,7 @@ async fn process(state: &web::Data<AppState>, r: &mut ReceivedRating, job: Job) 
     {
         // The buyer would refuse it as stale, as the platform's own late answers are refused.
         r.on_rating = DeliveryStatus::Failed;
+        r.settled_at = Some(ondc_timestamp(state.clock.now()));
         r.last_error = Some(
             "the /rating's ttl passed while this adapter was stopped; no /on_rating sent".into(),
         );
@@ -670,15 +672,17 @@ async fn record_delivery(state: &AppState, r: &ReceivedRating) {
 }
 
 /// Sends the /on_rating owed for `r`, retrying until `deadline`; `r` says how it went
-/// (`on_rating` sent or failed, `attempts`, `last_error`), not yet recorded.
+/// (`on_rating` sent or failed, `settled_at`, `attempts`, `last_error`), not yet recorded.
 pub async fn send(state: &AppState, r: &mut ReceivedRating, deadline: tokio::time::Instant) {
     r.on_rating = DeliveryStatus::Pending;
+    r.settled_at = None;
     let body = web::Bytes::from(build_on_rating(state, r));
     if state.settings.server.validate_outbound
         && let Err(v) = state.schemas.on_rating_outbound.check_bytes(&body)
     {
         tracing::error!(violation = %v, "outbound /on_rating fails its schema; not sent");
         r.on_rating = DeliveryStatus::Failed;
+        r.settled_at = Some(ondc_timestamp(state.clock.now()));
         r.last_error = Some(format!("outbound schema violation: {v}"));
         return;
     }
@@ -720,6 +724,7 @@ pub async fn send(state: &AppState, r: &mut ReceivedRating, deadline: tokio::tim
             }
         };
         if !retry || tokio::time::Instant::now() + delay >= deadline {
+            r.settled_at = Some(ondc_timestamp(state.clock.now()));
             if r.on_rating != DeliveryStatus::Sent {
                 r.on_rating = DeliveryStatus::Failed;
                 tracing::warn!(

@@ -483,6 +483,7 @@ mod tests {
             feedback_form: None,
             webhook: None,
             single: false,
+            settled_at: None,
         }
     }
 

@@ -30,7 +30,9 @@
 //!   (`seller.resume_concurrency`): the backlog a restart or a takeover left still to start;
 //! - `ondc_rating_webhook_slot_waits_total{ended}`: seller platform webhook attempts that found
 //!   all `seller.webhook_concurrency` requests in flight and waited, by how the wait ended: with
-//!   a free slot (`slot`), or with the hand-off's budget spent (`budget`).
+//!   a free slot (`slot`), or with the hand-off's budget spent (`budget`);
+//! - `ondc_rating_received_forgotten_total`: received ratings forgotten `seller.retention_days`
+//!   after their `/on_rating` was sent or given up.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -194,6 +196,7 @@ pub struct Metrics {
     owed_taken_up: AtomicU64,
     owed_waiting: AtomicU64,
     webhook_slot_waits: [AtomicU64; 2],
+    received_forgotten: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -260,6 +263,12 @@ impl Metrics {
     /// One webhook attempt that waited for a free slot, and how the wait ended.
     pub fn webhook_slot_wait(&self, ended: SlotWait) {
         self.webhook_slot_waits[ended as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` received ratings forgotten past `seller.retention_days`.
+    pub fn received_forgotten(&self, n: usize) {
+        self.received_forgotten
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// One wait for `/on_rating`, `elapsed` since the `/rating` was sent.
@@ -360,6 +369,12 @@ impl Metrics {
             "ondc_rating_owed_taken_up_total",
             "Received ratings whose owed webhook hand-off or /on_rating this process took up from a stopped one.",
             &self.owed_taken_up,
+        );
+        counter(
+            &mut out,
+            "ondc_rating_received_forgotten_total",
+            "Received ratings forgotten seller.retention_days after their /on_rating was sent or given up.",
+            &self.received_forgotten,
         );
         gauge(
             &mut out,
@@ -490,6 +505,11 @@ mod tests {
         assert!(t.contains("ondc_rating_registry_cache_total{result=\"hit_memory\"} 1"));
         assert!(t.contains("ondc_rating_store_errors_total 0"));
         assert!(t.contains("ondc_rating_owed_taken_up_total 0"));
+        m.received_forgotten(4);
+        assert!(
+            m.render()
+                .contains("ondc_rating_received_forgotten_total 4\n")
+        );
         m.owed_queued(5);
         m.owed_dequeued(2);
         assert!(m.render().contains("ondc_rating_owed_waiting 3\n"));
@@ -518,6 +538,7 @@ mod tests {
             "callbacks_matched_total counter",
             "webhook_slot_waits_total counter",
             "owed_waiting gauge",
+            "received_forgotten_total counter",
         ] {
             assert!(
                 t.contains(&format!("# TYPE ondc_rating_{family}\n")),

@@ -293,6 +293,8 @@ pub struct Application {
     /// This instance's heartbeat, and its takeover of the owed work of instances whose heartbeat
     /// stopped (Redis only).
     keeper: Option<tokio::task::JoinHandle<()>>,
+    /// The forgetting of received ratings past `seller.retention_days`, when set.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
     in_flight: InFlight,
 }
 
@@ -418,6 +420,9 @@ impl Application {
                 }
             })
         });
+        let seller = &state.settings.seller;
+        let sweeper = (seller.enabled && seller.retention_days > 0)
+            .then(|| tokio::spawn(crate::bpp::retention::forget_settled(state.clone())));
         let waiters = state.waiters.clone();
         let bridge = state
             .store
@@ -475,6 +480,7 @@ impl Application {
             state,
             bridge,
             keeper,
+            sweeper,
         })
     }
 
@@ -518,6 +524,9 @@ impl Application {
         }
         if let Some(keeper) = self.keeper {
             keeper.abort();
+        }
+        if let Some(sweeper) = self.sweeper {
+            sweeper.abort();
         }
         if let Some(bridge) = self.bridge {
             bridge.abort();

@@ -28,7 +28,7 @@ fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 12] = [
+const ALL: [Space; 13] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
@@ -41,6 +41,7 @@ const ALL: [Space; 12] = [
     Space::ListingFeedback,
     Space::Owed,
     Space::Awaiting,
+    Space::Settled,
 ];
 
 /// The most writes one commit takes.
@@ -55,7 +56,8 @@ pub struct EmbeddedStore {
 
 /// A key set or cleared in `space` together with a write of a record, in its transaction: an
 /// index of the records in some state (owing work, [`Space::Owed`]; held for the seller
-/// platform's answer, [`Space::Awaiting`]), never out of step with them.
+/// platform's answer, [`Space::Awaiting`]; settled, [`Space::Settled`]), never out of step with
+/// them.
 #[derive(Debug, Clone)]
 pub struct Mark {
     /// The index.
@@ -67,10 +69,10 @@ pub struct Mark {
 }
 
 /// The marks one write sets or clears.
-pub type Marks = [Option<Mark>; 2];
+pub type Marks = [Option<Mark>; 3];
 
 /// No marks.
-pub const NO_MARKS: Marks = [None, None];
+pub const NO_MARKS: Marks = [None, None, None];
 
 /// One write, as the writer thread applies it.
 enum Write {
@@ -102,6 +104,15 @@ enum Write {
         record: Vec<u8>,
         message_id: String,
         index_value: String,
+    },
+    /// Removes the index entry `entry` of `index`, and the record at `key` in `space` with it
+    /// if the key holds exactly `expect`.
+    Forget {
+        space: Space,
+        key: String,
+        expect: Option<Vec<u8>>,
+        index: Space,
+        entry: String,
     },
 }
 
@@ -227,6 +238,29 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
                 .insert(message_id.as_str(), index_value.as_bytes())
                 .map_err(unavailable)?;
             Ok(Outcome::Claimed(None))
+        }
+        Write::Forget {
+            space,
+            key,
+            expect,
+            index,
+            entry,
+        } => {
+            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+            let holds = match &expect {
+                Some(expect) => t
+                    .get(key.as_str())
+                    .map_err(unavailable)?
+                    .is_some_and(|v| v.value() == expect.as_slice()),
+                None => false,
+            };
+            if holds {
+                t.remove(key.as_str()).map_err(unavailable)?;
+            }
+            drop(t);
+            let mut t = tx.open_table(table(index)).map_err(unavailable)?;
+            t.remove(entry.as_str()).map_err(unavailable)?;
+            Ok(Outcome::Inserted(holds))
         }
     }
 }
@@ -466,6 +500,29 @@ impl EmbeddedStore {
         }
     }
 
+    /// Removes `entry` from `index`, and with it the record at `key` in `space` when that holds
+    /// exactly `expect` (true when it did and is gone); in one commit.
+    pub(super) async fn forget(
+        &self,
+        space: Space,
+        key: &str,
+        expect: Option<Vec<u8>>,
+        index: Space,
+        entry: &str,
+    ) -> Result<bool, StoreError> {
+        let write = Write::Forget {
+            space,
+            key: key.to_owned(),
+            expect,
+            index,
+            entry: entry.to_owned(),
+        };
+        match self.write(write).await? {
+            Outcome::Inserted(forgotten) => Ok(forgotten),
+            _ => Err(unavailable("unexpected answer from the store's writer")),
+        }
+    }
+
     /// Claims `order_id` unless it holds a live (not failed) record; returns that record's bytes
     /// when it does. Indexes `message_id -> order_id` in the same transaction.
     pub(super) async fn claim(
@@ -649,6 +706,7 @@ mod tests {
                     set,
                     key: None,
                 }),
+                None,
                 None,
             ]
         };

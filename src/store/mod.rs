@@ -82,6 +82,11 @@ pub enum Space {
     /// ([`Store::awaiting`]); set and cleared in the commit of each write of the rating (Redis:
     /// one sorted set of them, read in lexical order).
     Awaiting,
+    /// `{settled ms, 13 digits}|{bap_id}|{message_id}` -> nothing: the received ratings whose
+    /// `/on_rating` was sent or given up, in the order they settled, for `seller.retention_days`
+    /// ([`Store::forget_settled`]); set in the commit of the settling write (Redis: one sorted
+    /// set of them, scored by the time).
+    Settled,
 }
 
 impl Space {
@@ -102,6 +107,7 @@ impl Space {
             Space::Alive => "alive",
             Space::Owed => "owed",
             Space::Awaiting => "awaiting",
+            Space::Settled => "settled",
         }
     }
 }
@@ -328,7 +334,7 @@ impl Store {
                     None => false,
                 };
                 let inserted = if r.owes_work() {
-                    s.put_marked(Space::Received, &key, encode(r), Owed::Mark, true)
+                    s.put_marked(Space::Received, &key, encode(r), Owed::Mark, true, None)
                         .await?
                 } else {
                     s.put_new(Space::Received, &key, encode(r)).await?
@@ -363,12 +369,23 @@ impl Store {
             }
             Store::Redis(s) => s,
         };
+        let entry = settled_entry(r);
         if r.owes_work() {
             // Still owed: its mark is there already.
             s.put(Space::Received, &key, encode(r)).await?;
+            if let Some(entry) = &entry {
+                s.index_settled(entry).await?;
+            }
         } else {
-            s.put_marked(Space::Received, &key, encode(r), Owed::Unmark, false)
-                .await?;
+            s.put_marked(
+                Space::Received,
+                &key,
+                encode(r),
+                Owed::Unmark,
+                false,
+                entry.as_deref(),
+            )
+            .await?;
         }
         if r.on_rating == DeliveryStatus::Awaiting {
             s.list_awaiting(&awaiting_entry(r)).await?;
@@ -426,6 +443,52 @@ impl Store {
         Ok((held, next))
     }
 
+    /// Forgets received ratings settled (their `/on_rating` sent or given up) before `cutoff`:
+    /// looks at up to `limit` entries of [`Space::Settled`], oldest first, and removes each
+    /// with its record, when that record is still the one it was written with (a rating a
+    /// repeat reopened since owes work again, or settled later, under a later entry: only the
+    /// entry goes). Returns how many entries were looked at (fewer than `limit`: no more are
+    /// due) and how many records went.
+    pub async fn forget_settled(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<(usize, usize), StoreError> {
+        let cutoff_ms = cutoff.timestamp_millis().max(0);
+        let entries = match self {
+            Store::Embedded(s) => {
+                let bound = format!("{cutoff_ms:013}|");
+                let mut entries = s.keys_after(Space::Settled, None, limit).await?;
+                entries.retain(|e| e.as_str() < bound.as_str());
+                entries
+            }
+            Store::Redis(s) => s.settled_before(cutoff_ms, limit).await?,
+        };
+        let mut forgotten = 0;
+        for entry in &entries {
+            let key = entry.split_once('|').map_or("", |(_, key)| key);
+            let stored = self.get_raw(Space::Received, key).await?;
+            let expect = stored.filter(|bytes| {
+                match decode::<ReceivedRating>(Space::Received, key, bytes) {
+                    Ok(r) => settled_entry(&r).as_deref() == Some(entry.as_str()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a settled received rating cannot be read; kept");
+                        false
+                    }
+                }
+            });
+            let gone = match self {
+                Store::Embedded(s) => {
+                    s.forget(Space::Received, key, expect, Space::Settled, entry)
+                        .await?
+                }
+                Store::Redis(s) => s.forget_settled(key, expect, entry).await?,
+            };
+            forgotten += usize::from(gone);
+        }
+        Ok((entries.len(), forgotten))
+    }
+
     /// Stores a settled received /rating that owes work again (its answer goes out once more,
     /// [`crate::bpp::sender::answer_repeat`]), marked owed by this instance first.
     pub async fn reopen_received(&self, r: &ReceivedRating) -> Result<(), StoreError> {
@@ -437,7 +500,7 @@ impl Store {
                     .await
             }
             Store::Redis(s) => s
-                .put_marked(Space::Received, &key, encode(r), Owed::Mark, false)
+                .put_marked(Space::Received, &key, encode(r), Owed::Mark, false, None)
                 .await
                 .map(drop),
         }
@@ -736,9 +799,11 @@ impl AnswerHolder {
     }
 }
 
-/// The marks a write of `r` sets or clears: [`Space::Owed`], as `r` owes work or not; and
+/// The marks a write of `r` sets or clears: [`Space::Owed`], as `r` owes work or not;
 /// [`Space::Awaiting`], set while `r` is held for the seller platform's answer, cleared when
-/// `settled` (the write that ends the hold).
+/// `settled` (the write that ends the hold); and [`Space::Settled`], set once its `/on_rating`
+/// was sent or given up (an entry of an earlier settling is left to
+/// [`Store::forget_settled`], which tells it from the record's own).
 fn marks(r: &ReceivedRating, settled: bool) -> embedded::Marks {
     let owed = embedded::Mark {
         space: Space::Owed,
@@ -751,7 +816,26 @@ fn marks(r: &ReceivedRating, settled: bool) -> embedded::Marks {
         set: held,
         key: Some(awaiting_entry(r)),
     });
-    [Some(owed), awaiting]
+    let ended = settled_entry(r).map(|entry| embedded::Mark {
+        space: Space::Settled,
+        set: true,
+        key: Some(entry),
+    });
+    [Some(owed), awaiting, ended]
+}
+
+/// `r`'s entry in [`Space::Settled`] once its `/on_rating` was sent or given up: the time it
+/// settled in milliseconds, 13 digits (entries sort in the order ratings settled), then its key.
+fn settled_entry(r: &ReceivedRating) -> Option<String> {
+    if !matches!(r.on_rating, DeliveryStatus::Sent | DeliveryStatus::Failed) {
+        return None;
+    }
+    let at = crate::clock::parse_timestamp(r.settled_at.as_deref()?)?;
+    Some(format!(
+        "{:013}|{}",
+        at.timestamp_millis().max(0),
+        received_key(&r.context.bap_id, &r.context.message_id)
+    ))
 }
 
 /// How old an entry of [`Space::Awaiting`] without its record must be to count as left by a
@@ -835,6 +919,7 @@ mod tests {
                 set: true,
                 key: None,
             }),
+            None,
             None,
         ];
         s.put(Space::Received, "buyer|broken", b"{".to_vec(), mark)

@@ -188,6 +188,10 @@ pub struct ReceivedRating {
     /// `message.*`.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub single: bool,
+    /// When its `/on_rating` was sent or given up (ONDC timestamp); None while one is owed or
+    /// held for the seller platform. `seller.retention_days` counts from it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub settled_at: Option<String>,
 }
 
 impl ReceivedRating {

@@ -63,6 +63,16 @@ end
 return 0
 "#;
 
+/// Compare-and-delete. KEYS[1] the key; ARGV[1] the value it must hold. Returns 1 when it held
+/// ARGV[1] and is gone, else 0.
+const FORGET: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#;
+
 /// One server (a connection manager that reconnects) or a cluster (a connection that follows
 /// the slot map and its changes).
 #[derive(Clone)]
@@ -153,6 +163,7 @@ pub struct RedisStore {
     prefix: String,
     claim: redis::Script,
     replace: redis::Script,
+    forget: redis::Script,
     /// This process's id among the instances sharing the keyspace (see the module docs).
     instance: String,
     /// When this instance's last heartbeat that was stored began, in milliseconds since
@@ -221,6 +232,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             claim: redis::Script::new(CLAIM),
             replace: redis::Script::new(REPLACE),
+            forget: redis::Script::new(FORGET),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             beaten_at: Default::default(),
         }
@@ -558,18 +570,86 @@ impl RedisStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let mut c = self.conn();
         let from = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-        redis::cmd("ZRANGEBYLEX")
-            .arg(self.awaiting_key())
-            .arg(from)
-            .arg("+")
+        self.first_in_range("ZRANGEBYLEX", self.awaiting_key(), &from, "+", limit)
+            .await
+    }
+
+    /// The first `limit` members of the sorted set `key` from `min` to `max`, as `range` (a
+    /// `ZRANGEBYLEX` or `ZRANGEBYSCORE`) reads them.
+    async fn first_in_range(
+        &self,
+        range: &str,
+        key: String,
+        min: &str,
+        max: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn();
+        redis::cmd(range)
+            .arg(key)
+            .arg(min)
+            .arg(max)
             .arg("LIMIT")
             .arg(0)
             .arg(limit)
             .query_async(&mut c)
             .await
             .map_err(|e| self.lost(e))
+    }
+
+    /// The sorted set of the received ratings settled, their entries scored by the time they
+    /// settled in milliseconds.
+    fn settled_key(&self) -> String {
+        format!("{}{}", self.prefix, Space::Settled.name())
+    }
+
+    /// Lists `entry` (`{ms}|{key}`) among the settled received ratings.
+    pub(super) async fn index_settled(&self, entry: &str) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        c.zadd::<_, _, _, ()>(self.settled_key(), entry, entry_ms(entry))
+            .await
+            .map_err(|e| self.lost(e))
+    }
+
+    /// Up to `limit` entries of the settled received ratings that settled before `cutoff_ms`,
+    /// oldest first.
+    pub(super) async fn settled_before(
+        &self,
+        cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let before = format!("({cutoff_ms}");
+        self.first_in_range("ZRANGEBYSCORE", self.settled_key(), "-inf", &before, limit)
+            .await
+    }
+
+    /// Removes the received rating at `key` when it holds exactly `expect` (true when it did),
+    /// then its settled entry `entry`.
+    pub(super) async fn forget_settled(
+        &self,
+        key: &str,
+        expect: Option<Vec<u8>>,
+        entry: &str,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn();
+        let gone = match expect {
+            Some(expect) => {
+                let gone: i64 = self
+                    .forget
+                    .key(self.key(Space::Received, key))
+                    .arg(expect)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(|e| self.lost(e))?;
+                gone == 1
+            }
+            None => false,
+        };
+        c.zrem::<_, _, ()>(self.settled_key(), entry)
+            .await
+            .map_err(|e| self.lost(e))?;
+        Ok(gone)
     }
 
     /// Says this instance is alive for [`ALIVE_FOR`] more, and lists it among the instances
@@ -598,8 +678,9 @@ impl RedisStore {
     }
 
     /// Puts `value` at `key` (with `put_new`, unless it is there: true when it was not), marked
-    /// owed by this instance first ([`Owed::Mark`]) or unmarked after ([`Owed::Unmark`]). A
-    /// mark added for a put that `put_new` refused (a repeat) is removed again.
+    /// owed by this instance first ([`Owed::Mark`]) or unmarked after ([`Owed::Unmark`]), and
+    /// with `settled` listed among the settled ratings after. A mark added for a put that
+    /// `put_new` refused (a repeat) is removed again.
     pub(super) async fn put_marked(
         &self,
         space: Space,
@@ -607,6 +688,7 @@ impl RedisStore {
         value: Vec<u8>,
         owed: Owed,
         put_new: bool,
+        settled: Option<&str>,
     ) -> Result<bool, StoreError> {
         let record = self.key(space, key);
         let owed_key = self.owed_of(&self.instance);
@@ -623,6 +705,11 @@ impl RedisStore {
         mark.arg(&owed_key).arg(now_ms()).arg(key);
         let mut unmark = redis::cmd("ZREM");
         unmark.arg(&owed_key).arg(key);
+        let index = settled.map(|entry| {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(self.settled_key()).arg(entry_ms(entry)).arg(entry);
+            zadd
+        });
         let lost = |e| self.lost(e);
         let (added, done): (i64, Option<String>) = match (&c, owed) {
             // One round trip: a server runs a pipeline's commands in order.
@@ -634,6 +721,9 @@ impl RedisStore {
             (Conn::Single(_), Owed::Unmark) => {
                 let mut pipe = redis::pipe();
                 pipe.add_command(set).add_command(unmark).ignore();
+                if let Some(index) = index {
+                    pipe.add_command(index).ignore();
+                }
                 let (done,) = pipe.query_async(&mut c).await.map_err(lost)?;
                 (0, done)
             }
@@ -645,6 +735,9 @@ impl RedisStore {
             (Conn::Cluster(_), Owed::Unmark) => {
                 let done = set.query_async(&mut c).await.map_err(lost)?;
                 unmark.query_async::<()>(&mut c).await.map_err(lost)?;
+                if let Some(index) = index {
+                    index.query_async::<()>(&mut c).await.map_err(lost)?;
+                }
                 (0, done)
             }
         };
@@ -741,6 +834,14 @@ fn since_start() -> u64 {
         .elapsed()
         .as_millis() as u64
         + 1
+}
+
+/// The milliseconds an index entry `{ms}|...` names (0 when none).
+fn entry_ms(entry: &str) -> i64 {
+    entry
+        .split_once('|')
+        .and_then(|(ms, _)| ms.parse().ok())
+        .unwrap_or(0)
 }
 
 fn now_ms() -> i64 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ondc_rating::store::{DeliveryStatus, ReceivedRating, Store};
 
 use crate::helpers::*;
-use crate::shared_stores;
+use crate::{both_stores, shared_stores};
 
 /// A received rating still owing its /on_rating.
 fn owing(message_id: &str) -> ReceivedRating {
@@ -231,4 +231,127 @@ async fn redis_an_awaiting_entry_a_crash_left_is_dropped_once_old() {
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.contains(&coming), "{left:?}");
     assert!(left.iter().any(|e| e.ends_with("|m-held")), "{left:?}");
+}
+
+/// `r` settled (its /on_rating sent, or given up when `failed`) at `at`.
+fn settled_at(
+    mut r: ReceivedRating,
+    at: chrono::DateTime<chrono::Utc>,
+    failed: bool,
+) -> ReceivedRating {
+    r.on_rating = if failed {
+        DeliveryStatus::Failed
+    } else {
+        DeliveryStatus::Sent
+    };
+    r.settled_at = Some(ondc_rating::clock::ondc_timestamp(at));
+    r
+}
+
+both_stores!(settled_ratings_are_forgotten_past_the_cutoff_and_no_others);
+
+/// Past the cutoff the ratings settled before it go, whether their /on_rating was sent or given
+/// up; one owing work, one held for the platform, one a repeat reopened since (owing again) and
+/// one settled again since (under its later time) stay; a page of entries at a time.
+async fn settled_ratings_are_forgotten_past_the_cutoff_and_no_others(backend: Backend) {
+    let fixture = StoreFixture::new(backend);
+    let store = Store::open(&fixture.settings("seller")).await.unwrap();
+    let t0 = chrono::Utc::now();
+    let day = chrono::Duration::days(1);
+    let hour = chrono::Duration::hours(1);
+    let bap = owing("m").context.bap_id;
+    let mut held = owing("m-held");
+    held.on_rating = DeliveryStatus::Awaiting;
+    for r in [
+        owing("m-sent"),
+        owing("m-failed"),
+        owing("m-owing"),
+        held.clone(),
+        owing("m-reopened"),
+        owing("m-again"),
+    ] {
+        assert!(store.insert_received(&r).await.unwrap());
+    }
+    store
+        .put_received(&settled_at(owing("m-sent"), t0, false))
+        .await
+        .unwrap();
+    store
+        .put_received(&settled_at(owing("m-failed"), t0 + hour, true))
+        .await
+        .unwrap();
+    // Settled, then reopened by a repeat: it owes its /on_rating again.
+    let reopened = settled_at(owing("m-reopened"), t0, true);
+    store.put_received(&reopened).await.unwrap();
+    let mut again = reopened.clone();
+    again.on_rating = DeliveryStatus::Pending;
+    again.settled_at = None;
+    store.reopen_received(&again).await.unwrap();
+    // Settled, reopened and settled again two days later.
+    store
+        .put_received(&settled_at(owing("m-again"), t0, false))
+        .await
+        .unwrap();
+    store.reopen_received(&owing("m-again")).await.unwrap();
+    store
+        .put_received(&settled_at(owing("m-again"), t0 + day * 2, false))
+        .await
+        .unwrap();
+
+    // Nothing settled before the first one's time.
+    assert_eq!(store.forget_settled(t0 - hour, 2).await.unwrap(), (0, 0));
+    // A day on, in pages of two: four entries due (two of them left by a repeat), two records.
+    let mut looked_at = 0;
+    let mut gone = 0;
+    loop {
+        let (n, g) = store.forget_settled(t0 + day, 2).await.unwrap();
+        looked_at += n;
+        gone += g;
+        if n < 2 {
+            break;
+        }
+    }
+    assert_eq!((looked_at, gone), (4, 2));
+    for (id, kept) in [
+        ("m-sent", false),
+        ("m-failed", false),
+        ("m-owing", true),
+        ("m-held", true),
+        ("m-reopened", true),
+        ("m-again", true),
+    ] {
+        let stored = store.get_received(&bap, id).await.unwrap();
+        assert_eq!(stored.is_some(), kept, "{id}");
+    }
+    assert_eq!(
+        store
+            .get_received(&bap, "m-reopened")
+            .await
+            .unwrap()
+            .unwrap()
+            .on_rating,
+        DeliveryStatus::Pending
+    );
+    assert_eq!(store.forget_settled(t0 + day, 10).await.unwrap(), (0, 0));
+    // Three days on, the one settled again goes too; the others never settled stay.
+    assert_eq!(
+        store.forget_settled(t0 + day * 3, 10).await.unwrap(),
+        (1, 1)
+    );
+    assert!(store.get_received(&bap, "m-again").await.unwrap().is_none());
+    for id in ["m-owing", "m-held", "m-reopened"] {
+        assert!(
+            store.get_received(&bap, id).await.unwrap().is_some(),
+            "{id}"
+        );
+    }
+    // The owed index is untouched by forgetting: what still owes work is taken up.
+    let mut owed = store.take_over_owed().await.unwrap();
+    owed.sort();
+    if backend == Backend::Embedded {
+        assert_eq!(
+            owed,
+            [key_of(&owing("m-owing")), key_of(&owing("m-reopened"))]
+        );
+    }
 }

@@ -1484,3 +1484,93 @@ async fn the_platform_lists_the_ratings_held_for_its_answer(backend: Backend) {
 }
 
 both_stores!(the_platform_lists_the_ratings_held_for_its_answer);
+
+/// With `seller.retention_days`, a received rating is forgotten that many days after its
+/// /on_rating went (answered by the platform, or refused by the checks and answered at once):
+/// its read-back is 404, the metric counts it, and the same /rating sent again is taken as new.
+/// A rating still held for the platform's answer is kept however old.
+async fn settled_ratings_are_forgotten_after_the_retention_days(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let clock = ondc_rating::clock::FixedClock::at_millis(chrono::Utc::now().timestamp_millis());
+    let seller = Seller::start_clocked(&store, "seller", vec![bap.peer()], clock.clone(), |s| {
+        platform_answers(s);
+        s.seller.retention_days = 30;
+        s.seller.retention_sweep_ms = 20;
+    })
+    .await;
+    let buyer = ScriptedBuyer::start().await;
+    for id in ["m-k1", "m-k2"] {
+        rate_order_one(&seller, &bap, &buyer, id).await;
+    }
+    let refused = rating_to(
+        &bap,
+        &buyer.bap_uri(),
+        &seller,
+        "m-k3",
+        ratings(&[("Order", "O-1", "9")]),
+    );
+    rate(&seller, &bap, &refused).await;
+    assert_eq!(seller.answer("buyer.test", "m-k1", "{}").await.0, 200);
+    let answered = settled(&seller, "m-k1").await;
+    assert_eq!(answered["onRating"], "sent");
+    assert_eq!(
+        answered["settledAt"].as_str().map(|t| t.len()),
+        Some(24),
+        "{answered}"
+    );
+    assert_eq!(settled(&seller, "m-k3").await["onRating"], "sent");
+
+    // A day short of the retention, swept many times over: all kept.
+    clock.advance_millis(29 * 86_400_000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in ["m-k1", "m-k2", "m-k3"] {
+        assert_eq!(seller.received("buyer.test", id).await.0, 200, "{id}");
+    }
+    // Past it: the two settled ones go; the one held for the platform stays, and listed.
+    clock.advance_millis(86_400_000 + 60_000);
+    let mut gone = false;
+    for _ in 0..200 {
+        gone = seller.received("buyer.test", "m-k1").await.0 == 404
+            && seller.received("buyer.test", "m-k3").await.0 == 404;
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the settled ratings were not forgotten");
+    let (status, held) = seller.received("buyer.test", "m-k2").await;
+    assert_eq!(
+        (status, &held["rating"]["onRating"]),
+        (200, &json!("awaiting"))
+    );
+    let (_, page) = listed(&seller, "onRating=awaiting").await;
+    assert_eq!(ids_of(&page), ["m-k2"]);
+    let text = metrics(&seller.app.base).await;
+    assert_eq!(
+        sample(&text, "ondc_rating_received_forgotten_total"),
+        Some(2.0)
+    );
+
+    // The same /rating again, stamped now (the clock's now), is a new one to the seller side.
+    let now = clock.now();
+    let mut again: Value = serde_json::from_slice(&rating_body_at(
+        &bap,
+        &buyer.bap_uri(),
+        &seller.identity.id,
+        &format!("{}/bpp", seller.app.base),
+        "m-k1",
+        now,
+    ))
+    .unwrap();
+    again["message"] = ratings(&[("Order", "O-1", "5")]);
+    let again = serde_json::to_vec(&again).unwrap();
+    let header = bap.sign_at(&again, now.timestamp());
+    let (status, body) =
+        post_with_header(&seller.http, &seller.rating_url(), Some(&header), &again).await;
+    assert_eq!((status, body), (200, ack_body()));
+    let (_, page) = listed(&seller, "onRating=awaiting").await;
+    assert_eq!(ids_of(&page), ["m-k2", "m-k1"]);
+}
+
+both_stores!(settled_ratings_are_forgotten_after_the_retention_days);
