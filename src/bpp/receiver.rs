@@ -17,7 +17,7 @@ use crate::http::error::{ApiCode, ApiError};
 use crate::http::network::{SELLER, accept_inbound, ack, nack};
 use crate::protocol::rating::parse_inbound;
 use crate::protocol::{Action, Context, NackCode};
-use crate::store::{AnswerHolder, DeliveryStatus, ReceivedRating, Verdict, received_key};
+use crate::store::{AnswerHolder, DeliveryStatus, ReceivedRating, Space, Verdict, received_key};
 
 use super::checks::first_problem;
 use super::sender::{Job, apply_answer, send, template_form};
@@ -224,20 +224,21 @@ async fn handle(
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
-    /// Which ratings: `awaiting` (the only list kept).
+    /// Which ratings: `awaiting` (those held for the platform's answer); without it, all.
     #[serde(rename = "onRating")]
-    on_rating: String,
+    on_rating: Option<String>,
     /// At most this many (1 to 1000; 100 without it).
     limit: Option<String>,
     /// The `next` of the page before.
     after: Option<String>,
 }
 
-/// `GET /internal/seller/ratings?onRating=awaiting[&limit=N][&after=NEXT]`: the seller platform
-/// reads the received ratings held for its answer (`seller.on_rating = "platform"`), in the order
-/// they arrived, whether their ttl has passed or not (an answer after it is kept for the buyer's
-/// repeat). A page ends with `next` when more may follow: the `after` of the next page. The way
-/// to hear of ratings for a platform that takes no webhook.
+/// `GET /internal/seller/ratings[?onRating=awaiting][&limit=N][&after=NEXT]`: the seller
+/// platform reads the received ratings, in the order they arrived: every one (a feed to read from
+/// where it left off, which a webhook that failed or a platform that takes none needs), or with
+/// `onRating=awaiting` those held for its answer (`seller.on_rating = "platform"`), whether their
+/// ttl has passed or not (an answer after it is kept for the buyer's repeat). A page ends with
+/// `next` when more may follow: the `after` of the next page.
 pub async fn list_received(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -246,12 +247,16 @@ pub async fn list_received(
     let q = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::new(ApiCode::ValidationFailed, format!("query: {e}")))?
         .into_inner();
-    if q.on_rating != "awaiting" {
-        return Err(ApiError::new(
-            ApiCode::ValidationFailed,
-            "onRating: only \"awaiting\" is listed",
-        ));
-    }
+    let list = match q.on_rating.as_deref() {
+        None => Space::Arrived,
+        Some("awaiting") => Space::Awaiting,
+        Some(_) => {
+            return Err(ApiError::new(
+                ApiCode::ValidationFailed,
+                "onRating: only \"awaiting\" is listed apart (without it, every rating is)",
+            ));
+        }
+    };
     let limit = match q.limit.as_deref().map(str::parse::<usize>) {
         None => 100,
         Some(Ok(n)) if (1..=1000).contains(&n) => n,
@@ -262,7 +267,7 @@ pub async fn list_received(
             ));
         }
     };
-    let (ratings, next) = state.store.awaiting(q.after.as_deref(), limit).await?;
+    let (ratings, next) = state.store.listed(list, q.after.as_deref(), limit).await?;
     let mut body = serde_json::json!({ "ratings": ratings });
     if let Some(next) = next {
         body["next"] = next.into();

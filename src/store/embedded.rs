@@ -28,7 +28,7 @@ fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 13] = [
+const ALL: [Space; 14] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
@@ -41,6 +41,7 @@ const ALL: [Space; 13] = [
     Space::ListingFeedback,
     Space::Owed,
     Space::Awaiting,
+    Space::Arrived,
     Space::Settled,
 ];
 
@@ -56,8 +57,8 @@ pub struct EmbeddedStore {
 
 /// A key set or cleared in `space` together with a write of a record, in its transaction: an
 /// index of the records in some state (owing work, [`Space::Owed`]; held for the seller
-/// platform's answer, [`Space::Awaiting`]; settled, [`Space::Settled`]), never out of step with
-/// them.
+/// platform's answer, [`Space::Awaiting`]; settled, [`Space::Settled`]) or of all of them in
+/// order ([`Space::Arrived`]), never out of step with them.
 #[derive(Debug, Clone)]
 pub struct Mark {
     /// The index.
@@ -69,10 +70,10 @@ pub struct Mark {
 }
 
 /// The marks one write sets or clears.
-pub type Marks = [Option<Mark>; 3];
+pub type Marks = [Option<Mark>; 4];
 
 /// No marks.
-pub const NO_MARKS: Marks = [None, None, None];
+pub const NO_MARKS: Marks = [None, None, None, None];
 
 /// One write, as the writer thread applies it.
 enum Write {
@@ -105,13 +106,12 @@ enum Write {
         message_id: String,
         index_value: String,
     },
-    /// Removes the index entry `entry` of `index`, and the record at `key` in `space` with it
-    /// if the key holds exactly `expect`.
+    /// Removes the entry `entry` of [`Space::Settled`]; with `due` (the bytes the received
+    /// rating at `key` must hold, its entry in [`Space::Arrived`]), that rating and its arrival
+    /// too if it holds exactly those bytes.
     Forget {
-        space: Space,
         key: String,
-        expect: Option<Vec<u8>>,
-        index: Space,
+        due: Option<(Vec<u8>, String)>,
         entry: String,
     },
 }
@@ -239,16 +239,10 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
                 .map_err(unavailable)?;
             Ok(Outcome::Claimed(None))
         }
-        Write::Forget {
-            space,
-            key,
-            expect,
-            index,
-            entry,
-        } => {
-            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
-            let holds = match &expect {
-                Some(expect) => t
+        Write::Forget { key, due, entry } => {
+            let mut t = tx.open_table(table(Space::Received)).map_err(unavailable)?;
+            let holds = match &due {
+                Some((expect, _)) => t
                     .get(key.as_str())
                     .map_err(unavailable)?
                     .is_some_and(|v| v.value() == expect.as_slice()),
@@ -258,8 +252,13 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
                 t.remove(key.as_str()).map_err(unavailable)?;
             }
             drop(t);
-            let mut t = tx.open_table(table(index)).map_err(unavailable)?;
+            let mut t = tx.open_table(table(Space::Settled)).map_err(unavailable)?;
             t.remove(entry.as_str()).map_err(unavailable)?;
+            drop(t);
+            if let Some((_, arrived)) = due.filter(|_| holds) {
+                let mut t = tx.open_table(table(Space::Arrived)).map_err(unavailable)?;
+                t.remove(arrived.as_str()).map_err(unavailable)?;
+            }
             Ok(Outcome::Inserted(holds))
         }
     }
@@ -500,21 +499,18 @@ impl EmbeddedStore {
         }
     }
 
-    /// Removes `entry` from `index`, and with it the record at `key` in `space` when that holds
-    /// exactly `expect` (true when it did and is gone); in one commit.
+    /// Removes `entry` from [`Space::Settled`], and with it, given `due` (the bytes it must
+    /// hold, its arrival entry), the received rating at `key` and its arrival when it holds
+    /// exactly those bytes (true when it did and is gone); in one commit.
     pub(super) async fn forget(
         &self,
-        space: Space,
         key: &str,
-        expect: Option<Vec<u8>>,
-        index: Space,
+        due: Option<(Vec<u8>, String)>,
         entry: &str,
     ) -> Result<bool, StoreError> {
         let write = Write::Forget {
-            space,
             key: key.to_owned(),
-            expect,
-            index,
+            due,
             entry: entry.to_owned(),
         };
         match self.write(write).await? {
@@ -706,6 +702,7 @@ mod tests {
                     set,
                     key: None,
                 }),
+                None,
                 None,
                 None,
             ]

@@ -82,6 +82,10 @@ pub enum Space {
     /// ([`Store::awaiting`]); set and cleared in the commit of each write of the rating (Redis:
     /// one sorted set of them, read in lexical order).
     Awaiting,
+    /// `{received ms, 13 digits}|{bap_id}|{message_id}` -> nothing: every received rating, in
+    /// the order they arrived ([`Store::listed`]); set in the commit that inserts it, cleared in
+    /// the one that forgets it (Redis: one sorted set of them, read in lexical order).
+    Arrived,
     /// `{settled ms, 13 digits}|{bap_id}|{message_id}` -> nothing: the received ratings whose
     /// `/on_rating` was sent or given up, in the order they settled, for `seller.retention_days`
     /// ([`Store::forget_settled`]); set in the commit of the settling write (Redis: one sorted
@@ -107,6 +111,7 @@ impl Space {
             Space::Alive => "alive",
             Space::Owed => "owed",
             Space::Awaiting => "awaiting",
+            Space::Arrived => "arrived",
             Space::Settled => "settled",
         }
     }
@@ -322,25 +327,35 @@ impl Store {
         let key = received_key(&r.context.bap_id, &r.context.message_id);
         match self {
             Store::Embedded(s) => {
-                s.put_new(Space::Received, &key, encode(r), marks(r, false))
-                    .await
+                let mut marks = marks(r, false);
+                marks[3] = Some(embedded::Mark {
+                    space: Space::Arrived,
+                    set: true,
+                    key: Some(arrival_entry(r)),
+                });
+                s.put_new(Space::Received, &key, encode(r), marks).await
             }
             Store::Redis(s) => {
                 // Listed before the record (and unlisted again when it was a repeat), as owed
                 // work is marked: a record held for the platform is never unlisted.
-                let listed = (r.on_rating == DeliveryStatus::Awaiting).then(|| awaiting_entry(r));
-                let added = match &listed {
-                    Some(entry) => s.list_awaiting(entry).await?,
-                    None => false,
-                };
-                let inserted = if r.owes_work() {
-                    s.put_marked(Space::Received, &key, encode(r), Owed::Mark, true, None)
-                        .await?
+                let entry = arrival_entry(r);
+                let held = r.on_rating == DeliveryStatus::Awaiting;
+                let added = held && s.list_awaiting(&entry).await?;
+                let owed = if r.owes_work() {
+                    Owed::Mark
                 } else {
-                    s.put_new(Space::Received, &key, encode(r)).await?
+                    Owed::Keep
                 };
-                if let Some(entry) = listed.filter(|_| added && !inserted) {
-                    s.unlist_awaiting(&entry).await?;
+                let (inserted, arrived) = s
+                    .put_listed(Space::Received, &key, encode(r), owed, &entry)
+                    .await?;
+                if !inserted {
+                    if added {
+                        s.unlist_awaiting(&entry).await?;
+                    }
+                    if arrived {
+                        s.unlist(Space::Arrived, &entry).await?;
+                    }
                 }
                 Ok(inserted)
             }
@@ -388,25 +403,28 @@ impl Store {
             .await?;
         }
         if r.on_rating == DeliveryStatus::Awaiting {
-            s.list_awaiting(&awaiting_entry(r)).await?;
+            s.list_awaiting(&arrival_entry(r)).await?;
         } else if settled {
-            s.unlist_awaiting(&awaiting_entry(r)).await?;
+            s.unlist_awaiting(&arrival_entry(r)).await?;
         }
         Ok(())
     }
 
-    /// Up to `limit` received ratings held for the seller platform's answer, in the order they
+    /// Up to `limit` received ratings of `list` ([`Space::Arrived`]: every one;
+    /// [`Space::Awaiting`]: those held for the seller platform's answer), in the order they
     /// arrived, from the one after the list entry `after`; with the entry of the last one looked
-    /// at when the list may go on. Entries whose rating is held no more are skipped (and, with
+    /// at when the list may go on. Entries whose rating is listed no more are skipped (and, with
     /// Redis, where a crash may leave one behind, removed).
-    pub async fn awaiting(
+    pub async fn listed(
         &self,
+        list: Space,
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<ReceivedRating>, Option<String>), StoreError> {
+        debug_assert!(matches!(list, Space::Arrived | Space::Awaiting));
         let entries = match self {
-            Store::Embedded(s) => s.keys_after(Space::Awaiting, after, limit).await?,
-            Store::Redis(s) => s.awaiting_after(after, limit).await?,
+            Store::Embedded(s) => s.keys_after(list, after, limit).await?,
+            Store::Redis(s) => s.listed_after(list, after, limit).await?,
         };
         let next = (entries.len() == limit)
             .then(|| entries.last().cloned())
@@ -417,12 +435,19 @@ impl Store {
                 continue;
             };
             match self.get::<ReceivedRating>(Space::Received, key).await {
-                Ok(Some(r)) if r.on_rating == DeliveryStatus::Awaiting => held.push(r),
-                // Held no more: the crash of an instance between the record's write and the
-                // entry's removal.
+                Ok(Some(r))
+                    if match list {
+                        Space::Awaiting => r.on_rating == DeliveryStatus::Awaiting,
+                        _ => arrival_entry(&r) == entry,
+                    } =>
+                {
+                    held.push(r)
+                }
+                // Held no more, or a repeat's arrival: the crash of an instance between the
+                // record's write and the entry's removal.
                 Ok(Some(_)) => {
                     if let Store::Redis(s) = self {
-                        s.unlist_awaiting(&entry).await?;
+                        s.unlist(list, &entry).await?;
                     }
                 }
                 // Not written yet (its insert is under way), or, once older than any insert
@@ -431,11 +456,11 @@ impl Store {
                     if let Store::Redis(s) = self
                         && entry_age(&entry) > ABANDONED_AFTER
                     {
-                        s.unlist_awaiting(&entry).await?;
+                        s.unlist(list, &entry).await?;
                     }
                 }
                 Err(StoreError::Corrupt(e)) => {
-                    tracing::error!(error = %e, "a received rating awaiting an answer cannot be read");
+                    tracing::error!(error = %e, "a listed received rating cannot be read");
                 }
                 Err(e) => return Err(e),
             }
@@ -468,21 +493,22 @@ impl Store {
         for entry in &entries {
             let key = entry.split_once('|').map_or("", |(_, key)| key);
             let stored = self.get_raw(Space::Received, key).await?;
-            let expect = stored.filter(|bytes| {
-                match decode::<ReceivedRating>(Space::Received, key, bytes) {
-                    Ok(r) => settled_entry(&r).as_deref() == Some(entry.as_str()),
+            // The record as it was settled under this entry, and its arrival.
+            let due = stored.and_then(|bytes| {
+                match decode::<ReceivedRating>(Space::Received, key, &bytes) {
+                    Ok(r) if settled_entry(&r).as_deref() == Some(entry.as_str()) => {
+                        Some((bytes, arrival_entry(&r)))
+                    }
+                    Ok(_) => None,
                     Err(e) => {
                         tracing::error!(error = %e, "a settled received rating cannot be read; kept");
-                        false
+                        None
                     }
                 }
             });
             let gone = match self {
-                Store::Embedded(s) => {
-                    s.forget(Space::Received, key, expect, Space::Settled, entry)
-                        .await?
-                }
-                Store::Redis(s) => s.forget_settled(key, expect, entry).await?,
+                Store::Embedded(s) => s.forget(key, due, entry).await?,
+                Store::Redis(s) => s.forget_settled(key, due, entry).await?,
             };
             forgotten += usize::from(gone);
         }
@@ -814,14 +840,14 @@ fn marks(r: &ReceivedRating, settled: bool) -> embedded::Marks {
     let awaiting = (held || settled).then(|| embedded::Mark {
         space: Space::Awaiting,
         set: held,
-        key: Some(awaiting_entry(r)),
+        key: Some(arrival_entry(r)),
     });
     let ended = settled_entry(r).map(|entry| embedded::Mark {
         space: Space::Settled,
         set: true,
         key: Some(entry),
     });
-    [Some(owed), awaiting, ended]
+    [Some(owed), awaiting, ended, None]
 }
 
 /// `r`'s entry in [`Space::Settled`] once its `/on_rating` was sent or given up: the time it
@@ -838,8 +864,8 @@ fn settled_entry(r: &ReceivedRating) -> Option<String> {
     ))
 }
 
-/// How old an entry of [`Space::Awaiting`] without its record must be to count as left by a
-/// crash: far longer than the two writes of an insert take.
+/// How old an entry of [`Space::Awaiting`] or [`Space::Arrived`] without its record must be to
+/// count as left by a crash: far longer than the two writes of an insert take.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The time since the arrival an entry of [`Space::Awaiting`] names (zero when it names none
@@ -854,9 +880,9 @@ fn entry_age(entry: &str) -> std::time::Duration {
         .unwrap_or_default()
 }
 
-/// `r`'s entry in [`Space::Awaiting`]: its arrival in milliseconds, 13 digits (so entries sort
-/// in the order ratings arrived), then its key.
-fn awaiting_entry(r: &ReceivedRating) -> String {
+/// `r`'s entry in [`Space::Arrived`] and [`Space::Awaiting`]: its arrival in milliseconds, 13
+/// digits (so entries sort in the order ratings arrived), then its key.
+fn arrival_entry(r: &ReceivedRating) -> String {
     let ms = crate::clock::parse_timestamp(&r.received_at)
         .map(|t| t.timestamp_millis().max(0))
         .unwrap_or(0);
@@ -919,6 +945,7 @@ mod tests {
                 set: true,
                 key: None,
             }),
+            None,
             None,
             None,
         ];

@@ -178,6 +178,8 @@ pub(super) enum Owed {
     Mark,
     /// Removes this instance's mark, after the write.
     Unmark,
+    /// Leaves the marks as they are.
+    Keep,
 }
 
 /// Connect and response timeout of every Redis call.
@@ -539,17 +541,11 @@ impl RedisStore {
         format!("{}owing", self.prefix)
     }
 
-    /// The sorted set of the received ratings held for the seller platform's answer: every
-    /// member scored 0, so they read in lexical order, the order of their arrival.
-    fn awaiting_key(&self) -> String {
-        format!("{}{}", self.prefix, Space::Awaiting.name())
-    }
-
     /// Lists `entry` among the ratings awaiting the platform's answer; true when it was not.
     pub(super) async fn list_awaiting(&self, entry: &str) -> Result<bool, StoreError> {
         let mut c = self.conn();
         let added: i64 = c
-            .zadd(self.awaiting_key(), entry, 0)
+            .zadd(self.list_key(Space::Awaiting), entry, 0)
             .await
             .map_err(|e| self.lost(e))?;
         Ok(added == 1)
@@ -557,21 +553,32 @@ impl RedisStore {
 
     /// Removes `entry` from the ratings awaiting the platform's answer.
     pub(super) async fn unlist_awaiting(&self, entry: &str) -> Result<(), StoreError> {
+        self.unlist(Space::Awaiting, entry).await
+    }
+
+    /// The sorted set of a list of received ratings in lexical order ([`Space::Awaiting`],
+    /// [`Space::Arrived`]), every member scored 0.
+    fn list_key(&self, list: Space) -> String {
+        format!("{}{}", self.prefix, list.name())
+    }
+
+    /// Removes `entry` from `list`.
+    pub(super) async fn unlist(&self, list: Space, entry: &str) -> Result<(), StoreError> {
         let mut c = self.conn();
-        c.zrem::<_, _, ()>(self.awaiting_key(), entry)
+        c.zrem::<_, _, ()>(self.list_key(list), entry)
             .await
             .map_err(|e| self.lost(e))
     }
 
-    /// Up to `limit` entries of the ratings awaiting the platform's answer after `after` (from
-    /// the first without it), in order.
-    pub(super) async fn awaiting_after(
+    /// Up to `limit` entries of `list` after `after` (from the first without it), in order.
+    pub(super) async fn listed_after(
         &self,
+        list: Space,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let from = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-        self.first_in_range("ZRANGEBYLEX", self.awaiting_key(), &from, "+", limit)
+        self.first_in_range("ZRANGEBYLEX", self.list_key(list), &from, "+", limit)
             .await
     }
 
@@ -624,28 +631,30 @@ impl RedisStore {
             .await
     }
 
-    /// Removes the received rating at `key` when it holds exactly `expect` (true when it did),
-    /// then its settled entry `entry`.
+    /// Given `due` (the bytes it must hold, its arrival entry), removes the received rating at
+    /// `key` when it holds exactly those bytes (true when it did), then its arrival entry; then,
+    /// either way, the settled entry `entry`.
     pub(super) async fn forget_settled(
         &self,
         key: &str,
-        expect: Option<Vec<u8>>,
+        due: Option<(Vec<u8>, String)>,
         entry: &str,
     ) -> Result<bool, StoreError> {
         let mut c = self.conn();
-        let gone = match expect {
-            Some(expect) => {
-                let gone: i64 = self
-                    .forget
-                    .key(self.key(Space::Received, key))
-                    .arg(expect)
-                    .invoke_async(&mut c)
-                    .await
-                    .map_err(|e| self.lost(e))?;
-                gone == 1
+        let mut gone = false;
+        if let Some((expect, arrived)) = due {
+            let removed: i64 = self
+                .forget
+                .key(self.key(Space::Received, key))
+                .arg(expect)
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| self.lost(e))?;
+            gone = removed == 1;
+            if gone {
+                self.unlist(Space::Arrived, &arrived).await?;
             }
-            None => false,
-        };
+        }
         c.zrem::<_, _, ()>(self.settled_key(), entry)
             .await
             .map_err(|e| self.lost(e))?;
@@ -690,61 +699,106 @@ impl RedisStore {
         put_new: bool,
         settled: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let record = self.key(space, key);
+        let (done, _) = self
+            .write_marked(space, key, value, owed, put_new, None, settled)
+            .await?;
+        Ok(done)
+    }
+
+    /// Puts `value` at `key` unless it is there, as [`Self::put_marked`] does, with `arrived`
+    /// listed among all the received ratings ([`Space::Arrived`]) first; whether it was put,
+    /// and whether `arrived` was listed by this call (the caller unlists it when the put was
+    /// refused).
+    pub(super) async fn put_listed(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        owed: Owed,
+        arrived: &str,
+    ) -> Result<(bool, bool), StoreError> {
+        self.write_marked(space, key, value, owed, true, Some(arrived), None)
+            .await
+    }
+
+    /// The write of [`Self::put_marked`] and [`Self::put_listed`]: the marks and lists that go
+    /// first (the owed mark, the arrival), the `SET`, the ones that go after (the unmark, the
+    /// settled entry). One round trip on one server, which runs a pipeline's commands in order;
+    /// on a cluster, where the keys may live on different nodes, one after the other.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_marked(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        owed: Owed,
+        put_new: bool,
+        arrived: Option<&str>,
+        settled: Option<&str>,
+    ) -> Result<(bool, bool), StoreError> {
         let owed_key = self.owed_of(&self.instance);
         if matches!(owed, Owed::Mark) {
             self.alive_for_a_mark().await?;
         }
-        let mut c = self.conn();
+        let mut cmds = Vec::with_capacity(4);
+        let marked_at = matches!(owed, Owed::Mark).then(|| {
+            let mut mark = redis::cmd("ZADD");
+            mark.arg(&owed_key).arg(now_ms()).arg(key);
+            cmds.push(mark);
+            cmds.len() - 1
+        });
+        let listed_at = arrived.map(|entry| {
+            let mut list = redis::cmd("ZADD");
+            list.arg(self.list_key(Space::Arrived)).arg(0).arg(entry);
+            cmds.push(list);
+            cmds.len() - 1
+        });
         let mut set = redis::cmd("SET");
-        set.arg(&record).arg(value);
+        set.arg(self.key(space, key)).arg(value);
         if put_new {
             set.arg("NX");
         }
-        let mut mark = redis::cmd("ZADD");
-        mark.arg(&owed_key).arg(now_ms()).arg(key);
-        let mut unmark = redis::cmd("ZREM");
-        unmark.arg(&owed_key).arg(key);
-        let index = settled.map(|entry| {
-            let mut zadd = redis::cmd("ZADD");
-            zadd.arg(self.settled_key()).arg(entry_ms(entry)).arg(entry);
-            zadd
-        });
+        let set_at = cmds.len();
+        cmds.push(set);
+        if matches!(owed, Owed::Unmark) {
+            let mut unmark = redis::cmd("ZREM");
+            unmark.arg(&owed_key).arg(key);
+            cmds.push(unmark);
+        }
+        if let Some(entry) = settled {
+            let mut index = redis::cmd("ZADD");
+            index
+                .arg(self.settled_key())
+                .arg(entry_ms(entry))
+                .arg(entry);
+            cmds.push(index);
+        }
+        let mut c = self.conn();
         let lost = |e| self.lost(e);
-        let (added, done): (i64, Option<String>) = match (&c, owed) {
-            // One round trip: a server runs a pipeline's commands in order.
-            (Conn::Single(_), Owed::Mark) => {
+        let replies: Vec<redis::Value> = match &c {
+            Conn::Single(_) => {
                 let mut pipe = redis::pipe();
-                pipe.add_command(mark).add_command(set);
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
                 pipe.query_async(&mut c).await.map_err(lost)?
             }
-            (Conn::Single(_), Owed::Unmark) => {
-                let mut pipe = redis::pipe();
-                pipe.add_command(set).add_command(unmark).ignore();
-                if let Some(index) = index {
-                    pipe.add_command(index).ignore();
+            Conn::Cluster(_) => {
+                let mut replies = Vec::with_capacity(cmds.len());
+                for cmd in cmds {
+                    replies.push(cmd.query_async(&mut c).await.map_err(lost)?);
                 }
-                let (done,) = pipe.query_async(&mut c).await.map_err(lost)?;
-                (0, done)
-            }
-            // On a cluster the keys may live on different nodes: one then the other.
-            (Conn::Cluster(_), Owed::Mark) => {
-                let added = mark.query_async(&mut c).await.map_err(lost)?;
-                (added, set.query_async(&mut c).await.map_err(lost)?)
-            }
-            (Conn::Cluster(_), Owed::Unmark) => {
-                let done = set.query_async(&mut c).await.map_err(lost)?;
-                unmark.query_async::<()>(&mut c).await.map_err(lost)?;
-                if let Some(index) = index {
-                    index.query_async::<()>(&mut c).await.map_err(lost)?;
-                }
-                (0, done)
+                replies
             }
         };
-        if added == 1 && done.is_none() {
+        let done = !matches!(replies.get(set_at), Some(redis::Value::Nil) | None);
+        let added = |at: Option<usize>| {
+            at.is_some_and(|i| matches!(replies.get(i), Some(redis::Value::Int(1))))
+        };
+        if added(marked_at) && !done {
             self.unmark(key).await?;
         }
-        Ok(done.is_some())
+        Ok((done, added(listed_at)))
     }
 
     /// Takes over the marks of listed instances no longer alive, each as one atomic removal that

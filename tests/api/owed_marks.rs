@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ondc_rating::store::{DeliveryStatus, ReceivedRating, Store};
+use ondc_rating::store::{DeliveryStatus, ReceivedRating, Space, Store};
 
 use crate::helpers::*;
 use crate::{both_stores, shared_stores};
@@ -184,11 +184,12 @@ async fn two_takers_share_a_stopped_instances_marks(backend: Backend) {
     assert_eq!(again, expected);
 }
 
-/// An entry of the list of ratings held for the platform whose record was never written (a
-/// crash between the insert's two writes) is skipped when the list is read, and removed once it
-/// is older than any insert could take; a young one is kept (its insert may be under way).
+/// An entry of a list of received ratings (those held for the platform; all of them) whose
+/// record was never written (a crash between the insert's writes) is skipped when the list is
+/// read, and removed once it is older than any insert could take; a young one is kept (its
+/// insert may be under way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_an_awaiting_entry_a_crash_left_is_dropped_once_old() {
+async fn redis_a_listed_entry_a_crash_left_is_dropped_once_old() {
     let fixture = StoreFixture::new(Backend::Redis);
     let settings = fixture.settings("seller");
     let store = Store::open(&settings).await.unwrap();
@@ -196,10 +197,16 @@ async fn redis_an_awaiting_entry_a_crash_left_is_dropped_once_old() {
     held.on_rating = DeliveryStatus::Awaiting;
     held.verdict = ondc_rating::store::Verdict::Accepted;
     assert!(store.insert_received(&held).await.unwrap());
+    for (list, name) in [(Space::Awaiting, "awaiting"), (Space::Arrived, "arrived")] {
+        a_crashed_entry_is_dropped_once_old(&store, &settings.key_prefix, list, name).await;
+    }
+}
+
+async fn a_crashed_entry_is_dropped_once_old(store: &Store, prefix: &str, list: Space, name: &str) {
     let now = chrono::Utc::now().timestamp_millis();
     let crashed = format!("{:013}|buyer.test|m-crashed", now - 120_000);
     let coming = format!("{:013}|buyer.test|m-coming", now);
-    let set = format!("{}awaiting", settings.key_prefix);
+    let set = format!("{prefix}{name}");
     let mut c = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -215,12 +222,12 @@ async fn redis_an_awaiting_entry_a_crash_left_is_dropped_once_old() {
         .await
         .unwrap();
 
-    let (listed, next) = store.awaiting(None, 10).await.unwrap();
+    let (listed, next) = store.listed(list, None, 10).await.unwrap();
     let ids: Vec<&str> = listed
         .iter()
         .map(|r| r.context.message_id.as_str())
         .collect();
-    assert_eq!((ids, next), (vec!["m-held"], None));
+    assert_eq!((ids, next), (vec!["m-held"], None), "{name}");
     let left: Vec<String> = redis::cmd("ZRANGE")
         .arg(&set)
         .arg(0)
@@ -228,7 +235,7 @@ async fn redis_an_awaiting_entry_a_crash_left_is_dropped_once_old() {
         .query_async(&mut c)
         .await
         .unwrap();
-    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(left.len(), 2, "{name}: {left:?}");
     assert!(left.contains(&coming), "{left:?}");
     assert!(left.iter().any(|e| e.ends_with("|m-held")), "{left:?}");
 }

@@ -1399,6 +1399,37 @@ fn ids_of(page: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Sends three /ratings of order O-1 at 5 (`ids`), the first again, then `refused` (a value of
+/// 9, which the checks refuse), each ACKed.
+async fn three_a_repeat_and_a_refused(
+    seller: &Seller,
+    bap: &Identity,
+    buyer: &ScriptedBuyer,
+    ids: [&str; 3],
+    refused: &str,
+) {
+    let first = rating_to(
+        bap,
+        &buyer.bap_uri(),
+        seller,
+        ids[0],
+        ratings(&[("Order", "O-1", "5")]),
+    );
+    rate(seller, bap, &first).await;
+    for id in &ids[1..] {
+        rate_order_one(seller, bap, buyer, id).await;
+    }
+    rate(seller, bap, &first).await;
+    let refused = rating_to(
+        bap,
+        &buyer.bap_uri(),
+        seller,
+        refused,
+        ratings(&[("Order", "O-1", "9")]),
+    );
+    rate(seller, bap, &refused).await;
+}
+
 /// A platform without a webhook hears of the ratings it answers by listing the ones held for it:
 /// in the order they arrived, a page at a time, each until it is answered or answered late (kept
 /// for the buyer's repeat), a repeated /rating listed once; one the checks refuse never is.
@@ -1409,26 +1440,7 @@ async fn the_platform_lists_the_ratings_held_for_its_answer(backend: Backend) {
     let buyer = ScriptedBuyer::start().await;
     let (status, page) = listed(&seller, "onRating=awaiting").await;
     assert_eq!((status, ids_of(&page)), (200, Vec::<String>::new()));
-    let first = rating_to(
-        &bap,
-        &buyer.bap_uri(),
-        &seller,
-        "m-l1",
-        ratings(&[("Order", "O-1", "5")]),
-    );
-    rate(&seller, &bap, &first).await;
-    for id in ["m-l2", "m-l3"] {
-        rate_order_one(&seller, &bap, &buyer, id).await;
-    }
-    rate(&seller, &bap, &first).await;
-    let refused = rating_to(
-        &bap,
-        &buyer.bap_uri(),
-        &seller,
-        "m-l-bad",
-        ratings(&[("Order", "O-1", "9")]),
-    );
-    rate(&seller, &bap, &refused).await;
+    three_a_repeat_and_a_refused(&seller, &bap, &buyer, ["m-l1", "m-l2", "m-l3"], "m-l-bad").await;
     assert_eq!(settled(&seller, "m-l-bad").await["verdict"], "refused");
 
     let (status, page) = listed(&seller, "onRating=awaiting&limit=2").await;
@@ -1456,7 +1468,7 @@ async fn the_platform_lists_the_ratings_held_for_its_answer(backend: Backend) {
     );
 
     for (query, what) in [
-        ("", "onRating"),
+        ("onRating=", "onRating"),
         ("onRating=sent", "onRating"),
         ("onRating=awaiting&limit=0", "limit"),
         ("onRating=awaiting&limit=1001", "limit"),
@@ -1546,6 +1558,8 @@ async fn settled_ratings_are_forgotten_after_the_retention_days(backend: Backend
     );
     let (_, page) = listed(&seller, "onRating=awaiting").await;
     assert_eq!(ids_of(&page), ["m-k2"]);
+    let (_, page) = listed(&seller, "").await;
+    assert_eq!(ids_of(&page), ["m-k2"], "forgotten ratings leave the feed");
     let text = metrics(&seller.app.base).await;
     assert_eq!(
         sample(&text, "ondc_rating_received_forgotten_total"),
@@ -1571,6 +1585,50 @@ async fn settled_ratings_are_forgotten_after_the_retention_days(backend: Backend
     assert_eq!((status, body), (200, ack_body()));
     let (_, page) = listed(&seller, "onRating=awaiting").await;
     assert_eq!(ids_of(&page), ["m-k2", "m-k1"]);
+    let (_, page) = listed(&seller, "").await;
+    assert_eq!(ids_of(&page), ["m-k2", "m-k1"]);
 }
 
 both_stores!(settled_ratings_are_forgotten_after_the_retention_days);
+
+/// Without `onRating` the list is every received rating, in the order they arrived, a page at a
+/// time: the feed a platform reads from where it left off (its webhook failed, or it takes
+/// none). A repeated /rating is listed once, a refused one is listed too, and each entry is the
+/// whole record as the read-back gives it.
+async fn the_platform_reads_every_received_rating_in_the_order_they_arrived(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |_| {}).await;
+    let buyer = ScriptedBuyer::start().await;
+    let (status, page) = listed(&seller, "").await;
+    assert_eq!((status, ids_of(&page)), (200, Vec::<String>::new()));
+    three_a_repeat_and_a_refused(&seller, &bap, &buyer, ["m-f1", "m-f2", "m-f3"], "m-f4").await;
+    for id in ["m-f1", "m-f2", "m-f3", "m-f4"] {
+        settled(&seller, id).await;
+    }
+
+    let mut seen = Vec::new();
+    let mut query = "limit=3".to_owned();
+    loop {
+        let (status, page) = listed(&seller, &query).await;
+        assert_eq!(status, 200, "{page}");
+        for r in page["ratings"].as_array().unwrap() {
+            let id = r["context"]["message_id"].as_str().unwrap();
+            let (_, one) = seller.received("buyer.test", id).await;
+            assert_eq!(r, &one["rating"], "the list gives the record as read back");
+        }
+        seen.extend(ids_of(&page));
+        match page["next"].as_str() {
+            Some(next) => query = format!("limit=3&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["m-f1", "m-f2", "m-f3", "m-f4"]);
+    let (_, page) = listed(&seller, "").await;
+    assert_eq!(page["ratings"][3]["verdict"], "refused");
+    assert_eq!(page["ratings"][0]["onRating"], "sent");
+    let (status, page) = listed(&seller, "onRating=awaiting").await;
+    assert_eq!((status, ids_of(&page)), (200, Vec::<String>::new()));
+}
+
+both_stores!(the_platform_reads_every_received_rating_in_the_order_they_arrived);
