@@ -336,25 +336,25 @@ impl Store {
                 s.put_new(Space::Received, &key, encode(r), marks).await
             }
             Store::Redis(s) => {
-                // Listed before the record (and unlisted again when it was a repeat), as owed
-                // work is marked: a record held for the platform is never unlisted.
+                // Listed before the record, in the same round trip (and unlisted again when it
+                // was a repeat), as owed work is marked: a stored record is never unlisted.
                 let entry = arrival_entry(r);
-                let held = r.on_rating == DeliveryStatus::Awaiting;
-                let added = held && s.list_awaiting(&entry).await?;
+                let lists: &[Space] = if r.on_rating == DeliveryStatus::Awaiting {
+                    &[Space::Arrived, Space::Awaiting]
+                } else {
+                    &[Space::Arrived]
+                };
                 let owed = if r.owes_work() {
                     Owed::Mark
                 } else {
                     Owed::Keep
                 };
-                let (inserted, arrived) = s
-                    .put_listed(Space::Received, &key, encode(r), owed, &entry)
+                let (inserted, added) = s
+                    .put_listed(Space::Received, &key, encode(r), owed, lists, &entry)
                     .await?;
                 if !inserted {
-                    if added {
-                        s.unlist_awaiting(&entry).await?;
-                    }
-                    if arrived {
-                        s.unlist(Space::Arrived, &entry).await?;
+                    for list in added {
+                        s.unlist(list, &entry).await?;
                     }
                 }
                 Ok(inserted)
@@ -489,30 +489,36 @@ impl Store {
             }
             Store::Redis(s) => s.settled_before(cutoff_ms, limit).await?,
         };
+        // All at once: the embedded store commits them as one group, Redis pipelines them.
+        let forgetting = entries.iter().map(|entry| self.forget_entry(entry));
         let mut forgotten = 0;
-        for entry in &entries {
-            let key = entry.split_once('|').map_or("", |(_, key)| key);
-            let stored = self.get_raw(Space::Received, key).await?;
-            // The record as it was settled under this entry, and its arrival.
-            let due = stored.and_then(|bytes| {
-                match decode::<ReceivedRating>(Space::Received, key, &bytes) {
-                    Ok(r) if settled_entry(&r).as_deref() == Some(entry.as_str()) => {
-                        Some((bytes, arrival_entry(&r)))
-                    }
-                    Ok(_) => None,
-                    Err(e) => {
-                        tracing::error!(error = %e, "a settled received rating cannot be read; kept");
-                        None
-                    }
-                }
-            });
-            let gone = match self {
-                Store::Embedded(s) => s.forget(key, due, entry).await?,
-                Store::Redis(s) => s.forget_settled(key, due, entry).await?,
-            };
-            forgotten += usize::from(gone);
+        for gone in futures_util::future::join_all(forgetting).await {
+            forgotten += usize::from(gone?);
         }
         Ok((entries.len(), forgotten))
+    }
+
+    /// Removes the settled entry `entry`, and the received rating it names with its arrival when
+    /// that is still the record as it was settled under it (true when it went).
+    async fn forget_entry(&self, entry: &str) -> Result<bool, StoreError> {
+        let key = entry.split_once('|').map_or("", |(_, key)| key);
+        let stored = self.get_raw(Space::Received, key).await?;
+        let due = stored.and_then(|bytes| {
+            match decode::<ReceivedRating>(Space::Received, key, &bytes) {
+                Ok(r) if settled_entry(&r).as_deref() == Some(entry) => {
+                    Some((bytes, arrival_entry(&r)))
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "a settled received rating cannot be read; kept");
+                    None
+                }
+            }
+        });
+        match self {
+            Store::Embedded(s) => s.forget(key, due, entry).await,
+            Store::Redis(s) => s.forget_settled(key, due, entry).await,
+        }
     }
 
     /// Stores a settled received /rating that owes work again (its answer goes out once more,

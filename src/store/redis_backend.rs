@@ -700,29 +700,30 @@ impl RedisStore {
         settled: Option<&str>,
     ) -> Result<bool, StoreError> {
         let (done, _) = self
-            .write_marked(space, key, value, owed, put_new, None, settled)
+            .write_marked(space, key, value, owed, put_new, (&[], ""), settled)
             .await?;
         Ok(done)
     }
 
-    /// Puts `value` at `key` unless it is there, as [`Self::put_marked`] does, with `arrived`
-    /// listed among all the received ratings ([`Space::Arrived`]) first; whether it was put,
-    /// and whether `arrived` was listed by this call (the caller unlists it when the put was
-    /// refused).
+    /// Puts `value` at `key` unless it is there, as [`Self::put_marked`] does, with `entry`
+    /// listed in each of `lists` ([`Space::Arrived`], [`Space::Awaiting`]) first; whether it
+    /// was put, and the lists `entry` was added to by this call (the caller unlists it from them
+    /// when the put was refused).
     pub(super) async fn put_listed(
         &self,
         space: Space,
         key: &str,
         value: Vec<u8>,
         owed: Owed,
-        arrived: &str,
-    ) -> Result<(bool, bool), StoreError> {
-        self.write_marked(space, key, value, owed, true, Some(arrived), None)
+        lists: &[Space],
+        entry: &str,
+    ) -> Result<(bool, Vec<Space>), StoreError> {
+        self.write_marked(space, key, value, owed, true, (lists, entry), None)
             .await
     }
 
     /// The write of [`Self::put_marked`] and [`Self::put_listed`]: the marks and lists that go
-    /// first (the owed mark, the arrival), the `SET`, the ones that go after (the unmark, the
+    /// first (the owed mark, the entry in each list), the `SET`, the ones that go after (the unmark, the
     /// settled entry). One round trip on one server, which runs a pipeline's commands in order;
     /// on a cluster, where the keys may live on different nodes, one after the other.
     #[allow(clippy::too_many_arguments)]
@@ -733,26 +734,26 @@ impl RedisStore {
         value: Vec<u8>,
         owed: Owed,
         put_new: bool,
-        arrived: Option<&str>,
+        (lists, entry): (&[Space], &str),
         settled: Option<&str>,
-    ) -> Result<(bool, bool), StoreError> {
+    ) -> Result<(bool, Vec<Space>), StoreError> {
         let owed_key = self.owed_of(&self.instance);
         if matches!(owed, Owed::Mark) {
             self.alive_for_a_mark().await?;
         }
-        let mut cmds = Vec::with_capacity(4);
+        let mut cmds = Vec::with_capacity(5);
         let marked_at = matches!(owed, Owed::Mark).then(|| {
             let mut mark = redis::cmd("ZADD");
             mark.arg(&owed_key).arg(now_ms()).arg(key);
             cmds.push(mark);
             cmds.len() - 1
         });
-        let listed_at = arrived.map(|entry| {
-            let mut list = redis::cmd("ZADD");
-            list.arg(self.list_key(Space::Arrived)).arg(0).arg(entry);
-            cmds.push(list);
-            cmds.len() - 1
-        });
+        let listed_from = cmds.len();
+        for list in lists {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(self.list_key(*list)).arg(0).arg(entry);
+            cmds.push(zadd);
+        }
         let mut set = redis::cmd("SET");
         set.arg(self.key(space, key)).arg(value);
         if put_new {
@@ -798,7 +799,11 @@ impl RedisStore {
         if added(marked_at) && !done {
             self.unmark(key).await?;
         }
-        Ok((done, added(listed_at)))
+        let listed = (lists.iter().enumerate())
+            .filter(|(i, _)| added(Some(listed_from + i)))
+            .map(|(_, list)| *list)
+            .collect();
+        Ok((done, listed))
     }
 
     /// Takes over the marks of listed instances no longer alive, each as one atomic removal that
