@@ -15,10 +15,17 @@
 //! one, and what the caller hands along (its in-flight guard) is dropped once it is committed. No
 //! task runs it and no thread is woken for its answer (measured on the buyer side's status
 //! writes, two thirds of its context switches).
+//!
+//! A failed write of the file (the disk full, an I/O error) latches redb: every later write
+//! fails until the database is opened again. The writer then opens it again itself, retrying with
+//! backoff until the file can be written, so the store comes back once the disk does, without a
+//! restart; meanwhile every call fails with [`StoreError::Unavailable`] and changes nothing (the
+//! failed group was not committed), and reads fail too, so readiness reports the store down.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
@@ -51,8 +58,30 @@ const MAX_GROUP: usize = 512;
 /// A redb-backed store.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Arc<Slot>,
     writer: mpsc::Sender<Job>,
+}
+
+/// The open database, or none while the writer opens it again after an I/O failure.
+struct Slot {
+    db: RwLock<Option<Arc<Database>>>,
+    path: PathBuf,
+    cache_bytes: usize,
+}
+
+impl Slot {
+    /// The database, unless it is being opened again.
+    fn current(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| unavailable("the store's file is being opened again after a failure"))
+    }
+
+    fn set(&self, db: Option<Arc<Database>>) -> Option<Arc<Database>> {
+        std::mem::replace(&mut *self.db.write().unwrap_or_else(|p| p.into_inner()), db)
+    }
 }
 
 /// A key set or cleared in `space` together with a write of a record, in its transaction: an
@@ -265,8 +294,8 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
 }
 
 /// Commits one group: every write in order, one commit; each job answered after the commit. A
-/// storage failure fails the whole group (nothing of it is committed).
-fn commit_group(db: &Database, group: Vec<Job>) {
+/// storage failure fails the whole group (nothing of it is committed), and is returned.
+fn commit_group(db: &Database, group: Vec<Job>) -> Result<(), StoreError> {
     let mut holds = Vec::new();
     let (writes, replies): (Vec<Write>, Vec<_>) = group
         .into_iter()
@@ -282,7 +311,7 @@ fn commit_group(db: &Database, group: Vec<Job>) {
         }
         tx.commit().map_err(unavailable)
     });
-    match result {
+    match &result {
         Ok(()) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
@@ -296,11 +325,13 @@ fn commit_group(db: &Database, group: Vec<Job>) {
         }
     }
     drop(holds);
+    result
 }
 
 /// The writer thread: waits for a write, takes whatever else is queued, commits the group.
-/// Ends when every handle to the store is gone.
-fn writer_loop(db: Arc<Database>, jobs: mpsc::Receiver<Job>) {
+/// After a group that failed on a database redb has latched failed, opens it again
+/// ([`reopen`]). Ends when every handle to the store is gone.
+fn writer_loop(slot: Arc<Slot>, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -309,8 +340,114 @@ fn writer_loop(db: Arc<Database>, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(&db, group);
+        let db = match slot.current() {
+            Ok(db) => db,
+            Err(e) => {
+                fail_group(group, &e);
+                continue;
+            }
+        };
+        if commit_group(&db, group).is_err() && latched(&db) {
+            drop(db);
+            if !reopen(&slot, &jobs) {
+                return;
+            }
+        }
     }
+}
+
+/// Whether redb refuses every write of `db` after an I/O failure (it must be opened again).
+fn latched(db: &Database) -> bool {
+    matches!(
+        db.begin_write(),
+        Err(redb::TransactionError::Storage(
+            redb::StorageError::PreviousIo | redb::StorageError::Io(_)
+        ))
+    )
+}
+
+/// Opens the database again after an I/O failure: takes it out of the slot (calls fail at once
+/// meanwhile), waits for the reads still holding it, then opens the file with backoff (100 ms
+/// doubling to 2 s) until it opens, answering the writes that come meanwhile with the failure.
+/// False when every handle to the store went away first.
+fn reopen(slot: &Slot, jobs: &mpsc::Receiver<Job>) -> bool {
+    tracing::error!("the store's file failed to write; opening it again");
+    if let Some(mut old) = slot.set(None) {
+        // Reads hold it for the length of one read transaction; redb lets go of the file's
+        // lock only once the last holder drops it.
+        for _ in 0..5_000 {
+            match Arc::try_unwrap(old) {
+                Ok(db) => {
+                    drop(db);
+                    break;
+                }
+                Err(held) => {
+                    old = held;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    let mut pause = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match open_file(&slot.path, slot.cache_bytes) {
+            Ok(db) => {
+                slot.set(Some(Arc::new(db)));
+                tracing::warn!(failures, "the store's file is open again");
+                return true;
+            }
+            Err(e) => {
+                if failures.is_multiple_of(30) {
+                    tracing::warn!(error = %e, failures, "the store's file cannot be opened again yet; retrying");
+                }
+                failures += 1;
+            }
+        }
+        let until = std::time::Instant::now() + pause;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match jobs.recv_timeout(left) {
+                Ok(job) => fail_group(
+                    vec![job],
+                    &unavailable("the store's file is being opened again after a failure"),
+                ),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Answers every write of `group` with `e` (nothing of it is applied).
+fn fail_group(group: Vec<Job>, e: &StoreError) {
+    for job in group {
+        let _ = job.reply.send(Err(e.clone()));
+    }
+}
+
+/// Opens (creating if needed, repairing after a crash or a failed write) the database file and
+/// its tables.
+fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Locked(path.display().to_string())
+            }
+            e => unavailable(format!("{}: {e}", path.display())),
+        })?;
+    let tx = db.begin_write().map_err(unavailable)?;
+    for space in ALL {
+        tx.open_table(table(space)).map_err(unavailable)?;
+    }
+    tx.commit().map_err(unavailable)?;
+    Ok(db)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -325,21 +462,12 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::Locked(path.display().to_string())
-                }
-                e => unavailable(format!("{}: {e}", path.display())),
-            })?;
-        let tx = db.begin_write().map_err(unavailable)?;
-        for space in ALL {
-            tx.open_table(table(space)).map_err(unavailable)?;
-        }
-        tx.commit().map_err(unavailable)?;
-        let db = Arc::new(db);
+        let db = open_file(path, cache_bytes)?;
+        let db = Arc::new(Slot {
+            db: RwLock::new(Some(Arc::new(db))),
+            path: path.to_owned(),
+            cache_bytes,
+        });
         let (writer, jobs) = mpsc::channel();
         let for_writer = db.clone();
         std::thread::Builder::new()
@@ -395,7 +523,7 @@ impl EmbeddedStore {
 
     /// Every key of `space`, in order (for the small index tables).
     pub(super) async fn keys(&self, space: Space) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(unavailable)?;
+        let tx = self.db.current()?.begin_read().map_err(unavailable)?;
         let t = tx.open_table(table(space)).map_err(unavailable)?;
         let mut keys = Vec::new();
         for entry in t.iter().map_err(unavailable)? {
@@ -413,7 +541,7 @@ impl EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         use std::ops::Bound;
-        let tx = self.db.begin_read().map_err(unavailable)?;
+        let tx = self.db.current()?.begin_read().map_err(unavailable)?;
         let t = tx.open_table(table(space)).map_err(unavailable)?;
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut keys = Vec::new();
@@ -429,7 +557,7 @@ impl EmbeddedStore {
     }
 
     pub(super) async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read().map_err(unavailable)?;
+        let tx = self.db.current()?.begin_read().map_err(unavailable)?;
         let t = tx.open_table(table(space)).map_err(unavailable)?;
         Ok(t.get(key).map_err(unavailable)?.map(|v| v.value().to_vec()))
     }

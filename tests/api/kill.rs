@@ -21,6 +21,19 @@ impl Served {
         peer: &Identity,
         env: &[(&str, String)],
     ) -> Self {
+        Self::start_as(dir, port, peer, env, false).await
+    }
+
+    /// [`Served::start`]; with `past_file_limit`, the process ignores SIGXFSZ, so that a write
+    /// past its file size limit (`prlimit --fsize`) fails with EFBIG, as on a full disk, instead
+    /// of killing it.
+    async fn start_as(
+        dir: &std::path::Path,
+        port: u16,
+        peer: &Identity,
+        env: &[(&str, String)],
+        past_file_limit: bool,
+    ) -> Self {
         let default = std::fs::read_to_string(format!(
             "{}/config/default.toml",
             env!("CARGO_MANIFEST_DIR")
@@ -37,7 +50,14 @@ impl Served {
         )
         .unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ondc-rating"));
+        let bin = env!("CARGO_BIN_EXE_ondc-rating");
+        let mut cmd = if past_file_limit {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\"", bin]);
+            sh
+        } else {
+            Command::new(bin)
+        };
         cmd.args(["serve", "--config", config.to_str().unwrap()])
             .env("ONDC_RATING__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("ONDC_RATING__BUYER__BAP_URI", format!("{base}/bap"))
@@ -770,4 +790,104 @@ async fn redis_a_held_rating_whose_webhook_a_kill_cut_short_is_handed_over_by_an
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(hook.requests().len(), 2, "handed over once more, not twice");
     assert_eq!(buyer.requests().len(), 1);
+}
+
+/// `PUT /internal/orders/O-{n}`: its status and body.
+async fn put_order_n(base: &str, n: usize) -> (u16, Value) {
+    let order = json!({"userId": "u1", "state": "Completed", "domain": "ONDC:RET11", "city": "std:080",
+        "transactionId": format!("t-{n}"), "bppId": "seller.test", "bppUri": "http://127.0.0.1:9/bpp"});
+    let r = reqwest::Client::new()
+        .put(format!("{base}/internal/orders/O-{n}"))
+        .bearer_auth("dev-only-internal-token")
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// `GET /internal/orders/O-{n}`'s status.
+async fn order_status(base: &str, n: usize) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/internal/orders/O-{n}"))
+        .bearer_auth("dev-only-internal-token")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Sets the soft file size limit of process `pid` (bytes, or `unlimited`), its hard limit left
+/// unlimited (so that it may be raised again without privileges).
+fn limit_file_size(pid: u32, limit: &str) {
+    let ok = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--fsize={limit}:unlimited"),
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "prlimit --fsize={limit}");
+}
+
+/// The embedded store's file cannot be written (the process's file size limit set below the
+/// file's size: writes past it fail with EFBIG, as they would with ENOSPC on a full disk): the
+/// write gets 503 `store_unavailable` and changes nothing. redb then refuses every write until
+/// the file is opened again; once the file can be written again the same process takes writes
+/// by itself, no restart, with everything written before the failure still there; and all of it
+/// is on disk for the next process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_store_whose_disk_filled_takes_writes_again_once_it_has_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Identity::new("buyer.test");
+    let (port, env) = embedded_in(dir.path());
+    let mut served = Served::start_as(dir.path(), port, &peer, &env, true).await;
+    let base = served.base.clone();
+    assert_eq!(put_order_n(&base, 0).await.0, 200);
+    let size = std::fs::metadata(dir.path().join("s.redb")).unwrap().len();
+    assert!(size > 64 * 1024, "{size}");
+    limit_file_size(served.child.id(), "65536");
+
+    let mut failed = None;
+    for n in 1..=1_000 {
+        let (status, body) = put_order_n(&base, n).await;
+        if status != 200 {
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (503, &json!("store_unavailable")),
+                "{body}"
+            );
+            failed = Some(n);
+            break;
+        }
+    }
+    let failed = failed.expect("every write went through");
+
+    limit_file_size(served.child.id(), "unlimited");
+    let mut back = false;
+    for _ in 0..100 {
+        if put_order_n(&base, failed + 1).await.0 == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "no write was taken after the file could grow again");
+    assert_eq!(order_status(&base, 0).await, 200);
+    assert_eq!(order_status(&base, failed - 1).await, 200);
+    assert_eq!(
+        order_status(&base, failed).await,
+        404,
+        "a failed write changed nothing"
+    );
+    assert_eq!(put_order_n(&base, failed).await.0, 200);
+
+    assert!(served.terminate().await.success());
+    let served = Served::start(dir.path(), port, &peer, &env).await;
+    for n in [0, failed - 1, failed, failed + 1] {
+        assert_eq!(order_status(&served.base, n).await, 200, "O-{n}");
+    }
 }
