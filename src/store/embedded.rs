@@ -21,6 +21,10 @@
 //! backoff until the file can be written, so the store comes back once the disk does, without a
 //! restart; meanwhile every call fails with [`StoreError::Unavailable`] and changes nothing (the
 //! failed group was not committed), and reads fail too, so readiness reports the store down.
+//! The writes of the failed group that nobody waits for (the seller's delivery records) are not
+//! dropped: they are made first once the file is open again, before any write queued since, so
+//! a delivery record the failure cut short lands without a restart (a caller that waits gets
+//! the failure and decides for itself).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -174,9 +178,15 @@ impl Queued {
     }
 }
 
-/// Sets or clears, for the record at `key`, each mark of `marks` in the index it names.
-fn apply_marks(tx: &WriteTransaction, key: &str, marks: Marks) -> Result<(), StoreError> {
-    for mark in marks.into_iter().flatten() {
+/// Sets or clears, for the record at `key`, each mark of `marks` in the index it names (only
+/// those it sets, with `sets_only`).
+fn apply_marks(
+    tx: &WriteTransaction,
+    key: &str,
+    marks: &Marks,
+    sets_only: bool,
+) -> Result<(), StoreError> {
+    for mark in marks.iter().flatten().filter(|m| m.set || !sets_only) {
         let key = mark.key.as_deref().unwrap_or(key);
         let mut t = tx.open_table(table(mark.space)).map_err(unavailable)?;
         if mark.set {
@@ -188,8 +198,9 @@ fn apply_marks(tx: &WriteTransaction, key: &str, marks: Marks) -> Result<(), Sto
     Ok(())
 }
 
-/// Applies one write inside the group's transaction.
-fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
+/// Applies one write inside the group's transaction (by reference: a failed group keeps the
+/// writes it must make again).
+fn apply(tx: &WriteTransaction, write: &Write) -> Result<Outcome, StoreError> {
     match write {
         Write::Put {
             space,
@@ -197,15 +208,15 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
             value,
             mark,
         } => {
-            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+            let mut t = tx.open_table(table(*space)).map_err(unavailable)?;
             t.insert(key.as_str(), value.as_slice())
                 .map_err(unavailable)?;
             drop(t);
-            apply_marks(tx, &key, mark)?;
+            apply_marks(tx, key, mark, false)?;
             Ok(Outcome::Done)
         }
         Write::Delete { space, key } => {
-            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+            let mut t = tx.open_table(table(*space)).map_err(unavailable)?;
             t.remove(key.as_str()).map_err(unavailable)?;
             Ok(Outcome::Done)
         }
@@ -215,7 +226,7 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
             value,
             mark,
         } => {
-            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+            let mut t = tx.open_table(table(*space)).map_err(unavailable)?;
             if t.get(key.as_str()).map_err(unavailable)?.is_some() {
                 return Ok(Outcome::Inserted(false));
             }
@@ -223,7 +234,7 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
                 .map_err(unavailable)?;
             drop(t);
             // A new key has no mark to clear.
-            apply_marks(tx, &key, mark.map(|m| m.filter(|m| m.set)))?;
+            apply_marks(tx, key, mark, true)?;
             Ok(Outcome::Inserted(true))
         }
         Write::Replace {
@@ -232,7 +243,7 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
             expect,
             value,
         } => {
-            let mut t = tx.open_table(table(space)).map_err(unavailable)?;
+            let mut t = tx.open_table(table(*space)).map_err(unavailable)?;
             let holds = t
                 .get(key.as_str())
                 .map_err(unavailable)?
@@ -284,7 +295,7 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
             let mut t = tx.open_table(table(Space::Settled)).map_err(unavailable)?;
             t.remove(entry.as_str()).map_err(unavailable)?;
             drop(t);
-            if let Some((_, arrived)) = due.filter(|_| holds) {
+            if let Some((_, arrived)) = due.as_ref().filter(|_| holds) {
                 let mut t = tx.open_table(table(Space::Arrived)).map_err(unavailable)?;
                 t.remove(arrived.as_str()).map_err(unavailable)?;
             }
@@ -294,52 +305,60 @@ fn apply(tx: &WriteTransaction, write: Write) -> Result<Outcome, StoreError> {
 }
 
 /// Commits one group: every write in order, one commit; each job answered after the commit. A
-/// storage failure fails the whole group (nothing of it is committed), and is returned.
-fn commit_group(db: &Database, group: Vec<Job>) -> Result<(), StoreError> {
-    let mut holds = Vec::new();
-    let (writes, replies): (Vec<Write>, Vec<_>) = group
-        .into_iter()
-        .map(|j| {
-            holds.extend(j.hold);
-            (j.write, j.reply)
-        })
-        .unzip();
-    let mut outcomes = Vec::with_capacity(writes.len());
+/// storage failure fails the whole group (nothing of it is committed): the writes with a caller
+/// waiting are answered with it, and the failure comes back with the others (queued and left,
+/// [`EmbeddedStore::put_queued`]), unanswered and still holding what they hold.
+fn commit_group(db: &Database, group: Vec<Job>) -> Result<(), (StoreError, Vec<Job>)> {
     let result = db.begin_write().map_err(unavailable).and_then(|tx| {
-        for write in writes {
-            outcomes.push(apply(&tx, write)?);
+        let mut outcomes = Vec::with_capacity(group.len());
+        for job in &group {
+            outcomes.push(apply(&tx, &job.write)?);
         }
-        tx.commit().map_err(unavailable)
+        tx.commit().map_err(unavailable)?;
+        Ok(outcomes)
     });
-    match &result {
-        Ok(()) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+    match result {
+        Ok(outcomes) => {
+            let mut holds = Vec::new();
+            for (job, outcome) in group.into_iter().zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
+                holds.extend(job.hold);
             }
+            drop(holds);
+            Ok(())
         }
         Err(e) => {
             tracing::warn!(error = %e, "embedded store write failed");
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
+            let (left, waited): (Vec<Job>, Vec<Job>) =
+                group.into_iter().partition(|j| j.hold.is_some());
+            fail_group(waited, &e);
+            Err((e, left))
         }
     }
-    drop(holds);
-    result
 }
 
 /// The writer thread: waits for a write, takes whatever else is queued, commits the group.
 /// After a group that failed on a database redb has latched failed, opens it again
-/// ([`reopen`]). Ends when every handle to the store is gone.
+/// ([`reopen`]) and then makes first, as a group of their own, the writes of the failed group
+/// that nobody waits for. Ends when every handle to the store is gone.
 fn writer_loop(slot: Arc<Slot>, jobs: mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+    let mut carried = Vec::new();
+    loop {
+        let group = if carried.is_empty() {
+            let Ok(first) = jobs.recv() else {
+                return;
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
             }
-        }
+            group
+        } else {
+            std::mem::take(&mut carried)
+        };
         let db = match slot.current() {
             Ok(db) => db,
             Err(e) => {
@@ -347,10 +366,15 @@ fn writer_loop(slot: Arc<Slot>, jobs: mpsc::Receiver<Job>) {
                 continue;
             }
         };
-        if commit_group(&db, group).is_err() && latched(&db) {
-            drop(db);
-            if !reopen(&slot, &jobs) {
-                return;
+        if let Err((e, left)) = commit_group(&db, group) {
+            if latched(&db) {
+                drop(db);
+                if !reopen(&slot, &jobs) {
+                    return;
+                }
+                carried = left;
+            } else {
+                fail_group(left, &e);
             }
         }
     }
