@@ -21,10 +21,10 @@
 //! backoff until the file can be written, so the store comes back once the disk does, without a
 //! restart; meanwhile every call fails with [`StoreError::Unavailable`] and changes nothing (the
 //! failed group was not committed), and reads fail too, so readiness reports the store down.
-//! The writes of the failed group that nobody waits for (the seller's delivery records) are not
-//! dropped: they are made first once the file is open again, before any write queued since, so
-//! a delivery record the failure cut short lands without a restart (a caller that waits gets
-//! the failure and decides for itself).
+//! The writes nobody waits for (the seller's delivery records) are not dropped, neither those of
+//! the failed group nor those queued while the file is opened again: they are made first once
+//! it is open, in the order they were queued, so a delivery record the failure cut short lands
+//! without a restart (a caller that waits gets the failure and decides for itself).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -339,8 +339,8 @@ fn commit_group(db: &Database, group: Vec<Job>) -> Result<(), (StoreError, Vec<J
 
 /// The writer thread: waits for a write, takes whatever else is queued, commits the group.
 /// After a group that failed on a database redb has latched failed, opens it again
-/// ([`reopen`]) and then makes first, as a group of their own, the writes of the failed group
-/// that nobody waits for. Ends when every handle to the store is gone.
+/// ([`reopen`]) and then makes first, as a group of their own, the writes nobody waits for of
+/// the failed group and of the time it took. Ends when every handle to the store is gone.
 fn writer_loop(slot: Arc<Slot>, jobs: mpsc::Receiver<Job>) {
     let mut carried = Vec::new();
     loop {
@@ -369,10 +369,10 @@ fn writer_loop(slot: Arc<Slot>, jobs: mpsc::Receiver<Job>) {
         if let Err((e, left)) = commit_group(&db, group) {
             if latched(&db) {
                 drop(db);
-                if !reopen(&slot, &jobs) {
+                carried = left;
+                if !reopen(&slot, &jobs, &mut carried) {
                     return;
                 }
-                carried = left;
             } else {
                 fail_group(left, &e);
             }
@@ -392,9 +392,10 @@ fn latched(db: &Database) -> bool {
 
 /// Opens the database again after an I/O failure: takes it out of the slot (calls fail at once
 /// meanwhile), waits for the reads still holding it, then opens the file with backoff (100 ms
-/// doubling to 2 s) until it opens, answering the writes that come meanwhile with the failure.
+/// doubling to 2 s) until it opens. The writes that come meanwhile are answered with the
+/// failure, but for those nobody waits for, which join `carried` (to be made once it is open).
 /// False when every handle to the store went away first.
-fn reopen(slot: &Slot, jobs: &mpsc::Receiver<Job>) -> bool {
+fn reopen(slot: &Slot, jobs: &mpsc::Receiver<Job>, carried: &mut Vec<Job>) -> bool {
     tracing::error!("the store's file failed to write; opening it again");
     if let Some(mut old) = slot.set(None) {
         // Reads hold it for the length of one read transaction; redb lets go of the file's
@@ -435,6 +436,8 @@ fn reopen(slot: &Slot, jobs: &mpsc::Receiver<Job>) -> bool {
                 break;
             }
             match jobs.recv_timeout(left) {
+                // Nobody waits for it: made once the file is open again, after the others.
+                Ok(job) if job.hold.is_some() => carried.push(job),
                 Ok(job) => fail_group(
                     vec![job],
                     &unavailable("the store's file is being opened again after a failure"),

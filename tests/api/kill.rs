@@ -905,44 +905,54 @@ async fn readiness_becomes(base: &str, status: u16) -> bool {
 }
 
 /// The seller side's record that its /on_rating went out (written behind the request, nobody
-/// waiting for it) fails with the file (past the process's file size limit, as on a full disk).
-/// Once the file can be written again the same process records it, no restart and no second
-/// /on_rating; the rating owes nothing more, so the next process sends nothing.
+/// waiting for it) fails with the file (past the process's file size limit, as on a full disk),
+/// and so does the next one, made while the file is being opened again. Once the file can be
+/// written again the same process records both, no restart and no second /on_rating; the
+/// ratings owe nothing more, so the next process sends nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_a_delivery_record_the_full_disk_refused_lands_once_it_has_room() {
+async fn embedded_delivery_records_the_full_disk_refused_land_once_it_has_room() {
     let bap = Identity::new("buyer.test");
     let go = std::sync::Arc::new(tokio::sync::Notify::new());
     let buyer = ScriptedBuyer::with(Script::AckWhen(go.clone())).await;
     let dir = tempfile::tempdir().unwrap();
     let (port, env) = embedded_in(dir.path());
     let mut served = Served::start_as(dir.path(), port, &bap, &env, true).await;
-    rate_at(&served.base, &bap, &buyer, "m-f1", chrono::Utc::now()).await;
-    buyer.wait_for(1).await;
-    let rec = received_at(&served.base, "m-f1").await;
-    assert_eq!(rec["onRating"], "pending", "{rec}");
+    for (n, id) in ["m-f1", "m-f2"].into_iter().enumerate() {
+        rate_at(&served.base, &bap, &buyer, id, chrono::Utc::now()).await;
+        buyer.wait_for(n + 1).await;
+        let rec = received_at(&served.base, id).await;
+        assert_eq!(rec["onRating"], "pending", "{rec}");
+    }
 
-    // Every page past the first is out of reach: the record's commit fails, and the store is
-    // down (readiness 503) while its file cannot be opened again.
+    // Every page past the first is out of reach: the first record's commit fails, and the
+    // store is down (readiness 503) while its file cannot be opened again. The second record
+    // comes meanwhile.
     limit_file_size(served.child.id(), "4096");
     go.notify_one();
     assert!(
         readiness_becomes(&served.base, 503).await,
         "the delivery record's write did not fail"
     );
+    go.notify_one();
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     limit_file_size(served.child.id(), "unlimited");
     assert!(
         readiness_becomes(&served.base, 200).await,
         "the store never came back"
     );
-    let rec = received_until(&served.base, "m-f1", |r| r["onRating"] != "pending").await;
-    assert_eq!(rec["onRating"], "sent", "{rec}");
-    assert_eq!(buyer.requests().len(), 1, "one /on_rating");
+    for id in ["m-f1", "m-f2"] {
+        let rec = received_until(&served.base, id, |r| r["onRating"] != "pending").await;
+        assert_eq!(rec["onRating"], "sent", "{rec}");
+    }
+    assert_eq!(buyer.requests().len(), 2, "one /on_rating each");
 
     assert!(served.terminate().await.success());
     let next = Served::start(dir.path(), port, &bap, &env).await;
     assert_eq!(taken_up(&next.base).await, 0.0, "owed nothing");
-    assert_eq!(received_at(&next.base, "m-f1").await["onRating"], "sent");
+    for id in ["m-f1", "m-f2"] {
+        assert_eq!(received_at(&next.base, id).await["onRating"], "sent");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(buyer.requests().len(), 1, "nothing sent again");
+    assert_eq!(buyer.requests().len(), 2, "nothing sent again");
 }
