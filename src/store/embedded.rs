@@ -165,6 +165,14 @@ struct Job {
     hold: Option<Box<dyn Send>>,
 }
 
+impl Job {
+    /// Queued and left ([`EmbeddedStore::put_queued`]): nobody waits for its answer, so a
+    /// failure would go unseen; its hold is what marks it.
+    fn left(&self) -> bool {
+        self.hold.is_some()
+    }
+}
+
 /// A write queued without waiting for its commit (see [`EmbeddedStore::put_queued`]).
 pub struct Queued(oneshot::Receiver<Result<Outcome, StoreError>>);
 
@@ -329,8 +337,7 @@ fn commit_group(db: &Database, group: Vec<Job>) -> Result<(), (StoreError, Vec<J
         }
         Err(e) => {
             tracing::warn!(error = %e, "embedded store write failed");
-            let (left, waited): (Vec<Job>, Vec<Job>) =
-                group.into_iter().partition(|j| j.hold.is_some());
+            let (left, waited): (Vec<Job>, Vec<Job>) = group.into_iter().partition(Job::left);
             fail_group(waited, &e);
             Err((e, left))
         }
@@ -437,7 +444,7 @@ fn reopen(slot: &Slot, jobs: &mpsc::Receiver<Job>, carried: &mut Vec<Job>) -> bo
             }
             match jobs.recv_timeout(left) {
                 // Nobody waits for it: made once the file is open again, after the others.
-                Ok(job) if job.hold.is_some() => carried.push(job),
+                Ok(job) if job.left() => carried.push(job),
                 Ok(job) => fail_group(
                     vec![job],
                     &unavailable("the store's file is being opened again after a failure"),
