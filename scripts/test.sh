@@ -3,9 +3,10 @@
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
 # Installs the Node interop peer (tests/interop), starts a private Redis unless
 # REDIS_URL is already set and a private three-node Redis Cluster unless
-# REDIS_CLUSTER_NODES is already set, runs the whole test suite, then the fuzz
-# targets for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS per target,
-# SKIP_FUZZ=1 skips them).
+# REDIS_CLUSTER_NODES is already set, runs the whole test suite, then the API
+# conformance check against the served OpenAPI document (scripts/api-conformance.sh;
+# SKIP_API_CONFORMANCE=1 skips it), then the fuzz targets for a bounded time
+# (scripts/fuzz.sh; FUZZ_SECONDS per target, SKIP_FUZZ=1 skips them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -189,6 +190,14 @@ run_fuzz() {
   bash "$ROOT/scripts/fuzz.sh"
 }
 
+run_api_conformance() {
+  if [[ "${SKIP_API_CONFORMANCE:-}" == 1 ]]; then
+    log "SKIP_API_CONFORMANCE=1: API conformance check not run"
+    return 0
+  fi
+  bash "$ROOT/scripts/api-conformance.sh"
+}
+
 main() {
   cd "$ROOT"
   trap cleanup EXIT
@@ -198,6 +207,7 @@ main() {
   setup_redis
   local rc=0
   run_tests "$@" || rc=$?
+  run_api_conformance || rc=$?
   run_fuzz || rc=$?
   return "$rc"
 }

@@ -139,7 +139,10 @@ impl From<ApiError> for ListingError {
                 50400,
                 "The provider's platform did not answer in time; the feedback is kept.",
             ),
-            InternalError | AlreadyAnswered | TtlPassed => (50000, "Internal error."),
+            // (A 405 is answered before any handler.)
+            InternalError | AlreadyAnswered | TtlPassed | MethodNotAllowed => {
+                (50000, "Internal error.")
+            }
         };
         Self {
             seller_error: e.seller_error,

@@ -43,6 +43,8 @@ pub enum ApiCode {
     RegistryUnavailable,
     /// No such route.
     NotFound,
+    /// The route is served, with other methods (the `Allow` header names them).
+    MethodNotAllowed,
     /// A defect of ours caught before it reached a peer (an outbound payload failed its schema).
     InternalError,
     /// Too many buyer requests are waiting for callbacks; retry after the Retry-After seconds.
@@ -84,6 +86,7 @@ impl ApiCode {
             StoreUnavailable => ("store_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             RegistryUnavailable => ("registry_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             NotFound => ("not_found", StatusCode::NOT_FOUND),
+            MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             InternalError => ("internal_error", StatusCode::INTERNAL_SERVER_ERROR),
             TooBusy => ("too_busy", StatusCode::SERVICE_UNAVAILABLE),
             SellerTimeout => ("seller_timeout", StatusCode::GATEWAY_TIMEOUT),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::Method;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::future::Either;
 
 use crate::bap::auth::TokenVerifier;
@@ -432,7 +432,9 @@ impl Application {
             .map_err(|e| StartError::Bind("listener".into(), e))?
             .port();
         let data = state.clone();
+        let methods = Arc::new(MethodsByPath::new(&state.settings));
         let server = HttpServer::new(move || {
+            let methods = methods.clone();
             let metrics = data.metrics.clone();
             let settings = data.settings.clone();
             App::new()
@@ -456,7 +458,9 @@ impl Application {
                     }
                 })
                 .configure(|cfg| routes(cfg, &data.settings))
-                .default_service(web::to(not_found))
+                .default_service(web::to(move |req: HttpRequest| {
+                    std::future::ready(unrouted(&methods, &req))
+                }))
         });
         let server = match state.settings.server.workers {
             0 => server,
@@ -602,7 +606,10 @@ fn listen_on(address: std::net::SocketAddr, backlog: u32) -> std::io::Result<Tcp
 /// `/on_rating` used to be tried against the nine parameterised paths before it, about 4 % of the
 /// buyer side's CPU per round trip (docs/BENCHMARKS.md).
 fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
-    let route = |m: Method| web::method(m);
+    let route = |m: Method| match m {
+        Method::GET => get_or_head(),
+        m => web::method(m),
+    };
     let (buyer, seller) = (settings.buyer.enabled, settings.seller.enabled);
     let mut t = Vec::new();
     if buyer {
@@ -738,8 +745,62 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(openapi::document(&state.settings))
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(ApiCode::NotFound, "no such endpoint"))
+/// A route for GET that answers HEAD too, as RFC 9110 asks of every server (section 9.1): the
+/// same status and headers, and actix-web leaves the body out (a load balancer's `HEAD /healthz`,
+/// say). The documentation and [`route_list`] name only GET.
+pub(crate) fn get_or_head() -> actix_web::Route {
+    use actix_web::guard;
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
+/// The methods each served path takes, for the answer to a request that matched no route.
+struct MethodsByPath(Vec<(actix_web::dev::ResourceDef, String)>);
+
+impl MethodsByPath {
+    fn new(settings: &Settings) -> Self {
+        let mut by_path: Vec<(String, Vec<Method>)> = Vec::new();
+        for (method, path) in route_list(settings) {
+            match by_path.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, methods)) => methods.push(method),
+                None => by_path.push((path, vec![method])),
+            }
+        }
+        for (_, methods) in &mut by_path {
+            if methods.contains(&Method::GET) {
+                methods.push(Method::HEAD);
+            }
+        }
+        Self(
+            by_path
+                .into_iter()
+                .map(|(path, methods)| {
+                    let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+                    (actix_web::dev::ResourceDef::new(path), allow.join(", "))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A request no route took: 405 with `Allow` when its path is served with other methods (RFC 9110
+/// section 15.5.6), otherwise 404. Only requests that missed every route come here, so the routes
+/// themselves are matched as before.
+fn unrouted(methods: &MethodsByPath, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    let path = req.path();
+    match methods.0.iter().find(|(def, _)| def.is_match(path)) {
+        Some((_, allow)) => {
+            let refused = ApiError::new(
+                ApiCode::MethodNotAllowed,
+                format!("{path} takes {allow}, not {}", req.method()),
+            );
+            let mut res = actix_web::ResponseError::error_response(&refused);
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(allow) {
+                res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+            }
+            Ok(res)
+        }
+        None => Err(ApiError::new(ApiCode::NotFound, "no such endpoint")),
+    }
 }
 
 async fn healthz() -> HttpResponse {

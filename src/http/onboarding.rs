@@ -62,7 +62,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
                 let page: Arc<str> = site_verification_html(&keys, &o.request_id).into();
                 cfg.route(
                     SITE_VERIFICATION_PATH,
-                    web::get().to(move || {
+                    super::get_or_head().to(move || {
                         let page = page.clone();
                         async move {
                             HttpResponse::Ok()

@@ -1,6 +1,15 @@
 //! The OpenAPI document served at `GET /openapi.json`: `schemas/openapi.json` with its components
-//! filled from the JSON Schemas in `schemas/` and the network paths moved to where this
-//! configuration mounts them. A test checks it against the routes the server really has.
+//! filled from the JSON Schemas in `schemas/`, the network paths moved to where this configuration
+//! mounts them, and only the operations this configuration serves. A test checks it against the
+//! routes the server really has.
+//!
+//! The schema files are JSON Schema resources of their own (`$id` URNs, references such as
+//! `urn:ondc-rating:ondc:ack#/$defs/error` or `#/$defs/stars`). In the document every reference is
+//! made a JSON pointer from the document's root (`#/components/schemas/Ack/$defs/error`) and the
+//! `$id`s are dropped: OpenAPI 3.1 allows either, but client generators and API testers resolve
+//! document pointers and many stop at a `$ref` that needs a schema's `$id`.
+
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
@@ -52,6 +61,17 @@ pub fn document(settings: &Settings) -> Value {
             schemas.insert((*name).to_owned(), schema);
         }
     }
+    let names: HashMap<String, String> = schemas
+        .iter()
+        .filter_map(|(name, s)| Some((s.get("$id")?.as_str()?.to_owned(), name.clone())))
+        .collect();
+    for (name, schema) in schemas.iter_mut() {
+        if let Some(root) = schema.as_object_mut() {
+            root.remove("$id");
+            root.remove("$schema");
+        }
+        point_from_root(schema, name, &names);
+    }
     doc["components"]["schemas"] = Value::Object(schemas);
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         let moves = [
@@ -75,8 +95,67 @@ pub fn document(settings: &Settings) -> Value {
                 paths.insert(configured, item);
             }
         }
+        // The operations of a disabled role or of onboarding left unconfigured are not served.
+        let served: BTreeSet<(String, String)> = super::route_list(settings)
+            .into_iter()
+            .map(|(m, p)| (m.as_str().to_ascii_lowercase(), template(&p)))
+            .collect();
+        paths.retain(|path, item| {
+            let shape = template(path);
+            if let Some(ops) = item.as_object_mut() {
+                ops.retain(|method, _| served.contains(&(method.clone(), shape.clone())));
+                !ops.is_empty()
+            } else {
+                false
+            }
+        });
     }
     doc
+}
+
+/// A path with its parameters' names dropped: `/a/{orderId}` and `/a/{order_id}` are one route.
+pub fn template(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_param = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                out.push_str("{}");
+            }
+            '}' => in_param = false,
+            _ if in_param => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Makes every `$ref` under `v`, a part of component `home`, a pointer from the document's root:
+/// `#/$defs/x` to `#/components/schemas/{home}/$defs/x`, and `{$id}#/$defs/x` to the same under
+/// the component with that `$id`. A reference to a resource not among the components is left.
+fn point_from_root(v: &mut Value, home: &str, names: &HashMap<String, String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match x {
+                    Value::String(r) if k == "$ref" => {
+                        let (base, fragment) = r.split_once('#').unwrap_or((r.as_str(), ""));
+                        let target = match base {
+                            "" => Some(home),
+                            id => names.get(id).map(String::as_str),
+                        };
+                        if let Some(target) = target {
+                            *r = format!("#/components/schemas/{target}{fragment}");
+                        }
+                    }
+                    x => point_from_root(x, home, names),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| point_from_root(x, home, names)),
+        _ => {}
+    }
 }
 
 /// Every component name, for the tests.

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Checks the running server against the OpenAPI document it serves, with Schemathesis
+# (property-based API testing from the document alone): no 5xx on any generated input, only
+# documented status codes, bodies that match the documented schemas, schema-invalid bodies
+# refused, 405 for methods a path does not take, the stateful links followed.
+#   scripts/api-conformance.sh
+# Needs python3 (with venv); installs a pinned Schemathesis into target/api-conformance/venv the
+# first time. Starts the debug build of the server (both roles, embedded store in a temporary
+# directory) on a free loopback port and stops it at the end. scripts/test.sh runs it after the
+# test suite (SKIP_API_CONFORMANCE=1 skips it there).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCHEMATHESIS_VERSION="4.32.5"
+WORK="$ROOT/target/api-conformance"
+VENV="$WORK/venv"
+# Fixed seeds and example counts: the same inputs every run, so a failure reproduces.
+SEED=20261207
+EXAMPLES=150
+ORDERS=40
+SERVER_PID=""
+TMP=""
+
+log() { printf 'api-conformance.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+cleanup() {
+  local rc=$?
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  [[ -n "$TMP" ]] && rm -rf "$TMP"
+  exit "$rc"
+}
+
+setup_schemathesis() {
+  command -v python3 >/dev/null 2>&1 || die "python3 is required"
+  if [[ ! -x "$VENV/bin/schemathesis" ]] ||
+    [[ "$("$VENV/bin/python" -c 'import schemathesis; print(schemathesis.__version__)' 2>/dev/null)" != "$SCHEMATHESIS_VERSION" ]]; then
+    log "installing Schemathesis $SCHEMATHESIS_VERSION into $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$WORK"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+start_server() {
+  local port=$1 bin="$ROOT/target/debug/ondc-rating"
+  (cd "$ROOT" && cargo build --quiet --bin ondc-rating)
+  TMP="$(mktemp -d "${TMPDIR:-/tmp}/ondc-rating-api.XXXXXX")"
+  ONDC_RATING__SERVER__BIND="127.0.0.1:$port" \
+    ONDC_RATING__SERVER__LOG_LEVEL=warn \
+    ONDC_RATING__STORE__BACKEND=embedded \
+    ONDC_RATING__STORE__PATH="$TMP/ondc-rating.redb" \
+    ONDC_RATING__BUYER__BAP_URI="http://127.0.0.1:$port/bap" \
+    ONDC_RATING__BUYER__CALLBACK_WAIT_MS=200 \
+    ONDC_RATING__SELLER__BPP_URI="http://127.0.0.1:$port/bpp" \
+    "$bin" serve --config "$ROOT/config/default.toml" >"$TMP/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$TMP/server.log" >&2
+  die "the server did not become ready"
+}
+
+# Data for the generated requests to find, so that they reach past "not found": a registered
+# user and completed orders of hers whose seller is this server's own seller side, so a rating
+# the generator submits really goes out as a signed /rating and comes back as an /on_rating.
+# The configuration makes the generator use these ids in most requests.
+seed_data() {
+  local internal=$1 n ids=()
+  curl -fsS -X PUT "$BASE/internal/users/alice" -H "Authorization: Bearer $internal" \
+    -H 'Content-Type: application/json' -d '{"active":true}' >/dev/null
+  for n in $(seq 1 "$ORDERS"); do
+    curl -fsS -X PUT "$BASE/internal/orders/O-$n" -H "Authorization: Bearer $internal" \
+      -H 'Content-Type: application/json' \
+      -d "{\"userId\":\"alice\",\"state\":\"Completed\",\"domain\":\"ONDC:RET10\",\"city\":\"std:080\",\"transactionId\":\"t-$n\",\"bppId\":\"ondc-rating.localhost\",\"bppUri\":\"$BASE/bpp\",\"providerId\":\"P1\",\"agentId\":\"A1\",\"itemIds\":[\"I1\",\"I2\"],\"fulfillmentIds\":[\"F1\"]}" >/dev/null
+    ids+=("\"O-$n\"")
+  done
+  cat >"$TMP/schemathesis.toml" <<TOML
+[dictionaries.users]
+values = ["alice"]
+
+[dictionaries.orders]
+values = [$(IFS=,; echo "${ids[*]}")]
+
+[parameters]
+"path.user_id" = { dictionary = "users", probability = 0.8 }
+"path.userId" = { dictionary = "users", probability = 0.5 }
+"path.order_id" = { dictionary = "orders", probability = 0.8 }
+"path.orderId" = { dictionary = "orders", probability = 0.8 }
+"path.listing_id" = { dictionary = "orders", probability = 0.8 }
+"body.orderId" = { dictionary = "orders", probability = 0.8 }
+TOML
+}
+
+# run NAME ARGS...: one Schemathesis run; returns its exit status.
+run() {
+  local name=$1
+  shift
+  log "$name"
+  # From the temporary directory: Schemathesis keeps its cache in the working directory.
+  (cd "$TMP" && "$VENV/bin/schemathesis" --config-file "$TMP/schemathesis.toml" --no-color run \
+    "$BASE/openapi.json" --checks all --seed "$SEED" --max-examples "$EXAMPLES" "$@")
+}
+
+main() {
+  trap cleanup EXIT
+  setup_schemathesis
+  local port rc=0 token internal
+  port="$(free_port)"
+  BASE="http://127.0.0.1:$port"
+  start_server "$port"
+  internal="$(sed -n 's/^internal_token = "\(.*\)"/\1/p' "$ROOT/config/default.toml" | head -n 1)"
+  token="$("$ROOT/target/debug/ondc-rating" token --user alice --config "$ROOT/config/default.toml")"
+  seed_data "$internal"
+  # The internal APIs: every check.
+  run "internal APIs" -H "Authorization: Bearer $internal" --include-path-regex '^/internal' || rc=1
+  # The buyer APIs. Not the check that every schema-valid body is taken: some valid-looking
+  # requests are refused by rules a JSON Schema cannot state, as documented in the README (an
+  # unknown user is a 400 on the v2 feedback API, the API being migrated from answers so; two
+  # item ratings with one item id).
+  run "buyer APIs" -H "Authorization: Bearer $token" --include-path-regex '^/(ret11|v2)/' \
+    --exclude-checks positive_data_acceptance || rc=1
+  # The rest: network endpoints (refused unsigned with a NACK), health, metrics, the document.
+  run "network and operations endpoints" --exclude-path-regex '^/(ret11|v2|internal)/' || rc=1
+  if kill -0 "$SERVER_PID" 2>/dev/null; then
+    log "the server is still running"
+  else
+    cat "$TMP/server.log" >&2
+    die "the server stopped during the runs"
+  fi
+  if grep -q "panicked" "$TMP/server.log"; then
+    grep -B2 -A5 "panicked" "$TMP/server.log" >&2
+    die "the server panicked"
+  fi
+  return "$rc"
+}
+
+main "$@"
