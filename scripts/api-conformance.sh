@@ -50,11 +50,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# start_server PORT SIGNING_KEY
 start_server() {
-  local port=$1 bin="$ROOT/target/debug/ondc-rating"
-  (cd "$ROOT" && cargo build --quiet --bin ondc-rating)
-  TMP="$(mktemp -d "${TMPDIR:-/tmp}/ondc-rating-api.XXXXXX")"
+  local port=$1 key=$2 bin="$ROOT/target/debug/ondc-rating"
   ONDC_RATING__SERVER__BIND="127.0.0.1:$port" \
+    ONDC_RATING__IDENTITY__SIGNING_PRIVATE_KEY="$key" \
     ONDC_RATING__SERVER__LOG_LEVEL=warn \
     ONDC_RATING__STORE__BACKEND=embedded \
     ONDC_RATING__STORE__PATH="$TMP/ondc-rating.redb" \
@@ -74,10 +74,12 @@ start_server() {
 
 # Data for the generated requests to find, so that they reach past "not found": a registered
 # user and completed orders of hers whose seller is this server's own seller side, so a rating
-# the generator submits really goes out as a signed /rating and comes back as an /on_rating.
+# the generator submits really goes out as a signed /rating and comes back as an /on_rating; and
+# three of those ratings already received by the seller side.
 # The configuration makes the generator use these ids in most requests.
+# seed_data INTERNAL_TOKEN BUYER_TOKEN
 seed_data() {
-  local internal=$1 n ids=()
+  local internal=$1 token=$2 n ids=() messages=()
   curl -fsS -X PUT "$BASE/internal/users/alice" -H "Authorization: Bearer $internal" \
     -H 'Content-Type: application/json' -d '{"active":true}' >/dev/null
   for n in $(seq 1 "$ORDERS"); do
@@ -86,12 +88,24 @@ seed_data() {
       -d "{\"userId\":\"alice\",\"state\":\"Completed\",\"domain\":\"ONDC:RET10\",\"city\":\"std:080\",\"transactionId\":\"t-$n\",\"bppId\":\"ondc-rating.localhost\",\"bppUri\":\"$BASE/bpp\",\"providerId\":\"P1\",\"agentId\":\"A1\",\"itemIds\":[\"I1\",\"I2\"],\"fulfillmentIds\":[\"F1\"]}" >/dev/null
     ids+=("\"O-$n\"")
   done
+  # Three of them rated already, so that the seller side holds received ratings to read.
+  for n in 1 2 3; do
+    messages+=("\"$(curl -fsS -X POST "$BASE/ret11/rating" -H "Authorization: Bearer $token" \
+      -H 'Content-Type: application/json' -d "{\"orderId\":\"O-$n\",\"orderRating\":5}" |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["dto"]["context"]["message_id"])')\"")
+  done
   cat >"$TMP/schemathesis.toml" <<TOML
 [dictionaries.users]
 values = ["alice"]
 
 [dictionaries.orders]
 values = [$(IFS=,; echo "${ids[*]}")]
+
+[dictionaries.buyers]
+values = ["ondc-rating.localhost"]
+
+[dictionaries.messages]
+values = [$(IFS=,; echo "${messages[*]}")]
 
 [parameters]
 "path.user_id" = { dictionary = "users", probability = 0.8 }
@@ -100,6 +114,8 @@ values = [$(IFS=,; echo "${ids[*]}")]
 "path.orderId" = { dictionary = "orders", probability = 0.8 }
 "path.listing_id" = { dictionary = "orders", probability = 0.8 }
 "body.orderId" = { dictionary = "orders", probability = 0.8 }
+"path.bap_id" = { dictionary = "buyers", probability = 0.8 }
+"path.message_id" = { dictionary = "messages", probability = 0.8 }
 TOML
 }
 
@@ -113,16 +129,27 @@ run() {
     "$BASE/openapi.json" --checks all --seed "$SEED" --max-examples "$EXAMPLES" "$@")
 }
 
+# nacks CODE: how many NACKs with that ONDC code the server has answered.
+nacks() {
+  curl -fsS "$BASE/metrics" | awk -v code="$1" '
+    $0 ~ "^ondc_rating_nacks_total\\{code=\"" code "\"\\}" { n = $2 }
+    END { print n + 0 }'
+}
+
 main() {
   trap cleanup EXIT
   setup_schemathesis
-  local port rc=0 token internal
+  local port rc=0 token internal key bin="$ROOT/target/debug/ondc-rating"
+  (cd "$ROOT" && cargo build --quiet --bin ondc-rating)
+  TMP="$(mktemp -d "${TMPDIR:-/tmp}/ondc-rating-api.XXXXXX")"
+  key="$("$bin" keygen | sed -n 's/^signing_private_key = "\(.*\)"/\1/p')"
+  [[ -n "$key" ]] || die "keygen printed no signing key"
   port="$(free_port)"
   BASE="http://127.0.0.1:$port"
-  start_server "$port"
+  start_server "$port" "$key"
   internal="$(sed -n 's/^internal_token = "\(.*\)"/\1/p' "$ROOT/config/default.toml" | head -n 1)"
   token="$("$ROOT/target/debug/ondc-rating" token --user alice --config "$ROOT/config/default.toml")"
-  seed_data "$internal"
+  seed_data "$internal" "$token"
   # The internal APIs: every check.
   run "internal APIs" -H "Authorization: Bearer $internal" --include-path-regex '^/internal' || rc=1
   # The buyer APIs. Not the check that every schema-valid body is taken: some valid-looking
@@ -133,6 +160,28 @@ main() {
     --exclude-checks positive_data_acceptance || rc=1
   # The rest: network endpoints (refused unsigned with a NACK), health, metrics, the document.
   run "network and operations endpoints" --exclude-path-regex '^/(ret11|v2|internal)/' || rc=1
+  # The network endpoints again, each request signed as a peer signs it (api_conformance_hooks.py,
+  # with the server's own key, which it trusts), so bodies reach the parsing and the checks. Not
+  # the checks that every schema-valid body is taken (the inbound schemas are tolerant and ONDC's
+  # context rules, a fresh RFC 3339 timestamp say, come after them, each with its NACK) and that
+  # a successful answer needs the credentials (they are made here, not generated).
+  local before_seller before_buyer after_seller after_buyer
+  before_seller="$(nacks 30000)"
+  before_buyer="$(nacks 20006)"
+  SCHEMATHESIS_HOOKS=api_conformance_hooks PYTHONPATH="$ROOT/scripts" \
+    CONFORMANCE_BIN="$bin" CONFORMANCE_SIGNING_KEY="$key" \
+    CONFORMANCE_SUBSCRIBER_ID=ondc-rating.localhost CONFORMANCE_UNIQUE_KEY_ID=dev-1 \
+    run "network endpoints, signed" --include-path-regex '^/(bpp|bap)/' \
+    --exclude-checks positive_data_acceptance,ignored_auth || rc=1
+  # The signatures were taken: bodies got as far as their schemas (a NACK a signature refused
+  # first never is), on both sides.
+  after_seller="$(nacks 30000)"
+  after_buyer="$(nacks 20006)"
+  log "schema NACKs behind a valid signature: seller $before_seller -> $after_seller, buyer $before_buyer -> $after_buyer"
+  if ((after_seller <= before_seller || after_buyer <= before_buyer)); then
+    log "error: the signed requests did not get past the signature check"
+    rc=1
+  fi
   if kill -0 "$SERVER_PID" 2>/dev/null; then
     log "the server is still running"
   else
