@@ -95,6 +95,10 @@ seed_data() {
       python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["dto"]["context"]["message_id"])')\"")
   done
   cat >"$TMP/schemathesis.toml" <<TOML
+# Every check (as --checks all would, but leaving the operations below their own say).
+[checks]
+enabled = true
+
 [dictionaries.users]
 values = ["alice"]
 
@@ -116,6 +120,14 @@ values = [$(IFS=,; echo "${messages[*]}")]
 "body.orderId" = { dictionary = "orders", probability = 0.8 }
 "path.bap_id" = { dictionary = "buyers", probability = 0.8 }
 "path.message_id" = { dictionary = "messages", probability = 0.8 }
+
+# Some schema-valid requests are refused by rules a JSON Schema cannot state, as the README
+# documents: an unknown user is a 400 on the v2 feedback API (the API it replaces answered so),
+# and two item ratings may not name one item. Every other operation must take every
+# schema-valid request it is given (or answer 401, 403, 404, 409 for the state it finds).
+[[operations]]
+include-path-regex = "^/(ret11/rating|v2/feedback/)"
+checks = { positive_data_acceptance = { enabled = false } }
 TOML
 }
 
@@ -126,7 +138,7 @@ run() {
   log "$name"
   # From the temporary directory: Schemathesis keeps its cache in the working directory.
   (cd "$TMP" && "$VENV/bin/schemathesis" --config-file "$TMP/schemathesis.toml" --no-color run \
-    "$BASE/openapi.json" --checks all --seed "$SEED" --max-examples "$EXAMPLES" "$@")
+    "$BASE/openapi.json" --seed "$SEED" --max-examples "$EXAMPLES" "$@")
 }
 
 # nacks CODE: how many NACKs with that ONDC code the server has answered.
@@ -150,14 +162,11 @@ main() {
   internal="$(sed -n 's/^internal_token = "\(.*\)"/\1/p' "$ROOT/config/default.toml" | head -n 1)"
   token="$("$ROOT/target/debug/ondc-rating" token --user alice --config "$ROOT/config/default.toml")"
   seed_data "$internal" "$token"
-  # The internal APIs: every check.
+  # The buyer APIs (two of them without one check: the configuration above says which and why).
+  run "buyer APIs" -H "Authorization: Bearer $token" --include-path-regex '^/(ret11|v2)/' || rc=1
+  # The internal APIs, after the buyer APIs: they replace the seeded orders and users with what
+  # they generate.
   run "internal APIs" -H "Authorization: Bearer $internal" --include-path-regex '^/internal' || rc=1
-  # The buyer APIs. Not the check that every schema-valid body is taken: some valid-looking
-  # requests are refused by rules a JSON Schema cannot state, as documented in the README (an
-  # unknown user is a 400 on the v2 feedback API, the API being migrated from answers so; two
-  # item ratings with one item id).
-  run "buyer APIs" -H "Authorization: Bearer $token" --include-path-regex '^/(ret11|v2)/' \
-    --exclude-checks positive_data_acceptance || rc=1
   # The rest: network endpoints (refused unsigned with a NACK), health, metrics, the document.
   run "network and operations endpoints" --exclude-path-regex '^/(ret11|v2|internal)/' || rc=1
   # The network endpoints again, each request signed as a peer signs it (api_conformance_hooks.py,

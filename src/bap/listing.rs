@@ -224,7 +224,11 @@ pub fn parse(body: &[u8], take_detailed: bool) -> Result<ListingSubmission, List
                 for field in DETAILED_FIELDS {
                     match d.get(field) {
                         None | Some(Value::Null) => {}
-                        Some(v) => match v.as_u64().filter(|n| *n <= DETAILED_MAX) {
+                        // A whole number, as its schema's `integer` is: `3.0` is 3.
+                        Some(v) => match v
+                            .as_f64()
+                            .filter(|n| n.fract() == 0.0 && (0.0..=DETAILED_MAX as f64).contains(n))
+                        {
                             Some(n) => detailed.push((field.to_owned(), n as u8)),
                             None => errors.push(field_error(
                                 field,
@@ -546,6 +550,31 @@ mod tests {
         .unwrap();
         assert!(p.detailed.is_empty());
         assert_eq!(rating_entry("L1", "provider", &p).value, "3");
+    }
+
+    #[test]
+    fn a_detailed_score_is_a_whole_number_however_written() {
+        let p = parse(
+            br#"{"Rating":"Positive","DetailedTspFeedback":{"Communication":3.0,"CareOfGoods":0,"ServicesAsDescribed":5e0}}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            p.detailed,
+            vec![
+                ("Communication".to_owned(), 3),
+                ("CareOfGoods".to_owned(), 0),
+                ("ServicesAsDescribed".to_owned(), 5)
+            ]
+        );
+        for refused in ["2.5", "-1", "6", "5.000001", "\"3\"", "true"] {
+            let body = format!(
+                r#"{{"Rating":"Positive","DetailedTspFeedback":{{"Communication":{refused}}}}}"#
+            );
+            let e = parse(body.as_bytes(), true).unwrap_err();
+            assert_eq!(e.code, 40000, "{refused}");
+            assert_eq!(e.errors[0].field, "Communication", "{refused}");
+        }
     }
 
     #[test]
