@@ -290,6 +290,15 @@ pub struct BuyerSettings {
     pub jwt_hs256_secret: String,
     /// Ed25519 public keys (base64, raw 32 bytes) accepted for EdDSA bearer tokens.
     pub jwt_eddsa_public_keys: Vec<String>,
+    /// The audiences this server answers to: a bearer token must name one of them in `aud`.
+    /// Empty: tokens naming any audience are refused (they are for another service, RFC 7519
+    /// section 4.1.3), tokens naming none are taken. In the environment, a comma-separated list.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub jwt_audience: Vec<String>,
+    /// The issuers whose tokens are taken (`iss`); empty: any. In the environment, a
+    /// comma-separated list.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub jwt_issuers: Vec<String>,
     /// Bearer token for the internal orders API.
     pub internal_token: String,
     /// Told when v2 feedback is recorded: a signed `feedback.recorded` event is POSTed here
@@ -323,6 +332,8 @@ impl Default for BuyerSettings {
             send_timeout_ms: 5_000,
             jwt_hs256_secret: String::new(),
             jwt_eddsa_public_keys: Vec::new(),
+            jwt_audience: Vec::new(),
+            jwt_issuers: Vec::new(),
             internal_token: String::new(),
             notify_webhook_url: String::new(),
             notify_webhook_secret: String::new(),
@@ -1039,6 +1050,14 @@ impl Settings {
                     "buyer.jwt_hs256_secret",
                     "set an HS256 secret or EdDSA public keys so buyer tokens can be checked",
                 ));
+            }
+            for (key, list) in [
+                ("buyer.jwt_audience", &self.buyer.jwt_audience),
+                ("buyer.jwt_issuers", &self.buyer.jwt_issuers),
+            ] {
+                if list.iter().any(|v| v.trim().is_empty()) {
+                    return Err(invalid(key, "entries must not be blank"));
+                }
             }
             if !self.buyer.jwt_hs256_secret.is_empty() && self.buyer.jwt_hs256_secret.len() < 16 {
                 return Err(invalid(

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ondc_rating::bap::auth::mint_hs256;
+use ondc_rating::bap::auth::{Audience, Claims, mint_hs256_claims};
 use ondc_rating::config::{LogFormat, Settings};
 use ondc_rating::crypto::{
     EncryptionKeyPair, SigningKeyPair, registry_encryption_public_key, sign_body,
@@ -406,10 +406,17 @@ async fn run(
             if settings.buyer.jwt_hs256_secret.is_empty() {
                 return Err("buyer.jwt_hs256_secret is not set in this configuration".into());
             }
-            println!(
-                "{}",
-                mint_hs256(&settings.buyer.jwt_hs256_secret, &user, now(), ttl)
-            );
+            // Of this server's first audience and issuer when it names any, so that it takes it.
+            let b = &settings.buyer;
+            let claims = Claims {
+                sub: Some(user),
+                exp: Some(now() + ttl),
+                nbf: None,
+                iat: Some(now()),
+                aud: b.jwt_audience.first().cloned().map(Audience::One),
+                iss: b.jwt_issuers.first().cloned(),
+            };
+            println!("{}", mint_hs256_claims(&b.jwt_hs256_secret, &claims));
             Ok(ExitCode::SUCCESS)
         }
         Command::SiteVerification {

@@ -372,7 +372,8 @@ impl Application {
             tokens: TokenVerifier::new(
                 &settings.buyer.jwt_hs256_secret,
                 &settings.buyer.jwt_eddsa_public_keys,
-            ),
+            )
+            .with_audience_and_issuers(&settings.buyer.jwt_audience, &settings.buyer.jwt_issuers),
             waiters: Waiters::default(),
             schemas,
             in_flight: InFlight::default(),

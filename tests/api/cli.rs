@@ -4,7 +4,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{bind, wait_until_up};
+use crate::helpers::{bind, now, wait_until_up};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ondc-rating");
 
@@ -178,4 +178,119 @@ async fn serve_runs_the_http_workers_the_settings_ask_for() {
     let (server, _) = Server::start(dir.path(), &[("ONDC_RATING__SERVER__WORKERS", "3")]).await;
     // Each is "actix-server worker N".
     assert_eq!(threads_named(server.0.id(), "actix-server wo"), 3);
+}
+
+/// `token --user U` under the configuration (and environment) `env` sets.
+fn cli_token(user: &str, env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--user",
+            user,
+            "--config",
+            &repo_file("config/default.toml"),
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_of_an_audience_takes_only_tokens_for_it_and_the_token_command_mints_them() {
+    use ondc_rating::bap::auth::{Audience, Claims, mint_hs256_claims};
+    const SECRET: &str = "dev-only-hs256-secret-change-me";
+    let env = [
+        (
+            "ONDC_RATING__BUYER__JWT_AUDIENCE",
+            "ratings.buyer.test, api.buyer.test",
+        ),
+        ("ONDC_RATING__BUYER__JWT_ISSUERS", "https://id.buyer.test"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = Server::start(dir.path(), &env).await;
+    let open_dir = tempfile::tempdir().unwrap();
+    let (_open, open_base) = Server::start(open_dir.path(), &[]).await;
+    let http = reqwest::Client::new();
+    // Authentication passed when the read finds no rating (404); refused, 401 with the reason.
+    let read = |base: String, token: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("{base}/ret11/orders/O-none/rating"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (
+                status,
+                body["error"]["message"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    let claims = |aud: Option<Audience>, iss: Option<&str>| Claims {
+        sub: Some("u1".into()),
+        exp: Some(now() + 600),
+        nbf: None,
+        iat: Some(now()),
+        aud,
+        iss: iss.map(str::to_owned),
+    };
+
+    // The token command under the server's configuration names its audience and issuer.
+    let minted = cli_token("u1", &env);
+    assert_eq!(read(base.clone(), minted.clone()).await.0, 404);
+    let second = mint_hs256_claims(
+        SECRET,
+        &claims(
+            Some(Audience::Many(vec![
+                "x.test".into(),
+                "api.buyer.test".into(),
+            ])),
+            Some("https://id.buyer.test"),
+        ),
+    );
+    assert_eq!(read(base.clone(), second).await.0, 404);
+    // No audience, another audience, another issuer, no issuer: refused, the reason named.
+    let one = |a: &str| Some(Audience::One(a.into()));
+    let other = mint_hs256_claims(
+        SECRET,
+        &claims(one("payments.test"), Some("https://id.buyer.test")),
+    );
+    let refused = [
+        (cli_token("u1", &[]), "audience"),
+        (other.clone(), "audience"),
+        (
+            mint_hs256_claims(
+                SECRET,
+                &claims(one("ratings.buyer.test"), Some("https://evil.test")),
+            ),
+            "issuer",
+        ),
+        (
+            mint_hs256_claims(SECRET, &claims(one("ratings.buyer.test"), None)),
+            "issuer",
+        ),
+    ];
+    for (token, reason) in refused {
+        let (status, message) = read(base.clone(), token).await;
+        assert_eq!((status, message.contains(reason)), (401, true), "{message}");
+    }
+
+    // A server of no audience takes tokens naming none, and refuses those minted for a service.
+    assert_eq!(read(open_base.clone(), cli_token("u1", &[])).await.0, 404);
+    let (status, message) = read(open_base.clone(), minted).await;
+    assert_eq!(
+        (status, message.contains("audience")),
+        (401, true),
+        "{message}"
+    );
+    assert_eq!(read(open_base, other).await.0, 401);
 }
