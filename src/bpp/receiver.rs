@@ -134,7 +134,9 @@ async fn handle(
     };
     let sent_at = parse_timestamp(&context.timestamp).expect("checked by Context::from_value");
     let now = state.clock.now();
-    if (now - sent_at).num_seconds() > ttl {
+    // The peer's ttl, but never past the protocol's 30 s, the outer limit for a rating: a
+    // /rating older than that is stale whatever ttl it names (to the millisecond).
+    if ttl_left_ms(ttl, sent_at, now) < 0 {
         return nack(
             NackCode::SellerStaleRequest,
             Some("context.timestamp".into()),

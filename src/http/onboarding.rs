@@ -33,6 +33,34 @@ pub fn on_subscribe_path(callback_url: &str) -> String {
     format!("{}/on_subscribe", callback_url.trim_end_matches('/'))
 }
 
+/// Every path `/on_subscribe` is served at: `{callback_url}/on_subscribe` first, where ONDC's
+/// onboarding guide has the registry call (`https://{subscriber_id}{callback_url}/on_subscribe`),
+/// then `/on_subscribe` under the path of each subscriber_url this server subscribes with
+/// (`onboarding.subscriber_url`, else the enabled roles' `bap_uri` / `bpp_uri`), where a registry
+/// calling `{subscriber_url}/on_subscribe` (PROTOCOL.md section 2) sends the challenge.
+pub fn on_subscribe_paths(settings: &Settings) -> Vec<String> {
+    let o = &settings.onboarding;
+    let mut urls: Vec<&str> = Vec::new();
+    if !o.subscriber_url.is_empty() {
+        urls.push(&o.subscriber_url);
+    } else {
+        if settings.buyer.enabled {
+            urls.push(&settings.buyer.bap_uri);
+        }
+        if settings.seller.enabled {
+            urls.push(&settings.seller.bpp_uri);
+        }
+    }
+    let mut paths = vec![on_subscribe_path(&o.callback_url)];
+    for url in urls {
+        let path = on_subscribe_path(&crate::config::uri_path(url));
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    paths
+}
+
 /// The onboarding endpoints `settings` enables, as (method, path).
 pub fn paths(settings: &Settings) -> Vec<(actix_web::http::Method, String)> {
     let o = &settings.onboarding;
@@ -44,10 +72,9 @@ pub fn paths(settings: &Settings) -> Vec<(actix_web::http::Method, String)> {
         ));
     }
     if !o.encryption_private_key.is_empty() {
-        out.push((
-            actix_web::http::Method::POST,
-            on_subscribe_path(&o.callback_url),
-        ));
+        for path in on_subscribe_paths(settings) {
+            out.push((actix_web::http::Method::POST, path));
+        }
     }
     out
 }
@@ -83,13 +110,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
                     subscriber_id: settings.identity.subscriber_id.clone(),
                     limit: settings.server.max_body_bytes,
                 });
-                cfg.route(
-                    &on_subscribe_path(&o.callback_url),
-                    web::post().to(move |req: actix_web::HttpRequest, payload: web::Payload| {
-                        let responder = responder.clone();
-                        async move { responder.answer(&req, payload).await }
-                    }),
-                );
+                for path in on_subscribe_paths(settings) {
+                    let responder = responder.clone();
+                    cfg.route(
+                        &path,
+                        web::post().to(
+                            move |req: actix_web::HttpRequest, payload: web::Payload| {
+                                let responder = responder.clone();
+                                async move { responder.answer(&req, payload).await }
+                            },
+                        ),
+                    );
+                }
             }
             Err(e) => tracing::error!(error = %e, "/on_subscribe not served"),
         }

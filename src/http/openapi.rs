@@ -83,16 +83,18 @@ pub fn document(settings: &Settings) -> Value {
                 "/bpp/rating",
                 format!("{}/rating", uri_path(&settings.seller.bpp_uri)),
             ),
-            (
-                "/on_subscribe",
-                super::onboarding::on_subscribe_path(&settings.onboarding.callback_url),
-            ),
         ];
         for (default, configured) in moves {
             if default != configured
                 && let Some(item) = paths.remove(default)
             {
                 paths.insert(configured, item);
+            }
+        }
+        // `/on_subscribe` is served at each path a registry may call it at.
+        if let Some(item) = paths.remove("/on_subscribe") {
+            for path in super::onboarding::on_subscribe_paths(settings) {
+                paths.insert(path, item.clone());
             }
         }
         // The operations of a disabled role or of onboarding left unconfigured are not served.

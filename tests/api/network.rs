@@ -253,6 +253,18 @@ async fn seller_reads_tolerantly_and_nacks_what_it_cannot_accept(backend: Backen
             "context.timestamp",
         ),
         (
+            // 40 s old under a ttl of an hour: 30 s is the outer limit for a rating, whatever
+            // ttl the peer names.
+            Box::new(|v| {
+                v["context"]["ttl"] = json!("PT1H");
+                v["context"]["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(
+                    chrono::Utc::now() - chrono::Duration::seconds(40)
+                ))
+            }),
+            "30022",
+            "context.timestamp",
+        ),
+        (
             // Ten minutes ahead: beyond the 5 s clock skew allowed.
             Box::new(|v| {
                 v["context"]["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use ondc_rating::config::OnboardingSettings;
 use ondc_rating::crypto::{EncryptionKeyPair, SigningKeyPair, b64_decode, encrypt_challenge};
 
-use crate::helpers::{Backend, Recorder, Script, Seller, StoreFixture};
+use crate::helpers::{Backend, INTERNAL, JWT_SECRET, Recorder, Script, Seller, StoreFixture};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ondc-rating");
 
@@ -208,13 +208,80 @@ async fn on_subscribe_is_served_under_the_callback_url_and_by_environment_name()
     .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["answer"], ANSWER);
-    let (status, _) = post_json(
+    // Also under the subscriber_url's path (the seller's bpp_uri, /bpp), for a registry that
+    // calls {subscriber_url}/on_subscribe; nowhere else.
+    let (status, answer) = post_json(
         &seller.http,
-        &format!("{}/on_subscribe", seller.app.base),
+        &format!("{}/bpp/on_subscribe", seller.app.base),
         &body,
     )
     .await;
-    assert_eq!(status, 404);
+    assert_eq!(
+        (status, &answer["answer"]),
+        (200, &json!(ANSWER)),
+        "{answer}"
+    );
+    for elsewhere in ["/on_subscribe", "/bap/on_subscribe"] {
+        let (status, _) = post_json(
+            &seller.http,
+            &format!("{}{elsewhere}", seller.app.base),
+            &body,
+        )
+        .await;
+        assert_eq!(status, 404, "{elsewhere}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_subscribe_is_served_under_each_subscriber_url_it_subscribes_with() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let challenge = |seller: &Seller, path: &'static str| {
+        let http = seller.http.clone();
+        let url = format!("{}{path}", seller.app.base);
+        async move {
+            let body = json!({"subscriber_id": "seller.test", "challenge": CHALLENGE});
+            post_json(&http, &url, &body.to_string()).await
+        }
+    };
+    // Both roles, the default callback_url: the root and both roles' paths.
+    let both = Seller::start(&store, "both", vec![], |s| {
+        s.buyer.enabled = true;
+        s.buyer.bap_uri = s.seller.bpp_uri.replace("/bpp", "/bap");
+        s.buyer.jwt_hs256_secret = JWT_SECRET.into();
+        s.buyer.internal_token = INTERNAL.into();
+        s.onboarding = OnboardingSettings {
+            encryption_private_key: OWN_ENCRYPTION_PRIVATE.into(),
+            registry_encryption_public_key: "preprod".into(),
+            ..OnboardingSettings::default()
+        };
+    })
+    .await;
+    for path in ["/on_subscribe", "/bap/on_subscribe", "/bpp/on_subscribe"] {
+        let (status, answer) = challenge(&both, path).await;
+        assert_eq!(
+            (status, &answer["answer"]),
+            (200, &json!(ANSWER)),
+            "{path}: {answer}"
+        );
+    }
+    // A subscriber_url of its own replaces the roles' URIs.
+    let own = Seller::start(&store, "own", vec![], |s| {
+        s.onboarding = OnboardingSettings {
+            encryption_private_key: OWN_ENCRYPTION_PRIVATE.into(),
+            registry_encryption_public_key: "preprod".into(),
+            subscriber_url: "https://seller.test/ondc/v1/".into(),
+            ..OnboardingSettings::default()
+        };
+    })
+    .await;
+    for (path, served) in [
+        ("/ondc/v1/on_subscribe", true),
+        ("/on_subscribe", true),
+        ("/bpp/on_subscribe", false),
+    ] {
+        let (status, answer) = challenge(&own, path).await;
+        assert_eq!(status == 200, served, "{path}: {status} {answer}");
+    }
 }
 
 fn run(args: &[&str]) -> Output {
