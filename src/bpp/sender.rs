@@ -114,7 +114,9 @@ impl<'a> ReplyContext<'a> {
             transaction_id: &rating.transaction_id,
             message_id: &rating.message_id,
             timestamp,
-            ttl: rating.ttl.as_deref().unwrap_or(crate::protocol::RATING_TTL),
+            // Always the protocol's: ONDC's checks want `PT30S` on every rating message, whatever
+            // the /rating named.
+            ttl: crate::protocol::RATING_TTL,
         }
     }
 }
@@ -753,7 +755,7 @@ mod tests {
     }
 
     #[test]
-    fn the_reply_context_is_the_rating_context_with_its_own_action_time_and_ttl() {
+    fn the_reply_context_is_the_rating_context_with_its_own_action_time_and_the_protocols_ttl() {
         for ttl in [Some("PT10S".to_owned()), None] {
             let mut r = received();
             r.context.ttl = ttl.clone();
@@ -762,7 +764,7 @@ mod tests {
             let mut want = r.context.clone();
             want.action = "on_rating".into();
             want.timestamp = "2030-01-01T00:00:00.000Z".into();
-            want.ttl = Some(ttl.unwrap_or_else(|| "PT30S".into()));
+            want.ttl = Some("PT30S".into());
             // Byte for byte as the Context would be written, its fields in its order.
             let context = format!(
                 "{{\"context\":{},\"message\":",
