@@ -67,8 +67,13 @@ fn validate(order: &Order) -> Vec<FieldError> {
             "must be ONDC:RET10..ONDC:RET19 or ONDC:RET1A",
         ));
     }
-    if !order.city.starts_with("std:") || order.city.len() < 5 || order.city.contains('*') {
-        e.push(FieldError::new("city", "must be std:<code>"));
+    // An STD code, as every /rating context must carry (PROTOCOL.md, `city.std` in the checker).
+    let std_code = order
+        .city
+        .strip_prefix("std:")
+        .is_some_and(|code| !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()));
+    if !std_code {
+        e.push(FieldError::new("city", "must be std:<digits>"));
     }
     for (name, v) in [
         ("userId", &order.user_id),

@@ -155,6 +155,8 @@ async fn the_served_document_matches_the_routes_and_the_schema_files() {
         order("itemIds", json!(["I1", " "])),
         order("bppId", json!("https://seller.test")),
         order("domain", json!("ONDC:RET20")),
+        order("city", json!("std:abc")),
+        order("city", json!("std:0522")),
     ];
     let mut verdicts = BTreeSet::new();
     for (n, body) in bodies.iter().enumerate() {
