@@ -341,6 +341,7 @@ impl Application {
                 k
             }
         };
+        warn_of_uris_off_the_identity(&settings);
         let schemas = Arc::new(Schemas::compile()?);
         let traffic = match &settings.server.record_dir {
             Some(dir) => Some(
@@ -744,6 +745,37 @@ fn routes(cfg: &mut web::ServiceConfig, settings: &Settings) {
 
 async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(openapi::document(&state.settings))
+}
+
+/// Warns at start-up when a role's URI does not sit on `identity.subscriber_id`'s domain: every
+/// context this server sends would then fail ONDC's `uri.on_id_domain` check (the `check`
+/// command's rule of that name). Development set-ups on loopback are like that, so it is a
+/// warning, not a refusal.
+fn warn_of_uris_off_the_identity(settings: &Settings) {
+    let id = serde_json::Value::String(settings.identity.subscriber_id.clone());
+    let mut ctx = serde_json::Map::new();
+    if settings.buyer.enabled {
+        ctx.insert("bap_id".into(), id.clone());
+        ctx.insert("bap_uri".into(), settings.buyer.bap_uri.clone().into());
+    }
+    if settings.seller.enabled {
+        ctx.insert("bpp_id".into(), id);
+        ctx.insert("bpp_uri".into(), settings.seller.bpp_uri.clone().into());
+    }
+    let mut findings = Vec::new();
+    crate::checker::rules::uri_on_id_domain(&ctx, &mut findings);
+    for f in findings {
+        let setting = match f.path.as_str() {
+            "context.bap_uri" => "buyer.bap_uri",
+            _ => "seller.bpp_uri",
+        };
+        tracing::warn!(
+            rule = f.rule,
+            setting,
+            "{}: every context this server sends would fail ONDC's checks",
+            f.message
+        );
+    }
 }
 
 /// A route for GET that answers HEAD too, as RFC 9110 asks of every server (section 9.1): the

@@ -111,6 +111,32 @@ async fn serve_with_the_default_config_rates_against_itself() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_when_a_roles_uri_is_not_on_the_subscriber_ids_domain() {
+    // The default configuration: ondc-rating.localhost on 127.0.0.1, both roles.
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = Server::start(dir.path(), &[]).await;
+    drop(server);
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    for setting in ["buyer.bap_uri", "seller.bpp_uri"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("uri.on_id_domain") && l.contains(setting)),
+            "{setting}: {log}"
+        );
+    }
+    // URIs on the subscriber id's domain: no warning.
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = Server::start(
+        dir.path(),
+        &[("ONDC_RATING__IDENTITY__SUBSCRIBER_ID", "127.0.0.1")],
+    )
+    .await;
+    drop(server);
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!log.contains("uri.on_id_domain"), "{log}");
+}
+
 #[test]
 fn keygen_prints_usable_keys_in_ondc_encodings() {
     let out = Command::new(BIN).arg("keygen").output().unwrap();
