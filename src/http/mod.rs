@@ -749,16 +749,25 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 
 /// Warns at start-up when a role's URI does not sit on `identity.subscriber_id`'s domain: every
 /// context this server sends would then fail ONDC's `uri.on_id_domain` check (the `check`
-/// command's rule of that name). Development set-ups on loopback are like that, so it is a
-/// warning, not a refusal.
+/// command's rule of that name). A URI on loopback (`localhost`, `127.0.0.0/8`, `[::1]`) is a
+/// development set-up no network peer can reach, the demo's and the default configuration's:
+/// nothing to warn of.
 fn warn_of_uris_off_the_identity(settings: &Settings) {
+    let on_loopback = |uri: &str| {
+        let url = reqwest::Url::parse(uri).ok();
+        url.as_ref().and_then(|u| u.host_str()).is_some_and(|h| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h.eq_ignore_ascii_case("localhost")
+                || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        })
+    };
     let id = serde_json::Value::String(settings.identity.subscriber_id.clone());
     let mut ctx = serde_json::Map::new();
-    if settings.buyer.enabled {
+    if settings.buyer.enabled && !on_loopback(&settings.buyer.bap_uri) {
         ctx.insert("bap_id".into(), id.clone());
         ctx.insert("bap_uri".into(), settings.buyer.bap_uri.clone().into());
     }
-    if settings.seller.enabled {
+    if settings.seller.enabled && !on_loopback(&settings.seller.bpp_uri) {
         ctx.insert("bpp_id".into(), id);
         ctx.insert("bpp_uri".into(), settings.seller.bpp_uri.clone().into());
     }

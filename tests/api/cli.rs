@@ -113,11 +113,24 @@ async fn serve_with_the_default_config_rates_against_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_warns_when_a_roles_uri_is_not_on_the_subscriber_ids_domain() {
-    // The default configuration: ondc-rating.localhost on 127.0.0.1, both roles.
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _) = Server::start(dir.path(), &[]).await;
-    drop(server);
-    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    let log_of = |env: &'static [(&'static str, &'static str)]| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, _) = Server::start(dir.path(), env).await;
+        drop(server);
+        std::fs::read_to_string(dir.path().join("serve.log")).unwrap()
+    };
+    // ondc-rating.localhost (the default identity) with public URIs elsewhere: both warned of.
+    let log = log_of(&[
+        (
+            "ONDC_RATING__BUYER__BAP_URI",
+            "https://buyer.example.com/bap",
+        ),
+        (
+            "ONDC_RATING__SELLER__BPP_URI",
+            "https://seller.example.com/bpp",
+        ),
+    ])
+    .await;
     for setting in ["buyer.bap_uri", "seller.bpp_uri"] {
         assert!(
             log.lines()
@@ -125,16 +138,22 @@ async fn serve_warns_when_a_roles_uri_is_not_on_the_subscriber_ids_domain() {
             "{setting}: {log}"
         );
     }
-    // URIs on the subscriber id's domain: no warning.
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _) = Server::start(
-        dir.path(),
-        &[("ONDC_RATING__IDENTITY__SUBSCRIBER_ID", "127.0.0.1")],
-    )
-    .await;
-    drop(server);
-    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
-    assert!(!log.contains("uri.on_id_domain"), "{log}");
+    // On the subscriber id's domain, or on loopback (the default configuration, the demo):
+    // nothing to warn of.
+    for env in [
+        &[
+            ("ONDC_RATING__IDENTITY__SUBSCRIBER_ID", "example.com"),
+            (
+                "ONDC_RATING__BUYER__BAP_URI",
+                "https://buyer.example.com/bap",
+            ),
+            ("ONDC_RATING__SELLER__BPP_URI", "https://example.com/bpp"),
+        ][..],
+        &[][..],
+    ] {
+        let log = log_of(env).await;
+        assert!(!log.contains("uri.on_id_domain"), "{log}");
+    }
 }
 
 #[test]
