@@ -754,11 +754,8 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 /// nothing to warn of.
 fn warn_of_uris_off_the_identity(settings: &Settings) {
     let on_loopback = |uri: &str| {
-        let url = reqwest::Url::parse(uri).ok();
-        url.as_ref().and_then(|u| u.host_str()).is_some_and(|h| {
-            let h = h.trim_start_matches('[').trim_end_matches(']');
-            h.eq_ignore_ascii_case("localhost")
-                || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        crate::checker::rules::url_host(uri).is_some_and(|h| {
+            h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
         })
     };
     let id = serde_json::Value::String(settings.identity.subscriber_id.clone());
@@ -795,8 +792,14 @@ pub(crate) fn get_or_head() -> actix_web::Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
-/// The methods each served path takes, for the answer to a request that matched no route.
-struct MethodsByPath(Vec<(actix_web::dev::ResourceDef, String)>);
+/// The methods each served path takes, as its `Allow` value, for the answer to a request that
+/// matched no route.
+struct MethodsByPath(
+    Vec<(
+        actix_web::dev::ResourceDef,
+        actix_web::http::header::HeaderValue,
+    )>,
+);
 
 impl MethodsByPath {
     fn new(settings: &Settings) -> Self {
@@ -817,7 +820,9 @@ impl MethodsByPath {
                 .into_iter()
                 .map(|(path, methods)| {
                     let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
-                    (actix_web::dev::ResourceDef::new(path), allow.join(", "))
+                    let allow = actix_web::http::header::HeaderValue::from_str(&allow.join(", "))
+                        .expect("method names are header-safe");
+                    (actix_web::dev::ResourceDef::new(path), allow)
                 })
                 .collect(),
         )
@@ -833,12 +838,15 @@ fn unrouted(methods: &MethodsByPath, req: &HttpRequest) -> Result<HttpResponse, 
         Some((_, allow)) => {
             let refused = ApiError::new(
                 ApiCode::MethodNotAllowed,
-                format!("{path} takes {allow}, not {}", req.method()),
+                format!(
+                    "{path} takes {}, not {}",
+                    allow.to_str().unwrap_or_default(),
+                    req.method()
+                ),
             );
             let mut res = actix_web::ResponseError::error_response(&refused);
-            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(allow) {
-                res.headers_mut().insert(actix_web::http::header::ALLOW, v);
-            }
+            res.headers_mut()
+                .insert(actix_web::http::header::ALLOW, allow.clone());
             Ok(res)
         }
         None => Err(ApiError::new(ApiCode::NotFound, "no such endpoint")),

@@ -33,26 +33,32 @@ pub fn on_subscribe_path(callback_url: &str) -> String {
     format!("{}/on_subscribe", callback_url.trim_end_matches('/'))
 }
 
+/// The network participants of a `/subscribe` with operation `ops_no`: (type, subscriber_url),
+/// the buyer app's then the seller app's; `onboarding.subscriber_url` when set, else the role's
+/// `bap_uri` / `bpp_uri`.
+fn participants(settings: &Settings, ops_no: u8) -> Vec<(&'static str, &str)> {
+    let own = settings.onboarding.subscriber_url.as_str();
+    let url = |uri| if own.is_empty() { uri } else { own };
+    let mut out = Vec::new();
+    if matches!(ops_no, 1 | 4) {
+        out.push(("buyerApp", url(settings.buyer.bap_uri.as_str())));
+    }
+    if matches!(ops_no, 2 | 4) {
+        out.push(("sellerApp", url(settings.seller.bpp_uri.as_str())));
+    }
+    out
+}
+
 /// Every path `/on_subscribe` is served at: `{callback_url}/on_subscribe` first, where ONDC's
 /// onboarding guide has the registry call (`https://{subscriber_id}{callback_url}/on_subscribe`),
-/// then `/on_subscribe` under the path of each subscriber_url this server subscribes with
-/// (`onboarding.subscriber_url`, else the enabled roles' `bap_uri` / `bpp_uri`), where a registry
-/// calling `{subscriber_url}/on_subscribe` (PROTOCOL.md section 2) sends the challenge.
+/// then `/on_subscribe` under the path of each subscriber_url the configuration's `/subscribe`
+/// sends, where a registry calling `{subscriber_url}/on_subscribe` (PROTOCOL.md section 2) sends
+/// the challenge.
 pub fn on_subscribe_paths(settings: &Settings) -> Vec<String> {
-    let o = &settings.onboarding;
-    let mut urls: Vec<&str> = Vec::new();
-    if !o.subscriber_url.is_empty() {
-        urls.push(&o.subscriber_url);
-    } else {
-        if settings.buyer.enabled {
-            urls.push(&settings.buyer.bap_uri);
-        }
-        if settings.seller.enabled {
-            urls.push(&settings.seller.bpp_uri);
-        }
-    }
-    let mut paths = vec![on_subscribe_path(&o.callback_url)];
-    for url in urls {
+    // (An ops_no the settings refuse never serves; both roles' paths then, which is harmless.)
+    let ops_no = ops_no(settings, None).unwrap_or(4);
+    let mut paths = vec![on_subscribe_path(&settings.onboarding.callback_url)];
+    for (_, url) in participants(settings, ops_no) {
         let path = on_subscribe_path(&crate::config::uri_path(url));
         if !paths.contains(&path) {
             paths.push(path);
@@ -300,21 +306,9 @@ pub fn subscribe_payload(
         });
     }
 
-    let mut roles = Vec::new();
-    if matches!(ops_no, 1 | 4) {
-        roles.push(("buyerApp", &settings.buyer.bap_uri));
-    }
-    if matches!(ops_no, 2 | 4) {
-        roles.push(("sellerApp", &settings.seller.bpp_uri));
-    }
-    let network_participant: Vec<Value> = roles
+    let network_participant: Vec<Value> = participants(settings, ops_no)
         .into_iter()
-        .map(|(kind, uri)| {
-            let url = if o.subscriber_url.is_empty() {
-                uri
-            } else {
-                &o.subscriber_url
-            };
+        .map(|(kind, url)| {
             json!({
                 "subscriber_url": url,
                 "domain": o.domain,
