@@ -1,6 +1,6 @@
 //! A seller side's `POST /rating` body once its signature verified, through the same steps as
 //! the server: one JSON parse, the tolerant schema and the context (`accept_inbound`), then what
-//! the receiver reads (ttl, timestamp, the ratings) and the business checks.
+//! the receiver reads (the context rules, ttl, timestamp, the ratings) and the business checks.
 //!
 //! Input: the raw body.
 #![no_main]
@@ -8,8 +8,9 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use ondc_rating::bpp::checks::{BusinessCode, first_problem};
+use ondc_rating::bpp::checks::{BusinessCode, context_problem, first_problem};
 use ondc_rating::bpp::receiver::iso_duration_secs;
+use ondc_rating::checker::rules;
 use ondc_rating::clock::parse_timestamp;
 use ondc_rating::config::SellerSettings;
 use ondc_rating::http::network::check_inbound;
@@ -53,6 +54,31 @@ fuzz_target!(|data: &[u8]| {
     let sent_at = parse_timestamp(&context.timestamp).expect("checked by Context::from_value");
     for field in [&context.bap_id, &context.bpp_id, &context.message_id] {
         assert!(!field.trim().is_empty());
+    }
+    // The context rules: a context a public seller answers is one ONDC's checks pass (its
+    // /on_rating echoes it); a seller on loopback refuses no more than a public one.
+    let public = context_problem(&context, "https://seller.example/bpp");
+    let development = context_problem(&context, "http://127.0.0.1:8080/bpp");
+    match &public {
+        None => {
+            let Ok(Value::Object(ctx)) = serde_json::to_value(&context) else {
+                panic!("a context serialises to an object");
+            };
+            let mut findings = Vec::new();
+            rules::domain_retail(&ctx, &mut findings);
+            rules::country_ind(&ctx, &mut findings);
+            rules::city_std(&ctx, &mut findings);
+            rules::core_version(&ctx, &mut findings);
+            rules::uri_on_id_domain(&ctx, &mut findings);
+            assert!(findings.is_empty(), "{findings:?}");
+            assert_eq!(development, None);
+        }
+        Some(e) => {
+            assert!(e.path.starts_with("context.") && !e.message.is_empty());
+            if let Some(d) = &development {
+                assert_eq!(d.path, e.path);
+            }
+        }
     }
 
     // The receiver's ttl and staleness arithmetic, at a few "now"s around the timestamp.

@@ -7,8 +7,76 @@
 //! does not accept), then the value (30015). The seller platform's verdict (30018, from the
 //! webhook) comes after all of these: a rating refused here is not handed to the platform.
 
+use crate::checker::rules::{is_loopback_uri, is_on_id_domain, is_retail_domain, is_std_city};
 use crate::config::SellerSettings;
-use crate::protocol::{ErrorType, InboundRating, NetworkError, RatingCategory};
+use crate::protocol::{
+    Context, ContextError, ErrorType, InboundRating, NetworkError, RatingCategory,
+};
+
+/// The first field of a received `/rating`'s context that makes it one this seller cannot
+/// answer, or None. Its `/on_rating` echoes the domain and city, carries ONDC's country and core
+/// version (PROTOCOL.md sections 3 and 5) and goes to the context's `bap_uri`: a retail domain,
+/// `IND`, a `std:` city code, `1.2.0`, a `bap_uri` on the `bap_id`'s domain and a `bpp_uri` on
+/// the `bpp_id`'s (ONDC's `uri.on_id_domain`). A seller whose own URI `own_uri` is on loopback (a
+/// development set-up, see [`is_loopback_uri`]) also takes uris on loopback.
+pub fn context_problem(c: &Context, own_uri: &str) -> Option<ContextError> {
+    let problem = |field: &str, message: String| {
+        Some(ContextError {
+            path: format!("context.{field}"),
+            message,
+        })
+    };
+    if !is_retail_domain(&c.domain) {
+        return problem(
+            "domain",
+            format!(
+                "must be a retail domain ONDC:RET10..ONDC:RET19 or ONDC:RET1A, found {:?}",
+                c.domain
+            ),
+        );
+    }
+    if c.country != crate::protocol::COUNTRY {
+        return problem(
+            "country",
+            format!(
+                "must be {:?}, found {:?}",
+                crate::protocol::COUNTRY,
+                c.country
+            ),
+        );
+    }
+    if !is_std_city(&c.city) {
+        return problem(
+            "city",
+            format!("must be a city code std:<digits>, found {:?}", c.city),
+        );
+    }
+    if c.core_version != crate::protocol::CORE_VERSION {
+        return problem(
+            "core_version",
+            format!(
+                "must be {:?}, found {:?}",
+                crate::protocol::CORE_VERSION,
+                c.core_version
+            ),
+        );
+    }
+    // The uris the /on_rating goes to and names: each on its id's domain (the bpp_id is this
+    // seller's, checked before), so that no signed request directs the callback to another host.
+    for (uri_field, uri, id) in [
+        ("bap_uri", &c.bap_uri, &c.bap_id),
+        ("bpp_uri", &c.bpp_uri, &c.bpp_id),
+    ] {
+        let development = || is_loopback_uri(own_uri) && is_loopback_uri(uri);
+        if !is_on_id_domain(uri, id) && !development() {
+            return problem(
+                uri_field,
+                format!("must be an http(s) URL on the domain of {id:?}, found {uri:?}"),
+            );
+        }
+    }
+    None
+}
 
 /// The business errors a seller side reports in `/on_rating`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +200,63 @@ mod tests {
             feedback_form: None,
             feedback_id: None,
         }
+    }
+
+    #[test]
+    fn contexts_a_seller_cannot_answer() {
+        let ok: Context = serde_json::from_value(serde_json::json!({
+            "domain": "ONDC:RET1A", "country": "IND", "city": "std:0522", "action": "rating",
+            "core_version": "1.2.0", "bap_id": "buyer.example/ondc",
+            "bap_uri": "https://API.Buyer.Example./bap", "bpp_id": "seller.example",
+            "bpp_uri": "https://seller.example/bpp", "transaction_id": "t", "message_id": "m",
+            "timestamp": "2026-12-07T10:00:00.000Z"
+        }))
+        .unwrap();
+        let public = "https://seller.example/bpp";
+        assert_eq!(context_problem(&ok, public), None);
+        let with = |field: &str, value: &str| {
+            let mut v = serde_json::to_value(&ok).unwrap();
+            v[field] = value.into();
+            serde_json::from_value::<Context>(v).unwrap()
+        };
+        for (field, value) in [
+            ("domain", "ONDC:RET1"),
+            ("domain", "ONDC:RET20"),
+            ("domain", "ondc:ret11"),
+            ("country", "ind"),
+            ("city", "std:"),
+            ("city", "std:08a"),
+            ("city", "*"),
+            ("core_version", "1.2"),
+            ("bap_uri", "https://buyer.example.evil.test/bap"),
+            ("bap_uri", "https://notbuyer.example/bap"),
+            ("bap_uri", "buyer.example/bap"),
+            ("bap_uri", "http://127.0.0.1:8080/bap"),
+            ("bap_uri", "http://localhost/bap"),
+            ("bpp_uri", "https://elsewhere.example/bpp"),
+            ("bpp_uri", "http://127.0.0.1/bpp"),
+        ] {
+            let e = context_problem(&with(field, value), public).expect(value);
+            assert_eq!(e.path, format!("context.{field}"), "{value}");
+        }
+        // A seller on loopback (development) also calls back buyers on loopback, and only them.
+        let dev = "http://127.0.0.1:9000/bpp";
+        assert_eq!(
+            context_problem(&with("bap_uri", "http://[::1]:1/bap"), dev),
+            None
+        );
+        assert_eq!(
+            context_problem(&with("bap_uri", "http://localhost/bap"), dev),
+            None
+        );
+        assert_eq!(
+            context_problem(&with("bpp_uri", "http://127.0.0.1/bpp"), dev),
+            None
+        );
+        let e = context_problem(&with("bap_uri", "https://elsewhere.test/bap"), dev).unwrap();
+        assert_eq!(e.path, "context.bap_uri");
+        let e = context_problem(&with("bpp_uri", "https://elsewhere.test/bpp"), dev).unwrap();
+        assert_eq!(e.path, "context.bpp_uri");
     }
 
     #[test]

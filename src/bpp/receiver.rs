@@ -19,7 +19,7 @@ use crate::protocol::rating::parse_inbound;
 use crate::protocol::{Action, Context, NackCode};
 use crate::store::{AnswerHolder, DeliveryStatus, ReceivedRating, Space, Verdict, received_key};
 
-use super::checks::first_problem;
+use super::checks::{context_problem, first_problem};
 use super::sender::{Job, apply_answer, send, template_form};
 use super::webhook::read_answer;
 
@@ -116,10 +116,13 @@ async fn handle(
     };
     if context.bpp_id != state.settings.identity.subscriber_id {
         return nack(
-            SELLER.invalid,
+            NackCode::SellerInvalidContext,
             Some("context.bpp_id".into()),
             format!("this seller is {:?}", state.settings.identity.subscriber_id),
         );
+    }
+    if let Some(e) = context_problem(&context, &state.settings.seller.bpp_uri) {
+        return nack(NackCode::SellerInvalidContext, Some(e.path), e.message);
     }
     let ttl = match context.ttl.as_deref().map(iso_duration_secs) {
         None => crate::protocol::RATING_TTL_SECS,

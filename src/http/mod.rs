@@ -753,11 +753,7 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 /// development set-up no network peer can reach, the demo's and the default configuration's:
 /// nothing to warn of.
 fn warn_of_uris_off_the_identity(settings: &Settings) {
-    let on_loopback = |uri: &str| {
-        crate::checker::rules::url_host(uri).is_some_and(|h| {
-            h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
-        })
-    };
+    let on_loopback = crate::checker::rules::is_loopback_uri;
     let id = serde_json::Value::String(settings.identity.subscriber_id.clone());
     let mut ctx = serde_json::Map::new();
     if settings.buyer.enabled && !on_loopback(&settings.buyer.bap_uri) {

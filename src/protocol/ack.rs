@@ -113,6 +113,9 @@ pub enum NackCode {
     BuyerInternal,
     /// 30000: seller side, request does not meet the API contract.
     SellerInvalidRequest,
+    /// 30000 as a CONTEXT-ERROR: a context this seller cannot answer (another network, version
+    /// or domain, a city that is no city code, a callback URI off its buyer's domain).
+    SellerInvalidContext,
     /// 30016: seller side, invalid signature.
     SellerInvalidSignature,
     /// 30022: seller side, stale request.
@@ -131,6 +134,7 @@ impl NackCode {
             NackCode::BuyerOutOfSequence => ("20008", Core, 400),
             NackCode::BuyerInternal => ("23001", Core, 503),
             NackCode::SellerInvalidRequest => ("30000", JsonSchema, 400),
+            NackCode::SellerInvalidContext => ("30000", Context, 400),
             NackCode::SellerInvalidSignature => ("30016", Policy, 401),
             NackCode::SellerStaleRequest => ("30022", Context, 400),
             NackCode::SellerInternal => ("31001", Core, 503),
