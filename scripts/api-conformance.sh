@@ -123,10 +123,11 @@ values = [$(IFS=,; echo "${messages[*]}")]
 
 # Some schema-valid requests are refused by rules a JSON Schema cannot state, as the README
 # documents: an unknown user is a 400 on the v2 feedback API (the API it replaces answered so),
-# and two item ratings may not name one item. Every other operation must take every
-# schema-valid request it is given (or answer 401, 403, 404, 409 for the state it finds).
+# two item ratings may not name one item, and an order's bppUri must be on its bppId's domain.
+# Every other operation must take every schema-valid request it is given (or answer 401, 403,
+# 404, 409 for the state it finds).
 [[operations]]
-include-path-regex = "^/(ret11/rating|v2/feedback/)"
+include-path-regex = "^/(ret11/rating|v2/feedback/|internal/orders/)"
 checks = { positive_data_acceptance = { enabled = false } }
 TOML
 }

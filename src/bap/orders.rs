@@ -5,6 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use crate::checker::rules::{is_loopback_uri, is_on_id_domain, is_retail_domain, is_std_city};
 use crate::http::error::{ApiCode, ApiError, FieldError};
 use crate::http::{AppState, read_body};
 use crate::protocol::context::looks_like_url;
@@ -55,24 +56,18 @@ pub fn check_internal(req: &HttpRequest, token: &str) -> Result<(), ApiError> {
     }
 }
 
-fn validate(order: &Order) -> Vec<FieldError> {
+/// What is wrong with `order`, field by field. `bap_uri` is this buyer side's own: one on
+/// loopback (a development set-up) also takes a seller on loopback.
+fn validate(order: &Order, bap_uri: &str) -> Vec<FieldError> {
     let mut e = Vec::new();
-    let domain_ok = order
-        .domain
-        .strip_prefix("ONDC:RET1")
-        .is_some_and(|s| s.len() == 1 && (s.as_bytes()[0].is_ascii_digit() || s == "A"));
-    if !domain_ok {
+    if !is_retail_domain(&order.domain) {
         e.push(FieldError::new(
             "domain",
             "must be ONDC:RET10..ONDC:RET19 or ONDC:RET1A",
         ));
     }
     // An STD code, as every /rating context must carry (PROTOCOL.md, `city.std` in the checker).
-    let std_code = order
-        .city
-        .strip_prefix("std:")
-        .is_some_and(|code| !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()));
-    if !std_code {
+    if !is_std_city(&order.city) {
         e.push(FieldError::new("city", "must be std:<digits>"));
     }
     for (name, v) in [
@@ -92,7 +87,21 @@ fn validate(order: &Order) -> Vec<FieldError> {
         ));
     }
     match reqwest::Url::parse(&order.bpp_uri) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            // The /rating names it as its bpp_uri, which ONDC's checks (and a seller side of
+            // ours) require on the bpp_id's domain.
+            let development = || is_loopback_uri(bap_uri) && is_loopback_uri(&order.bpp_uri);
+            if !looks_like_url(&order.bpp_id)
+                && !order.bpp_id.trim().is_empty()
+                && !is_on_id_domain(&order.bpp_uri, &order.bpp_id)
+                && !development()
+            {
+                e.push(FieldError::new(
+                    "bppUri",
+                    "must be on bppId's domain (the bppId or a subdomain of it)",
+                ));
+            }
+        }
         _ => e.push(FieldError::new("bppUri", "must be an http(s) URL")),
     }
     for (name, list) in [
@@ -131,7 +140,7 @@ pub async fn put_order(
         fulfillment_ids: b.fulfillment_ids,
         agent_id: b.agent_id.filter(|s| !s.is_empty()),
     };
-    let errors = validate(&order);
+    let errors = validate(&order, &state.settings.buyer.bap_uri);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }

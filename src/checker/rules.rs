@@ -310,18 +310,36 @@ pub fn url_host(uri: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_owned())
 }
 
+/// The host a client connects to for `uri`, read as reqwest reads it (the WHATWG URL standard:
+/// `http://a.example\@b.example/` goes to `a.example`): lower case, IPv6 without its brackets,
+/// no trailing dot; None unless an http(s) URL with a host.
+fn connect_host(uri: &str) -> Option<String> {
+    let url = reqwest::Url::parse(uri.trim()).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = url.host_str()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .trim_end_matches('.');
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
 /// True when `uri` is an http(s) URL whose host is on loopback (`localhost`, `127.0.0.0/8`,
 /// `[::1]`): a development set-up that no network peer can reach.
 pub fn is_loopback_uri(uri: &str) -> bool {
-    url_host(uri).is_some_and(|h| {
+    connect_host(uri).is_some_and(|h| {
         h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
     })
 }
 
-/// Whether `uri` is an http(s) URL whose host is `id`'s domain or a subdomain of it.
+/// Whether `uri` is an http(s) URL whose host (the one a client connects to) is `id`'s domain
+/// or a subdomain of it.
 pub fn is_on_id_domain(uri: &str, id: &str) -> bool {
     let domain = id_domain(id);
-    url_host(uri).is_some_and(|host| {
+    connect_host(uri).is_some_and(|host| {
         !domain.is_empty()
             && host
                 .strip_suffix(domain.as_str())
@@ -899,6 +917,29 @@ mod tests {
                 json!(uri),
             );
             assert!(rules_of(&v).is_empty(), "{id} {uri}: {:?}", rules_of(&v));
+        }
+        // The host judged is the one a client connects to: not the user info, nor what
+        // follows a backslash (a path separator in http(s) URLs).
+        for (uri, on) in [
+            ("http://seller.example.com\\@evil.example/", true),
+            ("http://evil.example\\@seller.example.com/", false),
+            ("http://seller.example.com@evil.example/", false),
+            ("http://evil.example#@seller.example.com/", false),
+            ("http://SELLER.example.COM./bpp", true),
+        ] {
+            assert_eq!(is_on_id_domain(uri, "seller.example.com"), on, "{uri}");
+        }
+        for (uri, loopback) in [
+            ("http://127.0.0.1:8080/bap", true),
+            ("http://127.1/bap", true),
+            ("http://[::1]/bap", true),
+            ("http://LOCALHOST./bap", true),
+            ("http://evil.example\\@127.0.0.1/", false),
+            ("http://10.0.0.1/bap", false),
+            ("ftp://127.0.0.1/bap", false),
+            ("127.0.0.1/bap", false),
+        ] {
+            assert_eq!(is_loopback_uri(uri), loopback, "{uri}");
         }
         assert_eq!(url_host("https://[::1]:80/x").as_deref(), Some("::1"));
         assert_eq!(url_host("ftp://x"), None);

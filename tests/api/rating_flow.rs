@@ -375,6 +375,54 @@ async fn buyer_api_errors(backend: Backend) {
 }
 both_stores!(buyer_api_errors);
 
+/// An order's bppUri is where its /rating goes and what the /rating names as bpp_uri: on the
+/// bppId's domain, as ONDC's checks (and a seller side of ours) require. A buyer side on
+/// loopback, a development set-up, also takes sellers on loopback.
+async fn an_orders_seller_uri_is_on_the_sellers_domain(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let public = Buyer::start(&store, "public", vec![], |s| {
+        s.buyer.bap_uri = "https://buyer.test/bap".into()
+    })
+    .await;
+    let dev = Buyer::start(&store, "dev", vec![], |_| {}).await;
+    for (buyer, bpp_uri, taken) in [
+        (&public, "https://seller.test/bpp", true),
+        (&public, "https://api.SELLER.test:8443/ondc/bpp", true),
+        (&public, "http://127.0.0.1:9/bpp", false),
+        (&public, "http://localhost:9/bpp", false),
+        (&public, "https://seller.test.evil.example/bpp", false),
+        (&public, "https://evil.example\\@seller.test/bpp", false),
+        (&dev, "http://127.0.0.1:9/bpp", true),
+        (&dev, "http://[::1]:9/bpp", true),
+        (&dev, "https://elsewhere.example/bpp", false),
+    ] {
+        let id = format!("O-{}", uuid::Uuid::new_v4());
+        let (status, body) = buyer
+            .put_order(&id, &order("alice", "seller.test", bpp_uri))
+            .await;
+        if taken {
+            assert_eq!(status, 200, "{bpp_uri}: {body}");
+            continue;
+        }
+        assert_eq!(status, 400, "{bpp_uri}: {body}");
+        assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+        assert_eq!(
+            body["error"]["details"],
+            json!([{"field": "bppUri", "message": "must be on bppId's domain (the bppId or a subdomain of it)"}]),
+            "{bpp_uri}"
+        );
+        let r = buyer
+            .http
+            .get(format!("{}/internal/orders/{id}", buyer.app.base))
+            .bearer_auth(INTERNAL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{bpp_uri}: a refused order is not kept");
+    }
+}
+both_stores!(an_orders_seller_uri_is_on_the_sellers_domain);
+
 async fn internal_orders_api_checks_token_and_fields(backend: Backend) {
     let p = Pair::start(backend).await;
     let url = format!("{}/internal/orders/O-9", p.buyer.app.base);
