@@ -59,7 +59,10 @@ impl Outbound {
         signature_ttl: i64,
         clock: SharedClock,
     ) -> Self {
+        // Redirects are not followed: a peer answers a signed request at the URL it was sent
+        // to, and one checked to be on the peer's domain must not be sent on to another host.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(3))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

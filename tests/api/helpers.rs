@@ -626,6 +626,8 @@ pub enum Script {
     /// Hold each request until this is notified, then answer the n-th with the n-th status and
     /// body (the last for every one after).
     RespondWhen(Arc<tokio::sync::Notify>, Vec<(u16, String)>),
+    /// Answer with this redirect status and `Location`.
+    Redirect(u16, String),
 }
 
 /// One request the scripted seller received.
@@ -720,6 +722,13 @@ impl Recorder {
                             }
                             Script::FailFirstThen(_, _, body) => (200, body),
                             Script::AckAfter(_) | Script::AckWhen(_) => (200, ack),
+                            Script::Redirect(status, ref location) => {
+                                return HttpResponse::build(
+                                    actix_web::http::StatusCode::from_u16(status).unwrap(),
+                                )
+                                .insert_header(("location", location.as_str()))
+                                .finish();
+                            }
                         };
                         HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                             .content_type("application/json")

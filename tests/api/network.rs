@@ -396,6 +396,27 @@ async fn a_public_seller_calls_back_only_on_the_buyers_own_domain(backend: Backe
 }
 both_stores!(a_public_seller_calls_back_only_on_the_buyers_own_domain);
 
+/// A buyer answering the /on_rating with a redirect does not get the signed callback sent
+/// elsewhere: the answer is a failure like any other that is not an ACK.
+#[tokio::test]
+async fn a_redirected_on_rating_is_not_followed() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let bap = Identity::new("buyer.test");
+    let seller = Seller::start(&store, "seller", vec![bap.peer()], |_| {}).await;
+    let elsewhere = ScriptedBuyer::start().await;
+    let target = format!("{}/on_rating", elsewhere.bap_uri());
+    let redirecting = ScriptedBuyer::with(Script::Redirect(307, target)).await;
+    let http = reqwest::Client::new();
+    let body = rating_body(&bap, &redirecting.bap_uri(), &seller, "m-redirected");
+    let (s, b) = post_signed(&http, &seller.rating_url(), &bap, &body).await;
+    assert_eq!(s, 200, "{b}");
+    let rec = settled(&seller, "m-redirected").await;
+    assert_eq!(rec["onRating"], "failed", "{rec}");
+    assert!(rec["lastError"].as_str().unwrap().contains("307"), "{rec}");
+    assert_eq!(redirecting.requests().len(), 1);
+    assert_eq!(elsewhere.requests().len(), 0, "the redirect was followed");
+}
+
 async fn repeated_rating_is_acknowledged_but_processed_once(backend: Backend) {
     // A real buyer side receives the seller's callbacks and counts them via its store: the
     // seller must call back once for two identical /rating messages.

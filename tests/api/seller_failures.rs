@@ -17,13 +17,27 @@ async fn buyer_for(store: &StoreFixture, seller_id: &Identity, wait_ms: u64) -> 
     .await
 }
 
+/// A buyer side trusting `seller`, waiting `wait_ms` for callbacks, with alice's order O-1 from
+/// it.
+async fn buyer_with_order(store: &StoreFixture, seller: &ScriptedSeller, wait_ms: u64) -> Buyer {
+    let buyer = buyer_for(store, &seller.identity, wait_ms).await;
+    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
+    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    buyer
+}
+
+/// Alice rates O-1 five stars: the status and body.
+async fn rate_five(buyer: &Buyer) -> (u16, Value) {
+    buyer
+        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
+        .await
+}
+
 async fn seller_nack_is_a_502_and_releases_the_claim(backend: Backend) {
     let store = StoreFixture::new(backend);
     let nack = r#"{"message":{"ack":{"status":"NACK"}},"error":{"type":"DOMAIN-ERROR","code":"30018","message":"order not found"}}"#;
     let seller = ScriptedSeller::start(Script::Respond(400, nack.into())).await;
-    let buyer = buyer_for(&store, &seller.identity, 2_000).await;
-    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
-    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
+    let buyer = buyer_with_order(&store, &seller, 2_000).await;
 
     let (status, err) = buyer
         .rate("alice", &json!({"orderId": "O-1", "orderRating": 2}))
@@ -66,9 +80,7 @@ async fn unreachable_seller_is_retried_then_502_and_released(backend: Backend) {
     let port = dead_port();
     let o = order("alice", &ghost.id, &format!("http://127.0.0.1:{port}/bpp"));
     assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
-    let (status, err) = buyer
-        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
-        .await;
+    let (status, err) = rate_five(&buyer).await;
     assert_eq!(status, 502, "{err}");
     assert_eq!(err["error"]["code"], "seller_unreachable");
     assert!(
@@ -92,9 +104,7 @@ async fn unreachable_seller_is_retried_then_502_and_released(backend: Backend) {
     let mut o2 = o.clone();
     o2["bppUri"] = json!(format!("{}/bpp", seller.base));
     assert_eq!(buyer.put_order("O-1", &o2).await.0, 200);
-    let (status, body) = buyer
-        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
-        .await;
+    let (status, body) = rate_five(&buyer).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(seller.requests().len(), 1);
 }
@@ -104,12 +114,8 @@ both_stores!(unreachable_seller_is_retried_then_502_and_released);
 async fn garbage_from_the_seller_is_a_502_not_a_crash() {
     let store = StoreFixture::new(Backend::Embedded);
     let seller = ScriptedSeller::start(Script::Respond(500, "<html>oops</html>".into())).await;
-    let buyer = buyer_for(&store, &seller.identity, 2_000).await;
-    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
-    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
-    let (status, err) = buyer
-        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
-        .await;
+    let buyer = buyer_with_order(&store, &seller, 2_000).await;
+    let (status, err) = rate_five(&buyer).await;
     assert_eq!(status, 502, "{err}");
     assert_eq!(err["error"]["code"], "seller_invalid_response");
     assert!(
@@ -125,6 +131,31 @@ async fn garbage_from_the_seller_is_a_502_not_a_crash() {
             .contains("HTTP 500"),
         "{got}"
     );
+}
+
+/// A seller answering the signed /rating with a redirect is not followed to another host: the
+/// buyer gets a 502, the rating fails, and the redirect's target receives nothing.
+#[tokio::test]
+async fn a_redirect_from_the_seller_is_not_followed() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let elsewhere = ScriptedSeller::start(Script::AckSilently).await;
+    let target = format!("{}/rating", elsewhere.bpp_uri());
+    let seller = ScriptedSeller::start(Script::Redirect(308, target)).await;
+    let buyer = buyer_with_order(&store, &seller, 2_000).await;
+    let (status, err) = rate_five(&buyer).await;
+    assert_eq!(status, 502, "{err}");
+    assert_eq!(err["error"]["code"], "seller_invalid_response", "{err}");
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(got["data"]["status"], "failed", "{got}");
+    assert!(
+        got["data"]["failure"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 308"),
+        "{got}"
+    );
+    assert_eq!(seller.requests().len(), 1);
+    assert!(elsewhere.requests().is_empty(), "the redirect was followed");
 }
 
 async fn silent_seller_gives_202_and_a_late_callback_completes(backend: Backend) {
@@ -299,9 +330,7 @@ async fn a_refusal_in_the_callback_is_a_502_and_releases_the_claim(backend: Back
     assert_eq!(got["data"]["error"]["code"], "50003");
 
     // Released: the same user rates again without the agent, and the seller takes it.
-    let (status, ok) = buyer
-        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
-        .await;
+    let (status, ok) = rate_five(&buyer).await;
     assert_eq!(status, 200, "{ok}");
     assert_eq!(
         buyer.rating_of("alice", "O-1").await.1["data"]["status"],
@@ -326,12 +355,8 @@ fn refusal_of(rating_context: &Value) -> Vec<u8> {
 async fn a_late_refusal_shows_as_failed_with_the_sellers_error() {
     let store = StoreFixture::new(Backend::Embedded);
     let seller = ScriptedSeller::start(Script::AckSilently).await;
-    let buyer = buyer_for(&store, &seller.identity, 100).await;
-    let o = order("alice", &seller.identity.id, &seller.bpp_uri());
-    assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
-    let (status, pending) = buyer
-        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
-        .await;
+    let buyer = buyer_with_order(&store, &seller, 100).await;
+    let (status, pending) = rate_five(&buyer).await;
     assert_eq!(status, 202);
     let cb = refusal_of(&pending["data"]["dto"]["context"]);
     assert_eq!(buyer.on_rating(&seller.identity, &cb).await.0, 200);
@@ -470,9 +495,7 @@ async fn a_seller_too_slow_to_answer_keeps_the_claim_and_gets_the_same_bytes_aga
     .await;
     let o = order("alice", &seller.identity.id, &seller.bpp_uri());
     assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
-    let (status, err) = buyer
-        .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
-        .await;
+    let (status, err) = rate_five(&buyer).await;
     assert_eq!(status, 504, "{err}");
     assert_eq!(err["error"]["code"], "seller_timeout");
     // It may have reached the seller, so it is not released: no second rating for this order.
@@ -757,12 +780,8 @@ async fn a_busy_seller_is_offered_the_same_rating_again() {
     for busy in [408, 429, 503] {
         let store = StoreFixture::new(Backend::Embedded);
         let seller = ScriptedSeller::start(Script::FailFirst(1, busy)).await;
-        let buyer = buyer_for(&store, &seller.identity, 100).await;
-        let o = order("alice", &seller.identity.id, &seller.bpp_uri());
-        assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
-        let (status, body) = buyer
-            .rate("alice", &json!({"orderId": "O-1", "orderRating": 5}))
-            .await;
+        let buyer = buyer_with_order(&store, &seller, 100).await;
+        let (status, body) = rate_five(&buyer).await;
         assert_eq!(status, 202, "after a {busy}: {body}");
         let sent = seller.requests();
         assert_eq!(sent.len(), 2, "after a {busy}");
