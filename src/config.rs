@@ -415,6 +415,12 @@ pub struct SellerSettings {
     pub accepted_categories: Vec<String>,
     /// Accept decimal values within 1..5 ("4.5"); off: only whole numbers, else error 30015.
     pub allow_decimal_values: bool,
+    /// Take a /rating whose `bap_uri` or `bpp_uri` is not on its id's domain, and send the
+    /// `/on_rating` to that `bap_uri` all the same: for test set-ups (`mock-seller` sets it), not
+    /// for a seller on the network, where any signed request could then direct the callback to
+    /// any host. Off: such a /rating gets NACK 30000 (a seller whose own `bpp_uri` is on loopback
+    /// still takes uris on loopback).
+    pub allow_uris_off_domain: bool,
     /// The seller platform's webhook: every new /rating that passes the checks is POSTed there,
     /// signed with `webhook_secret`. Empty: no webhook, the configured form is always used.
     pub webhook_url: String,
@@ -477,6 +483,7 @@ impl Default for SellerSettings {
                 .map(|c| c.as_str().to_owned())
                 .collect(),
             allow_decimal_values: false,
+            allow_uris_off_domain: false,
             webhook_url: String::new(),
             webhook_secret: String::new(),
             webhook_timeout_ms: 5_000,

@@ -22,17 +22,24 @@ use serde_json::Value;
 static SCHEMAS: LazyLock<Schemas> =
     LazyLock::new(|| Schemas::compile().expect("embedded schemas compile"));
 
-/// The seller settings the business checks run with: the defaults, decimals allowed, and a
-/// seller taking Order ratings only.
-static SELLERS: LazyLock<[SellerSettings; 3]> = LazyLock::new(|| {
+/// The seller settings the checks run with: a seller on the network (the defaults otherwise),
+/// decimals allowed, a seller taking Order ratings only, and one on loopback.
+static SELLERS: LazyLock<[SellerSettings; 4]> = LazyLock::new(|| {
     [
-        SellerSettings::default(),
+        SellerSettings {
+            bpp_uri: "https://seller.example/bpp".into(),
+            ..SellerSettings::default()
+        },
         SellerSettings {
             allow_decimal_values: true,
             ..SellerSettings::default()
         },
         SellerSettings {
             accepted_categories: vec!["order".into()],
+            ..SellerSettings::default()
+        },
+        SellerSettings {
+            bpp_uri: "http://127.0.0.1:8080/bpp".into(),
             ..SellerSettings::default()
         },
     ]
@@ -57,8 +64,8 @@ fuzz_target!(|data: &[u8]| {
     }
     // The context rules: a context a public seller answers is one ONDC's checks pass (its
     // /on_rating echoes it); a seller on loopback refuses no more than a public one.
-    let public = context_problem(&context, "https://seller.example/bpp");
-    let development = context_problem(&context, "http://127.0.0.1:8080/bpp");
+    let public = context_problem(&context, &SELLERS[0]);
+    let development = context_problem(&context, &SELLERS[3]);
     match &public {
         None => {
             let Ok(Value::Object(ctx)) = serde_json::to_value(&context) else {

@@ -17,9 +17,10 @@ use crate::protocol::{
 /// answer, or None. Its `/on_rating` echoes the domain and city, carries ONDC's country and core
 /// version (PROTOCOL.md sections 3 and 5) and goes to the context's `bap_uri`: a retail domain,
 /// `IND`, a `std:` city code, `1.2.0`, a `bap_uri` on the `bap_id`'s domain and a `bpp_uri` on
-/// the `bpp_id`'s (ONDC's `uri.on_id_domain`). A seller whose own URI `own_uri` is on loopback (a
-/// development set-up, see [`is_loopback_uri`]) also takes uris on loopback.
-pub fn context_problem(c: &Context, own_uri: &str) -> Option<ContextError> {
+/// the `bpp_id`'s (ONDC's `uri.on_id_domain`). A seller whose own `bpp_uri` is on loopback (a
+/// development set-up, see [`is_loopback_uri`]) also takes uris on loopback, and one with
+/// `allow_uris_off_domain` (a test set-up) any uri.
+pub fn context_problem(c: &Context, seller: &SellerSettings) -> Option<ContextError> {
     let problem = |field: &str, message: String| {
         Some(ContextError {
             path: format!("context.{field}"),
@@ -67,8 +68,8 @@ pub fn context_problem(c: &Context, own_uri: &str) -> Option<ContextError> {
         ("bap_uri", &c.bap_uri, &c.bap_id),
         ("bpp_uri", &c.bpp_uri, &c.bpp_id),
     ] {
-        let development = || is_loopback_uri(own_uri) && is_loopback_uri(uri);
-        if !is_on_id_domain(uri, id) && !development() {
+        let development = || is_loopback_uri(&seller.bpp_uri) && is_loopback_uri(uri);
+        if !seller.allow_uris_off_domain && !is_on_id_domain(uri, id) && !development() {
             return problem(
                 uri_field,
                 format!("must be an http(s) URL on the domain of {id:?}, found {uri:?}"),
@@ -212,7 +213,11 @@ mod tests {
             "timestamp": "2026-12-07T10:00:00.000Z"
         }))
         .unwrap();
-        let public = "https://seller.example/bpp";
+        let seller = |bpp_uri: &str| SellerSettings {
+            bpp_uri: bpp_uri.into(),
+            ..SellerSettings::default()
+        };
+        let public = &seller("https://seller.example/bpp");
         assert_eq!(context_problem(&ok, public), None);
         let with = |field: &str, value: &str| {
             let mut v = serde_json::to_value(&ok).unwrap();
@@ -240,7 +245,7 @@ mod tests {
             assert_eq!(e.path, format!("context.{field}"), "{value}");
         }
         // A seller on loopback (development) also calls back buyers on loopback, and only them.
-        let dev = "http://127.0.0.1:9000/bpp";
+        let dev = &seller("http://127.0.0.1:9000/bpp");
         assert_eq!(
             context_problem(&with("bap_uri", "http://[::1]:1/bap"), dev),
             None
@@ -257,6 +262,23 @@ mod tests {
         assert_eq!(e.path, "context.bap_uri");
         let e = context_problem(&with("bpp_uri", "https://elsewhere.test/bpp"), dev).unwrap();
         assert_eq!(e.path, "context.bpp_uri");
+        // A test set-up takes any uri, and still refuses the rest.
+        let anywhere = &SellerSettings {
+            allow_uris_off_domain: true,
+            ..seller("https://mock.example/bpp")
+        };
+        for (field, value) in [
+            ("bap_uri", "http://192.168.1.5:3000/bap"),
+            ("bpp_uri", "http://mock-seller:8081/bpp"),
+        ] {
+            assert_eq!(
+                context_problem(&with(field, value), anywhere),
+                None,
+                "{value}"
+            );
+        }
+        let e = context_problem(&with("country", "USA"), anywhere).unwrap();
+        assert_eq!(e.path, "context.country");
     }
 
     #[test]

@@ -78,8 +78,9 @@ pub fn parse_peer(s: &str) -> Result<PeerSettings, String> {
     }
 }
 
-/// The mock seller's settings: the seller role only, every category and order accepted, the
-/// outbound /on_rating checked against the strict schema before it is sent.
+/// The mock seller's settings: the seller role only, every category and order accepted, buyers
+/// at any uri answered, the outbound /on_rating checked against the strict schema before it is
+/// sent.
 pub fn settings(
     args: &MockSellerArgs,
     addr: SocketAddr,
@@ -108,6 +109,8 @@ pub fn settings(
             .clone()
             .unwrap_or_else(|| format!("https://{}/feedback/{{order_id}}", args.subscriber_id)),
         allow_decimal_values: args.allow_decimal_values,
+        // A buyer app under test calls from wherever it runs (a LAN address, a container name).
+        allow_uris_off_domain: true,
         internal_token: internal_token.to_owned(),
         ..SellerSettings::default()
     };

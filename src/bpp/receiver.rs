@@ -121,7 +121,7 @@ async fn handle(
             format!("this seller is {:?}", state.settings.identity.subscriber_id),
         );
     }
-    if let Some(e) = context_problem(&context, &state.settings.seller.bpp_uri) {
+    if let Some(e) = context_problem(&context, &state.settings.seller) {
         return nack(NackCode::SellerInvalidContext, Some(e.path), e.message);
     }
     let ttl = match context.ttl.as_deref().map(iso_duration_secs) {

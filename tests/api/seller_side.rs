@@ -1371,6 +1371,23 @@ async fn mock_seller_answers_a_trusted_buyer_as_a_real_process() {
         got["message"]["feedback_form"]["form"]["url"],
         "https://mock-seller.test/rate/O-1"
     );
+
+    // A buyer app under test may name uris off the ids' domains (a container name, a LAN
+    // address): the mock answers it all the same, where a seller on the network would NACK.
+    let body = rating_body_at(
+        &bap,
+        &buyer.bap_uri(),
+        "mock-seller.test",
+        "http://mock-seller:8081/bpp",
+        "m-anywhere",
+        chrono::Utc::now(),
+    );
+    let (s, b) = post_signed(&http, &url, &bap, &body).await;
+    assert_eq!((s, b), (200, ack_body()));
+    let cb = buyer.wait_for(2).await.remove(1);
+    let got: Value = serde_json::from_slice(&cb.body).unwrap();
+    assert_eq!(got["context"]["message_id"], "m-anywhere");
+    assert_eq!(got["context"]["bpp_uri"], "http://mock-seller:8081/bpp");
     child.kill().await.ok();
 }
 
