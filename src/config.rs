@@ -418,8 +418,8 @@ pub struct SellerSettings {
     /// Take a /rating whose `bap_uri` or `bpp_uri` is not on its id's domain, and send the
     /// `/on_rating` to that `bap_uri` all the same: for test set-ups (`mock-seller` sets it), not
     /// for a seller on the network, where any signed request could then direct the callback to
-    /// any host. Off: such a /rating gets NACK 30000 (a seller whose own `bpp_uri` is on loopback
-    /// still takes uris on loopback).
+    /// any host. Off: such a /rating gets NACK 30000 (a seller whose own `bpp_uri` is off the
+    /// public network, a development set-up, still takes uris off it).
     pub allow_uris_off_domain: bool,
     /// The seller platform's webhook: every new /rating that passes the checks is POSTed there,
     /// signed with `webhook_secret`. Empty: no webhook, the configured form is always used.

@@ -7,7 +7,7 @@
 //! does not accept), then the value (30015). The seller platform's verdict (30018, from the
 //! webhook) comes after all of these: a rating refused here is not handed to the platform.
 
-use crate::checker::rules::{is_loopback_uri, is_on_id_domain, is_retail_domain, is_std_city};
+use crate::checker::rules::{is_on_id_domain, is_private_uri, is_retail_domain, is_std_city};
 use crate::config::SellerSettings;
 use crate::protocol::{
     Context, ContextError, ErrorType, InboundRating, NetworkError, RatingCategory,
@@ -17,8 +17,8 @@ use crate::protocol::{
 /// answer, or None. Its `/on_rating` echoes the domain and city, carries ONDC's country and core
 /// version (PROTOCOL.md sections 3 and 5) and goes to the context's `bap_uri`: a retail domain,
 /// `IND`, a `std:` city code, `1.2.0`, a `bap_uri` on the `bap_id`'s domain and a `bpp_uri` on
-/// the `bpp_id`'s (ONDC's `uri.on_id_domain`). A seller whose own `bpp_uri` is on loopback (a
-/// development set-up, see [`is_loopback_uri`]) also takes uris on loopback, and one with
+/// the `bpp_id`'s (ONDC's `uri.on_id_domain`). A seller whose own `bpp_uri` is off the public
+/// network (a development set-up, see [`is_private_uri`]) also takes uris off it, and one with
 /// `allow_uris_off_domain` (a test set-up) any uri.
 pub fn context_problem(c: &Context, seller: &SellerSettings) -> Option<ContextError> {
     let problem = |field: &str, message: String| {
@@ -68,7 +68,7 @@ pub fn context_problem(c: &Context, seller: &SellerSettings) -> Option<ContextEr
         ("bap_uri", &c.bap_uri, &c.bap_id),
         ("bpp_uri", &c.bpp_uri, &c.bpp_id),
     ] {
-        let development = || is_loopback_uri(&seller.bpp_uri) && is_loopback_uri(uri);
+        let development = || is_private_uri(&seller.bpp_uri) && is_private_uri(uri);
         if !seller.allow_uris_off_domain && !is_on_id_domain(uri, id) && !development() {
             return problem(
                 uri_field,
@@ -244,7 +244,8 @@ mod tests {
             let e = context_problem(&with(field, value), public).expect(value);
             assert_eq!(e.path, format!("context.{field}"), "{value}");
         }
-        // A seller on loopback (development) also calls back buyers on loopback, and only them.
+        // A seller off the public network (development) also calls back buyers off it (loopback,
+        // a container name, a private address), and only them.
         let dev = &seller("http://127.0.0.1:9000/bpp");
         assert_eq!(
             context_problem(&with("bap_uri", "http://[::1]:1/bap"), dev),

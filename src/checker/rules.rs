@@ -327,12 +327,36 @@ fn connect_host(uri: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-/// True when `uri` is an http(s) URL whose host is on loopback (`localhost`, `127.0.0.0/8`,
-/// `[::1]`): a development set-up that no network peer can reach.
-pub fn is_loopback_uri(uri: &str) -> bool {
-    connect_host(uri).is_some_and(|h| {
-        h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
-    })
+/// True when `uri` is an http(s) URL whose host no peer on the public network reaches: loopback
+/// (`localhost` and names under it, `127.0.0.0/8`, `[::1]`), a private, link-local or unspecified
+/// address (`10/8`, `172.16/12`, `192.168/16`, `169.254/16`, `0.0.0.0`, `fc00::/7`, `fe80::/10`),
+/// a name of one label (a host or container name) or a name under `.local`, `.internal` or
+/// `.home.arpa`. Such a uri is a development or test set-up's, the default configuration's.
+pub fn is_private_uri(uri: &str) -> bool {
+    use std::net::IpAddr;
+    let Some(host) = connect_host(uri) else {
+        return false;
+    };
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => {
+            a.is_loopback() || a.is_private() || a.is_link_local() || a.is_unspecified()
+        }
+        Ok(IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+            Some(v4) => is_private_uri(&format!("http://{v4}/")),
+            None => {
+                a.is_loopback()
+                    || a.is_unspecified()
+                    || a.is_unique_local()
+                    || a.is_unicast_link_local()
+            }
+        },
+        Err(_) => {
+            !host.contains('.')
+                || [".localhost", ".local", ".internal", ".home.arpa"]
+                    .iter()
+                    .any(|suffix| host.ends_with(suffix))
+        }
+    }
 }
 
 /// Whether `uri` is an http(s) URL whose host (the one a client connects to) is `id`'s domain
@@ -929,17 +953,35 @@ mod tests {
         ] {
             assert_eq!(is_on_id_domain(uri, "seller.example.com"), on, "{uri}");
         }
-        for (uri, loopback) in [
+        for (uri, private) in [
             ("http://127.0.0.1:8080/bap", true),
             ("http://127.1/bap", true),
             ("http://[::1]/bap", true),
             ("http://LOCALHOST./bap", true),
+            ("http://buyer.localhost:8080/bap", true),
+            ("http://10.1.2.3/bap", true),
+            ("http://172.20.0.5/bap", true),
+            ("http://192.168.1.5:3000/bap", true),
+            ("http://169.254.169.254/latest", true),
+            ("http://0.0.0.0:8081/bpp", true),
+            ("http://[fd00::1]/bap", true),
+            ("http://[fe80::1]/bap", true),
+            ("http://[::ffff:10.0.0.1]/bap", true),
+            ("http://mock-seller:8081/bpp", true),
+            ("http://printer.local/bap", true),
+            ("http://svc.internal/bap", true),
+            ("http://router.home.arpa/bap", true),
+            ("https://seller.test/bpp", false),
+            ("https://buyer.example.com/bap", false),
+            ("http://8.8.8.8/bap", false),
+            ("http://172.32.0.1/bap", false),
+            ("http://[2606:4700::1]/bap", false),
+            ("http://[::ffff:8.8.8.8]/bap", false),
             ("http://evil.example\\@127.0.0.1/", false),
-            ("http://10.0.0.1/bap", false),
             ("ftp://127.0.0.1/bap", false),
             ("127.0.0.1/bap", false),
         ] {
-            assert_eq!(is_loopback_uri(uri), loopback, "{uri}");
+            assert_eq!(is_private_uri(uri), private, "{uri}");
         }
         assert_eq!(url_host("https://[::1]:80/x").as_deref(), Some("::1"));
         assert_eq!(url_host("ftp://x"), None);

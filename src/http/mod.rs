@@ -749,18 +749,18 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 
 /// Warns at start-up when a role's URI does not sit on `identity.subscriber_id`'s domain: every
 /// context this server sends would then fail ONDC's `uri.on_id_domain` check (the `check`
-/// command's rule of that name). A URI on loopback (`localhost`, `127.0.0.0/8`, `[::1]`) is a
-/// development set-up no network peer can reach, the demo's and the default configuration's:
-/// nothing to warn of.
+/// command's rule of that name). A URI off the public network (loopback, a private address, a
+/// container name: see [`crate::checker::rules::is_private_uri`]) is a development set-up no
+/// network peer can reach, the demo's and the default configuration's: nothing to warn of.
 fn warn_of_uris_off_the_identity(settings: &Settings) {
-    let on_loopback = crate::checker::rules::is_loopback_uri;
+    let private = crate::checker::rules::is_private_uri;
     let id = serde_json::Value::String(settings.identity.subscriber_id.clone());
     let mut ctx = serde_json::Map::new();
-    if settings.buyer.enabled && !on_loopback(&settings.buyer.bap_uri) {
+    if settings.buyer.enabled && !private(&settings.buyer.bap_uri) {
         ctx.insert("bap_id".into(), id.clone());
         ctx.insert("bap_uri".into(), settings.buyer.bap_uri.clone().into());
     }
-    if settings.seller.enabled && !on_loopback(&settings.seller.bpp_uri) {
+    if settings.seller.enabled && !private(&settings.seller.bpp_uri) {
         ctx.insert("bpp_id".into(), id);
         ctx.insert("bpp_uri".into(), settings.seller.bpp_uri.clone().into());
     }

@@ -376,8 +376,8 @@ async fn buyer_api_errors(backend: Backend) {
 both_stores!(buyer_api_errors);
 
 /// An order's bppUri is where its /rating goes and what the /rating names as bpp_uri: on the
-/// bppId's domain, as ONDC's checks (and a seller side of ours) require. A buyer side on
-/// loopback, a development set-up, also takes sellers on loopback.
+/// bppId's domain, as ONDC's checks (and a seller side of ours) require. A buyer side off the
+/// public network (loopback here), a development set-up, also takes sellers off it.
 async fn an_orders_seller_uri_is_on_the_sellers_domain(backend: Backend) {
     let store = StoreFixture::new(backend);
     let public = Buyer::start(&store, "public", vec![], |s| {
@@ -394,6 +394,8 @@ async fn an_orders_seller_uri_is_on_the_sellers_domain(backend: Backend) {
         (&public, "https://evil.example\\@seller.test/bpp", false),
         (&dev, "http://127.0.0.1:9/bpp", true),
         (&dev, "http://[::1]:9/bpp", true),
+        (&dev, "http://seller:8080/bpp", true),
+        (&dev, "http://10.0.0.5/bpp", true),
         (&dev, "https://elsewhere.example/bpp", false),
     ] {
         let id = format!("O-{}", uuid::Uuid::new_v4());
