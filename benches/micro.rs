@@ -41,6 +41,7 @@ use ed25519_dalek::Signature;
 use serde_json::{Value, json};
 
 use ondc_rating::bap::api::buyer_envelope;
+use ondc_rating::bpp::checks::context_problem;
 use ondc_rating::bpp::sender::on_rating_body;
 use ondc_rating::crypto::{
     AuthorizationHeader, SigningKeyPair, batch, body_digest, sign_body, signing_string,
@@ -504,6 +505,28 @@ fn main() {
         .expect("schema and context");
         let r = parse_inbound(v.get("message")).expect("ratings");
         black_box((c, r));
+    });
+    // The seller's context rules over the example's context (its uris on their ids' domains), as
+    // a seller on the network applies them, and as a development seller on loopback does to a
+    // buyer on loopback (each uri fails the domain rule, then passes the development one).
+    let on_network = ondc_rating::config::SellerSettings {
+        bpp_uri: context.bpp_uri.clone(),
+        ..Default::default()
+    };
+    k.measure("context rules: a seller on the network", || {
+        assert!(context_problem(black_box(&context), &on_network).is_none());
+    });
+    let development = ondc_rating::config::SellerSettings {
+        bpp_uri: "http://127.0.0.1:8080/bpp".into(),
+        ..Default::default()
+    };
+    let on_loopback = Context {
+        bap_uri: "http://127.0.0.1:8081/bap".into(),
+        bpp_uri: development.bpp_uri.clone(),
+        ..context.clone()
+    };
+    k.measure("context rules: development, on loopback", || {
+        assert!(context_problem(black_box(&on_loopback), &development).is_none());
     });
     k.measure("build /rating body (buyer side)", || {
         let envelope = Envelope {

@@ -312,9 +312,20 @@ pub fn url_host(uri: &str) -> Option<String> {
 
 /// The host a client connects to for `uri`, read as reqwest reads it (the WHATWG URL standard:
 /// `http://a.example\@b.example/` goes to `a.example`): lower case, IPv6 without its brackets,
-/// no trailing dot; None unless an http(s) URL with a host.
-fn connect_host(uri: &str) -> Option<String> {
-    let url = reqwest::Url::parse(uri.trim()).ok()?;
+/// no trailing dot; `f` of it, or None unless an http(s) URL with a host. A plain URL's host is
+/// read without the full parser (see [`plain_host`]), which the seller's checks of every /rating
+/// rely on.
+fn connect_host<R>(uri: &str, f: impl FnOnce(&str) -> R) -> Option<R> {
+    let uri = uri.trim();
+    match plain_host(uri) {
+        Some(host) => Some(f(host)),
+        None => parsed_host(uri).map(|host| f(&host)),
+    }
+}
+
+/// [`connect_host`]'s host by the full WHATWG parser.
+fn parsed_host(uri: &str) -> Option<String> {
+    let url = reqwest::Url::parse(uri).ok()?;
     if !matches!(url.scheme(), "http" | "https") {
         return None;
     }
@@ -327,22 +338,62 @@ fn connect_host(uri: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
+/// The host of an http(s) URL whose authority is plain, as the WHATWG parser reads it: a host of
+/// lower-case letters, digits, hyphens and dots (no leading dot, no empty label, no `xn--` label,
+/// and a last label that is not a number, which that parser reads as an IPv4 address unless the
+/// whole host is a dotted quad), an optional port of up to five digits, then the end or `/`, `?`,
+/// `#`. Without a trailing dot. None: any other URL, for the full parser.
+fn plain_host(uri: &str) -> Option<&str> {
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    let bad_port = |p: &str| {
+        !(1..=5).contains(&p.len())
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || (p.len() == 5 && p > "65535")
+    };
+    if port.is_some_and(bad_port) {
+        return None;
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.';
+    if host.is_empty() || !host.bytes().all(plain) {
+        return None;
+    }
+    let labels = || host.split('.');
+    if labels().any(|l| l.is_empty() || l.starts_with("xn--")) {
+        return None;
+    }
+    let numeric = |l: &str| l.bytes().all(|b| b.is_ascii_digit()) || l.starts_with("0x");
+    let last = labels().next_back().unwrap_or_default();
+    if numeric(last) && host.parse::<std::net::Ipv4Addr>().is_err() {
+        return None;
+    }
+    Some(host)
+}
+
 /// True when `uri` is an http(s) URL whose host no peer on the public network reaches: loopback
 /// (`localhost` and names under it, `127.0.0.0/8`, `[::1]`), a private, link-local or unspecified
 /// address (`10/8`, `172.16/12`, `192.168/16`, `169.254/16`, `0.0.0.0`, `fc00::/7`, `fe80::/10`),
 /// a name of one label (a host or container name) or a name under `.local`, `.internal` or
 /// `.home.arpa`. Such a uri is a development or test set-up's, the default configuration's.
 pub fn is_private_uri(uri: &str) -> bool {
+    connect_host(uri, is_private_host).unwrap_or(false)
+}
+
+fn is_private_host(host: &str) -> bool {
     use std::net::IpAddr;
-    let Some(host) = connect_host(uri) else {
-        return false;
-    };
     match host.parse::<IpAddr>() {
         Ok(IpAddr::V4(a)) => {
             a.is_loopback() || a.is_private() || a.is_link_local() || a.is_unspecified()
         }
         Ok(IpAddr::V6(a)) => match a.to_ipv4_mapped() {
-            Some(v4) => is_private_uri(&format!("http://{v4}/")),
+            Some(v4) => is_private_host(&v4.to_string()),
             None => {
                 a.is_loopback()
                     || a.is_unspecified()
@@ -362,13 +413,23 @@ pub fn is_private_uri(uri: &str) -> bool {
 /// Whether `uri` is an http(s) URL whose host (the one a client connects to) is `id`'s domain
 /// or a subdomain of it.
 pub fn is_on_id_domain(uri: &str, id: &str) -> bool {
-    let domain = id_domain(id);
-    connect_host(uri).is_some_and(|host| {
-        !domain.is_empty()
-            && host
-                .strip_suffix(domain.as_str())
+    let domain = id
+        .trim()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('.');
+    let domain: std::borrow::Cow<'_, str> = if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        domain.to_ascii_lowercase().into()
+    } else {
+        domain.into()
+    };
+    !domain.is_empty()
+        && connect_host(uri, |host| {
+            host.strip_suffix(&*domain)
                 .is_some_and(|sub| sub.is_empty() || sub.ends_with('.'))
-    })
+        })
+        .unwrap_or(false)
 }
 
 /// The domain part of a subscriber id (before any path), lower case.
@@ -953,6 +1014,11 @@ mod tests {
         ] {
             assert_eq!(is_on_id_domain(uri, "seller.example.com"), on, "{uri}");
         }
+        // Octal and short IPv4 forms are read as the WHATWG parser reads them.
+        assert!(is_private_uri("http://0177.0.0.1/bap"));
+        assert!(is_private_uri("http://127.1/bap"));
+        assert!(!is_private_uri("http://010.0.0.1/bap"), "8.0.0.1");
+        assert!(is_private_uri("http://0x7f.1/bap"));
         for (uri, private) in [
             ("http://127.0.0.1:8080/bap", true),
             ("http://127.1/bap", true),
@@ -987,6 +1053,46 @@ mod tests {
         assert_eq!(url_host("ftp://x"), None);
         assert_eq!(url_host("https://"), None);
         assert_eq!(id_domain("A.Example.com./p"), "a.example.com");
+    }
+
+    /// The plain-URL reading gives the full parser's host whenever it gives one, over URLs made
+    /// of the characters that matter to hosts.
+    #[test]
+    fn plain_hosts_are_the_parsers_hosts() {
+        use proptest::prelude::*;
+        let check = |uri: &str| {
+            if let Some(host) = plain_host(uri) {
+                assert_eq!(Some(host.to_owned()), parsed_host(uri), "{uri}");
+            }
+        };
+        for uri in [
+            "http://seller.example.com/bpp",
+            "https://seller.example.com:8443/x?y#z",
+            "http://127.0.0.1:8080/bap",
+            "http://1.2.3.4.5/",
+            "http://256.1.1.1/",
+            "http://a.b.c.1/",
+            "http://a..b/",
+            "http://.a/",
+            "http://a.b./",
+            "http://xn--nxasmq6b.com/",
+            "http://xn--/",
+            "http://xn--a.com/",
+            "http://a.xn--0.com/",
+            "http://xn--ab-.com/",
+            "http://a:65536/",
+            "http://a:/",
+            "http://a:0/",
+        ] {
+            check(uri);
+        }
+        proptest!(ProptestConfig::with_cases(4000), |(
+            scheme in prop::sample::select(vec!["http://", "https://"]),
+            authority in "[a-z0-9.:x-]{0,24}",
+            tail in prop::sample::select(vec!["", "/", "/bap", "?q", "#f"]),
+        )| {
+            check(&format!("{scheme}{authority}{tail}"));
+        });
     }
 
     #[test]
