@@ -64,12 +64,19 @@ pub fn context_problem(c: &Context, seller: &SellerSettings) -> Option<ContextEr
     }
     // The uris the /on_rating goes to and names: each on its id's domain (the bpp_id is this
     // seller's, checked before), so that no signed request directs the callback to another host.
+    // A bpp_uri that is this seller's own configured one is taken wherever it is: refusing it
+    // would refuse every /rating (start-up warns of such a bpp_uri).
+    let own = |uri: &str| uri.trim_end_matches('/') == seller.bpp_uri.trim_end_matches('/');
     for (uri_field, uri, id) in [
         ("bap_uri", &c.bap_uri, &c.bap_id),
         ("bpp_uri", &c.bpp_uri, &c.bpp_id),
     ] {
         let development = || is_private_uri(&seller.bpp_uri) && is_private_uri(uri);
-        if !seller.allow_uris_off_domain && !is_on_id_domain(uri, id) && !development() {
+        let taken = seller.allow_uris_off_domain
+            || is_on_id_domain(uri, id)
+            || (uri_field == "bpp_uri" && own(uri))
+            || development();
+        if !taken {
             return problem(
                 uri_field,
                 format!("must be an http(s) URL on the domain of {id:?}, found {uri:?}"),
@@ -280,6 +287,27 @@ mod tests {
         }
         let e = context_problem(&with("country", "USA"), anywhere).unwrap();
         assert_eq!(e.path, "context.country");
+        // A seller whose own bpp_uri is off its domain (start-up warns of it) still takes the
+        // /rating that names that uri, and only that one.
+        let off = &seller("https://ratings.elsewhere.example/ondc/bpp");
+        for own in [
+            "https://ratings.elsewhere.example/ondc/bpp",
+            "https://ratings.elsewhere.example/ondc/bpp/",
+        ] {
+            assert_eq!(context_problem(&with("bpp_uri", own), off), None, "{own}");
+        }
+        for other in [
+            "https://ratings.elsewhere.example/other/bpp",
+            "https://ratings.elsewhere.example.evil.test/ondc/bpp",
+        ] {
+            let e = context_problem(&with("bpp_uri", other), off).unwrap();
+            assert_eq!(e.path, "context.bpp_uri", "{other}");
+        }
+        let e = context_problem(&with("bap_uri", &off.bpp_uri), off).unwrap();
+        assert_eq!(
+            e.path, "context.bap_uri",
+            "only the bpp_uri may be the seller's own"
+        );
     }
 
     #[test]
