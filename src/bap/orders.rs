@@ -5,7 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::checker::rules::{is_on_id_domain, is_private_uri, is_retail_domain, is_std_city};
+use crate::checker::rules::{is_peer_uri_acceptable, is_retail_domain, is_std_city};
 use crate::http::error::{ApiCode, ApiError, FieldError};
 use crate::http::{AppState, read_body};
 use crate::protocol::context::looks_like_url;
@@ -57,7 +57,8 @@ pub fn check_internal(req: &HttpRequest, token: &str) -> Result<(), ApiError> {
 }
 
 /// What is wrong with `order`, field by field. `bap_uri` is this buyer side's own: one off the
-/// public network (a development set-up, see [`is_private_uri`]) also takes a seller off it.
+/// public network (a development set-up, see [`is_peer_uri_acceptable`]) also takes a seller off
+/// it.
 fn validate(order: &Order, bap_uri: &str) -> Vec<FieldError> {
     let mut e = Vec::new();
     if !is_retail_domain(&order.domain) {
@@ -90,11 +91,9 @@ fn validate(order: &Order, bap_uri: &str) -> Vec<FieldError> {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
             // The /rating names it as its bpp_uri, which ONDC's checks (and a seller side of
             // ours) require on the bpp_id's domain.
-            let development = || is_private_uri(bap_uri) && is_private_uri(&order.bpp_uri);
             if !looks_like_url(&order.bpp_id)
                 && !order.bpp_id.trim().is_empty()
-                && !is_on_id_domain(&order.bpp_uri, &order.bpp_id)
-                && !development()
+                && !is_peer_uri_acceptable(&order.bpp_uri, &order.bpp_id, bap_uri)
             {
                 e.push(FieldError::new(
                     "bppUri",

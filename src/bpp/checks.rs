@@ -7,7 +7,7 @@
 //! does not accept), then the value (30015). The seller platform's verdict (30018, from the
 //! webhook) comes after all of these: a rating refused here is not handed to the platform.
 
-use crate::checker::rules::{is_on_id_domain, is_private_uri, is_retail_domain, is_std_city};
+use crate::checker::rules::{is_peer_uri_acceptable, is_retail_domain, is_std_city};
 use crate::config::SellerSettings;
 use crate::protocol::{
     Context, ContextError, ErrorType, InboundRating, NetworkError, RatingCategory,
@@ -18,48 +18,31 @@ use crate::protocol::{
 /// version (PROTOCOL.md sections 3 and 5) and goes to the context's `bap_uri`: a retail domain,
 /// `IND`, a `std:` city code, `1.2.0`, a `bap_uri` on the `bap_id`'s domain and a `bpp_uri` on
 /// the `bpp_id`'s (ONDC's `uri.on_id_domain`). A seller whose own `bpp_uri` is off the public
-/// network (a development set-up, see [`is_private_uri`]) also takes uris off it, and one with
+/// network (a development set-up, see [`is_peer_uri_acceptable`]) also takes uris off it, and one with
 /// `allow_uris_off_domain` (a test set-up) any uri.
 pub fn context_problem(c: &Context, seller: &SellerSettings) -> Option<ContextError> {
-    let problem = |field: &str, message: String| {
+    use crate::protocol::{CORE_VERSION, COUNTRY};
+    let refuse = |field: &str, want: &dyn std::fmt::Display, found: &str| {
         Some(ContextError {
             path: format!("context.{field}"),
-            message,
+            message: format!("must be {want}, found {found:?}"),
         })
     };
     if !is_retail_domain(&c.domain) {
-        return problem(
-            "domain",
-            format!(
-                "must be a retail domain ONDC:RET10..ONDC:RET19 or ONDC:RET1A, found {:?}",
-                c.domain
-            ),
-        );
+        let want = "a retail domain ONDC:RET10..ONDC:RET19 or ONDC:RET1A";
+        return refuse("domain", &want, &c.domain);
     }
-    if c.country != crate::protocol::COUNTRY {
-        return problem(
-            "country",
-            format!(
-                "must be {:?}, found {:?}",
-                crate::protocol::COUNTRY,
-                c.country
-            ),
-        );
+    if c.country != COUNTRY {
+        return refuse("country", &format_args!("{COUNTRY:?}"), &c.country);
     }
     if !is_std_city(&c.city) {
-        return problem(
-            "city",
-            format!("must be a city code std:<digits>, found {:?}", c.city),
-        );
+        return refuse("city", &"a city code std:<digits>", &c.city);
     }
-    if c.core_version != crate::protocol::CORE_VERSION {
-        return problem(
+    if c.core_version != CORE_VERSION {
+        return refuse(
             "core_version",
-            format!(
-                "must be {:?}, found {:?}",
-                crate::protocol::CORE_VERSION,
-                c.core_version
-            ),
+            &format_args!("{CORE_VERSION:?}"),
+            &c.core_version,
         );
     }
     // The uris the /on_rating goes to and names: each on its id's domain (the bpp_id is this
@@ -71,16 +54,12 @@ pub fn context_problem(c: &Context, seller: &SellerSettings) -> Option<ContextEr
         ("bap_uri", &c.bap_uri, &c.bap_id),
         ("bpp_uri", &c.bpp_uri, &c.bpp_id),
     ] {
-        let development = || is_private_uri(&seller.bpp_uri) && is_private_uri(uri);
         let taken = seller.allow_uris_off_domain
-            || is_on_id_domain(uri, id)
-            || (uri_field == "bpp_uri" && own(uri))
-            || development();
+            || is_peer_uri_acceptable(uri, id, &seller.bpp_uri)
+            || (uri_field == "bpp_uri" && own(uri));
         if !taken {
-            return problem(
-                uri_field,
-                format!("must be an http(s) URL on the domain of {id:?}, found {uri:?}"),
-            );
+            let want = format_args!("an http(s) URL on the domain of {id:?}");
+            return refuse(uri_field, &want, uri);
         }
     }
     None

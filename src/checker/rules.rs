@@ -413,17 +413,7 @@ fn is_private_host(host: &str) -> bool {
 /// Whether `uri` is an http(s) URL whose host (the one a client connects to) is `id`'s domain
 /// or a subdomain of it.
 pub fn is_on_id_domain(uri: &str, id: &str) -> bool {
-    let domain = id
-        .trim()
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('.');
-    let domain: std::borrow::Cow<'_, str> = if domain.bytes().any(|b| b.is_ascii_uppercase()) {
-        domain.to_ascii_lowercase().into()
-    } else {
-        domain.into()
-    };
+    let domain = id_domain(id);
     !domain.is_empty()
         && connect_host(uri, |host| {
             host.strip_suffix(&*domain)
@@ -432,14 +422,27 @@ pub fn is_on_id_domain(uri: &str, id: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The domain part of a subscriber id (before any path), lower case.
-pub fn id_domain(id: &str) -> String {
-    id.trim()
+/// Whether a peer's `uri` may be used for the peer `id` by a side whose own URI is `own_uri`: on
+/// the id's domain, or, in a development set-up (`own_uri` off the public network), off the
+/// public network too ([`is_private_uri`]).
+pub fn is_peer_uri_acceptable(uri: &str, id: &str, own_uri: &str) -> bool {
+    is_on_id_domain(uri, id) || (is_private_uri(own_uri) && is_private_uri(uri))
+}
+
+/// The domain part of a subscriber id (before any path), lower case; borrowed from `id` when it
+/// is lower case already.
+pub fn id_domain(id: &str) -> std::borrow::Cow<'_, str> {
+    let domain = id
+        .trim()
         .split('/')
         .next()
         .unwrap_or_default()
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
+        .trim_end_matches('.');
+    if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        domain.to_ascii_lowercase().into()
+    } else {
+        domain.into()
+    }
 }
 
 /// `uri.on_id_domain`: each uri's host is its id's domain or a subdomain of it.
@@ -451,9 +454,11 @@ pub fn uri_on_id_domain(ctx: &Map<String, Value>, out: &mut Vec<Finding>) {
         if id_is_url(id) {
             continue; // ids.not_url says it
         }
+        if is_on_id_domain(uri, id) {
+            continue;
+        }
         let domain = id_domain(id);
         let problem = match url_host(uri) {
-            _ if is_on_id_domain(uri, id) => continue,
             None => format!("{uri:?} is not an http(s) URL with a host"),
             Some(_) if domain.is_empty() => format!("{id_key} {id:?} has no domain part"),
             Some(host) => format!(
