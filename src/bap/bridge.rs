@@ -47,9 +47,17 @@ pub(crate) struct SentContext<'a> {
     #[serde(borrow)]
     pub(crate) bap_id: Cow<'a, str>,
     #[serde(borrow)]
+    pub(crate) bap_uri: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) bpp_uri: Cow<'a, str>,
+    #[serde(borrow)]
     pub(crate) domain: Cow<'a, str>,
     #[serde(borrow)]
+    pub(crate) country: Cow<'a, str>,
+    #[serde(borrow)]
     pub(crate) city: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) core_version: Cow<'a, str>,
     #[serde(borrow)]
     pub(crate) timestamp: Cow<'a, str>,
     #[serde(borrow, default)]
@@ -63,8 +71,12 @@ impl SentContext<'_> {
             transaction_id: c.transaction_id.into(),
             bpp_id: c.bpp_id.into(),
             bap_id: c.bap_id.into(),
+            bap_uri: c.bap_uri.into(),
+            bpp_uri: c.bpp_uri.into(),
             domain: c.domain.into(),
+            country: c.country.into(),
             city: c.city.into(),
+            core_version: c.core_version.into(),
             timestamp: c.timestamp.into(),
             ttl: c.ttl.map(Cow::Owned),
         }

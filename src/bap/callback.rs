@@ -104,11 +104,15 @@ async fn handle(
         ("bpp_id", &context.bpp_id, &sent.bpp_id),
         ("bap_id", &context.bap_id, &sent.bap_id),
         ("domain", &context.domain, &sent.domain),
+        ("country", &context.country, &sent.country),
         ("city", &context.city, &sent.city),
+        ("core_version", &context.core_version, &sent.core_version),
+        ("bap_uri", &context.bap_uri, &sent.bap_uri),
+        ("bpp_uri", &context.bpp_uri, &sent.bpp_uri),
     ] {
         if got.as_str() != want.as_ref() {
             return nack(
-                BUYER.invalid,
+                NackCode::BuyerInvalidContext,
                 Some(format!("context.{field}")),
                 format!("does not match the /rating ({want:?})"),
             );

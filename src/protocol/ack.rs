@@ -107,6 +107,9 @@ pub enum NackCode {
     BuyerInvalidSignature,
     /// 20006: buyer side, callback does not meet the API contract.
     BuyerInvalidResponse,
+    /// 20006 as a CONTEXT-ERROR: a callback whose context does not echo its /rating's (the
+    /// transaction, the participants and their uris, domain, country, city, core version).
+    BuyerInvalidContext,
     /// 20008: buyer side, no outstanding request for that message_id.
     BuyerOutOfSequence,
     /// 23001: buyer side, internal error; retry.
@@ -131,6 +134,7 @@ impl NackCode {
         match self {
             NackCode::BuyerInvalidSignature => ("20001", Policy, 401),
             NackCode::BuyerInvalidResponse => ("20006", JsonSchema, 400),
+            NackCode::BuyerInvalidContext => ("20006", Context, 400),
             NackCode::BuyerOutOfSequence => ("20008", Core, 400),
             NackCode::BuyerInternal => ("23001", Core, 503),
             NackCode::SellerInvalidRequest => ("30000", JsonSchema, 400),

@@ -577,15 +577,42 @@ async fn buyer_side_refuses_bad_callbacks(backend: Backend) {
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["code"], "20008");
 
-    // Context that does not match the /rating: NACK 20006 naming the field.
-    let mut wrong_txn = rating_ctx.clone();
-    wrong_txn["transaction_id"] = json!("another-transaction");
+    // A context that does not echo the /rating's: NACK 20006, a CONTEXT-ERROR naming the field
+    // (what `check` reports as pair.transaction_same, pair.same_domain_city and
+    // pair.same_participants, and a country or core version the /rating did not carry).
+    for (field, other) in [
+        ("transaction_id", "another-transaction"),
+        ("bap_id", "another-buyer.example"),
+        ("domain", "ONDC:RET12"),
+        ("country", "LKA"),
+        ("city", "std:011"),
+        ("core_version", "1.2.5"),
+        ("bap_uri", "https://elsewhere.example/bap"),
+        ("bpp_uri", "https://elsewhere.example/bpp"),
+    ] {
+        let mut wrong = rating_ctx.clone();
+        assert_ne!(wrong[field], other);
+        wrong[field] = json!(other);
+        let (s, b) = buyer.on_rating(&seller.identity, &on_rating(&wrong)).await;
+        let path = format!("context.{field}");
+        assert_eq!(
+            (s, b["error"]["code"].as_str(), b["error"]["path"].as_str()),
+            (400, Some("20006"), Some(path.as_str())),
+            "{b}"
+        );
+        assert_eq!(b["error"]["type"], "CONTEXT-ERROR", "{b}");
+        assert_eq!(b["message"]["ack"]["status"], "NACK", "{b}");
+    }
+    // The uris are compared as sent: one with a slash added is another uri.
+    let mut slashed = rating_ctx.clone();
+    slashed["bap_uri"] = json!(format!("{}/", rating_ctx["bap_uri"].as_str().unwrap()));
     let (s, b) = buyer
-        .on_rating(&seller.identity, &on_rating(&wrong_txn))
+        .on_rating(&seller.identity, &on_rating(&slashed))
         .await;
     assert_eq!(
-        (s, b["error"]["code"].as_str(), b["error"]["path"].as_str()),
-        (400, Some("20006"), Some("context.transaction_id"))
+        (s, b["error"]["path"].as_str()),
+        (400, Some("context.bap_uri")),
+        "{b}"
     );
 
     // None of those completed the rating.
