@@ -505,6 +505,20 @@ impl Seller {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The seller platform's view of buyer.test's rating `message_id` once its /on_rating
+    /// delivery is settled (no longer `pending`), polled for up to 7.5 s.
+    pub async fn settled(&self, message_id: &str) -> Value {
+        for _ in 0..300 {
+            let (status, rec) = self.received("buyer.test", message_id).await;
+            assert_eq!(status, 200, "{rec}");
+            if rec["rating"]["onRating"] != "pending" {
+                return rec["rating"].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("on_rating delivery for {message_id} never settled");
+    }
+
     /// The seller platform's answer to a received rating (`seller.on_rating = "platform"`),
     /// with `token` as its bearer token.
     pub async fn answer_as(

@@ -94,19 +94,6 @@ async fn on_rating_at(
     panic!("no /on_rating for {message_id}");
 }
 
-/// The seller platform's view once the /on_rating delivery is settled.
-async fn settled(seller: &Seller, message_id: &str) -> Value {
-    for _ in 0..300 {
-        let (status, rec) = seller.received("buyer.test", message_id).await;
-        assert_eq!(status, 200, "{rec}");
-        if rec["rating"]["onRating"] != "pending" {
-            return rec["rating"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("on_rating delivery for {message_id} never settled");
-}
-
 /// Asserts a refusal: error block as given, both acks false, no form; recorded as refused.
 async fn assert_refused(
     seller: &Seller,
@@ -132,7 +119,7 @@ async fn assert_refused(
         e["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{got}"
     );
-    let rec = settled(seller, message_id).await;
+    let rec = seller.settled(message_id).await;
     assert_eq!(rec["onRating"], "sent", "{rec}");
     assert_eq!(rec["verdict"], "refused", "{rec}");
     assert_eq!(&rec["error"], e, "the read API shows what was sent");
@@ -156,7 +143,7 @@ async fn assert_taken(
         "{message_id}: {got}"
     );
     assert!(got.get("error").is_none(), "{got}");
-    let rec = settled(seller, message_id).await;
+    let rec = seller.settled(message_id).await;
     assert_eq!(rec["onRating"], "sent", "{rec}");
     assert_eq!(rec["verdict"], "accepted", "{rec}");
     assert_eq!(rec["feedbackForm"], got["message"]["feedback_form"]);
@@ -440,7 +427,7 @@ async fn webhook_is_signed_called_once_and_its_form_is_used(backend: Backend) {
         ratings(&[("Order", "O-1", "9")]),
     );
     rate(&seller, &bap, &bad).await;
-    let rec = settled(&seller, "m-hook-bad").await;
+    let rec = seller.settled("m-hook-bad").await;
     assert_eq!(rec["verdict"], "refused");
     assert!(rec.get("webhook").is_none(), "{rec}");
     assert_eq!(hook.requests().len(), 1);
@@ -459,7 +446,7 @@ async fn a_rating_sent_again_is_answered_again(backend: Backend) {
     let first = rating_to(&bap, &buyer.bap_uri(), &seller, "m-again", message.clone());
     rate(&seller, &bap, &first).await;
     let answer = on_rating_for(&buyer, &seller.identity.keys, "m-again").await;
-    assert_eq!(settled(&seller, "m-again").await["onRating"], "sent");
+    assert_eq!(seller.settled("m-again").await["onRating"], "sent");
 
     rate(&seller, &bap, &first).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -487,7 +474,7 @@ async fn a_rating_sent_again_is_answered_again(backend: Backend) {
     );
     assert!(at > repeat_at, "{at} after the repeat's {repeat_at}");
     assert!(repeat_at > answer["context"]["timestamp"].as_str().unwrap());
-    let rec = settled(&seller, "m-again").await;
+    let rec = seller.settled("m-again").await;
     assert_eq!(
         (&rec["onRating"], &rec["attempts"]),
         (&json!("sent"), &json!(1)),
@@ -531,7 +518,7 @@ async fn the_platform_reports_an_unknown_order_as_30018() {
     )
     .await;
     assert_eq!(got["error"]["message"], "no order O-1 at this seller");
-    let rec = settled(&seller, "m-unknown").await;
+    let rec = seller.settled("m-unknown").await;
     assert_eq!(rec["webhook"]["status"], "delivered");
 }
 
@@ -1192,7 +1179,7 @@ async fn a_held_rating_past_its_ttl_is_answered_at_the_buyers_repeat(backend: Ba
         got["context"]["timestamp"].as_str() > Some(stamped.as_str()),
         "later than the repeat: {got}"
     );
-    assert_eq!(settled(&seller, "m-late").await["onRating"], "sent");
+    assert_eq!(seller.settled("m-late").await["onRating"], "sent");
 
     repeat("m-never").await;
     let mut rec = Value::Null;
@@ -1458,7 +1445,7 @@ async fn the_platform_lists_the_ratings_held_for_its_answer(backend: Backend) {
     let (status, page) = listed(&seller, "onRating=awaiting").await;
     assert_eq!((status, ids_of(&page)), (200, Vec::<String>::new()));
     three_a_repeat_and_a_refused(&seller, &bap, &buyer, ["m-l1", "m-l2", "m-l3"], "m-l-bad").await;
-    assert_eq!(settled(&seller, "m-l-bad").await["verdict"], "refused");
+    assert_eq!(seller.settled("m-l-bad").await["verdict"], "refused");
 
     let (status, page) = listed(&seller, "onRating=awaiting&limit=2").await;
     assert_eq!(status, 200, "{page}");
@@ -1541,14 +1528,14 @@ async fn settled_ratings_are_forgotten_after_the_retention_days(backend: Backend
     );
     rate(&seller, &bap, &refused).await;
     assert_eq!(seller.answer("buyer.test", "m-k1", "{}").await.0, 200);
-    let answered = settled(&seller, "m-k1").await;
+    let answered = seller.settled("m-k1").await;
     assert_eq!(answered["onRating"], "sent");
     assert_eq!(
         answered["settledAt"].as_str().map(|t| t.len()),
         Some(24),
         "{answered}"
     );
-    assert_eq!(settled(&seller, "m-k3").await["onRating"], "sent");
+    assert_eq!(seller.settled("m-k3").await["onRating"], "sent");
 
     // A day short of the retention, swept many times over: all kept.
     clock.advance_millis(29 * 86_400_000);
@@ -1621,7 +1608,7 @@ async fn the_platform_reads_every_received_rating_in_the_order_they_arrived(back
     assert_eq!((status, ids_of(&page)), (200, Vec::<String>::new()));
     three_a_repeat_and_a_refused(&seller, &bap, &buyer, ["m-f1", "m-f2", "m-f3"], "m-f4").await;
     for id in ["m-f1", "m-f2", "m-f3", "m-f4"] {
-        settled(&seller, id).await;
+        seller.settled(id).await;
     }
 
     let mut seen = Vec::new();
