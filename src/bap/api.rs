@@ -538,7 +538,7 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
         },
     );
     match callback {
-        Some(mut cb @ CallbackRecord { error: None, .. }) => {
+        Some(mut cb) if !cb.refused() => {
             // The stored callback is what makes the rating read as completed (`get_rating`, a
             // repeated claim's answer): the record is not written again, and of it the envelope
             // needs only the order and the exchange's ttl.
@@ -566,6 +566,14 @@ async fn answer(state: &AppState, sent: Sent, woken: Woken) -> Result<HttpRespon
             state,
             &record,
             Failure::Nack(error),
+            ApiCode::SellerRejected,
+        ))
+        .await),
+        // `rating_ack: false` with no error block: refused all the same, the reason said.
+        Some(_) => Err(Box::pin(release(
+            state,
+            &record,
+            Failure::Other(CallbackRecord::DECLINED.into()),
             ApiCode::SellerRejected,
         ))
         .await),
@@ -777,7 +785,7 @@ async fn rated_status(
         _ => state.store.get_callback(record.message_id()).await?,
     };
     let status = match &callback {
-        Some(c) if c.error.is_some() => RatingStatus::Failed,
+        Some(c) if c.refused() => RatingStatus::Failed,
         Some(_) => RatingStatus::Completed,
         None => record.status,
     };
@@ -816,7 +824,10 @@ pub async fn get_rating(
     if let Some(e) = record.error.as_ref().or(seller_refusal.as_ref()) {
         data["error"] = json!(e);
     }
-    if let Some(f) = &record.failure {
+    let declined = callback
+        .as_ref()
+        .and_then(CallbackRecord::declined_without_error);
+    if let Some(f) = record.failure.as_deref().or(declined) {
         data["failure"] = json!(f);
     }
     Ok(HttpResponse::Ok().json(json!({ "data": data })))

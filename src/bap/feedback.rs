@@ -438,7 +438,7 @@ pub async fn get_feedback(
     let callback = state.store.get_callback(&record.context.message_id).await?;
     let status = match &callback {
         None => "acknowledged",
-        Some(c) if c.error.is_some() => "refused",
+        Some(c) if c.refused() => "refused",
         Some(_) => "completed",
     };
     let s = &record.submitted;

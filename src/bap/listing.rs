@@ -508,7 +508,7 @@ pub async fn get_feedback(
     let callback = state.store.get_callback(&record.context.message_id).await?;
     let status = match &callback {
         None => record.status.as_str(),
-        Some(c) if c.error.is_some() => "refused",
+        Some(c) if c.refused() => "refused",
         Some(_) => "completed",
     };
     Ok(HttpResponse::Ok().json(json!({ "feedback": view(&record, status) })))

@@ -141,6 +141,23 @@ pub struct CallbackRecord {
     pub received_at: String,
 }
 
+impl CallbackRecord {
+    /// Why a callback that refuses the rating without an error block failed, as users read it.
+    pub const DECLINED: &'static str = "the seller's /on_rating says rating_ack false: it did not record the rating, and gave no error";
+
+    /// Whether the seller refused the rating: an error block, or `rating_ack: false` ("the rating
+    /// has not been recorded") without one. `feedback_ack: false` alone refuses nothing: the
+    /// rating was recorded.
+    pub fn refused(&self) -> bool {
+        self.error.is_some() || self.message.rating_ack == Some(false)
+    }
+
+    /// The reason users read for a refusal that carries no error block, else None.
+    pub fn declined_without_error(&self) -> Option<&'static str> {
+        (self.error.is_none() && self.message.rating_ack == Some(false)).then_some(Self::DECLINED)
+    }
+}
+
 /// Delivery state of the /on_rating a seller side owes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -368,6 +368,107 @@ async fn a_late_refusal_shows_as_failed_with_the_sellers_error() {
     );
 }
 
+/// The seller's /on_rating for the /rating whose context is `rating_context`, stamped now, with
+/// `message` and no error block.
+fn callback_of(rating_context: &Value, message: Value) -> Vec<u8> {
+    let mut ctx = rating_context.clone();
+    ctx["action"] = json!("on_rating");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    serde_json::to_vec(&json!({"context": ctx, "message": message})).unwrap()
+}
+
+/// `rating_ack: false` says the seller did not record the rating. Without an error block it is a
+/// refusal all the same: the waiting request gets 502 `seller_rejected` saying so (no seller
+/// error to show), the rating reads `failed` with that reason, and the claim is released, so the
+/// order is rated again and that rating, taken, completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rating_ack_false_without_an_error_is_a_refusal_and_releases_the_claim() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = Arc::new(buyer_with_order(&store, &seller, 10_000).await);
+    let rate = |value: u8| {
+        let buyer = buyer.clone();
+        tokio::spawn(async move {
+            buyer
+                .rate("alice", &json!({"orderId": "O-1", "orderRating": value}))
+                .await
+        })
+    };
+    let first = rate(5);
+    let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(1).await[0].body).unwrap();
+    let declined = callback_of(
+        &sent["context"],
+        json!({"feedback_ack": true, "rating_ack": false}),
+    );
+    assert_eq!(buyer.on_rating(&seller.identity, &declined).await.0, 200);
+    let (status, err) = first.await.unwrap();
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (502, Some("seller_rejected")),
+        "{err}"
+    );
+    assert!(err["error"].get("sellerError").is_none(), "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("rating_ack false"), "{message}");
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(got["data"]["status"], "failed", "{got}");
+    assert!(
+        got["data"]["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("rating_ack false")),
+        "{got}"
+    );
+    assert!(got["data"].get("error").is_none(), "{got}");
+
+    // Released: the order is rated again, the seller takes this one.
+    let second = rate(4);
+    let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(2).await[1].body).unwrap();
+    let taken = callback_of(
+        &sent["context"],
+        json!({"feedback_ack": false, "rating_ack": true}),
+    );
+    assert_eq!(buyer.on_rating(&seller.identity, &taken).await.0, 200);
+    let (status, ok) = second.await.unwrap();
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["data"]["status"], "ACK");
+    assert_eq!(
+        buyer.rating_of("alice", "O-1").await.1["data"]["status"],
+        "completed",
+        "feedback_ack false alone refuses nothing"
+    );
+}
+
+/// A `rating_ack: false` callback with no error that comes after the wait reads as `failed` with
+/// the reason, as a late refusal with an error block does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_rating_ack_false_shows_as_failed() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let buyer = buyer_with_order(&store, &seller, 100).await;
+    let (status, pending) = rate_five(&buyer).await;
+    assert_eq!(status, 202, "{pending}");
+    let cb = callback_of(
+        &pending["data"]["dto"]["context"],
+        json!({"rating_ack": false}),
+    );
+    assert_eq!(buyer.on_rating(&seller.identity, &cb).await.0, 200);
+    let (_, got) = buyer.rating_of("alice", "O-1").await;
+    assert_eq!(got["data"]["status"], "failed", "{got}");
+    assert!(
+        got["data"]["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("rating_ack false")),
+        "{got}"
+    );
+    // A repeat of the rating is refused: the claim stays taken, as after any late refusal.
+    let (status, err) = rate_five(&buyer).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("already_rated")),
+        "{err}"
+    );
+}
+
 /// A refusal in the callback that comes after the request recorded the `acknowledged` status
 /// releases the claim as well: the order can be rated again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
