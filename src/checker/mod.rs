@@ -144,6 +144,12 @@ pub const ON_RATING_FORM: Rule = error(
     "a feedback_form has form.url (http(s)), form.mime_type (text/html or application/xml) and \
      form.data",
 );
+/// `on_rating.refusal`.
+pub const ON_RATING_REFUSAL: Rule = warning(
+    "on_rating.refusal",
+    "a refusal says so both ways: rating_ack false comes with an error block saying why, and an \
+     error block with rating_ack false",
+);
 /// `pair.message_id_echo`.
 pub const PAIR_MESSAGE_ID_ECHO: Rule = error(
     "pair.message_id_echo",
@@ -208,6 +214,7 @@ pub const RULES: &[Rule] = &[
     RATING_IDS,
     RATING_ORDER_ONCE,
     ON_RATING_FORM,
+    ON_RATING_REFUSAL,
     PAIR_MESSAGE_ID_ECHO,
     PAIR_TRANSACTION_SAME,
     PAIR_TIMESTAMP_LATER,

@@ -67,7 +67,10 @@ pub fn check_payload(payload: &Value, endpoint: Option<Action>) -> Checked {
     if let Some(m) = message {
         match action {
             Some(Action::Rating) => rating_message(m, &mut out),
-            Some(Action::OnRating) => on_rating_form(m, &mut out),
+            Some(Action::OnRating) => {
+                on_rating_form(m, &mut out);
+                on_rating_refusal(payload, m, &mut out);
+            }
             None => {}
         }
     }
@@ -694,6 +697,27 @@ pub fn rating_message(m: &Map<String, Value>, out: &mut Vec<Finding>) {
     }
 }
 
+/// `on_rating.refusal`: `rating_ack: false` ("the rating has not been recorded") with an error
+/// block saying why, and an error block with `rating_ack: false`. A buyer side takes either alone
+/// as a refusal, but one without the other leaves it guessing: at the reason, or at whether the
+/// rating was recorded.
+pub fn on_rating_refusal(payload: &Value, m: &Map<String, Value>, out: &mut Vec<Finding>) {
+    let error = payload.get("error").filter(|e| !e.is_null());
+    match (m.get("rating_ack"), error) {
+        (Some(Value::Bool(false)), None) => out.push(Finding::new(
+            &ON_RATING_REFUSAL,
+            "error",
+            "is missing: rating_ack is false, and no error block says why",
+        )),
+        (Some(Value::Bool(true)), Some(_)) => out.push(Finding::new(
+            &ON_RATING_REFUSAL,
+            "message.rating_ack",
+            "is true beside an error block: a refusal says rating_ack false",
+        )),
+        _ => {}
+    }
+}
+
 /// `on_rating.form`: a feedback form has an http(s) url, an accepted mime_type and data.
 pub fn on_rating_form(m: &Map<String, Value>, out: &mut Vec<Finding>) {
     let mut report = |path: &str, problem: String| {
@@ -1284,6 +1308,30 @@ mod tests {
             json!("ORDER"),
         );
         assert_eq!(rules_of(&v), ["rating.categories", "rating.order_once"]);
+    }
+
+    #[test]
+    fn on_rating_refusal() {
+        let f = only(
+            &with(on_rating(), "/message/rating_ack", json!(false)),
+            "on_rating.refusal",
+        );
+        assert_eq!(f.path, "error");
+        let mut refused = with(on_rating(), "/message/rating_ack", json!(false));
+        refused["error"] =
+            json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "unknown order"});
+        assert_eq!(rules_of(&refused), Vec::<&str>::new());
+        let f = only(
+            &with(refused, "/message/rating_ack", json!(true)),
+            "on_rating.refusal",
+        );
+        assert_eq!(f.path, "message.rating_ack");
+        // feedback_ack false alone, or no acks at all (the mock seller's variant), refuse nothing.
+        let feedback_only = with(on_rating(), "/message/feedback_ack", json!(false));
+        assert_eq!(rules_of(&feedback_only), Vec::<&str>::new());
+        let mut bare = on_rating();
+        bare["message"] = json!({"order_id": "O-1"});
+        assert_eq!(rules_of(&bare), Vec::<&str>::new());
     }
 
     #[test]
