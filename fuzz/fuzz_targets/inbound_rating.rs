@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use ondc_rating::bpp::checks::{BusinessCode, context_problem, first_problem};
+use ondc_rating::bpp::checks::{BusinessCode, context_problem, first_problem, is_own_bpp_uri};
 use ondc_rating::bpp::receiver::iso_duration_secs;
 use ondc_rating::checker::rules;
 use ondc_rating::clock::parse_timestamp;
@@ -74,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
             };
             // The seller's own bpp_uri is taken wherever it is (start-up warns of one off its
             // domain); any other bpp_uri is held to the rule.
-            let own_bpp_uri = context.bpp_uri.trim_end_matches('/') == SELLERS[0].bpp_uri;
+            let own_bpp_uri = is_own_bpp_uri(&context.bpp_uri, &SELLERS[0]);
             if own_bpp_uri {
                 ctx.remove("bpp_uri");
             }

@@ -49,20 +49,25 @@ pub fn context_problem(c: &Context, seller: &SellerSettings) -> Option<ContextEr
     // seller's, checked before), so that no signed request directs the callback to another host.
     // A bpp_uri that is this seller's own configured one is taken wherever it is: refusing it
     // would refuse every /rating (start-up warns of such a bpp_uri).
-    let own = |uri: &str| uri.trim_end_matches('/') == seller.bpp_uri.trim_end_matches('/');
     for (uri_field, uri, id) in [
         ("bap_uri", &c.bap_uri, &c.bap_id),
         ("bpp_uri", &c.bpp_uri, &c.bpp_id),
     ] {
         let taken = seller.allow_uris_off_domain
             || is_peer_uri_acceptable(uri, id, &seller.bpp_uri)
-            || (uri_field == "bpp_uri" && own(uri));
+            || (uri_field == "bpp_uri" && is_own_bpp_uri(uri, seller));
         if !taken {
             let want = format_args!("an http(s) URL on the domain of {id:?}");
             return refuse(uri_field, &want, uri);
         }
     }
     None
+}
+
+/// Whether `uri` is this seller's own configured `bpp_uri` (a trailing slash aside), which its
+/// context rules take wherever it is.
+pub fn is_own_bpp_uri(uri: &str, seller: &SellerSettings) -> bool {
+    uri.trim_end_matches('/') == seller.bpp_uri.trim_end_matches('/')
 }
 
 /// The business errors a seller side reports in `/on_rating`.
