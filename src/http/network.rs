@@ -39,9 +39,24 @@ pub const BUYER: RoleCodes = RoleCodes {
     internal: NackCode::BuyerInternal,
 };
 
-/// A NACK response for `code`, marked so that the metrics middleware counts it.
+/// A NACK response for `code`, marked so that the metrics middleware counts it, and logged (in
+/// the handler's span, so with the request's ids once read) with its code, path and message: a
+/// peer's request or callback refused leaves a line saying why. A refused signature is logged
+/// where it is refused, with the reason its NACK does not carry.
 pub fn nack(code: NackCode, path: Option<String>, message: impl Into<String>) -> HttpResponse {
     let body: AckResponse = code.nack(path, message);
+    if !matches!(
+        code,
+        NackCode::BuyerInvalidSignature | NackCode::SellerInvalidSignature
+    ) && let Some(e) = &body.error
+    {
+        tracing::info!(
+            code = e.code.as_str(),
+            path = e.path.as_deref().unwrap_or_default(),
+            reason = e.message.as_deref().unwrap_or_default(),
+            "NACK"
+        );
+    }
     let mut r = HttpResponse::build(
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
     )

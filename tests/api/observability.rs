@@ -318,6 +318,12 @@ async fn json_logs_carry_the_request_ids() {
     let log_path = dir.path().join("stderr.log");
     let port = dead_port();
     let base = format!("http://127.0.0.1:{port}");
+    // The server's own identity, whose key the test holds too: it signs a callback below.
+    let me = Identity {
+        id: "ondc-rating.localhost".into(),
+        ukid: "dev-1".into(),
+        keys: ondc_rating::crypto::SigningKeyPair::generate().unwrap(),
+    };
     let server = Server(
         Command::new(BIN)
             .args(["serve", "--config", &repo_file("config/default.toml")])
@@ -327,6 +333,10 @@ async fn json_logs_carry_the_request_ids() {
             .env("ONDC_RATING__STORE__BACKEND", "embedded")
             .env("ONDC_RATING__BUYER__BAP_URI", format!("{base}/bap"))
             .env("ONDC_RATING__SELLER__BPP_URI", format!("{base}/bpp"))
+            .env(
+                "ONDC_RATING__IDENTITY__SIGNING_PRIVATE_KEY",
+                me.keys.private_key_base64(),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
@@ -372,6 +382,24 @@ async fn json_logs_carry_the_request_ids() {
         .as_str()
         .unwrap()
         .to_owned();
+    // A signed callback for that rating naming another bpp_uri: refused, and the log says why.
+    let mut ctx = body["data"]["dto"]["context"].clone();
+    ctx["bpp_uri"] = json!("http://127.0.0.1:1/elsewhere");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    let callback =
+        serde_json::to_vec(&json!({"context": ctx, "message": {"rating_ack": true}})).unwrap();
+    let (status, nack) = post_with_header(
+        &http,
+        &format!("{base}/bap/on_rating"),
+        Some(&me.sign(&callback)),
+        &callback,
+    )
+    .await;
+    assert_eq!(
+        (status, nack["error"]["path"].as_str()),
+        (400, Some("context.bpp_uri")),
+        "{nack}"
+    );
     drop(server);
 
     let text = std::fs::read_to_string(&log_path).unwrap();
@@ -408,4 +436,26 @@ async fn json_logs_carry_the_request_ids() {
         assert_eq!(s["bap_id"], "ondc-rating.localhost", "{s}");
         assert_eq!(s["bpp_id"], "ondc-rating.localhost", "{s}");
     }
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "NACK")
+        .unwrap_or_else(|| panic!("no NACK line in\n{text}"));
+    assert_eq!(refused["level"], "INFO", "{refused}");
+    assert_eq!(
+        (&refused["code"], &refused["path"]),
+        (&json!("20006"), &json!("context.bpp_uri")),
+        "{refused}"
+    );
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("{base}/bpp"))),
+        "the reason names the /rating's bpp_uri: {refused}"
+    );
+    assert_eq!(refused["span"]["name"], "on_rating", "{refused}");
+    assert_eq!(
+        refused["span"]["message_id"],
+        message_id.as_str(),
+        "{refused}"
+    );
 }
