@@ -467,6 +467,18 @@ pub enum OnRatingMode {
     Platform,
 }
 
+impl std::str::FromStr for OnRatingMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "platform" => Ok(Self::Platform),
+            _ => Err(format!("{s:?} is not an on_rating mode: auto or platform")),
+        }
+    }
+}
+
 impl Default for SellerSettings {
     fn default() -> Self {
         Self {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::clock::SystemClock;
 use crate::config::{
-    LogFormat, PeerSettings, SellerSettings, Settings, StoreBackend, StoreSettings,
+    LogFormat, OnRatingMode, PeerSettings, SellerSettings, Settings, StoreBackend, StoreSettings,
 };
 use crate::crypto::SigningKeyPair;
 use crate::http::Application;
@@ -52,6 +52,16 @@ pub struct MockSellerArgs {
     /// Also take decimal rating values within 1..5.
     #[arg(long)]
     pub allow_decimal_values: bool,
+    /// The rating categories it takes, comma-separated (default all five): a rating of another
+    /// is refused in the /on_rating with error 50003, as by a seller that does not take it.
+    #[arg(long, value_delimiter = ',', value_name = "CATEGORY,...")]
+    pub accept_categories: Vec<String>,
+    /// Who answers a rating that passes the checks: `auto`, at once; or `platform`, by hand:
+    /// each is held (the buyer's request sees no callback) until answered within its ttl at
+    /// POST /internal/seller/ratings/{bap_id}/{message_id}/on_rating, with a form or a refusal
+    /// (30015, 30018, 50003).
+    #[arg(long, value_name = "auto|platform", default_value = "auto")]
+    pub on_rating: OnRatingMode,
     /// Bearer token for GET /internal/seller/ratings/... (default: a new one, printed).
     #[arg(long)]
     pub internal_token: Option<String>,
@@ -109,6 +119,12 @@ pub fn settings(
             .clone()
             .unwrap_or_else(|| format!("https://{}/feedback/{{order_id}}", args.subscriber_id)),
         allow_decimal_values: args.allow_decimal_values,
+        accepted_categories: if args.accept_categories.is_empty() {
+            SellerSettings::default().accepted_categories
+        } else {
+            args.accept_categories.clone()
+        },
+        on_rating: args.on_rating,
         // A buyer app under test calls from wherever it runs (a LAN address, a container name).
         allow_uris_off_domain: true,
         internal_token: internal_token.to_owned(),
@@ -168,14 +184,24 @@ pub async fn run(args: MockSellerArgs, out: &mut impl Write) -> Result<(), Strin
          # Orders it sells: bppId {:?}, bppUri {:?}\n\
          # bpp_uri: {bpp_uri}\n\
          # Received ratings: GET {base}/internal/seller/ratings/{{bap_id}}/{{message_id}} \
-         with Authorization: Bearer {token}\n\
-         # listening on {addr}",
+         with Authorization: Bearer {token}",
         args.subscriber_id,
         args.unique_key_id,
         keys.public_key_base64(),
         args.subscriber_id,
         bpp_uri,
     )
+    .and_then(|()| match args.on_rating {
+        OnRatingMode::Auto => Ok(()),
+        OnRatingMode::Platform => writeln!(
+            out,
+            "# Ratings that pass the checks are held for your answer within their ttl:\n\
+             # GET {base}/internal/seller/ratings?onRating=awaiting lists them, and\n\
+             # POST {base}/internal/seller/ratings/{{bap_id}}/{{message_id}}/on_rating answers one \
+             ({{}}, {{\"feedback_form_url\":...}} or {{\"error\":{{\"code\":\"30018\",...}}}})"
+        ),
+    })
+    .and_then(|()| writeln!(out, "# listening on {addr}"))
     .and_then(|()| out.flush());
     if let Err(e) = printed {
         tracing::warn!(error = %e, "could not print the mock seller's details");
@@ -222,6 +248,8 @@ mod tests {
             private_key: None,
             store: None,
             allow_decimal_values: false,
+            accept_categories: vec![],
+            on_rating: OnRatingMode::Auto,
             internal_token: None,
             log_format: LogFormat::Text,
         };

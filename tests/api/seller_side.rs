@@ -1262,55 +1262,79 @@ async fn with_a_webhook_the_platform_is_told_and_its_webhook_answer_is_what_an_e
     );
 }
 
+/// A `mock-seller` process, started with a store in a given directory, and what it printed.
+struct MockSeller {
+    child: tokio::process::Child,
+    public_key: String,
+    ukid: String,
+    bpp_uri: String,
+}
+
+impl MockSeller {
+    /// Starts `ondc-rating mock-seller --bind 127.0.0.1:0 ARGS --store DIR/mock.redb` and reads
+    /// its printed peer block up to the `# listening on` line.
+    async fn start(dir: &std::path::Path, args: &[&str]) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
+            .args(["mock-seller", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .arg("--store")
+            .arg(dir.join("mock.redb"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut public_key, mut bpp_uri, mut ukid) = (None, None, None);
+        let read = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let quoted = |prefix: &str| {
+                    line.strip_prefix(prefix)
+                        .map(|rest| rest.trim_matches('"').to_owned())
+                };
+                if let Some(k) = quoted("signing_public_key = ") {
+                    public_key = Some(k);
+                } else if let Some(k) = quoted("unique_key_id = ") {
+                    ukid = Some(k);
+                } else if let Some(u) = line.strip_prefix("# bpp_uri: ") {
+                    bpp_uri = Some(u.to_owned());
+                } else if line.starts_with("# listening on") {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "mock-seller did not start");
+        Self {
+            child,
+            public_key: public_key.expect("prints its public key"),
+            ukid: ukid.expect("prints its unique key id"),
+            bpp_uri: bpp_uri.expect("prints its bpp_uri"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_seller_answers_a_trusted_buyer_as_a_real_process() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let dir = tempfile::tempdir().unwrap();
     let bap = Identity::new("buyer.test");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
-        .args([
-            "mock-seller",
-            "--bind",
-            "127.0.0.1:0",
+    let peer = format!("{}|{}|{}", bap.id, bap.ukid, bap.keys.public_key_base64());
+    let mut mock = MockSeller::start(
+        dir.path(),
+        &[
             "--subscriber-id",
             "mock-seller.test",
             "--form-url",
             "https://mock-seller.test/rate/{order_id}",
             "--peer",
-            &format!("{}|{}|{}", bap.id, bap.ukid, bap.keys.public_key_base64()),
-            "--store",
-        ])
-        .arg(dir.path().join("mock.redb"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut public_key, mut bpp_uri, mut ukid) = (None, None, None);
-    let read = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let quoted = |prefix: &str| {
-                line.strip_prefix(prefix)
-                    .map(|rest| rest.trim_matches('"').to_owned())
-            };
-            if let Some(k) = quoted("signing_public_key = ") {
-                public_key = Some(k);
-            } else if let Some(k) = quoted("unique_key_id = ") {
-                ukid = Some(k);
-            } else if let Some(u) = line.strip_prefix("# bpp_uri: ") {
-                bpp_uri = Some(u.to_owned());
-            } else if line.starts_with("# listening on") {
-                break;
-            }
-        }
-    })
+            &peer,
+        ],
+    )
     .await;
-    assert!(read.is_ok(), "mock-seller did not start");
-    let public_key = public_key.expect("prints its public key");
-    let bpp_uri = bpp_uri.expect("prints its bpp_uri");
-    assert_eq!(ukid.as_deref(), Some("mock-1"));
+    let (public_key, bpp_uri) = (mock.public_key.clone(), mock.bpp_uri.clone());
+    assert_eq!(mock.ukid, "mock-1");
 
     let buyer = ScriptedBuyer::start().await;
     let http = reqwest::Client::new();
@@ -1375,7 +1399,136 @@ async fn mock_seller_answers_a_trusted_buyer_as_a_real_process() {
     let got: Value = serde_json::from_slice(&cb.body).unwrap();
     assert_eq!(got["context"]["message_id"], "m-anywhere");
     assert_eq!(got["context"]["bpp_uri"], "http://mock-seller:8081/bpp");
-    child.kill().await.ok();
+    mock.child.kill().await.ok();
+}
+
+/// A buyer app tested against `mock-seller` meets a seller's refusals: with `--accept-categories`
+/// an agent rating is refused (50003) in the /on_rating, and with `--on-rating platform` a rating
+/// waits (the buyer's 202 `pending`) until it is answered by hand, here with 30018, which the
+/// buyer then reads as failed with that error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_seller_refuses_categories_and_holds_ratings_for_an_answer_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let bap = Identity::new("buyer.test");
+    let peer = format!("{}|{}|{}", bap.id, bap.ukid, bap.keys.public_key_base64());
+    let token = "mock-internal-token-0123";
+    let mut mock = MockSeller::start(
+        dir.path(),
+        &[
+            "--subscriber-id",
+            "mock-seller.test",
+            "--peer",
+            &peer,
+            "--accept-categories",
+            "Order,provider,Item,Fulfillment",
+            "--on-rating",
+            "platform",
+            "--internal-token",
+            token,
+        ],
+    )
+    .await;
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller_peer = ondc_rating::config::PeerSettings {
+        subscriber_id: "mock-seller.test".into(),
+        unique_key_id: mock.ukid.clone(),
+        signing_public_key: mock.public_key.clone(),
+    };
+    let buyer = Buyer::start_as(bap, &store, "buyer", vec![seller_peer], |s| {
+        s.buyer.callback_wait_ms = 1_500;
+    })
+    .await;
+    for id in ["O-1", "O-2"] {
+        let o = order("alice", "mock-seller.test", &mock.bpp_uri);
+        assert_eq!(buyer.put_order(id, &o).await.0, 200);
+    }
+
+    // A category it does not take: refused at once, whoever answers the others.
+    let (status, err) = buyer
+        .rate(
+            "alice",
+            &json!({"orderId": "O-1", "orderRating": 5, "agentRating": 2}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (502, Some("seller_rejected")),
+        "{err}"
+    );
+    assert_eq!(err["error"]["sellerError"]["code"], "50003", "{err}");
+
+    // The others wait for an answer by hand.
+    let (status, pending) = buyer
+        .rate("alice", &json!({"orderId": "O-2", "orderRating": 4}))
+        .await;
+    assert_eq!(status, 202, "{pending}");
+    let message_id = pending["data"]["dto"]["context"]["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = mock.bpp_uri.trim_end_matches("/bpp").to_owned();
+    let http = reqwest::Client::new();
+    let listed: Value = http
+        .get(format!("{base}/internal/seller/ratings?onRating=awaiting"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["ratings"][0]["context"]["message_id"],
+        message_id.as_str(),
+        "{listed}"
+    );
+    let answered = http
+        .post(format!(
+            "{base}/internal/seller/ratings/buyer.test/{message_id}/on_rating"
+        ))
+        .bearer_auth(token)
+        .json(&json!({"error": {"code": "30018", "message": "no such order here"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let mut got = Value::Null;
+    for _ in 0..200 {
+        got = buyer.rating_of("alice", "O-2").await.1;
+        if got["data"]["status"] != "pending" && got["data"]["status"] != "acknowledged" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(got["data"]["status"], "failed", "{got}");
+    assert_eq!(got["data"]["error"]["code"], "30018", "{got}");
+    mock.child.kill().await.ok();
+}
+
+/// The new flags are checked before anything starts: an unknown mode or category stops the
+/// mock seller with a message naming it.
+#[test]
+fn mock_seller_refuses_an_unknown_mode_or_category() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ondc-rating"))
+            .args(["mock-seller", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--on-rating", "sometimes"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("auto or platform"), "{stderr}");
+    let (code, stderr) = run(&["--accept-categories", "Order,Stars"]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("seller.accepted_categories[1]") && stderr.contains("Stars"),
+        "{stderr}"
+    );
 }
 
 /// `GET /internal/seller/ratings?{query}` with the internal token.
