@@ -390,7 +390,10 @@ async fn seller_failures_are_errors_in_the_same_shape() {
     // A seller that ACKs without calling back: 200 at once, read-back "acknowledged".
     let store = StoreFixture::new(Backend::Embedded);
     let silent = ScriptedSeller::start(Script::AckSilently).await;
-    let b = buyer_for(&store, &silent.bpp_uri(), |_| {}).await;
+    let b = buyer_for(&store, &silent.bpp_uri(), |s| {
+        s.peers.push(silent.identity.peer());
+    })
+    .await;
     let started = std::time::Instant::now();
     let (status, _) = give(&b, "alice", "O-1", &good).await;
     assert_eq!(status, 200);
@@ -403,6 +406,38 @@ async fn seller_failures_are_errors_in_the_same_shape() {
     let sent: Value = serde_json::from_slice(&silent.requests()[0].body).unwrap();
     assert_eq!(sent["message"]["ratings"][0]["value"], "3");
     assert_eq!(got["rating"]["message_id"], sent["context"]["message_id"]);
+
+    // Its late /on_rating refusing the rating reads "refused": with rating_ack false alone (no
+    // error to show), then, for the next submission, with its error block.
+    let callback = |sent: &Value, tail: Value| {
+        let mut body = json!({"context": sent["context"].clone()});
+        body["context"]["action"] = json!("on_rating");
+        body["context"]["timestamp"] =
+            json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+        for (k, v) in tail.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        serde_json::to_vec(&body).unwrap()
+    };
+    let declined = callback(
+        &sent,
+        json!({"message": {"feedback_ack": true, "rating_ack": false}}),
+    );
+    assert_eq!(b.on_rating(&silent.identity, &declined).await.0, 200);
+    let got = read_back_until(&b, "alice", "O-1", "refused").await;
+    assert!(got["rating"].get("seller_error").is_none(), "{got}");
+    assert_eq!(give(&b, "alice", "O-1", &good).await.0, 200);
+    let sent: Value = serde_json::from_slice(&silent.requests()[1].body).unwrap();
+    let error = json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "unknown order"});
+    let refused = callback(
+        &sent,
+        json!({"message": {"feedback_ack": false, "rating_ack": false}, "error": error}),
+    );
+    assert_eq!(b.on_rating(&silent.identity, &refused).await.0, 200);
+    let got = read_back(&b, "alice", "O-1").await.1;
+    assert_eq!(got["rating"]["message_id"], sent["context"]["message_id"]);
+    assert_eq!(got["rating"]["status"], "refused", "{got}");
+    assert_eq!(got["rating"]["seller_error"], error, "{got}");
 }
 
 async fn users_api_takes_only_the_internal_token(backend: Backend) {

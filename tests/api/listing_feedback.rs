@@ -395,3 +395,31 @@ async fn seller_failures_release_the_slot_unless_it_may_have_arrived() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["feedback"]["status"], "pending");
 }
+
+/// The seller's late /on_rating saying `rating_ack: false`, with no error block, refuses the
+/// feedback: the read-back says `refused`, where it said `completed` before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_with_rating_ack_false_reads_refused() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let b = buyer_for(&store, &seller.bpp_uri(), |s| {
+        s.peers.push(seller.identity.peer());
+    })
+    .await;
+    let (status, location, body) =
+        post(&b, Some("alice"), "L-1", &json!({"Rating": "Negative"})).await;
+    assert_eq!(status, 201, "{body}");
+    let sent: Value = serde_json::from_slice(&seller.requests()[0].body).unwrap();
+    let mut context = sent["context"].clone();
+    context["action"] = json!("on_rating");
+    context["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    let declined = serde_json::to_vec(
+        &json!({"context": context, "message": {"feedback_ack": true, "rating_ack": false}}),
+    )
+    .unwrap();
+    assert_eq!(b.on_rating(&seller.identity, &declined).await.0, 200);
+    let (status, got) = read_back(&b, "alice", &location).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["feedback"]["message_id"], sent["context"]["message_id"]);
+    assert_eq!(got["feedback"]["status"], "refused", "{got}");
+}
