@@ -409,18 +409,8 @@ async fn seller_failures_are_errors_in_the_same_shape() {
 
     // Its late /on_rating refusing the rating reads "refused": with rating_ack false alone (no
     // error to show), then, for the next submission, with its error block.
-    let callback = |sent: &Value, tail: Value| {
-        let mut body = json!({"context": sent["context"].clone()});
-        body["context"]["action"] = json!("on_rating");
-        body["context"]["timestamp"] =
-            json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
-        for (k, v) in tail.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        serde_json::to_vec(&body).unwrap()
-    };
-    let declined = callback(
-        &sent,
+    let declined = callback_of(
+        &sent["context"],
         json!({"message": {"feedback_ack": true, "rating_ack": false}}),
     );
     assert_eq!(b.on_rating(&silent.identity, &declined).await.0, 200);
@@ -429,8 +419,8 @@ async fn seller_failures_are_errors_in_the_same_shape() {
     assert_eq!(give(&b, "alice", "O-1", &good).await.0, 200);
     let sent: Value = serde_json::from_slice(&silent.requests()[1].body).unwrap();
     let error = json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "unknown order"});
-    let refused = callback(
-        &sent,
+    let refused = callback_of(
+        &sent["context"],
         json!({"message": {"feedback_ack": false, "rating_ack": false}, "error": error}),
     );
     assert_eq!(b.on_rating(&silent.identity, &refused).await.0, 200);

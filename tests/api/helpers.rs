@@ -852,6 +852,17 @@ pub fn dead_port() -> u16 {
     port
 }
 
+/// The seller's /on_rating for the /rating whose context is `rating_context`, stamped now, with
+/// the other members of `body` (its message, an error block).
+pub fn callback_of(rating_context: &Value, body: Value) -> Vec<u8> {
+    let mut ctx = rating_context.clone();
+    ctx["action"] = json!("on_rating");
+    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
+    let mut body = body;
+    body["context"] = ctx;
+    serde_json::to_vec(&body).unwrap()
+}
+
 /// A /rating body from `bap` to the seller `bpp_id` at `bpp_uri`, stamped `at`.
 pub fn rating_body_at(
     bap: &Identity,

@@ -410,13 +410,10 @@ async fn a_callback_with_rating_ack_false_reads_refused() {
         post(&b, Some("alice"), "L-1", &json!({"Rating": "Negative"})).await;
     assert_eq!(status, 201, "{body}");
     let sent: Value = serde_json::from_slice(&seller.requests()[0].body).unwrap();
-    let mut context = sent["context"].clone();
-    context["action"] = json!("on_rating");
-    context["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
-    let declined = serde_json::to_vec(
-        &json!({"context": context, "message": {"feedback_ack": true, "rating_ack": false}}),
-    )
-    .unwrap();
+    let declined = callback_of(
+        &sent["context"],
+        json!({"message": {"feedback_ack": true, "rating_ack": false}}),
+    );
     assert_eq!(b.on_rating(&seller.identity, &declined).await.0, 200);
     let (status, got) = read_back(&b, "alice", &location).await;
     assert_eq!(status, 200, "{got}");

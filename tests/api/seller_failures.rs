@@ -342,13 +342,21 @@ both_stores!(a_refusal_in_the_callback_is_a_502_and_releases_the_claim);
 /// The seller's /on_rating refusing (30018) the /rating whose context is `rating_context`, stamped
 /// now.
 fn refusal_of(rating_context: &Value) -> Vec<u8> {
-    let mut ctx = rating_context.clone();
-    ctx["action"] = json!("on_rating");
-    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
-    serde_json::to_vec(&json!({"context": ctx,
-        "message": {"feedback_ack": false, "rating_ack": false},
-        "error": {"type": "DOMAIN-ERROR", "code": "30018", "message": "order not found"}}))
-    .unwrap()
+    callback_of(
+        rating_context,
+        json!({"message": {"feedback_ack": false, "rating_ack": false},
+            "error": {"type": "DOMAIN-ERROR", "code": "30018", "message": "order not found"}}),
+    )
+}
+
+/// Alice's rating `value` of O-1 from `buyer`, on a task of its own: its status and body to come.
+fn spawn_rating(buyer: &Arc<Buyer>, value: u8) -> tokio::task::JoinHandle<(u16, Value)> {
+    let buyer = buyer.clone();
+    tokio::spawn(async move {
+        buyer
+            .rate("alice", &json!({"orderId": "O-1", "orderRating": value}))
+            .await
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,15 +376,6 @@ async fn a_late_refusal_shows_as_failed_with_the_sellers_error() {
     );
 }
 
-/// The seller's /on_rating for the /rating whose context is `rating_context`, stamped now, with
-/// `message` and no error block.
-fn callback_of(rating_context: &Value, message: Value) -> Vec<u8> {
-    let mut ctx = rating_context.clone();
-    ctx["action"] = json!("on_rating");
-    ctx["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
-    serde_json::to_vec(&json!({"context": ctx, "message": message})).unwrap()
-}
-
 /// `rating_ack: false` says the seller did not record the rating. Without an error block it is a
 /// refusal all the same: the waiting request gets 502 `seller_rejected` saying so (no seller
 /// error to show), the rating reads `failed` with that reason, and the claim is released, so the
@@ -386,19 +385,12 @@ async fn rating_ack_false_without_an_error_is_a_refusal_and_releases_the_claim()
     let store = StoreFixture::new(Backend::Embedded);
     let seller = ScriptedSeller::start(Script::AckSilently).await;
     let buyer = Arc::new(buyer_with_order(&store, &seller, 10_000).await);
-    let rate = |value: u8| {
-        let buyer = buyer.clone();
-        tokio::spawn(async move {
-            buyer
-                .rate("alice", &json!({"orderId": "O-1", "orderRating": value}))
-                .await
-        })
-    };
+    let rate = |value: u8| spawn_rating(&buyer, value);
     let first = rate(5);
     let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(1).await[0].body).unwrap();
     let declined = callback_of(
         &sent["context"],
-        json!({"feedback_ack": true, "rating_ack": false}),
+        json!({"message": {"feedback_ack": true, "rating_ack": false}}),
     );
     assert_eq!(buyer.on_rating(&seller.identity, &declined).await.0, 200);
     let (status, err) = first.await.unwrap();
@@ -425,7 +417,7 @@ async fn rating_ack_false_without_an_error_is_a_refusal_and_releases_the_claim()
     let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(2).await[1].body).unwrap();
     let taken = callback_of(
         &sent["context"],
-        json!({"feedback_ack": false, "rating_ack": true}),
+        json!({"message": {"feedback_ack": false, "rating_ack": true}}),
     );
     assert_eq!(buyer.on_rating(&seller.identity, &taken).await.0, 200);
     let (status, ok) = second.await.unwrap();
@@ -449,7 +441,7 @@ async fn a_late_rating_ack_false_shows_as_failed() {
     assert_eq!(status, 202, "{pending}");
     let cb = callback_of(
         &pending["data"]["dto"]["context"],
-        json!({"rating_ack": false}),
+        json!({"message": {"rating_ack": false}}),
     );
     assert_eq!(buyer.on_rating(&seller.identity, &cb).await.0, 200);
     let (_, got) = buyer.rating_of("alice", "O-1").await;
@@ -484,14 +476,7 @@ async fn a_refusal_after_the_acknowledged_status_was_written_releases_the_claim(
     );
     let o = order("alice", &seller.identity.id, &seller.bpp_uri());
     assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
-    let rate = |value: u8| {
-        let buyer = buyer.clone();
-        tokio::spawn(async move {
-            buyer
-                .rate("alice", &json!({"orderId": "O-1", "orderRating": value}))
-                .await
-        })
-    };
+    let rate = |value: u8| spawn_rating(&buyer, value);
     let first = rate(5);
     let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(1).await[0].body).unwrap();
     let first_id = sent["context"]["message_id"].clone();
