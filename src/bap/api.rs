@@ -820,6 +820,10 @@ pub async fn get_rating(
         .and_then(|c| c.message.feedback_form.as_ref())
     {
         data["feedbackForm"] = json!({ "url": f.form.url, "mime_type": f.form.mime_type });
+        if let Some(required) = f.required {
+            // Whether the seller asks the user to fill it: the app decides how to prompt.
+            data["feedbackForm"]["required"] = json!(required);
+        }
     }
     if let Some(e) = record.error.as_ref().or(seller_refusal.as_ref()) {
         data["error"] = json!(e);

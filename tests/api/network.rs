@@ -661,7 +661,7 @@ async fn a_waiting_request_refuses_a_mismatched_callback_and_is_answered_by_the_
             c["action"] = json!("on_rating");
             c["timestamp"] = json!(ondc_rating::clock::ondc_timestamp(chrono::Utc::now()));
             serde_json::to_vec(&json!({"context": c, "message": {"feedback_form": {
-                "form": {"url": url, "mime_type": "text/html"}, "required": false}}}))
+                "form": {"url": url, "mime_type": "text/html"}, "required": true}}}))
             .unwrap()
         };
         let mut wrong = sent["context"].clone();
@@ -704,8 +704,8 @@ async fn a_waiting_request_refuses_a_mismatched_callback_and_is_answered_by_the_
     let (_, read) = buyer.rating_of("alice", "O-1").await;
     assert_eq!(read["data"]["status"], "completed", "{read}");
     assert_eq!(
-        read["data"]["feedbackForm"]["url"],
-        "https://seller.example/f/O-1"
+        read["data"]["feedbackForm"],
+        json!({"url": "https://seller.example/f/O-1", "mime_type": "text/html", "required": true})
     );
 }
 both_stores!(a_waiting_request_refuses_a_mismatched_callback_and_is_answered_by_the_genuine_one);

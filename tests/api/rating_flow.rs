@@ -118,8 +118,9 @@ async fn happy_path_returns_the_exact_envelope(backend: Backend) {
     );
     assert_eq!(got["data"]["messageId"], message_id);
     assert_eq!(
-        got["data"]["feedbackForm"]["url"],
-        "https://seller.test/feedback/O-1"
+        got["data"]["feedbackForm"],
+        json!({"url": "https://seller.test/feedback/O-1", "mime_type": "text/html", "required": false}),
+        "the form as the seller sent it, its required flag included"
     );
 }
 both_stores!(happy_path_returns_the_exact_envelope);
@@ -557,8 +558,9 @@ async fn a_slow_callback_reads_acknowledged_after_the_delay(backend: Backend) {
     let (_, got) = buyer.rating_of("alice", "O-1").await;
     assert_eq!(status(got.clone()), "completed");
     assert_eq!(
-        got["data"]["feedbackForm"]["url"],
-        "https://seller.test/form/O-1"
+        got["data"]["feedbackForm"],
+        json!({"url": "https://seller.test/form/O-1", "mime_type": "text/html"}),
+        "no required flag where the seller sent none"
     );
 }
 both_stores!(a_slow_callback_reads_acknowledged_after_the_delay);
