@@ -49,6 +49,9 @@ pub struct MockSellerArgs {
     /// redb store file (default: a temporary one, removed at exit).
     #[arg(long)]
     pub store: Option<PathBuf>,
+    /// Mark the feedback form required (`feedback_form.required: true`): the user must fill it.
+    #[arg(long)]
+    pub form_required: bool,
     /// Also take decimal rating values within 1..5.
     #[arg(long)]
     pub allow_decimal_values: bool,
@@ -118,6 +121,7 @@ pub fn settings(
             .form_url
             .clone()
             .unwrap_or_else(|| format!("https://{}/feedback/{{order_id}}", args.subscriber_id)),
+        feedback_form_required: args.form_required,
         allow_decimal_values: args.allow_decimal_values,
         accepted_categories: if args.accept_categories.is_empty() {
             SellerSettings::default().accepted_categories
@@ -247,6 +251,7 @@ mod tests {
             registry: None,
             private_key: None,
             store: None,
+            form_required: false,
             allow_decimal_values: false,
             accept_categories: vec![],
             on_rating: OnRatingMode::Auto,

@@ -1328,6 +1328,7 @@ async fn mock_seller_answers_a_trusted_buyer_as_a_real_process() {
             "mock-seller.test",
             "--form-url",
             "https://mock-seller.test/rate/{order_id}",
+            "--form-required",
             "--peer",
             &peer,
         ],
@@ -1382,6 +1383,7 @@ async fn mock_seller_answers_a_trusted_buyer_as_a_real_process() {
         got["message"]["feedback_form"]["form"]["url"],
         "https://mock-seller.test/rate/O-1"
     );
+    assert_eq!(got["message"]["feedback_form"]["required"], true, "{got}");
 
     // A buyer app under test may name uris off the ids' domains (a container name, a LAN
     // address): the mock answers it all the same, where a seller on the network would NACK.
