@@ -20,7 +20,8 @@ type Crossed = Arc<Mutex<Vec<(String, u16, Vec<u8>)>>>;
 
 /// A link of ours between the two adapters: `/bpp/rating` goes to the seller side, `/bap/on_rating`
 /// to the buyer side. While `cut`, the seller's answer to a /rating is held until the buyer
-/// side gave up on it (1 s), and an /on_rating is refused with a 404 that is not the buyer's.
+/// side gave up on it (3 s, twice its send timeout), and an /on_rating is refused with a 404 that
+/// is not the buyer's.
 struct Link {
     base: String,
     cut: Arc<AtomicBool>,
@@ -62,7 +63,7 @@ impl Link {
                     let answer_body = answer.bytes().await.unwrap();
                     crossed.lock().unwrap().push((path, status, body.to_vec()));
                     if cut {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(Duration::from_secs(3)).await;
                     }
                     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
                         .content_type("application/json")
@@ -138,7 +139,9 @@ async fn a_rating_whose_answers_were_lost_both_ways_completes_when_rated_again(b
         clock.clone(),
         |s| {
             s.buyer.bap_uri = format!("http://127.0.0.1:{port}/bap");
-            s.buyer.send_timeout_ms = 300;
+            // Long enough for the resend below to be answered on a busy machine, short enough
+            // that the first attempt, whose ACK is lost, gives up soon.
+            s.buyer.send_timeout_ms = 1_500;
             s.buyer.send_attempts = 1;
             s.buyer.callback_wait_ms = 5_000;
         },
