@@ -67,16 +67,11 @@ impl SmtpServer {
             while let Ok((stream, _)) = listener.accept().await {
                 let (m, v, o, hold) = (m.clone(), v.clone(), o.clone(), hold.clone());
                 tokio::spawn(async move {
-                    {
-                        let mut open = o.lock().unwrap();
-                        open.0 += 1;
-                        open.1 = open.1.max(open.0);
-                    }
+                    let open = Open::count(o);
                     if let Some(go) = hold {
                         go.notified().await;
                     }
-                    session(stream, m, v).await;
-                    o.lock().unwrap().0 -= 1;
+                    session(stream, m, v, open).await;
                 });
             }
         });
@@ -103,11 +98,34 @@ impl SmtpServer {
     }
 }
 
-/// One SMTP session on `stream`.
+/// One session counted in (sessions open now, the most open at once) for as long as it lives.
+struct Open(Arc<Mutex<(usize, usize)>>);
+
+impl Open {
+    fn count(open: Arc<Mutex<(usize, usize)>>) -> Self {
+        {
+            let mut o = open.lock().unwrap();
+            o.0 += 1;
+            o.1 = o.1.max(o.0);
+        }
+        Self(open)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().0 -= 1;
+    }
+}
+
+/// One SMTP session on `stream`, counted open by `open` until it ends: at QUIT before the 221
+/// reply (a client may open its next session as soon as it reads that reply), otherwise when the
+/// connection does.
 async fn session(
     stream: tokio::net::TcpStream,
     mails: Arc<Mutex<Vec<Mail>>>,
     violations: Arc<Mutex<Vec<String>>>,
+    open: Open,
 ) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let (read, mut write) = stream.into_split();
@@ -199,6 +217,7 @@ async fn session(
             }
             "NOOP" => b"250 ok\r\n",
             "QUIT" => {
+                drop(open);
                 let _ = write.write_all(b"221 bye\r\n").await;
                 return;
             }
