@@ -149,7 +149,7 @@ impl CallbackRecord {
     /// has not been recorded") without one. `feedback_ack: false` alone refuses nothing: the
     /// rating was recorded.
     pub fn refused(&self) -> bool {
-        self.error.is_some() || self.message.rating_ack == Some(false)
+        self.error.is_some() || self.declined_without_error().is_some()
     }
 
     /// The reason users read for a refusal that carries no error block, else None.

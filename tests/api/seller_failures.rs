@@ -349,6 +349,11 @@ fn refusal_of(rating_context: &Value) -> Vec<u8> {
     )
 }
 
+/// The `n`-th /rating (from 1) `seller` received, once it has.
+async fn nth_rating(seller: &ScriptedSeller, n: usize) -> Value {
+    serde_json::from_slice(&seller.recorder.wait_for(n).await[n - 1].body).unwrap()
+}
+
 /// Alice's rating `value` of O-1 from `buyer`, on a task of its own: its status and body to come.
 fn spawn_rating(buyer: &Arc<Buyer>, value: u8) -> tokio::task::JoinHandle<(u16, Value)> {
     let buyer = buyer.clone();
@@ -387,7 +392,7 @@ async fn rating_ack_false_without_an_error_is_a_refusal_and_releases_the_claim()
     let buyer = Arc::new(buyer_with_order(&store, &seller, 10_000).await);
     let rate = |value: u8| spawn_rating(&buyer, value);
     let first = rate(5);
-    let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(1).await[0].body).unwrap();
+    let sent = nth_rating(&seller, 1).await;
     let declined = callback_of(
         &sent["context"],
         json!({"message": {"feedback_ack": true, "rating_ack": false}}),
@@ -414,7 +419,7 @@ async fn rating_ack_false_without_an_error_is_a_refusal_and_releases_the_claim()
 
     // Released: the order is rated again, the seller takes this one.
     let second = rate(4);
-    let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(2).await[1].body).unwrap();
+    let sent = nth_rating(&seller, 2).await;
     let taken = callback_of(
         &sent["context"],
         json!({"message": {"feedback_ack": false, "rating_ack": true}}),
@@ -478,7 +483,7 @@ async fn a_refusal_after_the_acknowledged_status_was_written_releases_the_claim(
     assert_eq!(buyer.put_order("O-1", &o).await.0, 200);
     let rate = |value: u8| spawn_rating(&buyer, value);
     let first = rate(5);
-    let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(1).await[0].body).unwrap();
+    let sent = nth_rating(&seller, 1).await;
     let first_id = sent["context"]["message_id"].clone();
     let mut status = Value::Null;
     for _ in 0..100 {
