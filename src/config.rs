@@ -301,13 +301,14 @@ pub struct BuyerSettings {
     pub jwt_issuers: Vec<String>,
     /// Bearer token for the internal orders API.
     pub internal_token: String,
-    /// Told when v2 feedback is recorded: a signed `feedback.recorded` event is POSTed here
-    /// (signed like the seller platform webhook). Empty: no webhook.
+    /// Told when v2 feedback is recorded, and when the seller's /on_rating refuses it: a signed
+    /// `feedback.recorded` or `feedback.refused` event is POSTed here (signed like the seller
+    /// platform webhook). Empty: no webhook.
     pub notify_webhook_url: String,
     /// HMAC secret of `notify_webhook_url` (at least 16 bytes when it is set).
     pub notify_webhook_secret: String,
-    /// `host:port` of a local SMTP relay (plain SMTP, no TLS, no auth) that mails each recorded
-    /// v2 feedback to `notify_email_to`. Empty: no email.
+    /// `host:port` of a local SMTP relay (plain SMTP, no TLS, no auth) that mails each recorded,
+    /// and each refused, v2 feedback to `notify_email_to`. Empty: no email.
     pub notify_smtp: String,
     /// Sender address of the notification email.
     pub notify_email_from: String,

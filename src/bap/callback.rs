@@ -66,6 +66,7 @@ async fn handle(
     // the store's (the request may wait on another instance, or have stopped waiting); or a
     // /rating the v2 feedback API sent.
     let waiting_here = state.waiters.sent(&context.message_id);
+    let mut feedback = None;
     let sent = match &waiting_here {
         Some(packed) => match SentRecord::read(packed) {
             Ok(s) => Some(s.context),
@@ -81,7 +82,11 @@ async fn handle(
                 Err(e) => return internal(e),
             },
             Ok(None) => match state.store.get_feedback_sent(&context.message_id).await {
-                Ok(f) => f.map(|f| SentContext::owned(f.context)),
+                Ok(f) => f.map(|f| {
+                    let sent = SentContext::owned(f.context.clone());
+                    feedback = Some(f);
+                    sent
+                }),
                 Err(e) => return internal(e),
             },
             Err(e) => return internal(e),
@@ -151,6 +156,10 @@ async fn handle(
         return announce(&state, &cb.context.message_id).await;
     }
     tracing::info!("on_rating stored");
+    if let Some(f) = &feedback {
+        // v2 feedback: a refusal is told to whom its recording was.
+        super::notify::feedback_refused(&state, f, &cb);
+    }
     if waiting_here.is_some() {
         // Its request waits in this process and nowhere else: hand the callback over (a request
         // whose deadline passed meanwhile reads it from the store when asked).

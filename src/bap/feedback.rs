@@ -18,7 +18,7 @@ use crate::http::{AppState, read_body};
 use crate::protocol::{
     Action, Envelope, FeedbackAnswer, RatingCategory, RatingEntry, RatingMessage,
 };
-use crate::store::{FeedbackRecord, FeedbackSent, FeedbackSubmission, Order};
+use crate::store::{FeedbackApi, FeedbackRecord, FeedbackSent, FeedbackSubmission, Order};
 
 /// The rating values, lowest first; `STARSn` is sent as `"n"`.
 pub const RATING_VALUES: [&str; 5] = ["STARS1", "STARS2", "STARS3", "STARS4", "STARS5"];
@@ -384,6 +384,8 @@ pub async fn put_feedback(
             user_id: user_id.clone(),
             order_id: order_id.clone(),
             context: context.clone(),
+            api: Some(FeedbackApi::Order),
+            rating: Some(submission.rating_value.clone()),
         })
         .await?;
     let url = context.rating_url();
@@ -394,13 +396,14 @@ pub async fn put_feedback(
         return Err(e.into());
     }
     // The seller has it; should this write fail, a retry simply sends it again as an update.
-    let recorded = super::notify::Recorded {
-        api: super::notify::FeedbackApi::Order,
+    let recorded = super::notify::Notice {
+        api: FeedbackApi::Order,
         id: order_id.clone(),
         user_id: user_id.clone(),
         rating: submission.rating_value.clone(),
         message_id: context.message_id.clone(),
-        recorded_at: ondc_timestamp(now),
+        at: ondc_timestamp(now),
+        outcome: super::notify::Outcome::Recorded,
     };
     state
         .store

@@ -20,7 +20,7 @@ use crate::http::{AppState, read_body};
 use crate::protocol::{
     Action, Envelope, FeedbackAnswer, NetworkError, RatingCategory, RatingEntry, RatingMessage,
 };
-use crate::store::{FeedbackSent, ListingFeedbackRecord, Order};
+use crate::store::{FeedbackApi, FeedbackSent, ListingFeedbackRecord, Order};
 
 /// The overall ratings and the ONDC value each is sent as.
 pub const RATINGS: [(&str, &str); 3] = [("Positive", "5"), ("Neutral", "3"), ("Negative", "1")];
@@ -446,6 +446,8 @@ pub async fn post_feedback(
             user_id: sub.clone(),
             order_id: listing_id.clone(),
             context: context.clone(),
+            api: Some(FeedbackApi::Listing),
+            rating: Some(record.rating.clone()),
         })
         .await
     {
@@ -473,13 +475,14 @@ pub async fn post_feedback(
     }
     super::notify::feedback_recorded(
         &state,
-        super::notify::Recorded {
-            api: super::notify::FeedbackApi::Listing,
+        super::notify::Notice {
+            api: FeedbackApi::Listing,
             id: listing_id.clone(),
             user_id: sub.clone(),
             rating: record.rating.clone(),
             message_id: record.context.message_id.clone(),
-            recorded_at: ondc_timestamp(now),
+            at: ondc_timestamp(now),
+            outcome: super::notify::Outcome::Recorded,
         },
     );
     Ok(HttpResponse::Created()

@@ -1,13 +1,16 @@
-//! Telling the rated party that v2 feedback was recorded (after the seller ACKed its /rating),
-//! besides the /rating itself. Both channels are optional, run in the background (the API answer
-//! never waits for them nor depends on them) and log their outcome:
+//! Telling the rated party what became of v2 feedback, besides the /rating itself: that it was
+//! recorded (the seller ACKed its /rating), and that it was refused (the seller's /on_rating
+//! carried an error block, or `rating_ack: false`). Both channels are optional, run in the
+//! background (the API answer never waits for them nor depends on them) and log their outcome:
 //!
 //! - a signed webhook, `buyer.notify_webhook_url`: the event
 //!   `{"event":"feedback.recorded","api","order_id"|"listing_id","user_id","rating","message_id",
-//!   "recorded_at"}`, signed with `buyer.notify_webhook_secret` exactly like the seller platform
-//!   webhook ([`crate::bpp::webhook`]: same headers, same HMAC, `Idempotency-Key:
-//!   <bap_id>|<message_id>`), retried on transport errors, 5xx and 429 within a bounded budget,
-//!   at most `buyer.notify_concurrency` requests in flight, an attempt waiting within the budget;
+//!   "recorded_at"}`, or `"feedback.refused"` with `refused_at`, `reason` and the seller's
+//!   `seller_error` when it sent one, signed with `buyer.notify_webhook_secret` exactly like the
+//!   seller platform webhook ([`crate::bpp::webhook`]: same headers, same HMAC,
+//!   `Idempotency-Key: <bap_id>|<message_id>`, `|refused` after it for a refusal), retried on
+//!   transport errors, 5xx and 429 within a bounded budget, at most `buyer.notify_concurrency`
+//!   requests in flight, an attempt waiting within the budget;
 //! - an email through a local SMTP relay, `buyer.notify_smtp` (plain SMTP: no TLS, no auth), from
 //!   `buyer.notify_email_from` to `buyer.notify_email_to`; at most `buyer.notify_concurrency`
 //!   sessions at once, an email waiting up to a minute for one.
@@ -22,9 +25,13 @@ use tokio::time::{Instant, timeout};
 
 use crate::bpp::webhook::{excerpt, idempotency_key, post_signed, slot_within};
 use crate::http::AppState;
+use crate::protocol::NetworkError;
+use crate::store::{CallbackRecord, FeedbackApi, FeedbackSent};
 
-/// The event's name.
-pub const EVENT: &str = "feedback.recorded";
+/// The event of a recorded feedback.
+pub const RECORDED: &str = "feedback.recorded";
+/// The event of a refused feedback.
+pub const REFUSED: &str = "feedback.refused";
 /// Webhook attempts at most.
 const WEBHOOK_ATTEMPTS: u32 = 4;
 /// An email waits this long at most for a free SMTP session (`buyer.notify_concurrency`).
@@ -66,34 +73,24 @@ async fn slot<'a>(
     })
 }
 
-/// Which v2 API recorded the feedback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedbackApi {
-    /// `POST /v2/feedback/users/{user_id}/orders/{order_id}/rating`.
-    Order,
-    /// `POST /v2/listings/{listing_id}/feedback`.
-    Listing,
+/// What the seller made of the feedback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// It ACKed the /rating: `feedback.recorded`.
+    Recorded,
+    /// Its /on_rating refused the rating (an error block, or `rating_ack: false`):
+    /// `feedback.refused`.
+    Refused {
+        /// The error block, when the seller sent one.
+        error: Option<NetworkError>,
+        /// Why, as users read it.
+        reason: String,
+    },
 }
 
-impl FeedbackApi {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Order => "order_feedback",
-            Self::Listing => "listing_feedback",
-        }
-    }
-
-    fn id_key(self) -> &'static str {
-        match self {
-            Self::Order => "order_id",
-            Self::Listing => "listing_id",
-        }
-    }
-}
-
-/// One recorded feedback.
+/// One notification: a v2 feedback and what the seller made of it.
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub struct Notice {
     /// The API.
     pub api: FeedbackApi,
     /// The order or listing id.
@@ -104,47 +101,148 @@ pub struct Recorded {
     pub rating: String,
     /// The /rating's message_id.
     pub message_id: String,
-    /// When it was recorded (ONDC timestamp).
-    pub recorded_at: String,
+    /// When it was recorded, or refused (ONDC timestamp).
+    pub at: String,
+    /// Recorded or refused.
+    pub outcome: Outcome,
+}
+
+impl Notice {
+    /// The refusal `cb` carries of the feedback `sent`; None when `cb` refuses nothing, or when
+    /// `sent` predates the keeping of its API and rating.
+    pub fn refusal(sent: &FeedbackSent, cb: &CallbackRecord) -> Option<Self> {
+        let reason = match (&cb.error, cb.declined_without_error()) {
+            (Some(e), _) => format!(
+                "the seller refused the rating: {} {}",
+                e.code,
+                e.message.as_deref().unwrap_or("(no message)")
+            ),
+            (None, Some(declined)) => declined.to_owned(),
+            (None, None) => return None,
+        };
+        Some(Self {
+            api: sent.api?,
+            id: sent.order_id.clone(),
+            user_id: sent.user_id.clone(),
+            rating: sent.rating.clone()?,
+            message_id: sent.context.message_id.clone(),
+            at: cb.received_at.clone(),
+            outcome: Outcome::Refused {
+                error: cb.error.clone(),
+                reason,
+            },
+        })
+    }
+
+    /// The event's name.
+    pub fn event(&self) -> &'static str {
+        match self.outcome {
+            Outcome::Recorded => RECORDED,
+            Outcome::Refused { .. } => REFUSED,
+        }
+    }
+
+    /// The webhook's `Idempotency-Key`: `<bap_id>|<message_id>` for the recording (as the
+    /// seller platform's webhook keys a rating), with `|refused` after it for the refusal.
+    fn idempotency_key(&self, bap_id: &str) -> String {
+        match self.outcome {
+            Outcome::Recorded => idempotency_key(bap_id, &self.message_id),
+            Outcome::Refused { .. } => {
+                idempotency_key(bap_id, &format!("{}|refused", self.message_id))
+            }
+        }
+    }
 }
 
 /// The webhook body.
-pub fn event_body(r: &Recorded) -> Vec<u8> {
+pub fn event_body(n: &Notice) -> Vec<u8> {
     let mut v = json!({
-        "event": EVENT,
-        "api": r.api.name(),
-        "user_id": r.user_id,
-        "rating": r.rating,
-        "message_id": r.message_id,
-        "recorded_at": r.recorded_at,
+        "event": n.event(),
+        "api": n.api.name(),
+        "user_id": n.user_id,
+        "rating": n.rating,
+        "message_id": n.message_id,
     });
-    v[r.api.id_key()] = json!(r.id);
+    v[n.api.id_key()] = json!(n.id);
+    match &n.outcome {
+        Outcome::Recorded => v["recorded_at"] = json!(n.at),
+        Outcome::Refused { error, reason } => {
+            v["refused_at"] = json!(n.at);
+            v["reason"] = json!(reason);
+            if let Some(e) = error {
+                v["seller_error"] = json!(e);
+            }
+        }
+    }
     serde_json::to_vec(&v).expect("event serialises")
 }
 
-/// Starts the configured notifications for `r` in the background.
-pub fn feedback_recorded(state: &web::Data<AppState>, r: Recorded) {
+/// Starts the configured notifications of a recorded feedback in the background. A feedback
+/// whose refusal was stored before the seller's ACK was processed here is not announced as
+/// recorded: its refusal went out instead ([`feedback_refused`]).
+pub fn feedback_recorded(state: &web::Data<AppState>, n: Notice) {
+    let b = &state.settings.buyer;
+    if b.notify_webhook_url.is_empty() && b.notify_smtp.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        match state.store.get_callback(&n.message_id).await {
+            Ok(Some(cb)) if cb.refused() => {
+                tracing::info!(
+                    api = n.api.name(), message_id = %n.message_id,
+                    "feedback refused before its ACK was processed: only the refusal is notified"
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %e, message_id = %n.message_id,
+                "could not read the feedback's callback; notified as recorded"
+            ),
+        }
+        notify(&state, n);
+    });
+}
+
+/// Starts the configured notifications of the refusal `cb` carries of the feedback `sent`, if
+/// it refuses it.
+pub fn feedback_refused(state: &web::Data<AppState>, sent: &FeedbackSent, cb: &CallbackRecord) {
+    if !cb.refused() {
+        return;
+    }
+    match Notice::refusal(sent, cb) {
+        Some(n) => notify(state, n),
+        None => tracing::warn!(
+            message_id = %sent.context.message_id,
+            "refused feedback sent before its API was recorded: not notified"
+        ),
+    }
+}
+
+/// Starts the configured notifications of `n` in the background.
+fn notify(state: &web::Data<AppState>, n: Notice) {
     let b = &state.settings.buyer;
     if !b.notify_webhook_url.is_empty() {
-        let (state, r) = (state.clone(), r.clone());
+        let (state, n) = (state.clone(), n.clone());
         tokio::spawn(async move {
-            match send_webhook(&state, &r).await {
+            match send_webhook(&state, &n).await {
                 Ok(attempts) => tracing::info!(
-                    api = r.api.name(), message_id = %r.message_id, attempts,
+                    api = n.api.name(), event = n.event(), message_id = %n.message_id, attempts,
                     "feedback webhook delivered"
                 ),
                 Err(e) => tracing::warn!(
-                    api = r.api.name(), message_id = %r.message_id, error = %e,
-                    "feedback webhook failed"
+                    api = n.api.name(), event = n.event(), message_id = %n.message_id,
+                    error = %e, "feedback webhook failed"
                 ),
             }
         });
     }
     if !b.notify_smtp.is_empty() {
-        let (state, r) = (state.clone(), r);
+        let (state, n) = (state.clone(), n);
         tokio::spawn(async move {
             let b = &state.settings.buyer;
-            let (subject, text) = email_text(&r);
+            let (subject, text) = email_text(&n);
             let sent = async {
                 let _slot = slot(&state.notify_slots.email, EMAIL_SLOT_WAIT, "SMTP").await?;
                 send_mail(
@@ -158,11 +256,12 @@ pub fn feedback_recorded(state: &web::Data<AppState>, r: Recorded) {
             };
             match sent.await {
                 Ok(()) => tracing::info!(
-                    api = r.api.name(), message_id = %r.message_id, "feedback email sent"
+                    api = n.api.name(), event = n.event(), message_id = %n.message_id,
+                    "feedback email sent"
                 ),
                 Err(e) => tracing::warn!(
-                    api = r.api.name(), message_id = %r.message_id, error = %e,
-                    "feedback email failed"
+                    api = n.api.name(), event = n.event(), message_id = %n.message_id,
+                    error = %e, "feedback email failed"
                 ),
             }
         });
@@ -170,10 +269,10 @@ pub fn feedback_recorded(state: &web::Data<AppState>, r: Recorded) {
 }
 
 /// POSTs the event with retries; Ok: the attempts it took.
-async fn send_webhook(state: &AppState, r: &Recorded) -> Result<u32, String> {
+async fn send_webhook(state: &AppState, n: &Notice) -> Result<u32, String> {
     let b = &state.settings.buyer;
-    let body = event_body(r);
-    let key = idempotency_key(&state.settings.identity.subscriber_id, &r.message_id);
+    let body = event_body(n);
+    let key = n.idempotency_key(&state.settings.identity.subscriber_id);
     let deadline = Instant::now() + WEBHOOK_BUDGET;
     let mut delay = Duration::from_millis(200);
     let mut attempts = 0;
@@ -221,24 +320,36 @@ async fn send_webhook(state: &AppState, r: &Recorded) -> Result<u32, String> {
 }
 
 /// The email's subject and body.
-pub fn email_text(r: &Recorded) -> (String, String) {
-    let what = match r.api {
+pub fn email_text(n: &Notice) -> (String, String) {
+    let what = match n.api {
         FeedbackApi::Order => "order",
         FeedbackApi::Listing => "listing",
     };
-    let subject = format!("Feedback recorded: {what} {} rated {}", r.id, r.rating);
-    let text = format!(
-        "Feedback was recorded and sent to the seller.\n\n\
-         API: {}\n{}: {}\nUser: {}\nRating: {}\nMessage id: {}\nRecorded at: {}\n",
-        r.api.name(),
-        r.api.id_key(),
-        r.id,
-        r.user_id,
-        r.rating,
-        r.message_id,
-        r.recorded_at
+    let fields = format!(
+        "API: {}\n{}: {}\nUser: {}\nRating: {}\nMessage id: {}\n",
+        n.api.name(),
+        n.api.id_key(),
+        n.id,
+        n.user_id,
+        n.rating,
+        n.message_id,
     );
-    (subject, text)
+    match &n.outcome {
+        Outcome::Recorded => (
+            format!("Feedback recorded: {what} {} rated {}", n.id, n.rating),
+            format!(
+                "Feedback was recorded and sent to the seller.\n\n{fields}Recorded at: {}\n",
+                n.at
+            ),
+        ),
+        Outcome::Refused { reason, .. } => (
+            format!("Feedback refused: {what} {} rated {}", n.id, n.rating),
+            format!(
+                "The seller refused feedback it was sent.\n\n{fields}Refused at: {}\nReason: {reason}\n",
+                n.at
+            ),
+        ),
+    }
 }
 
 /// Header values and addresses lose CR and LF (no header injection).
@@ -381,18 +492,79 @@ mod tests {
 
     #[test]
     fn the_event_names_its_api_and_id() {
-        let r = Recorded {
+        let n = Notice {
             api: FeedbackApi::Listing,
             id: "L-1".into(),
             user_id: "alice".into(),
             rating: "Positive".into(),
             message_id: "m-1".into(),
-            recorded_at: "2026-01-01T10:00:00.000Z".into(),
+            at: "2026-01-01T10:00:00.000Z".into(),
+            outcome: Outcome::Recorded,
         };
-        let v: serde_json::Value = serde_json::from_slice(&event_body(&r)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&event_body(&n)).unwrap();
         assert_eq!(v["event"], "feedback.recorded");
         assert_eq!(v["api"], "listing_feedback");
         assert_eq!(v["listing_id"], "L-1");
+        assert_eq!(v["recorded_at"], "2026-01-01T10:00:00.000Z");
         assert!(v.get("order_id").is_none());
+        assert!(v.get("reason").is_none());
+        assert_eq!(n.idempotency_key("bap.test"), "bap.test|m-1");
+    }
+
+    #[test]
+    fn a_refusal_is_read_from_the_callback() {
+        // As stored: the API under its notification name.
+        let sent: FeedbackSent = serde_json::from_value(serde_json::json!({
+            "userId": "alice", "orderId": "O-1", "api": "order_feedback", "rating": "STARS2",
+            "context": crate::perf::sample_context(),
+        }))
+        .unwrap();
+        let callback =
+            |message: serde_json::Value, error: Option<serde_json::Value>| CallbackRecord {
+                context: sent.context.clone(),
+                message: serde_json::from_value(message).unwrap(),
+                error: error.map(|e| serde_json::from_value(e).unwrap()),
+                received_at: "2026-01-01T10:00:01.000Z".into(),
+            };
+        let accepted = callback(serde_json::json!({"rating_ack": true}), None);
+        assert!(Notice::refusal(&sent, &accepted).is_none());
+
+        let declined = callback(serde_json::json!({"rating_ack": false}), None);
+        let n = Notice::refusal(&sent, &declined).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&event_body(&n)).unwrap();
+        assert_eq!(v["event"], "feedback.refused");
+        assert_eq!(
+            (&v["order_id"], &v["rating"]),
+            (&json!("O-1"), &json!("STARS2"))
+        );
+        assert_eq!(v["refused_at"], "2026-01-01T10:00:01.000Z");
+        assert_eq!(v["reason"], CallbackRecord::DECLINED);
+        assert!(v.get("seller_error").is_none());
+        let key = n.idempotency_key("bap.test");
+        assert_eq!(key, format!("bap.test|{}|refused", sent.context.message_id));
+
+        let error = json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "Order not found"});
+        let refused = callback(serde_json::json!({"rating_ack": true}), Some(error.clone()));
+        let v: serde_json::Value =
+            serde_json::from_slice(&event_body(&Notice::refusal(&sent, &refused).unwrap()))
+                .unwrap();
+        assert_eq!(v["seller_error"], error);
+        assert_eq!(
+            v["reason"],
+            "the seller refused the rating: 30018 Order not found"
+        );
+        let (subject, text) = email_text(&Notice::refusal(&sent, &refused).unwrap());
+        assert_eq!(subject, "Feedback refused: order O-1 rated STARS2");
+        assert!(
+            text.contains("Reason: the seller refused the rating: 30018"),
+            "{text}"
+        );
+
+        // A record from before the API was kept: nothing to name the event by.
+        let old = FeedbackSent {
+            api: None,
+            ..sent.clone()
+        };
+        assert!(Notice::refusal(&old, &declined).is_none());
     }
 }

@@ -290,6 +290,35 @@ pub struct FeedbackSubmission {
     pub thank_you_note: Option<String>,
 }
 
+/// Which v2 API gave feedback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeedbackApi {
+    /// `POST /v2/feedback/users/{user_id}/orders/{order_id}/rating`.
+    #[serde(rename = "order_feedback")]
+    Order,
+    /// `POST /v2/listings/{listing_id}/feedback`.
+    #[serde(rename = "listing_feedback")]
+    Listing,
+}
+
+impl FeedbackApi {
+    /// Its name in notifications.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Order => "order_feedback",
+            Self::Listing => "listing_feedback",
+        }
+    }
+
+    /// The key of the id it is about: `order_id` or `listing_id`.
+    pub fn id_key(self) -> &'static str {
+        match self {
+            Self::Order => "order_id",
+            Self::Listing => "listing_id",
+        }
+    }
+}
+
 /// A /rating sent by the v2 feedback API, indexed by its message_id so the seller's /on_rating
 /// for it is recognised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,10 +326,17 @@ pub struct FeedbackSubmission {
 pub struct FeedbackSent {
     /// Who gave the feedback.
     pub user_id: String,
-    /// The order it is about.
+    /// The order (or, for listing feedback, the listing) it is about.
     pub order_id: String,
     /// The /rating context sent.
     pub context: Context,
+    /// The API that sent it; absent in records written before it was kept, whose refusals are
+    /// therefore not notified.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub api: Option<FeedbackApi>,
+    /// The rating as given (`STARS4`, `Positive`, ...), for the refusal notification.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rating: Option<String>,
 }
 
 /// The latest v2 feedback the seller acknowledged for a (user, order).

@@ -1,5 +1,5 @@
-//! Notifications of recorded v2 feedback: the signed webhook (a recorder of ours) and the email
-//! through an SMTP server of ours on loopback; neither changes the API's answer.
+//! Notifications of recorded and refused v2 feedback: the signed webhook (a recorder of ours)
+//! and the email through an SMTP server of ours on loopback; neither changes the API's answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -86,15 +86,20 @@ impl SmtpServer {
     /// Waits (bounded) for the first whole message and returns it, after checking the client
     /// kept to the protocol.
     async fn message(&self) -> Mail {
+        self.nth_message(0).await
+    }
+
+    /// [`SmtpServer::message`] for the `n`-th message (from 0).
+    async fn nth_message(&self, n: usize) -> Mail {
         for _ in 0..250 {
-            if let Some(mail) = self.mails.lock().unwrap().first().cloned() {
+            if let Some(mail) = self.mails.lock().unwrap().get(n).cloned() {
                 let violations = self.violations.lock().unwrap().clone();
                 assert!(violations.is_empty(), "SMTP violations: {violations:?}");
                 return mail;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("no message reached the SMTP server");
+        panic!("no message {n} reached the SMTP server");
     }
 }
 
@@ -234,6 +239,36 @@ async fn session(
             return;
         }
     }
+}
+
+/// A buyer whose orders and listings (O-1, L-1, both alice's) are sold by `seller` (scripted),
+/// notifying `hook` and mailing through `smtp` like [`notifying_pair`]'s.
+async fn notifying_buyer(
+    store: &StoreFixture,
+    seller: &ScriptedSeller,
+    hook: &Recorder,
+    smtp: &SmtpServer,
+) -> Buyer {
+    let (url, peer, smtp) = (
+        format!("{}/events", hook.base),
+        seller.identity.peer(),
+        smtp.addr.clone(),
+    );
+    let b = Buyer::start(store, "buyer", vec![], move |s| {
+        s.peers.push(peer);
+        s.buyer.notify_webhook_url = url;
+        s.buyer.notify_webhook_secret = SECRET.into();
+        s.buyer.notify_smtp = smtp;
+        s.buyer.notify_email_from = FROM.into();
+        s.buyer.notify_email_to = TO.into();
+    })
+    .await;
+    assert_eq!(user_active(&b, "alice").await.0, 200);
+    for id in ["O-1", "L-1"] {
+        let o = order("alice", "scripted-seller.test", &seller.bpp_uri());
+        assert_eq!(b.put_order(id, &o).await.0, 200);
+    }
+    b
 }
 
 /// A buyer and seller pair whose buyer notifies `hook` (its `/events`) and mails through
@@ -453,4 +488,150 @@ async fn notifications_go_out_notify_concurrency_at_a_time() {
         .collect();
     orders.sort();
     assert_eq!(orders, ["O-1", "O-2"]);
+}
+
+/// A seller that ACKs feedback and refuses it later in its /on_rating: the receiver learns of
+/// the recording and then of the refusal, each signed under its own key, and so does the relay;
+/// a repeat of the refusal tells nobody again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_refusal_is_notified_after_the_recording() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let hook = Recorder::start("/events", Script::AckSilently).await;
+    let smtp = SmtpServer::start().await;
+    let b = notifying_buyer(&store, &seller, &hook, &smtp).await;
+    let r = b
+        .http
+        .post(format!(
+            "{}/v2/feedback/users/alice/orders/O-1/rating",
+            b.app.base
+        ))
+        .bearer_auth(Buyer::token("backend-service"))
+        .json(&json!({"rating_value": "STARS2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let recorded = hook.wait_for(1).await;
+    let sent: Value = serde_json::from_slice(&seller.requests()[0].body).unwrap();
+    let message_id = sent["context"]["message_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        check_signed(&recorded[0], &message_id)["event"],
+        "feedback.recorded"
+    );
+    let mail = smtp.message().await.data;
+    assert!(
+        mail.contains("Subject: Feedback recorded: order O-1 rated STARS2\r\n"),
+        "{mail}"
+    );
+
+    let error = json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "Order not found"});
+    let refusal = callback_of(
+        &sent["context"],
+        json!({"message": {"feedback_ack": false, "rating_ack": true}, "error": error}),
+    );
+    assert_eq!(b.on_rating(&seller.identity, &refusal).await.0, 200);
+    let got = hook.wait_for(2).await;
+    let event = check_signed_webhook(&got[1], SECRET, &format!("buyer.test|{message_id}|refused"));
+    assert_eq!(event["event"], "feedback.refused");
+    assert_eq!(event["api"], "order_feedback");
+    assert_eq!(event["order_id"], "O-1");
+    assert_eq!(event["user_id"], "alice");
+    assert_eq!(event["rating"], "STARS2");
+    assert_eq!(event["message_id"], message_id.as_str());
+    assert_eq!(event["seller_error"], error);
+    assert_eq!(
+        event["reason"],
+        "the seller refused the rating: 30018 Order not found"
+    );
+    assert!(event["refused_at"].as_str().unwrap().ends_with('Z'));
+    assert!(event.get("recorded_at").is_none());
+    let mail = smtp.nth_message(1).await.data;
+    assert!(
+        mail.contains("Subject: Feedback refused: order O-1 rated STARS2\r\n"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("Reason: the seller refused the rating: 30018 Order not found"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!("Message id: {message_id}")),
+        "{mail}"
+    );
+
+    // The same callback again is ACKed (the first one is kept) and tells nobody again.
+    assert_eq!(b.on_rating(&seller.identity, &refusal).await.0, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hook.requests().len(), 2, "no second refusal event");
+    assert_eq!(
+        smtp.mails.lock().unwrap().len(),
+        2,
+        "no second refusal email"
+    );
+}
+
+/// Listing feedback refused (`rating_ack: false`) before the seller's ACK is processed: only
+/// the refusal is told, since the feedback was never recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_before_the_ack_is_the_only_notification() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let ack = Arc::new(tokio::sync::Notify::new());
+    let seller = ScriptedSeller::start(Script::AckWhen(ack.clone())).await;
+    let hook = Recorder::start("/events", Script::AckSilently).await;
+    let smtp = SmtpServer::start().await;
+    let b = notifying_buyer(&store, &seller, &hook, &smtp).await;
+    let post = {
+        let (http, url) = (
+            b.http.clone(),
+            format!("{}/v2/listings/L-1/feedback", b.app.base),
+        );
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(Buyer::token("alice"))
+                .json(&json!({"Rating": "Negative"}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        })
+    };
+    let sent: Value = serde_json::from_slice(&seller.recorder.wait_for(1).await[0].body).unwrap();
+    let message_id = sent["context"]["message_id"].as_str().unwrap().to_owned();
+    let declined = callback_of(
+        &sent["context"],
+        json!({"message": {"feedback_ack": true, "rating_ack": false}}),
+    );
+    assert_eq!(b.on_rating(&seller.identity, &declined).await.0, 200);
+    let got = hook.wait_for(1).await;
+    let event = check_signed_webhook(&got[0], SECRET, &format!("buyer.test|{message_id}|refused"));
+    assert_eq!(event["event"], "feedback.refused");
+    assert_eq!(event["api"], "listing_feedback");
+    assert_eq!(event["listing_id"], "L-1");
+    assert_eq!(event["rating"], "Negative");
+    assert_eq!(
+        event["reason"],
+        ondc_rating::store::CallbackRecord::DECLINED
+    );
+    assert!(event.get("seller_error").is_none());
+
+    ack.notify_one();
+    assert_eq!(post.await.unwrap(), 201);
+    let mail = smtp.message().await.data;
+    assert!(
+        mail.contains("Subject: Feedback refused: listing L-1 rated Negative\r\n"),
+        "{mail}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        hook.requests().len(),
+        1,
+        "no feedback.recorded after the refusal"
+    );
+    assert_eq!(
+        smtp.mails.lock().unwrap().len(),
+        1,
+        "one email: the refusal"
+    );
 }
