@@ -820,6 +820,10 @@ pub async fn get_rating(
         .and_then(|c| c.message.feedback_form.as_ref())
     {
         data["feedbackForm"] = json!({ "url": f.form.url, "mime_type": f.form.mime_type });
+        if let Some(d) = &f.form.data {
+            // What the form is opened with (a prefill, a token): the 200 envelope has no room.
+            data["feedbackForm"]["data"] = json!(d);
+        }
         if let Some(required) = f.required {
             // Whether the seller asks the user to fill it: the app decides how to prompt.
             data["feedbackForm"]["required"] = json!(required);

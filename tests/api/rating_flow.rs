@@ -119,8 +119,9 @@ async fn happy_path_returns_the_exact_envelope(backend: Backend) {
     assert_eq!(got["data"]["messageId"], message_id);
     assert_eq!(
         got["data"]["feedbackForm"],
-        json!({"url": "https://seller.test/feedback/O-1", "mime_type": "text/html", "required": false}),
-        "the form as the seller sent it, its required flag included"
+        json!({"url": "https://seller.test/feedback/O-1", "mime_type": "text/html",
+               "data": "order_id=O-1", "required": false}),
+        "the form as the seller sent it, its data and required flag included"
     );
 }
 both_stores!(happy_path_returns_the_exact_envelope);
@@ -559,7 +560,7 @@ async fn a_slow_callback_reads_acknowledged_after_the_delay(backend: Backend) {
     assert_eq!(status(got.clone()), "completed");
     assert_eq!(
         got["data"]["feedbackForm"],
-        json!({"url": "https://seller.test/form/O-1", "mime_type": "text/html"}),
+        json!({"url": "https://seller.test/form/O-1", "mime_type": "text/html", "data": "d"}),
         "no required flag where the seller sent none"
     );
 }
