@@ -22,7 +22,8 @@ use crate::http::outbound::{PeerAnswer, TransportError};
 use crate::http::record::Direction;
 use crate::http::{AppState, read_body};
 use crate::protocol::{
-    Action, CORE_VERSION, COUNTRY, Context, Envelope, NetworkError, RATING_TTL, RatingMessage,
+    Action, CORE_VERSION, COUNTRY, Context, Envelope, FeedbackForm, NetworkError, RATING_TTL,
+    RatingMessage,
 };
 use crate::store::{CallbackRecord, Claim, Order, RatingRecord, RatingStatus};
 
@@ -792,6 +793,20 @@ async fn rated_status(
     Ok((status, callback))
 }
 
+/// A seller's feedback form as buyer apps read it: `{"url","mime_type"}`, with `data` (what the
+/// form is opened with: a prefill, a token) and `required` (whether the user must fill it: the app
+/// decides how to prompt) when the seller sent them. The 200 envelope has room for neither.
+pub fn form_view(f: &FeedbackForm) -> serde_json::Value {
+    let mut v = json!({ "url": f.form.url, "mime_type": f.form.mime_type });
+    if let Some(d) = &f.form.data {
+        v["data"] = json!(d);
+    }
+    if let Some(required) = f.required {
+        v["required"] = json!(required);
+    }
+    v
+}
+
 /// `GET /ret11/orders/{orderId}/rating`.
 pub async fn get_rating(
     state: web::Data<AppState>,
@@ -819,15 +834,7 @@ pub async fn get_rating(
         .as_ref()
         .and_then(|c| c.message.feedback_form.as_ref())
     {
-        data["feedbackForm"] = json!({ "url": f.form.url, "mime_type": f.form.mime_type });
-        if let Some(d) = &f.form.data {
-            // What the form is opened with (a prefill, a token): the 200 envelope has no room.
-            data["feedbackForm"]["data"] = json!(d);
-        }
-        if let Some(required) = f.required {
-            // Whether the seller asks the user to fill it: the app decides how to prompt.
-            data["feedbackForm"]["required"] = json!(required);
-        }
+        data["feedbackForm"] = form_view(f);
     }
     if let Some(e) = record.error.as_ref().or(seller_refusal.as_ref()) {
         data["error"] = json!(e);

@@ -18,7 +18,9 @@ use crate::http::{AppState, read_body};
 use crate::protocol::{
     Action, Envelope, FeedbackAnswer, RatingCategory, RatingEntry, RatingMessage,
 };
-use crate::store::{FeedbackApi, FeedbackRecord, FeedbackSent, FeedbackSubmission, Order};
+use crate::store::{
+    CallbackRecord, FeedbackApi, FeedbackRecord, FeedbackSent, FeedbackSubmission, Order,
+};
 
 /// The rating values, lowest first; `STARSn` is sent as `"n"`.
 pub const RATING_VALUES: [&str; 5] = ["STARS1", "STARS2", "STARS3", "STARS4", "STARS5"];
@@ -461,10 +463,24 @@ pub async fn get_feedback(
     );
     out.insert("message_id".into(), json!(record.context.message_id));
     out.insert("submitted_at".into(), json!(record.submitted_at));
-    if let Some(e) = callback.as_ref().and_then(|c| c.error.as_ref()) {
+    callback_view(&mut out, callback.as_ref());
+    Ok(HttpResponse::Ok().json(json!({ "rating": out })))
+}
+
+/// What a v2 read-back shows of the seller's /on_rating, when one arrived: its `feedback_form`
+/// ([`super::api::form_view`]), its error block as `seller_error`, and `failure` for a refusal
+/// without one (`rating_ack: false`).
+pub fn callback_view(out: &mut Map<String, Value>, callback: Option<&CallbackRecord>) {
+    let Some(c) = callback else { return };
+    if let Some(f) = &c.message.feedback_form {
+        out.insert("feedback_form".into(), super::api::form_view(f));
+    }
+    if let Some(e) = &c.error {
         out.insert("seller_error".into(), json!(e));
     }
-    Ok(HttpResponse::Ok().json(json!({ "rating": out })))
+    if let Some(reason) = c.declined_without_error() {
+        out.insert("failure".into(), json!(reason));
+    }
 }
 
 #[cfg(test)]

@@ -514,7 +514,11 @@ pub async fn get_feedback(
         Some(c) if c.refused() => "refused",
         Some(_) => "completed",
     };
-    Ok(HttpResponse::Ok().json(json!({ "feedback": view(&record, status) })))
+    let mut out = view(&record, status);
+    if let Value::Object(out) = &mut out {
+        super::feedback::callback_view(out, callback.as_ref());
+    }
+    Ok(HttpResponse::Ok().json(json!({ "feedback": out })))
 }
 
 #[cfg(test)]

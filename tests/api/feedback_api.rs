@@ -108,6 +108,16 @@ async fn creates_then_updates_with_a_new_rating_each_time(backend: Backend) {
     assert_eq!(r["thank_you_note"], "Thanks for the careful packing!");
     assert_eq!(r["revision"], 1);
     assert_eq!(r["transaction_id"], txn);
+    assert_eq!(
+        r["feedback_form"],
+        json!({"url": "https://seller.test/feedback/O-1", "mime_type": "text/html",
+               "data": "order_id=O-1", "required": false}),
+        "the form of the seller's /on_rating"
+    );
+    assert!(
+        r.get("seller_error").is_none() && r.get("failure").is_none(),
+        "{r}"
+    );
     let m1 = r["message_id"].as_str().unwrap().to_owned();
 
     // What reached the seller: the Order rating with the stars and the answers.
@@ -416,6 +426,14 @@ async fn seller_failures_are_errors_in_the_same_shape() {
     assert_eq!(b.on_rating(&silent.identity, &declined).await.0, 200);
     let got = read_back_until(&b, "alice", "O-1", "refused").await;
     assert!(got["rating"].get("seller_error").is_none(), "{got}");
+    assert_eq!(
+        got["rating"]["failure"],
+        ondc_rating::store::CallbackRecord::DECLINED
+    );
+    assert!(
+        got["rating"].get("feedback_form").is_none(),
+        "none was sent"
+    );
     assert_eq!(give(&b, "alice", "O-1", &good).await.0, 200);
     let sent: Value = serde_json::from_slice(&silent.requests()[1].body).unwrap();
     let error = json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "unknown order"});
@@ -428,6 +446,7 @@ async fn seller_failures_are_errors_in_the_same_shape() {
     assert_eq!(got["rating"]["message_id"], sent["context"]["message_id"]);
     assert_eq!(got["rating"]["status"], "refused", "{got}");
     assert_eq!(got["rating"]["seller_error"], error, "{got}");
+    assert!(got["rating"].get("failure").is_none(), "{got}");
 }
 
 async fn users_api_takes_only_the_internal_token(backend: Backend) {

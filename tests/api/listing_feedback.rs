@@ -121,6 +121,12 @@ async fn both_parties_rate_once_and_the_seller_gets_the_mapping(backend: Backend
     }
     assert_eq!(got["feedback"]["status"], "completed", "{got}");
     assert_eq!(got["feedback"]["message_id"], m1.as_str());
+    assert_eq!(
+        got["feedback"]["feedback_form"],
+        json!({"url": "https://seller.test/feedback/L-1", "mime_type": "text/html",
+               "data": "order_id=L-1", "required": false}),
+        "the form of the seller's /on_rating"
+    );
     assert_eq!(read_back(&p.buyer, "mallory", &location).await.0, 403);
     assert_eq!(
         read_back(&p.buyer, "alice", "/v2/listings/L-1/feedback/P1")
@@ -397,7 +403,8 @@ async fn seller_failures_release_the_slot_unless_it_may_have_arrived() {
 }
 
 /// The seller's late /on_rating saying `rating_ack: false`, with no error block, refuses the
-/// feedback: the read-back says `refused`, where it said `completed` before.
+/// feedback: the read-back says `refused` (where it said `completed` before) and why, in
+/// `failure`; one with an error block shows it as `seller_error`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_with_rating_ack_false_reads_refused() {
     let store = StoreFixture::new(Backend::Embedded);
@@ -419,4 +426,27 @@ async fn a_callback_with_rating_ack_false_reads_refused() {
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["feedback"]["message_id"], sent["context"]["message_id"]);
     assert_eq!(got["feedback"]["status"], "refused", "{got}");
+    assert_eq!(
+        got["feedback"]["failure"],
+        ondc_rating::store::CallbackRecord::DECLINED
+    );
+    assert!(got["feedback"].get("seller_error").is_none(), "{got}");
+
+    // The other party's feedback, refused with an error block: the read-back shows it.
+    let (status, location, body) =
+        post(&b, Some("P1"), "L-1", &json!({"Rating": "Positive"})).await;
+    assert_eq!(status, 201, "{body}");
+    let sent: Value = serde_json::from_slice(&seller.requests()[1].body).unwrap();
+    let error = json!({"type": "DOMAIN-ERROR", "code": "30018", "message": "unknown order"});
+    let refused = callback_of(
+        &sent["context"],
+        json!({"message": {"feedback_ack": false, "rating_ack": true}, "error": error}),
+    );
+    assert_eq!(b.on_rating(&seller.identity, &refused).await.0, 200);
+    let (status, got) = read_back(&b, "alice", &location).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["feedback"]["user_id"], "P1");
+    assert_eq!(got["feedback"]["status"], "refused", "{got}");
+    assert_eq!(got["feedback"]["seller_error"], error, "{got}");
+    assert!(got["feedback"].get("failure").is_none(), "{got}");
 }
