@@ -318,6 +318,13 @@ pub struct BuyerSettings {
     /// sessions. The others wait their turn (a webhook attempt within its budget, an email up to
     /// a minute), so a burst of feedback reaches the platform and the relay this many at a time.
     pub notify_concurrency: usize,
+    /// A notification not delivered (the receiver down, the relay refusing) is kept in the store
+    /// and tried again, across restarts, for this many hours after it was first due; then given
+    /// up. 0: one round of attempts only, nothing tried again later.
+    pub notify_retry_hours: u32,
+    /// The wait before the first retry round; each further one waits twice as long as the last,
+    /// up to an hour.
+    pub notify_retry_after_ms: u64,
 }
 
 impl Default for BuyerSettings {
@@ -342,6 +349,8 @@ impl Default for BuyerSettings {
             notify_email_from: String::new(),
             notify_email_to: String::new(),
             notify_concurrency: 16,
+            notify_retry_hours: 24,
+            notify_retry_after_ms: 30_000,
         }
     }
 }
@@ -361,6 +370,18 @@ impl BuyerSettings {
             return Err(invalid(
                 "buyer.notify_concurrency",
                 "must be between 1 and 1024",
+            ));
+        }
+        if self.notify_retry_hours > 720 {
+            return Err(invalid(
+                "buyer.notify_retry_hours",
+                "must be between 0 and 720 (30 days)",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.notify_retry_after_ms) {
+            return Err(invalid(
+                "buyer.notify_retry_after_ms",
+                "must be between 100 and 3600000 (an hour)",
             ));
         }
         if !self.notify_smtp.is_empty() {
@@ -1413,6 +1434,15 @@ mod tests {
             ),
             (("NOTIFY_CONCURRENCY", "0"), "buyer.notify_concurrency"),
             (("NOTIFY_CONCURRENCY", "1025"), "buyer.notify_concurrency"),
+            (("NOTIFY_RETRY_HOURS", "721"), "buyer.notify_retry_hours"),
+            (
+                ("NOTIFY_RETRY_AFTER_MS", "99"),
+                "buyer.notify_retry_after_ms",
+            ),
+            (
+                ("NOTIFY_RETRY_AFTER_MS", "3600001"),
+                "buyer.notify_retry_after_ms",
+            ),
         ];
         for ((k, v), key) in cases {
             let mut pairs = ok.to_vec();

@@ -14,10 +14,17 @@
 //! - an email through a local SMTP relay, `buyer.notify_smtp` (plain SMTP: no TLS, no auth), from
 //!   `buyer.notify_email_from` to `buyer.notify_email_to`; at most `buyer.notify_concurrency`
 //!   sessions at once, an email waiting up to a minute for one.
+//!
+//! Each notification is kept in the store, per channel ([`Pending`]), before its first round of
+//! attempts, and removed once delivered or given up. A failed round is due again after a
+//! doubling wait (`buyer.notify_retry_after_ms`, at most an hour) until
+//! `buyer.notify_retry_hours` after the first; [`sweep`] sends what falls due, what a stopped
+//! process left included. Instances sharing Redis take each in turn with an expiring claim.
 
 use std::time::Duration;
 
 use actix_web::web;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -43,10 +50,12 @@ const SMTP_STEP: Duration = Duration::from_secs(10);
 /// Longest SMTP reply line read.
 const MAX_REPLY_LINE: usize = 4096;
 
-/// The notifications that may be in flight at once, per channel (`buyer.notify_concurrency`).
+/// The notifications that may be in flight at once, per channel (`buyer.notify_concurrency`),
+/// and the kept ones this process is sending now (so its sweep does not start them twice).
 pub struct Slots {
     webhook: tokio::sync::Semaphore,
     email: tokio::sync::Semaphore,
+    sending: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Slots {
@@ -55,7 +64,30 @@ impl Slots {
         Self {
             webhook: tokio::sync::Semaphore::new(n),
             email: tokio::sync::Semaphore::new(n),
+            sending: Default::default(),
         }
+    }
+
+    /// Marks `key` as being sent by this process until the guard drops; None when it is.
+    fn begin(&self, key: &str) -> Option<Sending<'_>> {
+        let mut sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+        sending.insert(key.to_owned()).then(|| Sending {
+            slots: self,
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// A kept notification this process is sending.
+struct Sending<'a> {
+    slots: &'a Slots,
+    key: String,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut sending = self.slots.sending.lock().unwrap_or_else(|e| e.into_inner());
+        sending.remove(&self.key);
     }
 }
 
@@ -74,7 +106,8 @@ async fn slot<'a>(
 }
 
 /// What the seller made of the feedback.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Outcome {
     /// It ACKed the /rating: `feedback.recorded`.
     Recorded,
@@ -89,7 +122,7 @@ pub enum Outcome {
 }
 
 /// One notification: a v2 feedback and what the seller made of it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
     /// The API.
     pub api: FeedbackApi,
@@ -220,56 +253,281 @@ pub fn feedback_refused(state: &web::Data<AppState>, sent: &FeedbackSent, cb: &C
     }
 }
 
-/// Starts the configured notifications of `n` in the background.
+/// A notification channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// `buyer.notify_webhook_url`.
+    Webhook,
+    /// `buyer.notify_smtp`.
+    Email,
+}
+
+impl Channel {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Email => "email",
+        }
+    }
+}
+
+/// A notification not yet delivered on one channel, as the store keeps it until it is
+/// delivered or given up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pending {
+    /// What to tell.
+    pub notice: Notice,
+    /// Where.
+    pub channel: Channel,
+    /// When its next round of attempts is due (Unix ms).
+    pub due_ms: i64,
+    /// When it was first due (Unix ms): it is given up `buyer.notify_retry_hours` after.
+    pub since_ms: i64,
+    /// The rounds that failed so far.
+    pub rounds: u32,
+    /// Why the last one failed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_error: Option<String>,
+}
+
+impl Pending {
+    /// Its key in the store: `{message_id}|{event}|{channel}`.
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.notice.message_id,
+            self.notice.event(),
+            self.channel.name()
+        )
+    }
+}
+
+/// How long one instance holds a kept notification it sends (Redis): longer than a round of
+/// attempts can take (a webhook's 20 s; an email's minute for a slot and six SMTP steps).
+const LEASE: Duration = Duration::from_secs(180);
+/// The sweep for due notifications runs this often at most (more often when
+/// `buyer.notify_retry_after_ms` is shorter).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Kept notifications read per sweep, at most.
+const SWEEP_BATCH: usize = 256;
+/// The longest wait between two rounds.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Why a round of attempts failed, and whether another round may succeed.
+#[derive(Debug)]
+struct Failure {
+    error: String,
+    permanent: bool,
+}
+
+impl Failure {
+    fn transient(error: String) -> Self {
+        Self {
+            error,
+            permanent: false,
+        }
+    }
+}
+
+/// Keeps `n` in the store for each configured channel, then sends it there in the background;
+/// what is not delivered is tried again by [`sweep`], in this process or, after a restart or
+/// on another instance sharing Redis, in another.
 fn notify(state: &web::Data<AppState>, n: Notice) {
     let b = &state.settings.buyer;
-    if !b.notify_webhook_url.is_empty() {
-        let (state, n) = (state.clone(), n.clone());
-        tokio::spawn(async move {
-            match send_webhook(&state, &n).await {
-                Ok(attempts) => tracing::info!(
-                    api = n.api.name(), event = n.event(), message_id = %n.message_id, attempts,
-                    "feedback webhook delivered"
-                ),
-                Err(e) => tracing::warn!(
-                    api = n.api.name(), event = n.event(), message_id = %n.message_id,
-                    error = %e, "feedback webhook failed"
-                ),
-            }
-        });
+    let now = state.clock.now().timestamp_millis();
+    let channels = [
+        (!b.notify_webhook_url.is_empty()).then_some(Channel::Webhook),
+        (!b.notify_smtp.is_empty()).then_some(Channel::Email),
+    ];
+    for channel in channels.into_iter().flatten() {
+        let p = Pending {
+            notice: n.clone(),
+            channel,
+            due_ms: now,
+            since_ms: now,
+            rounds: 0,
+            last_error: None,
+        };
+        let state = state.clone();
+        tokio::spawn(async move { send_kept(&state, &p.key(), Some(p)).await });
     }
-    if !b.notify_smtp.is_empty() {
-        let (state, n) = (state.clone(), n);
-        tokio::spawn(async move {
-            let b = &state.settings.buyer;
-            let (subject, text) = email_text(&n);
-            let sent = async {
-                let _slot = slot(&state.notify_slots.email, EMAIL_SLOT_WAIT, "SMTP").await?;
-                send_mail(
-                    &b.notify_smtp,
-                    &b.notify_email_from,
-                    &b.notify_email_to,
-                    &subject,
-                    &text,
-                )
-                .await
-            };
-            match sent.await {
-                Ok(()) => tracing::info!(
-                    api = n.api.name(), event = n.event(), message_id = %n.message_id,
-                    "feedback email sent"
-                ),
-                Err(e) => tracing::warn!(
-                    api = n.api.name(), event = n.event(), message_id = %n.message_id,
-                    error = %e, "feedback email failed"
-                ),
+}
+
+/// One round of attempts for the notification `key`, unless this process or another instance
+/// is sending it, or it is not due: `new`, kept first (once claimed, so that no sweep sends it
+/// meanwhile), or the one the store keeps, read once claimed (another instance may have sent or
+/// moved it since it was listed).
+async fn send_kept(state: &AppState, key: &str, new: Option<Pending>) {
+    let Some(_sending) = state.notify_slots.begin(key) else {
+        return;
+    };
+    match state.store.claim_notice(key, LEASE).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) if new.is_none() => {
+            tracing::warn!(error = %e, key, "could not claim a kept notification; left for later");
+            return;
+        }
+        // A new one is sent all the same: the store may keep it below, or may not.
+        Err(_) => {}
+    }
+    let pending = match new {
+        Some(p) => {
+            let bytes = serde_json::to_vec(&p).expect("a notification serialises");
+            if let Err(e) = state.store.put_notice(key, bytes, p.due_ms).await {
+                tracing::warn!(
+                    error = %e, key,
+                    "could not keep the notification: sent once, not tried again later"
+                );
             }
-        });
+            Some(p)
+        }
+        None => read_kept(state, key).await,
+    };
+    if let Some(p) = pending.filter(|p| p.due_ms <= state.clock.now().timestamp_millis()) {
+        let outcome = round(state, &p).await;
+        settle(state, key, p, outcome).await;
+    }
+    if let Err(e) = state.store.release_notice(key).await {
+        tracing::warn!(error = %e, key, "could not release a kept notification's claim");
+    }
+}
+
+/// The kept notification `key`; None when it is gone or unreadable (then it is removed).
+async fn read_kept(state: &AppState, key: &str) -> Option<Pending> {
+    match state.store.get_notice(key).await {
+        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, key, "a kept notification cannot be read; removed");
+                if let Err(e) = state.store.remove_notice(key).await {
+                    tracing::warn!(error = %e, key, "could not remove it");
+                }
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, key, "could not read a kept notification; left for later");
+            None
+        }
+    }
+}
+
+/// One round of attempts on `p`'s channel: a webhook's retries within its budget, or one email.
+async fn round(state: &AppState, p: &Pending) -> Result<String, Failure> {
+    let b = &state.settings.buyer;
+    match p.channel {
+        Channel::Webhook if b.notify_webhook_url.is_empty() => Err(Failure {
+            error: "buyer.notify_webhook_url is no longer set".into(),
+            permanent: true,
+        }),
+        Channel::Email if b.notify_smtp.is_empty() => Err(Failure {
+            error: "buyer.notify_smtp is no longer set".into(),
+            permanent: true,
+        }),
+        Channel::Webhook => send_webhook(state, &p.notice)
+            .await
+            .map(|attempts| format!("{attempts} attempts")),
+        Channel::Email => {
+            let (subject, text) = email_text(&p.notice);
+            let _slot = slot(&state.notify_slots.email, EMAIL_SLOT_WAIT, "SMTP")
+                .await
+                .map_err(Failure::transient)?;
+            send_mail(
+                &b.notify_smtp,
+                &b.notify_email_from,
+                &b.notify_email_to,
+                &subject,
+                &text,
+            )
+            .await
+            .map(|()| "sent".to_owned())
+            .map_err(Failure::transient)
+        }
+    }
+}
+
+/// Removes `p` once delivered or given up, else keeps it due again after a backoff.
+async fn settle(state: &AppState, key: &str, mut p: Pending, outcome: Result<String, Failure>) {
+    let b = &state.settings.buyer;
+    let n = &p.notice;
+    let (api, event, channel) = (n.api.name(), n.event(), p.channel.name());
+    let now = state.clock.now().timestamp_millis();
+    let horizon = i64::from(b.notify_retry_hours) * 3_600_000;
+    let done = match outcome {
+        Ok(how) => {
+            tracing::info!(
+                api, event, channel, message_id = %n.message_id, rounds = p.rounds + 1, how,
+                "feedback notification delivered"
+            );
+            true
+        }
+        Err(f) if f.permanent || now - p.since_ms >= horizon => {
+            tracing::warn!(
+                api, event, channel, message_id = %n.message_id, rounds = p.rounds + 1,
+                error = %f.error, "feedback notification given up"
+            );
+            true
+        }
+        Err(f) => {
+            p.rounds += 1;
+            let wait = retry_wait(b.notify_retry_after_ms, p.rounds);
+            p.due_ms = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+            tracing::warn!(
+                api, event, channel, message_id = %n.message_id, rounds = p.rounds,
+                error = %f.error, retry_in_ms = wait.as_millis() as u64,
+                "feedback notification failed; kept to try again"
+            );
+            p.last_error = Some(f.error);
+            let bytes = serde_json::to_vec(&p).expect("a notification serialises");
+            if let Err(e) = state.store.put_notice(key, bytes, p.due_ms).await {
+                tracing::warn!(error = %e, key, "could not keep the notification for a retry");
+            }
+            false
+        }
+    };
+    if done && let Err(e) = state.store.remove_notice(key).await {
+        tracing::warn!(error = %e, key, "could not remove a settled notification; it may be sent again");
+    }
+}
+
+/// The wait before the round after `rounds` failed ones: `after_ms`, doubled for each failed
+/// round after the first, at most [`MAX_RETRY_AFTER`].
+fn retry_wait(after_ms: u64, rounds: u32) -> Duration {
+    Duration::from_millis(after_ms)
+        .saturating_mul(1 << rounds.saturating_sub(1).min(16))
+        .min(MAX_RETRY_AFTER)
+}
+
+/// Sends the kept notifications as they fall due, this process's and (Redis) those of any
+/// instance that stopped: first at start-up, then every few seconds, each in its own task.
+pub async fn sweep(state: web::Data<AppState>) {
+    let every =
+        SWEEP_EVERY.min(Duration::from_millis(state.settings.buyer.notify_retry_after_ms) / 2);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = state.clock.now().timestamp_millis();
+        let keys = match state.store.due_notices(now, SWEEP_BATCH).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for notifications to send");
+                continue;
+            }
+        };
+        for key in keys {
+            let state = state.clone();
+            tokio::spawn(async move { send_kept(&state, &key, None).await });
+        }
     }
 }
 
 /// POSTs the event with retries; Ok: the attempts it took.
-async fn send_webhook(state: &AppState, n: &Notice) -> Result<u32, String> {
+async fn send_webhook(state: &AppState, n: &Notice) -> Result<u32, Failure> {
     let b = &state.settings.buyer;
     let body = event_body(n);
     let key = n.idempotency_key(&state.settings.identity.subscriber_id);
@@ -279,9 +537,14 @@ async fn send_webhook(state: &AppState, n: &Notice) -> Result<u32, String> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left < Duration::from_millis(10) {
-            return Err(format!("no answer within {} s", WEBHOOK_BUDGET.as_secs()));
+            return Err(Failure::transient(format!(
+                "no answer within {} s",
+                WEBHOOK_BUDGET.as_secs()
+            )));
         }
-        let _slot = slot(&state.notify_slots.webhook, left, "webhook").await?;
+        let _slot = slot(&state.notify_slots.webhook, left, "webhook")
+            .await
+            .map_err(Failure::transient)?;
         let left = deadline.saturating_duration_since(Instant::now());
         attempts += 1;
         let outcome = timeout(
@@ -305,12 +568,18 @@ async fn send_webhook(state: &AppState, n: &Notice) -> Result<u32, String> {
                 a.retry_after,
             ),
             Ok(Ok(a)) => {
-                return Err(format!("HTTP {}: {}", a.status, excerpt(&a.body)));
+                // Another answer (a 4xx): the receiver refuses this event, now and later.
+                return Err(Failure {
+                    error: format!("HTTP {}: {}", a.status, excerpt(&a.body)),
+                    permanent: true,
+                });
             }
         };
         let wait = retry_after.unwrap_or(delay);
         if attempts >= WEBHOOK_ATTEMPTS || Instant::now() + wait >= deadline {
-            return Err(format!("{error} (after {attempts} attempts)"));
+            return Err(Failure::transient(format!(
+                "{error} (after {attempts} attempts)"
+            )));
         }
         // The slot is free while it waits to retry.
         drop(_slot);
@@ -560,11 +829,33 @@ mod tests {
             "{text}"
         );
 
+        // Kept per channel, under the event's name: the two events of one feedback apart.
+        let kept = Pending {
+            notice: Notice::refusal(&sent, &refused).unwrap(),
+            channel: Channel::Email,
+            due_ms: 1,
+            since_ms: 1,
+            rounds: 0,
+            last_error: None,
+        };
+        let key = format!("{}|feedback.refused|email", sent.context.message_id);
+        assert_eq!(kept.key(), key);
+        let read: Pending = serde_json::from_slice(&serde_json::to_vec(&kept).unwrap()).unwrap();
+        assert_eq!(read, kept);
+
         // A record from before the API was kept: nothing to name the event by.
         let old = FeedbackSent {
             api: None,
             ..sent.clone()
         };
         assert!(Notice::refusal(&old, &declined).is_none());
+    }
+
+    #[test]
+    fn rounds_wait_twice_as_long_each_time_up_to_an_hour() {
+        let waits: Vec<u128> = (1..=5).map(|r| retry_wait(30_000, r).as_millis()).collect();
+        assert_eq!(waits, [30_000, 60_000, 120_000, 240_000, 480_000]);
+        assert_eq!(retry_wait(30_000, 8), MAX_RETRY_AFTER);
+        assert_eq!(retry_wait(3_600_000, 1000), MAX_RETRY_AFTER);
     }
 }

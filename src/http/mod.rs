@@ -295,6 +295,8 @@ pub struct Application {
     keeper: Option<tokio::task::JoinHandle<()>>,
     /// The forgetting of received ratings past `seller.retention_days`, when set.
     sweeper: Option<tokio::task::JoinHandle<()>>,
+    /// The sending of kept feedback notifications as they fall due (buyer side).
+    notices: Option<tokio::task::JoinHandle<()>>,
     in_flight: InFlight,
 }
 
@@ -425,6 +427,13 @@ impl Application {
         let seller = &state.settings.seller;
         let sweeper = (seller.enabled && seller.retention_days > 0)
             .then(|| tokio::spawn(crate::bpp::retention::forget_settled(state.clone())));
+        // Feedback notifications kept undelivered (by a stopped process too) are sent as they
+        // fall due.
+        let notices = state
+            .settings
+            .buyer
+            .enabled
+            .then(|| tokio::spawn(crate::bap::notify::sweep(state.clone())));
         let waiters = state.waiters.clone();
         let bridge = state
             .store
@@ -487,6 +496,7 @@ impl Application {
             bridge,
             keeper,
             sweeper,
+            notices,
         })
     }
 
@@ -533,6 +543,9 @@ impl Application {
         }
         if let Some(sweeper) = self.sweeper {
             sweeper.abort();
+        }
+        if let Some(notices) = self.notices {
+            notices.abort();
         }
         if let Some(bridge) = self.bridge {
             bridge.abort();

@@ -39,7 +39,7 @@ fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 14] = [
+const ALL: [Space; 15] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
@@ -54,6 +54,7 @@ const ALL: [Space; 14] = [
     Space::Awaiting,
     Space::Arrived,
     Space::Settled,
+    Space::Notices,
 ];
 
 /// The most writes one commit takes.

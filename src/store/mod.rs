@@ -91,6 +91,13 @@ pub enum Space {
     /// ([`Store::forget_settled`]); set in the commit of the settling write (Redis: one sorted
     /// set of them, scored by the time).
     Settled,
+    /// `{message_id}|{event}|{channel}` -> a buyer-side notification not yet delivered on that
+    /// channel ([`crate::bap::notify`]), with when its next attempt is due; removed once it is
+    /// delivered or given up (Redis also indexes them by due time in one sorted set).
+    Notices,
+    /// The same keys -> a marker, expiring, while one instance sends that notification (Redis
+    /// only: one process holds an embedded file).
+    NoticeClaims,
 }
 
 impl Space {
@@ -113,6 +120,8 @@ impl Space {
             Space::Awaiting => "awaiting",
             Space::Arrived => "arrived",
             Space::Settled => "settled",
+            Space::Notices => "notices",
+            Space::NoticeClaims => "notice_claims",
         }
     }
 }
@@ -792,6 +801,69 @@ impl Store {
     ) -> Result<Option<ListingFeedbackRecord>, StoreError> {
         self.get(Space::ListingFeedback, &feedback_key(user_id, listing_id))
             .await
+    }
+
+    /// Keeps a buyer-side notification not yet delivered, `value` at `key`, due at `due_ms`
+    /// (Unix ms). The embedded store keeps the due time in the value only; Redis also indexes
+    /// the key by it, index first (an index entry whose value is not there yet is skipped until
+    /// it is, see [`Store::due_notices`]).
+    pub async fn put_notice(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.put(Space::Notices, key, value, embedded::NO_MARKS).await,
+            Store::Redis(s) => s.put_notice(key, value, due_ms).await,
+        }
+    }
+
+    /// The keys of the notifications that may be due at `now_ms`: with Redis, up to `limit` of
+    /// those due, earliest first; embedded, every one kept (its value says when it is due).
+    pub async fn due_notices(&self, now_ms: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.keys(Space::Notices).await,
+            Store::Redis(s) => s.due_notices(now_ms, limit).await,
+        }
+    }
+
+    /// A kept notification.
+    pub async fn get_notice(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_raw(Space::Notices, key).await
+    }
+
+    /// Removes a kept notification (Redis: its index entry first, then its value).
+    pub async fn remove_notice(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.delete(Space::Notices, key).await,
+            Store::Redis(s) => s.remove_notice(key).await,
+        }
+    }
+
+    /// Takes the right to send the notification `key` for at most `lease`; false when another
+    /// instance holds it. With the embedded store, one process owns the file and its own
+    /// bookkeeping suffices: always taken.
+    pub async fn claim_notice(
+        &self,
+        key: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(true),
+            Store::Redis(s) => {
+                s.put_new_expiring(Space::NoticeClaims, key, b"1".to_vec(), lease)
+                    .await
+            }
+        }
+    }
+
+    /// Gives up what [`Store::claim_notice`] took.
+    pub async fn release_notice(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(_) => Ok(()),
+            Store::Redis(s) => s.delete(Space::NoticeClaims, key).await,
+        }
     }
 
     /// Checks the backend answers.

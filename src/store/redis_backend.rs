@@ -605,6 +605,45 @@ impl RedisStore {
             .map_err(|e| self.lost(e))
     }
 
+    /// The sorted set of the kept notifications' keys, scored by when each is due (Unix ms).
+    fn notices_due_key(&self) -> String {
+        format!("{}notices_due", self.prefix)
+    }
+
+    /// Indexes `key` as due at `due_ms`, then keeps `value` at it.
+    pub(super) async fn put_notice(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        c.zadd::<_, _, _, ()>(self.notices_due_key(), key, due_ms)
+            .await
+            .map_err(|e| self.lost(e))?;
+        self.put(Space::Notices, key, value).await
+    }
+
+    /// Up to `limit` keys of the notifications due at `now_ms`, earliest first.
+    pub(super) async fn due_notices(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = now_ms.to_string();
+        self.first_in_range("ZRANGEBYSCORE", self.notices_due_key(), "-inf", &now, limit)
+            .await
+    }
+
+    /// Unindexes `key`, then removes its value.
+    pub(super) async fn remove_notice(&self, key: &str) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        c.zrem::<_, _, ()>(self.notices_due_key(), key)
+            .await
+            .map_err(|e| self.lost(e))?;
+        self.delete(Space::Notices, key).await
+    }
+
     /// The sorted set of the received ratings settled, their entries scored by the time they
     /// settled in milliseconds.
     fn settled_key(&self) -> String {

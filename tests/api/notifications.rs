@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::both_stores;
 use crate::helpers::*;
 
 const SECRET: &str = "notify-webhook-secret-for-tests";
@@ -500,21 +501,9 @@ async fn a_later_refusal_is_notified_after_the_recording() {
     let hook = Recorder::start("/events", Script::AckSilently).await;
     let smtp = SmtpServer::start().await;
     let b = notifying_buyer(&store, &seller, &hook, &smtp).await;
-    let r = b
-        .http
-        .post(format!(
-            "{}/v2/feedback/users/alice/orders/O-1/rating",
-            b.app.base
-        ))
-        .bearer_auth(Buyer::token("backend-service"))
-        .json(&json!({"rating_value": "STARS2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let sent = feedback_on_o1(&b, &seller, "STARS2").await;
     let recorded = hook.wait_for(1).await;
-    let sent: Value = serde_json::from_slice(&seller.requests()[0].body).unwrap();
-    let message_id = sent["context"]["message_id"].as_str().unwrap().to_owned();
+    let message_id = message_id(&sent);
     assert_eq!(
         check_signed(&recorded[0], &message_id)["event"],
         "feedback.recorded"
@@ -634,4 +623,111 @@ async fn a_refusal_before_the_ack_is_the_only_notification() {
         1,
         "one email: the refusal"
     );
+}
+
+/// A buyer on `store` notifying `hook` only, trying again `retry_after_ms` after a failed round
+/// (twice as late each time), for `retry_hours`; alice is active and owns O-1, sold by `seller`.
+async fn retrying_buyer(
+    store: &StoreFixture,
+    seller: &ScriptedSeller,
+    hook: &Recorder,
+    retry_after_ms: u64,
+    retry_hours: u32,
+) -> Buyer {
+    let (url, peer) = (format!("{}/events", hook.base), seller.identity.peer());
+    let b = Buyer::start(store, "buyer", vec![], move |s| {
+        s.peers.push(peer);
+        s.buyer.notify_webhook_url = url;
+        s.buyer.notify_webhook_secret = SECRET.into();
+        s.buyer.notify_retry_after_ms = retry_after_ms;
+        s.buyer.notify_retry_hours = retry_hours;
+    })
+    .await;
+    assert_eq!(user_active(&b, "alice").await.0, 200);
+    let o = order("alice", "scripted-seller.test", &seller.bpp_uri());
+    assert_eq!(b.put_order("O-1", &o).await.0, 200);
+    b
+}
+
+/// alice's `rating` on O-1 through the v2 API, the first `seller` gets; the /rating it got.
+async fn feedback_on_o1(b: &Buyer, seller: &ScriptedSeller, rating: &str) -> Value {
+    let r = b
+        .http
+        .post(format!(
+            "{}/v2/feedback/users/alice/orders/O-1/rating",
+            b.app.base
+        ))
+        .bearer_auth(Buyer::token("backend-service"))
+        .json(&json!({"rating_value": rating}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    serde_json::from_slice(&seller.requests()[0].body).unwrap()
+}
+
+/// The message_id of a /rating.
+fn message_id(sent: &Value) -> String {
+    sent["context"]["message_id"].as_str().unwrap().to_owned()
+}
+
+/// Every request `hook` got: each signed under `message_id`'s key, all the same event.
+fn same_event(hook: &Recorder, message_id: &str) -> Vec<Value> {
+    let events: Vec<Value> = hook
+        .requests()
+        .iter()
+        .map(|c| check_signed(c, message_id))
+        .collect();
+    assert!(events.windows(2).all(|w| w[0] == w[1]), "{events:?}");
+    events
+}
+
+/// A receiver down for a whole round of attempts (4, within 20 s) gets the event in a later
+/// round, from one instance only where two share Redis; then it is not sent again.
+async fn an_undelivered_event_is_sent_again_in_a_later_round(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let hook = Recorder::start("/events", Script::FailFirst(4, 503)).await;
+    let b = retrying_buyer(&store, &seller, &hook, 300, 24).await;
+    // Where the store is shared, a second instance sweeps for due events too.
+    let _other = match backend {
+        Backend::Embedded => None,
+        _ => Some(retrying_buyer(&store, &seller, &hook, 300, 24).await),
+    };
+    let message_id = message_id(&feedback_on_o1(&b, &seller, "STARS3").await);
+    hook.wait_for_within(5, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = same_event(&hook, &message_id);
+    assert_eq!(
+        events.len(),
+        5,
+        "4 refused in the first round, 1 taken in the second"
+    );
+    assert_eq!(events[0]["event"], "feedback.recorded");
+    assert_eq!(events[0]["rating"], "STARS3");
+}
+both_stores!(an_undelivered_event_is_sent_again_in_a_later_round);
+
+/// A receiver that refuses the event (a 4xx other than 429) is not asked again; nor, with
+/// `buyer.notify_retry_hours = 0`, is one that was down for the only round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_or_expired_event_is_given_up() {
+    for (script, hours, expected) in [
+        (Script::Respond(410, "gone".into()), 24, 1),
+        (Script::Respond(503, "down".into()), 0, 4),
+    ] {
+        let store = StoreFixture::new(Backend::Embedded);
+        let seller = ScriptedSeller::start(Script::AckSilently).await;
+        let hook = Recorder::start("/events", script).await;
+        let b = retrying_buyer(&store, &seller, &hook, 200, hours).await;
+        let message_id = message_id(&feedback_on_o1(&b, &seller, "STARS3").await);
+        hook.wait_for_within(expected, Duration::from_secs(10))
+            .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            same_event(&hook, &message_id).len(),
+            expected,
+            "retry_hours {hours}"
+        );
+    }
 }
