@@ -32,6 +32,7 @@ use tokio::time::{Instant, timeout};
 
 use crate::bpp::webhook::{excerpt, idempotency_key, post_signed, slot_within};
 use crate::http::AppState;
+use crate::http::metrics::NoticeRound;
 use crate::protocol::NetworkError;
 use crate::store::{CallbackRecord, FeedbackApi, FeedbackSent};
 
@@ -264,7 +265,11 @@ pub enum Channel {
 }
 
 impl Channel {
-    fn name(self) -> &'static str {
+    /// Both, in their order.
+    pub const ALL: [Channel; 2] = [Self::Webhook, Self::Email];
+
+    /// Its name in keys, logs and metrics.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
             Self::Email => "email",
@@ -457,8 +462,11 @@ async fn settle(state: &AppState, key: &str, mut p: Pending, outcome: Result<Str
     let (api, event, channel) = (n.api.name(), n.event(), p.channel.name());
     let now = state.clock.now().timestamp_millis();
     let horizon = i64::from(b.notify_retry_hours) * 3_600_000;
+    let kind = p.channel;
+    let metrics = |ended| state.metrics.notification_round(kind, ended);
     let done = match outcome {
         Ok(how) => {
+            metrics(NoticeRound::Delivered);
             tracing::info!(
                 api, event, channel, message_id = %n.message_id, rounds = p.rounds + 1, how,
                 "feedback notification delivered"
@@ -466,6 +474,7 @@ async fn settle(state: &AppState, key: &str, mut p: Pending, outcome: Result<Str
             true
         }
         Err(f) if f.permanent || now - p.since_ms >= horizon => {
+            metrics(NoticeRound::GivenUp);
             tracing::warn!(
                 api, event, channel, message_id = %n.message_id, rounds = p.rounds + 1,
                 error = %f.error, "feedback notification given up"
@@ -473,6 +482,7 @@ async fn settle(state: &AppState, key: &str, mut p: Pending, outcome: Result<Str
             true
         }
         Err(f) => {
+            metrics(NoticeRound::Retry);
             p.rounds += 1;
             let wait = retry_wait(b.notify_retry_after_ms, p.rounds);
             p.due_ms = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);

@@ -32,7 +32,10 @@
 //!   all `seller.webhook_concurrency` requests in flight and waited, by how the wait ended: with
 //!   a free slot (`slot`), or with the hand-off's budget spent (`budget`);
 //! - `ondc_rating_received_forgotten_total`: received ratings forgotten `seller.retention_days`
-//!   after their `/on_rating` was sent or given up.
+//!   after their `/on_rating` was sent or given up;
+//! - `ondc_rating_notification_rounds_total{channel,ended}`: rounds of attempts at a feedback
+//!   notification ([`crate::bap::notify`]), by channel (`webhook`, `email`) and how the round
+//!   ended: `delivered`, `retry` (kept to be tried again later) or `given_up`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -42,6 +45,7 @@ use std::time::Duration;
 
 use actix_web::HttpResponse;
 
+use crate::bap::notify::Channel;
 use crate::crypto::batch::How;
 use crate::protocol::NackCode;
 
@@ -166,6 +170,29 @@ impl SlotWait {
     }
 }
 
+/// How a round of attempts at a feedback notification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeRound {
+    /// The receiver or the relay took it.
+    Delivered,
+    /// It failed and is kept to be tried again.
+    Retry,
+    /// It failed and is not tried again (refused, or past `buyer.notify_retry_hours`).
+    GivenUp,
+}
+
+impl NoticeRound {
+    const ALL: [NoticeRound; 3] = [Self::Delivered, Self::Retry, Self::GivenUp];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retry => "retry",
+            Self::GivenUp => "given_up",
+        }
+    }
+}
+
 /// Response marker set by [`crate::http::network::nack`]: the middleware counts the NACK.
 #[derive(Debug, Clone, Copy)]
 pub struct NackSent(pub NackCode);
@@ -197,6 +224,7 @@ pub struct Metrics {
     owed_waiting: AtomicU64,
     webhook_slot_waits: [AtomicU64; 2],
     received_forgotten: AtomicU64,
+    notification_rounds: [[AtomicU64; 3]; 2],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -269,6 +297,11 @@ impl Metrics {
     pub fn received_forgotten(&self, n: usize) {
         self.received_forgotten
             .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// One round of attempts at a feedback notification on `channel`, and how it ended.
+    pub fn notification_round(&self, channel: Channel, ended: NoticeRound) {
+        self.notification_rounds[channel as usize][ended as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One wait for `/on_rating`, `elapsed` since the `/rating` was sent.
@@ -438,6 +471,24 @@ impl Metrics {
                 self.signatures_checked[how as usize].load(Ordering::Relaxed)
             );
         }
+        header(
+            &mut out,
+            "ondc_rating_notification_rounds_total",
+            "counter",
+            "Rounds of attempts at feedback notifications, by channel and how they ended: delivered, kept to retry, or given up.",
+        );
+        for channel in Channel::ALL {
+            for ended in NoticeRound::ALL {
+                let _ = writeln!(
+                    out,
+                    "ondc_rating_notification_rounds_total{{channel=\"{}\",ended=\"{}\"}} {}",
+                    channel.name(),
+                    ended.label(),
+                    self.notification_rounds[channel as usize][ended as usize]
+                        .load(Ordering::Relaxed)
+                );
+            }
+        }
         out
     }
 }
@@ -506,6 +557,9 @@ mod tests {
         assert!(t.contains("ondc_rating_store_errors_total 0"));
         assert!(t.contains("ondc_rating_owed_taken_up_total 0"));
         m.received_forgotten(4);
+        m.notification_round(Channel::Email, NoticeRound::Retry);
+        m.notification_round(Channel::Email, NoticeRound::Retry);
+        m.notification_round(Channel::Webhook, NoticeRound::GivenUp);
         assert!(
             m.render()
                 .contains("ondc_rating_received_forgotten_total 4\n")
@@ -514,6 +568,17 @@ mod tests {
         m.owed_dequeued(2);
         assert!(m.render().contains("ondc_rating_owed_waiting 3\n"));
         assert!(t.contains("ondc_rating_webhook_slot_waits_total{ended=\"slot\"} 0"));
+        let rounds = "ondc_rating_notification_rounds_total";
+        let t = m.render();
+        assert!(t.contains(&format!(
+            "{rounds}{{channel=\"email\",ended=\"retry\"}} 2\n"
+        )));
+        assert!(t.contains(&format!(
+            "{rounds}{{channel=\"webhook\",ended=\"given_up\"}} 1\n"
+        )));
+        assert!(t.contains(&format!(
+            "{rounds}{{channel=\"webhook\",ended=\"delivered\"}} 0\n"
+        )));
         assert!(t.contains("ondc_rating_webhook_slot_waits_total{ended=\"budget\"} 1"));
         assert!(t.contains("ondc_rating_callbacks_matched_total{against=\"waiting_request\"} 0"));
         assert!(t.contains("ondc_rating_callbacks_matched_total{against=\"store\"} 2"));
@@ -539,6 +604,7 @@ mod tests {
             "webhook_slot_waits_total counter",
             "owed_waiting gauge",
             "received_forgotten_total counter",
+            "notification_rounds_total counter",
         ] {
             assert!(
                 t.contains(&format!("# TYPE ondc_rating_{family}\n")),

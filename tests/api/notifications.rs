@@ -690,7 +690,7 @@ async fn an_undelivered_event_is_sent_again_in_a_later_round(backend: Backend) {
     let hook = Recorder::start("/events", Script::FailFirst(4, 503)).await;
     let b = retrying_buyer(&store, &seller, &hook, 300, 24).await;
     // Where the store is shared, a second instance sweeps for due events too.
-    let _other = match backend {
+    let other = match backend {
         Backend::Embedded => None,
         _ => Some(retrying_buyer(&store, &seller, &hook, 300, 24).await),
     };
@@ -705,6 +705,18 @@ async fn an_undelivered_event_is_sent_again_in_a_later_round(backend: Backend) {
     );
     assert_eq!(events[0]["event"], "feedback.recorded");
     assert_eq!(events[0]["rating"], "STARS3");
+    // The rounds, counted where they ran: one kept to retry, then one delivered.
+    let mut rounds = [0.0; 2];
+    for app in std::iter::once(&b).chain(other.as_ref()) {
+        let text = metrics(&app.app.base).await;
+        for (n, ended) in rounds.iter_mut().zip(["retry", "delivered"]) {
+            let series = format!(
+                "ondc_rating_notification_rounds_total{{channel=\"webhook\",ended=\"{ended}\"}}"
+            );
+            *n += sample(&text, &series).unwrap();
+        }
+    }
+    assert_eq!(rounds, [1.0, 1.0]);
 }
 both_stores!(an_undelivered_event_is_sent_again_in_a_later_round);
 
@@ -729,5 +741,8 @@ async fn a_refused_or_expired_event_is_given_up() {
             expected,
             "retry_hours {hours}"
         );
+        let series =
+            "ondc_rating_notification_rounds_total{channel=\"webhook\",ended=\"given_up\"}";
+        assert_eq!(sample(&metrics(&b.app.base).await, series), Some(1.0));
     }
 }
