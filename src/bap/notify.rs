@@ -450,7 +450,6 @@ async fn round(state: &AppState, p: &Pending) -> Result<String, Failure> {
             )
             .await
             .map(|()| "sent".to_owned())
-            .map_err(Failure::transient)
         }
     }
 }
@@ -672,8 +671,20 @@ struct Smtp {
 }
 
 impl Smtp {
-    /// Reads one (possibly multi-line) reply; Err unless its code is `want`.
-    async fn expect(&mut self, want: u16, after: &str) -> Result<(), String> {
+    /// Reads one (possibly multi-line) reply; Err unless its code is `want`, permanent when it
+    /// is a 5yz ("permanent negative completion", RFC 5321 section 4.2.1: the same mail would
+    /// be refused again).
+    async fn expect(&mut self, want: u16, after: &str) -> Result<(), Failure> {
+        self.reply(want, after)
+            .await
+            .map_err(|(error, code)| Failure {
+                error,
+                permanent: code.is_some_and(|c| (500..600).contains(&c)),
+            })
+    }
+
+    /// [`Smtp::expect`], the error with the reply's code when there was one.
+    async fn reply(&mut self, want: u16, after: &str) -> Result<(), (String, Option<u16>)> {
         let mut all = String::new();
         loop {
             let mut line = Vec::new();
@@ -682,17 +693,21 @@ impl Smtp {
                 limited.read_until(b'\n', &mut line).await
             })
             .await
-            .map_err(|_| format!("no reply to {after} within {} s", SMTP_STEP.as_secs()))?
-            .map_err(|e| format!("reading the reply to {after}: {e}"))?;
+            .map_err(|_| {
+                let error = format!("no reply to {after} within {} s", SMTP_STEP.as_secs());
+                (error, None)
+            })?
+            .map_err(|e| (format!("reading the reply to {after}: {e}"), None))?;
             if n == 0 {
-                return Err(format!("connection closed before the reply to {after}"));
+                let error = format!("connection closed before the reply to {after}");
+                return Err((error, None));
             }
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end();
             all.push_str(text);
             let code = text.get(..3).and_then(|c| c.parse::<u16>().ok());
             let Some(code) = code else {
-                return Err(format!("malformed reply to {after}: {text:?}"));
+                return Err((format!("malformed reply to {after}: {text:?}"), None));
             };
             if text.as_bytes().get(3) == Some(&b'-') {
                 all.push(' ');
@@ -701,19 +716,20 @@ impl Smtp {
             return if code == want {
                 Ok(())
             } else {
-                Err(format!("{after}: expected {want}, got {all:?}"))
+                Err((format!("{after}: expected {want}, got {all:?}"), Some(code)))
             };
         }
     }
 
-    async fn send(&mut self, data: &str, what: &str) -> Result<(), String> {
+    async fn send(&mut self, data: &str, what: &str) -> Result<(), Failure> {
         timeout(SMTP_STEP, self.writer.write_all(data.as_bytes()))
             .await
-            .map_err(|_| format!("sending {what} took over {} s", SMTP_STEP.as_secs()))?
-            .map_err(|e| format!("sending {what}: {e}"))
+            .map_err(|_| format!("sending {what} took over {} s", SMTP_STEP.as_secs()))
+            .and_then(|sent| sent.map_err(|e| format!("sending {what}: {e}")))
+            .map_err(Failure::transient)
     }
 
-    async fn command(&mut self, line: &str, want: u16) -> Result<(), String> {
+    async fn command(&mut self, line: &str, want: u16) -> Result<(), Failure> {
         let verb = line.split([' ', ':']).next().unwrap_or(line).to_owned();
         self.send(&format!("{line}\r\n"), &verb).await?;
         self.expect(want, &verb).await
@@ -721,18 +737,19 @@ impl Smtp {
 }
 
 /// Sends one plain-text email through the SMTP server at `server` (`host:port`): no TLS, no
-/// auth, every reply code checked, every step bounded.
-pub async fn send_mail(
+/// auth, every reply code checked, every step bounded. A 5yz reply fails it for good.
+async fn send_mail(
     server: &str,
     from: &str,
     to: &str,
     subject: &str,
     text: &str,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let stream = timeout(SMTP_STEP, TcpStream::connect(server))
         .await
-        .map_err(|_| format!("connecting to {server} took over {} s", SMTP_STEP.as_secs()))?
-        .map_err(|e| format!("connecting to {server}: {e}"))?;
+        .map_err(|_| format!("connecting to {server} took over {} s", SMTP_STEP.as_secs()))
+        .and_then(|c| c.map_err(|e| format!("connecting to {server}: {e}")))
+        .map_err(Failure::transient)?;
     let (r, w) = stream.into_split();
     let mut s = Smtp {
         reader: BufReader::new(r),
@@ -752,7 +769,7 @@ pub async fn send_mail(
     s.expect(250, "the message").await?;
     // The message is taken; a failed QUIT does not undo that.
     if let Err(e) = s.command("QUIT", 221).await {
-        tracing::debug!(error = %e, "SMTP QUIT");
+        tracing::debug!(error = %e.error, "SMTP QUIT");
     }
     Ok(())
 }

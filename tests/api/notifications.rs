@@ -49,6 +49,9 @@ struct SmtpServer {
     violations: Arc<Mutex<Vec<String>>>,
     /// Sessions open now, and the most open at once.
     open: Arc<Mutex<(usize, usize)>>,
+    /// The replies the next RCPT commands get instead of 250, first first; and how many RCPT
+    /// commands came.
+    rcpt: Arc<Mutex<(Vec<&'static str>, usize)>>,
 }
 
 impl SmtpServer {
@@ -58,21 +61,37 @@ impl SmtpServer {
 
     /// With `hold`, each session's greeting waits until it is notified (once per session).
     async fn holding(hold: Option<Arc<tokio::sync::Notify>>) -> Self {
+        Self::serving(hold, Vec::new()).await
+    }
+
+    /// Refusing the first RCPT commands with `replies` (a reply line each, without CRLF).
+    async fn refusing(replies: Vec<&'static str>) -> Self {
+        Self::serving(None, replies).await
+    }
+
+    async fn serving(hold: Option<Arc<tokio::sync::Notify>>, replies: Vec<&'static str>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
         let violations: Arc<Mutex<Vec<String>>> = Arc::default();
         let open: Arc<Mutex<(usize, usize)>> = Arc::default();
-        let (m, v, o) = (mails.clone(), violations.clone(), open.clone());
+        let rcpt = Arc::new(Mutex::new((replies, 0)));
+        let (m, v, o, r) = (
+            mails.clone(),
+            violations.clone(),
+            open.clone(),
+            rcpt.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (m, v, o, hold) = (m.clone(), v.clone(), o.clone(), hold.clone());
+                let (m, v, o, r) = (m.clone(), v.clone(), o.clone(), r.clone());
+                let hold = hold.clone();
                 tokio::spawn(async move {
                     let open = Open::count(o);
                     if let Some(go) = hold {
                         go.notified().await;
                     }
-                    session(stream, m, v, open).await;
+                    session(stream, m, v, open, r).await;
                 });
             }
         });
@@ -81,6 +100,7 @@ impl SmtpServer {
             mails,
             violations,
             open,
+            rcpt,
         }
     }
 
@@ -132,6 +152,7 @@ async fn session(
     mails: Arc<Mutex<Vec<Mail>>>,
     violations: Arc<Mutex<Vec<String>>>,
     open: Open,
+    rcpt: Arc<Mutex<(Vec<&'static str>, usize)>>,
 ) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let (read, mut write) = stream.into_split();
@@ -182,13 +203,24 @@ async fn session(
                 }
                 None => b"501 MAIL FROM:<address>\r\n",
             },
-            "RCPT" if from.is_some() => match address("RCPT TO:") {
-                Some(a) => {
-                    to.push(a);
-                    b"250 recipient ok\r\n"
+            "RCPT" if from.is_some() => {
+                let refusal = {
+                    let mut r = rcpt.lock().unwrap();
+                    r.1 += 1;
+                    (!r.0.is_empty()).then(|| r.0.remove(0))
+                };
+                match (refusal, address("RCPT TO:")) {
+                    (Some(refused), _) => {
+                        let _ = write.write_all(format!("{refused}\r\n").as_bytes()).await;
+                        continue;
+                    }
+                    (None, Some(a)) => {
+                        to.push(a);
+                        b"250 recipient ok\r\n"
+                    }
+                    (None, None) => b"501 RCPT TO:<address>\r\n",
                 }
-                None => b"501 RCPT TO:<address>\r\n",
-            },
+            }
             "DATA" if !to.is_empty() => {
                 let _ = write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await;
                 let mut data = String::new();
@@ -744,5 +776,50 @@ async fn a_refused_or_expired_event_is_given_up() {
         let series =
             "ondc_rating_notification_rounds_total{channel=\"webhook\",ended=\"given_up\"}";
         assert_eq!(sample(&metrics(&b.app.base).await, series), Some(1.0));
+    }
+}
+
+/// A relay that refuses the recipient for now (451) gets the email in a later round; one that
+/// refuses it for good (550) is not asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_is_retried_after_a_4yz_and_given_up_after_a_5yz() {
+    for (reply, mails, ended) in [
+        ("451 4.3.0 try again later", 1, "delivered"),
+        ("550 5.1.1 no such mailbox", 0, "given_up"),
+    ] {
+        let store = StoreFixture::new(Backend::Embedded);
+        let seller = ScriptedSeller::start(Script::AckSilently).await;
+        let smtp = SmtpServer::refusing(vec![reply]).await;
+        let (peer, addr) = (seller.identity.peer(), smtp.addr.clone());
+        let b = Buyer::start(&store, "buyer", vec![], move |s| {
+            s.peers.push(peer);
+            s.buyer.notify_smtp = addr;
+            s.buyer.notify_email_from = FROM.into();
+            s.buyer.notify_email_to = TO.into();
+            s.buyer.notify_retry_after_ms = 200;
+        })
+        .await;
+        assert_eq!(user_active(&b, "alice").await.0, 200);
+        let o = order("alice", "scripted-seller.test", &seller.bpp_uri());
+        assert_eq!(b.put_order("O-1", &o).await.0, 200);
+        feedback_on_o1(&b, &seller, "STARS4").await;
+        if mails == 1 {
+            assert!(smtp.message().await.data.contains("Rating: STARS4"));
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let rcpts = smtp.rcpt.lock().unwrap().1;
+        assert_eq!(
+            (smtp.mails.lock().unwrap().len(), rcpts),
+            (mails, 1 + mails),
+            "{reply}"
+        );
+        assert!(smtp.violations.lock().unwrap().is_empty());
+        let series =
+            format!("ondc_rating_notification_rounds_total{{channel=\"email\",ended=\"{ended}\"}}");
+        assert_eq!(
+            sample(&metrics(&b.app.base).await, &series),
+            Some(1.0),
+            "{reply}"
+        );
     }
 }
