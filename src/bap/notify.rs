@@ -400,20 +400,29 @@ async fn send_kept(state: &AppState, key: &str, new: Option<Pending>) {
     }
 }
 
-/// The kept notification `key`; None when it is gone or unreadable (then it is removed).
+/// The kept notification `key`, read under its claim; None when it is gone (its due-time
+/// entry, which a process stopped while keeping it may have left, is removed) or unreadable
+/// (removed).
 async fn read_kept(state: &AppState, key: &str) -> Option<Pending> {
+    let remove = |why: &'static str| async move {
+        if let Err(e) = state.store.remove_notice(key).await {
+            tracing::warn!(error = %e, key, why, "could not remove a kept notification");
+        }
+    };
     match state.store.get_notice(key).await {
         Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::error!(error = %e, key, "a kept notification cannot be read; removed");
-                if let Err(e) = state.store.remove_notice(key).await {
-                    tracing::warn!(error = %e, key, "could not remove it");
-                }
+                remove("unreadable").await;
                 None
             }
         },
-        Ok(None) => None,
+        Ok(None) => {
+            // Kept under its claim, so not being kept now: its entry is all that is left.
+            remove("gone").await;
+            None
+        }
         Err(e) => {
             tracing::warn!(error = %e, key, "could not read a kept notification; left for later");
             None

@@ -823,3 +823,84 @@ async fn an_email_is_retried_after_a_4yz_and_given_up_after_a_5yz() {
         );
     }
 }
+
+/// What a stopped instance left in Redis: a notification kept after a failed round, and a
+/// due-time entry of one it never got to keep. An instance sharing the store sends the first
+/// and drops the second, and keeps neither once done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_what_a_stopped_instance_kept_is_sent_by_another() {
+    use ondc_rating::bap::notify::{Channel, Notice, Outcome, Pending};
+    let fixture = StoreFixture::new(Backend::Redis);
+    let settings = fixture.settings("buyer");
+    let prefix = settings.key_prefix.clone();
+    let redis = redis::Client::open(settings.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let run = |cmd: &mut redis::Cmd| {
+        let cmd = cmd.clone();
+        let mut redis = redis.clone();
+        async move { cmd.query_async::<()>(&mut redis).await.unwrap() }
+    };
+    let due = chrono::Utc::now().timestamp_millis() - 1_000;
+    let kept = Pending {
+        notice: Notice {
+            api: ondc_rating::store::FeedbackApi::Order,
+            id: "O-9".into(),
+            user_id: "alice".into(),
+            rating: "STARS1".into(),
+            message_id: "m-kept".into(),
+            at: "2026-12-01T10:00:00.000Z".into(),
+            outcome: Outcome::Recorded,
+        },
+        channel: Channel::Webhook,
+        due_ms: due,
+        since_ms: due - 30_000,
+        rounds: 1,
+        last_error: Some("HTTP 503: down (after 4 attempts)".into()),
+    };
+    let orphan = "m-orphan|feedback.recorded|webhook";
+    run(redis::cmd("SET")
+        .arg(format!("{prefix}notices:{}", kept.key()))
+        .arg(serde_json::to_vec(&kept).unwrap()))
+    .await;
+    for key in [kept.key().as_str(), orphan] {
+        run(redis::cmd("ZADD")
+            .arg(format!("{prefix}notices_due"))
+            .arg(due)
+            .arg(key))
+        .await;
+    }
+
+    let hook = Recorder::start("/events", Script::AckSilently).await;
+    let url = format!("{}/events", hook.base);
+    let b = Buyer::start(&fixture, "buyer", vec![], move |s| {
+        s.buyer.notify_webhook_url = url;
+        s.buyer.notify_webhook_secret = SECRET.into();
+    })
+    .await;
+    let event = check_signed(&hook.wait_for(1).await[0], "m-kept");
+    assert_eq!(event["event"], "feedback.recorded");
+    assert_eq!(event["order_id"], "O-9");
+    assert_eq!(event["recorded_at"], "2026-12-01T10:00:00.000Z");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(hook.requests().len(), 1);
+    let mut c = redis.clone();
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{prefix}notices_due"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "nothing due is left: {left:?}");
+    let record: i64 = redis::cmd("EXISTS")
+        .arg(format!("{prefix}notices:{}", kept.key()))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(record, 0, "the delivered notification is not kept");
+    let series = "ondc_rating_notification_rounds_total{channel=\"webhook\",ended=\"delivered\"}";
+    assert_eq!(sample(&metrics(&b.app.base).await, series), Some(1.0));
+}
