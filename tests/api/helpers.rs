@@ -65,6 +65,20 @@ pub fn redis_url() -> String {
     )
 }
 
+/// A connection to the Redis at `url`, for tests that set up or read its keys themselves.
+pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Runs `cmd`, which must succeed, on `redis`.
+pub async fn redis_do(redis: &redis::aio::MultiplexedConnection, cmd: redis::Cmd) {
+    cmd.query_async::<()>(&mut redis.clone()).await.unwrap()
+}
+
 /// The seed nodes of the test Redis Cluster.
 pub fn redis_cluster_nodes() -> Vec<String> {
     std::env::var("REDIS_CLUSTER_NODES")

@@ -833,16 +833,8 @@ async fn redis_what_a_stopped_instance_kept_is_sent_by_another() {
     let fixture = StoreFixture::new(Backend::Redis);
     let settings = fixture.settings("buyer");
     let prefix = settings.key_prefix.clone();
-    let redis = redis::Client::open(settings.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let run = |cmd: &mut redis::Cmd| {
-        let cmd = cmd.clone();
-        let mut redis = redis.clone();
-        async move { cmd.query_async::<()>(&mut redis).await.unwrap() }
-    };
+    let redis = redis_connection(&settings.redis_url).await;
+    let run = |cmd: &mut redis::Cmd| redis_do(&redis, cmd.clone());
     let due = chrono::Utc::now().timestamp_millis() - 1_000;
     let kept = Pending {
         notice: Notice {

@@ -96,16 +96,8 @@ async fn redis_a_rating_taken_over_whose_read_fails_at_first_is_taken_up_once_it
     r.context.timestamp = ondc_rating::clock::ondc_timestamp(chrono::Utc::now());
     let (key, prefix) = (key_of(&r), settings.key_prefix.clone());
     let record = format!("{prefix}received:{key}");
-    let redis = redis::Client::open(settings.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let run = |cmd: &mut redis::Cmd| {
-        let cmd = cmd.clone();
-        let mut redis = redis.clone();
-        async move { cmd.query_async::<()>(&mut redis).await.unwrap() }
-    };
+    let redis = redis_connection(&settings.redis_url).await;
+    let run = |cmd: &mut redis::Cmd| redis_do(&redis, cmd.clone());
     // A stopped instance's mark, on a record Redis cannot return as a value (WRONGTYPE).
     run(redis::cmd("RPUSH").arg(&record).arg("not a record")).await;
     run(redis::cmd("ZADD")
