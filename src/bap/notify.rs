@@ -315,7 +315,7 @@ const LEASE: Duration = Duration::from_secs(180);
 /// The sweep for due notifications runs this often at most (more often when
 /// `buyer.notify_retry_after_ms` is shorter).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-/// Kept notifications read per sweep, at most.
+/// Due notifications started per sweep, at most.
 const SWEEP_BATCH: usize = 256;
 /// The longest wait between two rounds.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -520,6 +520,16 @@ fn retry_wait(after_ms: u64, rounds: u32) -> Duration {
         .min(MAX_RETRY_AFTER)
 }
 
+/// When the kept notification `bytes` is due (Unix ms); None when it cannot be read.
+fn due_of(bytes: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Due {
+        due_ms: i64,
+    }
+    serde_json::from_slice::<Due>(bytes).ok().map(|d| d.due_ms)
+}
+
 /// Sends the kept notifications as they fall due, this process's and (Redis) those of any
 /// instance that stopped: first at start-up, then every few seconds, each in its own task.
 pub async fn sweep(state: web::Data<AppState>) {
@@ -530,7 +540,7 @@ pub async fn sweep(state: web::Data<AppState>) {
     loop {
         tick.tick().await;
         let now = state.clock.now().timestamp_millis();
-        let keys = match state.store.due_notices(now, SWEEP_BATCH).await {
+        let keys = match state.store.due_notices(now, SWEEP_BATCH, due_of).await {
             Ok(keys) => keys,
             Err(e) => {
                 tracing::warn!(error = %e, "could not look for notifications to send");
@@ -876,8 +886,12 @@ mod tests {
         };
         let key = format!("{}|feedback.refused|email", sent.context.message_id);
         assert_eq!(kept.key(), key);
-        let read: Pending = serde_json::from_slice(&serde_json::to_vec(&kept).unwrap()).unwrap();
+        let bytes = serde_json::to_vec(&kept).unwrap();
+        let read: Pending = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(read, kept);
+        // What the embedded store's sweep reads of it.
+        assert_eq!(due_of(&bytes), Some(1));
+        assert_eq!(due_of(b"{\"notice\":1}"), None);
 
         // A record from before the API was kept: nothing to name the event by.
         let old = FeedbackSent {

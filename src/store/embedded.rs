@@ -568,6 +568,29 @@ impl EmbeddedStore {
         Ok(keys)
     }
 
+    /// Up to `limit` keys of `space` whose value passes `keep`, in order, read in one
+    /// transaction.
+    pub(super) async fn keys_where(
+        &self,
+        space: Space,
+        limit: usize,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.current()?.begin_read().map_err(unavailable)?;
+        let t = tx.open_table(table(space)).map_err(unavailable)?;
+        let mut keys = Vec::new();
+        for entry in t.iter().map_err(unavailable)? {
+            let (key, value) = entry.map_err(unavailable)?;
+            if keep(value.value()) {
+                keys.push(key.value().to_owned());
+                if keys.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(keys)
+    }
+
     /// Up to `limit` keys of `space` after `after` (from the first without it), in order.
     pub(super) async fn keys_after(
         &self,

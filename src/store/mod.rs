@@ -819,11 +819,22 @@ impl Store {
         }
     }
 
-    /// The keys of the notifications that may be due at `now_ms`: with Redis, up to `limit` of
-    /// those due, earliest first; embedded, every one kept (its value says when it is due).
-    pub async fn due_notices(&self, now_ms: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+    /// Up to `limit` keys of the notifications due at `now_ms`: with Redis, earliest first, by
+    /// its index; embedded, in key order, by `due_of` (when a kept value is due; None for one
+    /// that cannot be read, listed so that it is dealt with).
+    pub async fn due_notices(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        due_of: fn(&[u8]) -> Option<i64>,
+    ) -> Result<Vec<String>, StoreError> {
         match self {
-            Store::Embedded(s) => s.keys(Space::Notices).await,
+            Store::Embedded(s) => {
+                s.keys_where(Space::Notices, limit, |v| {
+                    due_of(v).is_none_or(|due| due <= now_ms)
+                })
+                .await
+            }
             Store::Redis(s) => s.due_notices(now_ms, limit).await,
         }
     }
