@@ -541,7 +541,10 @@ pub async fn sweep(state: web::Data<AppState>) {
         tick.tick().await;
         let now = state.clock.now().timestamp_millis();
         let keys = match state.store.due_notices(now, SWEEP_BATCH, due_of).await {
-            Ok(keys) => keys,
+            Ok((keys, kept)) => {
+                state.metrics.set_notifications_kept(kept);
+                keys
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not look for notifications to send");
                 continue;

@@ -35,7 +35,9 @@
 //!   after their `/on_rating` was sent or given up;
 //! - `ondc_rating_notification_rounds_total{channel,ended}`: rounds of attempts at a feedback
 //!   notification ([`crate::bap::notify`]), by channel (`webhook`, `email`) and how the round
-//!   ended: `delivered`, `retry` (kept to be tried again later) or `given_up`.
+//!   ended: `delivered`, `retry` (kept to be tried again later) or `given_up`;
+//! - `ondc_rating_notifications_kept`: a gauge of the feedback notifications kept undelivered
+//!   (per channel; with Redis, those of every instance), as the last sweep counted them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -225,6 +227,7 @@ pub struct Metrics {
     webhook_slot_waits: [AtomicU64; 2],
     received_forgotten: AtomicU64,
     notification_rounds: [[AtomicU64; 3]; 2],
+    notifications_kept: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -302,6 +305,11 @@ impl Metrics {
     /// One round of attempts at a feedback notification on `channel`, and how it ended.
     pub fn notification_round(&self, channel: Channel, ended: NoticeRound) {
         self.notification_rounds[channel as usize][ended as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The feedback notifications kept undelivered, as a sweep counted them.
+    pub fn set_notifications_kept(&self, n: u64) {
+        self.notifications_kept.store(n, Ordering::Relaxed);
     }
 
     /// One wait for `/on_rating`, `elapsed` since the `/rating` was sent.
@@ -471,6 +479,12 @@ impl Metrics {
                 self.signatures_checked[how as usize].load(Ordering::Relaxed)
             );
         }
+        gauge(
+            &mut out,
+            "ondc_rating_notifications_kept",
+            "Feedback notifications kept undelivered (per channel), as the last sweep counted them.",
+            self.notifications_kept.load(Ordering::Relaxed),
+        );
         header(
             &mut out,
             "ondc_rating_notification_rounds_total",
@@ -569,7 +583,11 @@ mod tests {
         assert!(m.render().contains("ondc_rating_owed_waiting 3\n"));
         assert!(t.contains("ondc_rating_webhook_slot_waits_total{ended=\"slot\"} 0"));
         let rounds = "ondc_rating_notification_rounds_total";
+        m.set_notifications_kept(7);
         let t = m.render();
+        assert!(t.contains(
+            "# TYPE ondc_rating_notifications_kept gauge\nondc_rating_notifications_kept 7\n"
+        ));
         assert!(t.contains(&format!(
             "{rounds}{{channel=\"email\",ended=\"retry\"}} 2\n"
         )));

@@ -568,16 +568,18 @@ impl EmbeddedStore {
         Ok(keys)
     }
 
-    /// Up to `limit` keys of `space` whose value passes `keep`, in order, read in one
-    /// transaction.
+    /// Up to `limit` keys of `space` whose value passes `keep`, in order, and how many keys
+    /// `space` holds, read in one transaction.
     pub(super) async fn keys_where(
         &self,
         space: Space,
         limit: usize,
         keep: impl Fn(&[u8]) -> bool,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(Vec<String>, u64), StoreError> {
+        use redb::ReadableTableMetadata;
         let tx = self.db.current()?.begin_read().map_err(unavailable)?;
         let t = tx.open_table(table(space)).map_err(unavailable)?;
+        let all = t.len().map_err(unavailable)?;
         let mut keys = Vec::new();
         for entry in t.iter().map_err(unavailable)? {
             let (key, value) = entry.map_err(unavailable)?;
@@ -588,7 +590,7 @@ impl EmbeddedStore {
                 }
             }
         }
-        Ok(keys)
+        Ok((keys, all))
     }
 
     /// Up to `limit` keys of `space` after `after` (from the first without it), in order.

@@ -819,15 +819,15 @@ impl Store {
         }
     }
 
-    /// Up to `limit` keys of the notifications due at `now_ms`: with Redis, earliest first, by
-    /// its index; embedded, in key order, by `due_of` (when a kept value is due; None for one
-    /// that cannot be read, listed so that it is dealt with).
+    /// Up to `limit` keys of the notifications due at `now_ms`, and how many are kept in all:
+    /// with Redis, earliest first, by its index; embedded, in key order, by `due_of` (when a
+    /// kept value is due; None for one that cannot be read, listed so that it is dealt with).
     pub async fn due_notices(
         &self,
         now_ms: i64,
         limit: usize,
         due_of: fn(&[u8]) -> Option<i64>,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(Vec<String>, u64), StoreError> {
         match self {
             Store::Embedded(s) => {
                 s.keys_where(Space::Notices, limit, |v| {

@@ -624,15 +624,23 @@ impl RedisStore {
         self.put(Space::Notices, key, value).await
     }
 
-    /// Up to `limit` keys of the notifications due at `now_ms`, earliest first.
+    /// Up to `limit` keys of the notifications due at `now_ms`, earliest first, and how many
+    /// are indexed in all.
     pub(super) async fn due_notices(
         &self,
         now_ms: i64,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<(Vec<String>, u64), StoreError> {
         let now = now_ms.to_string();
-        self.first_in_range("ZRANGEBYSCORE", self.notices_due_key(), "-inf", &now, limit)
+        let due = self
+            .first_in_range("ZRANGEBYSCORE", self.notices_due_key(), "-inf", &now, limit)
+            .await?;
+        let mut c = self.conn();
+        let all: u64 = c
+            .zcard(self.notices_due_key())
             .await
+            .map_err(|e| self.lost(e))?;
+        Ok((due, all))
     }
 
     /// Unindexes `key`, then removes its value.

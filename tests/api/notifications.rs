@@ -461,6 +461,18 @@ async fn failing_notifications_do_not_change_the_answers() {
     assert!(started.elapsed() < Duration::from_secs(5));
     // Each event is retried on 500 (two events, more than one attempt each).
     hook.wait_for(4).await;
+    // Neither delivered, both events are kept on both channels, to be tried again later; the
+    // sweep (every 5 s) counts them.
+    let kept = "ondc_rating_notifications_kept";
+    let mut seen = None;
+    for _ in 0..40 {
+        seen = sample(&metrics(&p.buyer.app.base).await, kept);
+        if seen == Some(4.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(seen, Some(4.0));
 }
 
 /// A burst of feedback reaches the webhook's receiver and the SMTP relay
@@ -775,7 +787,13 @@ async fn a_refused_or_expired_event_is_given_up() {
         );
         let series =
             "ondc_rating_notification_rounds_total{channel=\"webhook\",ended=\"given_up\"}";
-        assert_eq!(sample(&metrics(&b.app.base).await, series), Some(1.0));
+        let text = metrics(&b.app.base).await;
+        assert_eq!(sample(&text, series), Some(1.0));
+        assert_eq!(
+            sample(&text, "ondc_rating_notifications_kept"),
+            Some(0.0),
+            "none kept"
+        );
     }
 }
 
