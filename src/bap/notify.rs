@@ -57,6 +57,8 @@ pub struct Slots {
     webhook: tokio::sync::Semaphore,
     email: tokio::sync::Semaphore,
     sending: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The rounds of attempts under way, which a graceful stop waits for.
+    pub rounds: crate::http::InFlight,
 }
 
 impl Slots {
@@ -66,6 +68,7 @@ impl Slots {
             webhook: tokio::sync::Semaphore::new(n),
             email: tokio::sync::Semaphore::new(n),
             sending: Default::default(),
+            rounds: Default::default(),
         }
     }
 
@@ -219,8 +222,10 @@ pub fn feedback_recorded(state: &web::Data<AppState>, n: Notice) {
     if b.notify_webhook_url.is_empty() && b.notify_smtp.is_empty() {
         return;
     }
-    let state = state.clone();
-    tokio::spawn(async move {
+    let (state, background) = (state.clone(), state.background.clone());
+    // On the runtime that outlives the HTTP workers (a worker's ends with the server), as are
+    // the rounds: a graceful stop waits for those under way.
+    background.spawn(async move {
         match state.store.get_callback(&n.message_id).await {
             Ok(Some(cb)) if cb.refused() => {
                 tracing::info!(
@@ -317,6 +322,8 @@ const LEASE: Duration = Duration::from_secs(180);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Due notifications started per sweep, at most.
 const SWEEP_BATCH: usize = 256;
+/// How long a graceful stop waits for the rounds under way: a webhook's budget, and a little.
+pub const ROUND_DRAIN: Duration = Duration::from_secs(21);
 /// The longest wait between two rounds.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -356,7 +363,8 @@ fn notify(state: &web::Data<AppState>, n: Notice) {
             last_error: None,
         };
         let state = state.clone();
-        tokio::spawn(async move { send_kept(&state, &p.key(), Some(p)).await });
+        let background = state.background.clone();
+        background.spawn(async move { send_kept(&state, &p.key(), Some(p)).await });
     }
 }
 
@@ -392,6 +400,7 @@ async fn send_kept(state: &AppState, key: &str, new: Option<Pending>) {
         None => read_kept(state, key).await,
     };
     if let Some(p) = pending.filter(|p| p.due_ms <= state.clock.now().timestamp_millis()) {
+        let _under_way = state.notify_slots.rounds.start();
         let outcome = round(state, &p).await;
         settle(state, key, p, outcome).await;
     }
@@ -552,7 +561,8 @@ pub async fn sweep(state: web::Data<AppState>) {
         };
         for key in keys {
             let state = state.clone();
-            tokio::spawn(async move { send_kept(&state, &key, None).await });
+            let background = state.background.clone();
+            background.spawn(async move { send_kept(&state, &key, None).await });
         }
     }
 }

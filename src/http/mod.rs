@@ -298,6 +298,7 @@ pub struct Application {
     /// The sending of kept feedback notifications as they fall due (buyer side).
     notices: Option<tokio::task::JoinHandle<()>>,
     in_flight: InFlight,
+    notice_rounds: InFlight,
 }
 
 /// How often an instance sharing Redis looks for owed work of stopped instances to take over; it
@@ -492,6 +493,7 @@ impl Application {
             port,
             server,
             in_flight: state.in_flight.clone(),
+            notice_rounds: state.notify_slots.rounds.clone(),
             state,
             bridge,
             keeper,
@@ -525,27 +527,44 @@ impl Application {
         let result = self.server.await;
         stop_taking_up.abort();
         taking_up.close();
-        // The server has stopped accepting and answered what was in flight; /on_rating sends
-        // still owed get until the end of their ttl (30 s) to finish.
-        if !self.in_flight.is_empty() {
-            tracing::info!(
-                pending = self.in_flight.len(),
-                "waiting for /on_rating deliveries"
-            );
-            self.in_flight
-                .wait_idle(std::time::Duration::from_secs(
-                    crate::protocol::RATING_TTL_SECS as u64 + 1,
-                ))
-                .await;
+        // No feedback notification round starts from now on.
+        if let Some(notices) = self.notices {
+            notices.abort();
         }
+        // The server has stopped accepting and answered what was in flight; /on_rating sends
+        // still owed get until the end of their ttl (30 s) to finish, and notification rounds
+        // under way their webhook budget (20 s), so that what they deliver is not sent again by
+        // the next process.
+        let deliveries = async {
+            if !self.in_flight.is_empty() {
+                tracing::info!(
+                    pending = self.in_flight.len(),
+                    "waiting for /on_rating deliveries"
+                );
+                self.in_flight
+                    .wait_idle(std::time::Duration::from_secs(
+                        crate::protocol::RATING_TTL_SECS as u64 + 1,
+                    ))
+                    .await;
+            }
+        };
+        let rounds = async {
+            if !self.notice_rounds.is_empty() {
+                tracing::info!(
+                    pending = self.notice_rounds.len(),
+                    "waiting for feedback notifications under way"
+                );
+                self.notice_rounds
+                    .wait_idle(crate::bap::notify::ROUND_DRAIN)
+                    .await;
+            }
+        };
+        tokio::join!(deliveries, rounds);
         if let Some(keeper) = self.keeper {
             keeper.abort();
         }
         if let Some(sweeper) = self.sweeper {
             sweeper.abort();
-        }
-        if let Some(notices) = self.notices {
-            notices.abort();
         }
         if let Some(bridge) = self.bridge {
             bridge.abort();

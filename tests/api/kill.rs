@@ -957,47 +957,80 @@ async fn embedded_delivery_records_the_full_disk_refused_land_once_it_has_room()
     assert_eq!(buyer.requests().len(), 2, "nothing sent again");
 }
 
+const NOTIFY_SECRET: &str = "notify-secret-of-the-kill-test";
+
+/// A `serve` process on an embedded store in `dir` notifying `hook`, and the message_id of the
+/// listing feedback it was just given (its event on the way to `hook`).
+struct Notifying {
+    served: Served,
+    env: Vec<(&'static str, String)>,
+    port: u16,
+    seller: ScriptedSeller,
+    message_id: String,
+}
+
+impl Notifying {
+    async fn start(dir: &std::path::Path, hook: &Recorder) -> Self {
+        let seller = ScriptedSeller::start(Script::AckSilently).await;
+        let (port, mut env) = embedded_in(dir);
+        env.push((
+            "ONDC_RATING__BUYER__NOTIFY_WEBHOOK_URL",
+            format!("{}/events", hook.base),
+        ));
+        env.push((
+            "ONDC_RATING__BUYER__NOTIFY_WEBHOOK_SECRET",
+            NOTIFY_SECRET.into(),
+        ));
+        let served = Served::start(dir, port, &seller.identity, &env).await;
+        put_order(&served.base, &seller).await;
+        let token = ondc_rating::bap::auth::mint_hs256(TOKEN_SECRET, "u1", now(), 600);
+        let r = reqwest::Client::new()
+            .post(format!("{}/v2/listings/O-1/feedback", served.base))
+            .bearer_auth(token)
+            .json(&json!({"Rating": "Positive", "Feedback": "On time"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let answer: Value = r.json().await.unwrap();
+        let message_id = answer["feedback"]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Self {
+            served,
+            env,
+            port,
+            seller,
+            message_id,
+        }
+    }
+
+    /// Another process on the same store and port.
+    async fn again(&self, dir: &std::path::Path) -> Served {
+        Served::start(dir, self.port, &self.seller.identity, &self.env).await
+    }
+}
+
 /// A feedback event whose webhook request a SIGKILL cut short is sent again by the restarted
 /// process, the same event under the same key; delivered, it is not sent by the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_a_notification_a_sigkill_cut_short_is_sent_after_the_restart() {
-    const SECRET: &str = "notify-secret-of-the-kill-test";
-    let seller = ScriptedSeller::start(Script::AckSilently).await;
     // Each event is answered 2 s after it arrives: the first never is, its sender killed.
     let hook = Recorder::start("/events", Script::AckAfter(2_000)).await;
     let dir = tempfile::tempdir().unwrap();
-    let (port, mut env) = embedded_in(dir.path());
-    env.push((
-        "ONDC_RATING__BUYER__NOTIFY_WEBHOOK_URL",
-        format!("{}/events", hook.base),
-    ));
-    env.push(("ONDC_RATING__BUYER__NOTIFY_WEBHOOK_SECRET", SECRET.into()));
-    let mut first = Served::start(dir.path(), port, &seller.identity, &env).await;
-    put_order(&first.base, &seller).await;
-    let token = ondc_rating::bap::auth::mint_hs256(TOKEN_SECRET, "u1", now(), 600);
-    let r = reqwest::Client::new()
-        .post(format!("{}/v2/listings/O-1/feedback", first.base))
-        .bearer_auth(token)
-        .json(&json!({"Rating": "Positive", "Feedback": "On time"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let answer: Value = r.json().await.unwrap();
-    let message_id = answer["feedback"]["message_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut killed = Notifying::start(dir.path(), &hook).await;
+    let (first, message_id) = (&mut killed.served, killed.message_id.clone());
     let cut = hook.wait_for(1).await.remove(0);
     first.kill9();
 
-    let mut second = Served::start(dir.path(), port, &seller.identity, &env).await;
+    let mut second = killed.again(dir.path()).await;
     let got = hook.wait_for(2).await;
     let key = cut.header("idempotency-key").unwrap().to_owned();
     assert!(key.ends_with(&format!("|{message_id}")), "{key}");
     let events: Vec<Value> = got
         .iter()
-        .map(|c| check_signed_webhook(c, SECRET, &key))
+        .map(|c| check_signed_webhook(c, NOTIFY_SECRET, &key))
         .collect();
     assert_eq!(events[0], events[1], "the same event");
     assert_eq!(events[1]["event"], "feedback.recorded");
@@ -1006,7 +1039,29 @@ async fn embedded_a_notification_a_sigkill_cut_short_is_sent_after_the_restart()
     // Answered 2 s after it arrived; then it is delivered and no longer kept.
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     assert!(second.terminate().await.success());
-    let _third = Served::start(dir.path(), port, &seller.identity, &env).await;
+    let _third = killed.again(dir.path()).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(hook.requests().len(), 2, "delivered once, not sent again");
+}
+
+/// A graceful stop (SIGTERM) waits for a notification round under way: its event, answered
+/// after the stop began, is delivered and not sent again by the next process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_graceful_stop_lets_a_notification_under_way_finish() {
+    let hook = Recorder::start("/events", Script::AckAfter(1_500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut stopped = Notifying::start(dir.path(), &hook).await;
+    hook.wait_for(1).await;
+    assert!(stopped.served.terminate().await.success());
+    let _next = stopped.again(dir.path()).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let got = hook.requests();
+    assert_eq!(
+        got.len(),
+        1,
+        "delivered before the stop ended, not sent again"
+    );
+    let key = got[0].header("idempotency-key").unwrap().to_owned();
+    assert!(key.ends_with(&format!("|{}", stopped.message_id)), "{key}");
+    check_signed_webhook(&got[0], NOTIFY_SECRET, &key);
 }
