@@ -349,7 +349,7 @@ fn segment(s: &str) -> String {
     out
 }
 
-fn view(r: &ListingFeedbackRecord, status: &str) -> Value {
+fn view(r: &ListingFeedbackRecord, status: &str) -> Map<String, Value> {
     let mut out = Map::new();
     out.insert("listing_id".into(), json!(r.listing_id));
     out.insert("user_id".into(), json!(r.user_id));
@@ -370,7 +370,7 @@ fn view(r: &ListingFeedbackRecord, status: &str) -> Value {
     out.insert("transaction_id".into(), json!(r.context.transaction_id));
     out.insert("message_id".into(), json!(r.context.message_id));
     out.insert("submitted_at".into(), json!(r.submitted_at));
-    Value::Object(out)
+    out
 }
 
 /// `POST /v2/listings/{listing_id}/feedback`.
@@ -515,9 +515,7 @@ pub async fn get_feedback(
         Some(_) => "completed",
     };
     let mut out = view(&record, status);
-    if let Value::Object(out) = &mut out {
-        super::feedback::callback_view(out, callback.as_ref());
-    }
+    super::feedback::callback_view(&mut out, callback.as_ref());
     Ok(HttpResponse::Ok().json(json!({ "feedback": out })))
 }
 

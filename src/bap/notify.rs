@@ -56,7 +56,7 @@ const MAX_REPLY_LINE: usize = 4096;
 pub struct Slots {
     webhook: tokio::sync::Semaphore,
     email: tokio::sync::Semaphore,
-    sending: std::sync::Mutex<std::collections::HashSet<String>>,
+    sending: crate::http::Holds<()>,
     /// The rounds of attempts under way, which a graceful stop waits for.
     pub rounds: crate::http::InFlight,
 }
@@ -70,28 +70,6 @@ impl Slots {
             sending: Default::default(),
             rounds: Default::default(),
         }
-    }
-
-    /// Marks `key` as being sent by this process until the guard drops; None when it is.
-    fn begin(&self, key: &str) -> Option<Sending<'_>> {
-        let mut sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
-        sending.insert(key.to_owned()).then(|| Sending {
-            slots: self,
-            key: key.to_owned(),
-        })
-    }
-}
-
-/// A kept notification this process is sending.
-struct Sending<'a> {
-    slots: &'a Slots,
-    key: String,
-}
-
-impl Drop for Sending<'_> {
-    fn drop(&mut self) {
-        let mut sending = self.slots.sending.lock().unwrap_or_else(|e| e.into_inner());
-        sending.remove(&self.key);
     }
 }
 
@@ -373,7 +351,7 @@ fn notify(state: &web::Data<AppState>, n: Notice) {
 /// meanwhile), or the one the store keeps, read once claimed (another instance may have sent or
 /// moved it since it was listed).
 async fn send_kept(state: &AppState, key: &str, new: Option<Pending>) {
-    let Some(_sending) = state.notify_slots.begin(key) else {
+    let Ok(_sending) = state.notify_slots.sending.take(key.to_owned(), ()) else {
         return;
     };
     match state.store.claim_notice(key, LEASE).await {

@@ -73,20 +73,32 @@ pub struct AppState {
     pub notify_slots: crate::bap::notify::Slots,
 }
 
-/// Received ratings some work in this process holds, by `bap_id|message_id`, with what holds
-/// each.
-#[derive(Clone, Default)]
-pub struct Holds(Arc<std::sync::Mutex<std::collections::HashMap<String, AnswerHolder>>>);
+/// Keys some work in this process holds, each with what holds it (`V`): the received ratings
+/// being settled, by `bap_id|message_id` ([`AnswerHolder`]); the kept feedback notifications
+/// being sent ([`crate::bap::notify`], `()`).
+pub struct Holds<V = AnswerHolder>(Arc<std::sync::Mutex<std::collections::HashMap<String, V>>>);
 
-impl Holds {
-    fn keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, AnswerHolder>> {
+impl<V> Clone for Holds<V> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<V> Default for Holds<V> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<V: Copy> Holds<V> {
+    fn keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, V>> {
         // A map of strings cannot be left half-changed by a panic elsewhere.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Holds `key` for `by` until the guard is dropped, however the work ends; `Err` with what
     /// holds it when it is held.
-    pub fn take(&self, key: String, by: AnswerHolder) -> Result<Held, AnswerHolder> {
+    pub fn take(&self, key: String, by: V) -> Result<Held<V>, V> {
         use std::collections::hash_map::Entry;
         match self.keys().entry(key) {
             Entry::Occupied(held) => Err(*held.get()),
@@ -103,12 +115,12 @@ impl Holds {
 }
 
 /// A key of [`Holds`], let go when dropped.
-pub struct Held {
-    holds: Holds,
+pub struct Held<V: Copy = AnswerHolder> {
+    holds: Holds<V>,
     key: String,
 }
 
-impl Drop for Held {
+impl<V: Copy> Drop for Held<V> {
     fn drop(&mut self) {
         self.holds.keys().remove(&self.key);
     }
@@ -194,6 +206,15 @@ impl InFlight {
     /// Whether none is running.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// At a stop: when work is running, says so (`what`, and how much) and waits for it, at
+    /// most `limit`.
+    pub async fn drain(&self, limit: std::time::Duration, what: &str) {
+        if !self.is_empty() {
+            tracing::info!(pending = self.len(), "waiting for {what}");
+            self.wait_idle(limit).await;
+        }
     }
 
     /// Waits until no work is running, or `limit` passes; true when idle.
@@ -535,31 +556,16 @@ impl Application {
         // still owed get until the end of their ttl (30 s) to finish, and notification rounds
         // under way their webhook budget (20 s), so that what they deliver is not sent again by
         // the next process.
-        let deliveries = async {
-            if !self.in_flight.is_empty() {
-                tracing::info!(
-                    pending = self.in_flight.len(),
-                    "waiting for /on_rating deliveries"
-                );
-                self.in_flight
-                    .wait_idle(std::time::Duration::from_secs(
-                        crate::protocol::RATING_TTL_SECS as u64 + 1,
-                    ))
-                    .await;
-            }
-        };
-        let rounds = async {
-            if !self.notice_rounds.is_empty() {
-                tracing::info!(
-                    pending = self.notice_rounds.len(),
-                    "waiting for feedback notifications under way"
-                );
-                self.notice_rounds
-                    .wait_idle(crate::bap::notify::ROUND_DRAIN)
-                    .await;
-            }
-        };
-        tokio::join!(deliveries, rounds);
+        tokio::join!(
+            self.in_flight.drain(
+                std::time::Duration::from_secs(crate::protocol::RATING_TTL_SECS as u64 + 1),
+                "/on_rating deliveries",
+            ),
+            self.notice_rounds.drain(
+                crate::bap::notify::ROUND_DRAIN,
+                "feedback notifications under way",
+            ),
+        );
         if let Some(keeper) = self.keeper {
             keeper.abort();
         }

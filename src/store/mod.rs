@@ -804,9 +804,9 @@ impl Store {
     }
 
     /// Keeps a buyer-side notification not yet delivered, `value` at `key`, due at `due_ms`
-    /// (Unix ms). The embedded store keeps the due time in the value only; Redis also indexes
-    /// the key by it, index first (an index entry whose value is not there yet is skipped until
-    /// it is, see [`Store::due_notices`]).
+    /// (Unix ms), under the caller's [`Store::claim_notice`]. The embedded store keeps the due
+    /// time in the value only; Redis also indexes the key by it, index first (an entry a stopped
+    /// process left without its value is removed by the next sweep that claims it).
     pub async fn put_notice(
         &self,
         key: &str,
