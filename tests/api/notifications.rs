@@ -274,26 +274,17 @@ async fn session(
     }
 }
 
-/// A buyer whose orders and listings (O-1, L-1, both alice's) are sold by `seller` (scripted),
-/// notifying `hook` and mailing through `smtp` like [`notifying_pair`]'s.
-async fn notifying_buyer(
+/// A buyer whose orders and listings (O-1, L-1, both alice's, who is active) are sold by
+/// `seller` (scripted); `tweak` has the last word on its settings.
+async fn selling_buyer(
     store: &StoreFixture,
     seller: &ScriptedSeller,
-    hook: &Recorder,
-    smtp: &SmtpServer,
+    tweak: impl FnOnce(&mut ondc_rating::config::Settings),
 ) -> Buyer {
-    let (url, peer, smtp) = (
-        format!("{}/events", hook.base),
-        seller.identity.peer(),
-        smtp.addr.clone(),
-    );
+    let peer = seller.identity.peer();
     let b = Buyer::start(store, "buyer", vec![], move |s| {
         s.peers.push(peer);
-        s.buyer.notify_webhook_url = url;
-        s.buyer.notify_webhook_secret = SECRET.into();
-        s.buyer.notify_smtp = smtp;
-        s.buyer.notify_email_from = FROM.into();
-        s.buyer.notify_email_to = TO.into();
+        tweak(s);
     })
     .await;
     assert_eq!(user_active(&b, "alice").await.0, 200);
@@ -302,6 +293,40 @@ async fn notifying_buyer(
         assert_eq!(b.put_order(id, &o).await.0, 200);
     }
     b
+}
+
+/// Settings that notify `hook`'s `/events`, signed with [`SECRET`].
+fn webhook_to(hook: &Recorder) -> impl FnOnce(&mut ondc_rating::config::Settings) {
+    let url = format!("{}/events", hook.base);
+    move |s| {
+        s.buyer.notify_webhook_url = url;
+        s.buyer.notify_webhook_secret = SECRET.into();
+    }
+}
+
+/// Settings that mail from [`FROM`] to [`TO`] through `smtp`.
+fn mail_through(smtp: &SmtpServer) -> impl FnOnce(&mut ondc_rating::config::Settings) {
+    let addr = smtp.addr.clone();
+    move |s| {
+        s.buyer.notify_smtp = addr;
+        s.buyer.notify_email_from = FROM.into();
+        s.buyer.notify_email_to = TO.into();
+    }
+}
+
+/// A [`selling_buyer`] notifying `hook` and mailing through `smtp` like [`notifying_pair`]'s.
+async fn notifying_buyer(
+    store: &StoreFixture,
+    seller: &ScriptedSeller,
+    hook: &Recorder,
+    smtp: &SmtpServer,
+) -> Buyer {
+    let (hook, mail) = (webhook_to(hook), mail_through(smtp));
+    selling_buyer(store, seller, move |s| {
+        hook(s);
+        mail(s);
+    })
+    .await
 }
 
 /// A buyer and seller pair whose buyer notifies `hook` (its `/events`) and mails through
@@ -669,8 +694,8 @@ async fn a_refusal_before_the_ack_is_the_only_notification() {
     );
 }
 
-/// A buyer on `store` notifying `hook` only, trying again `retry_after_ms` after a failed round
-/// (twice as late each time), for `retry_hours`; alice is active and owns O-1, sold by `seller`.
+/// A [`selling_buyer`] notifying `hook` only, trying again `retry_after_ms` after a failed
+/// round (twice as late each time), for `retry_hours`.
 async fn retrying_buyer(
     store: &StoreFixture,
     seller: &ScriptedSeller,
@@ -678,19 +703,13 @@ async fn retrying_buyer(
     retry_after_ms: u64,
     retry_hours: u32,
 ) -> Buyer {
-    let (url, peer) = (format!("{}/events", hook.base), seller.identity.peer());
-    let b = Buyer::start(store, "buyer", vec![], move |s| {
-        s.peers.push(peer);
-        s.buyer.notify_webhook_url = url;
-        s.buyer.notify_webhook_secret = SECRET.into();
+    let hook = webhook_to(hook);
+    selling_buyer(store, seller, move |s| {
+        hook(s);
         s.buyer.notify_retry_after_ms = retry_after_ms;
         s.buyer.notify_retry_hours = retry_hours;
     })
-    .await;
-    assert_eq!(user_active(&b, "alice").await.0, 200);
-    let o = order("alice", "scripted-seller.test", &seller.bpp_uri());
-    assert_eq!(b.put_order("O-1", &o).await.0, 200);
-    b
+    .await
 }
 
 /// alice's `rating` on O-1 through the v2 API, the first `seller` gets; the /rating it got.
@@ -808,18 +827,12 @@ async fn an_email_is_retried_after_a_4yz_and_given_up_after_a_5yz() {
         let store = StoreFixture::new(Backend::Embedded);
         let seller = ScriptedSeller::start(Script::AckSilently).await;
         let smtp = SmtpServer::refusing(vec![reply]).await;
-        let (peer, addr) = (seller.identity.peer(), smtp.addr.clone());
-        let b = Buyer::start(&store, "buyer", vec![], move |s| {
-            s.peers.push(peer);
-            s.buyer.notify_smtp = addr;
-            s.buyer.notify_email_from = FROM.into();
-            s.buyer.notify_email_to = TO.into();
+        let mail = mail_through(&smtp);
+        let b = selling_buyer(&store, &seller, move |s| {
+            mail(s);
             s.buyer.notify_retry_after_ms = 200;
         })
         .await;
-        assert_eq!(user_active(&b, "alice").await.0, 200);
-        let o = order("alice", "scripted-seller.test", &seller.bpp_uri());
-        assert_eq!(b.put_order("O-1", &o).await.0, 200);
         feedback_on_o1(&b, &seller, "STARS4").await;
         if mails == 1 {
             assert!(smtp.message().await.data.contains("Rating: STARS4"));
