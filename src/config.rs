@@ -325,6 +325,11 @@ pub struct BuyerSettings {
     /// The wait before the first retry round; each further one waits twice as long as the last,
     /// up to an hour.
     pub notify_retry_after_ms: u64,
+    /// A notification given up (refused by the receiver, or still undelivered after
+    /// `notify_retry_hours`) is kept this many days, listed at `GET
+    /// /internal/notifications/given-up` and sent again on request; then forgotten. 0: not
+    /// kept (only logged and counted).
+    pub notify_given_up_days: u32,
 }
 
 impl Default for BuyerSettings {
@@ -351,6 +356,7 @@ impl Default for BuyerSettings {
             notify_concurrency: 16,
             notify_retry_hours: 24,
             notify_retry_after_ms: 30_000,
+            notify_given_up_days: 30,
         }
     }
 }
@@ -382,6 +388,12 @@ impl BuyerSettings {
             return Err(invalid(
                 "buyer.notify_retry_after_ms",
                 "must be between 100 and 3600000 (an hour)",
+            ));
+        }
+        if self.notify_given_up_days > 3650 {
+            return Err(invalid(
+                "buyer.notify_given_up_days",
+                "must be between 0 and 3650 (ten years)",
             ));
         }
         if !self.notify_smtp.is_empty() {
@@ -1442,6 +1454,10 @@ mod tests {
             (
                 ("NOTIFY_RETRY_AFTER_MS", "3600001"),
                 "buyer.notify_retry_after_ms",
+            ),
+            (
+                ("NOTIFY_GIVEN_UP_DAYS", "3651"),
+                "buyer.notify_given_up_days",
             ),
         ];
         for ((k, v), key) in cases {

@@ -160,7 +160,9 @@ impl From<ApiError> for FeedbackError {
             OrderNotCompleted => ("Order Not Completed", 4220, json!({})),
             // Codes this API's handlers never give (a 405 is answered before any handler).
             AlreadyRated | InvalidChallenge | InternalError | AlreadyAnswered | TtlPassed
-            | MethodNotAllowed => ("Internal Error", 5000, json!({})),
+            | MethodNotAllowed | NotificationNotFound | ChannelNotConfigured => {
+                ("Internal Error", 5000, json!({}))
+            }
         };
         Self {
             status: e.code.spec().1,

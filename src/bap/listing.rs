@@ -140,9 +140,8 @@ impl From<ApiError> for ListingError {
                 "The provider's platform did not answer in time; the feedback is kept.",
             ),
             // (A 405 is answered before any handler.)
-            InternalError | AlreadyAnswered | TtlPassed | MethodNotAllowed => {
-                (50000, "Internal error.")
-            }
+            InternalError | AlreadyAnswered | TtlPassed | MethodNotAllowed
+            | NotificationNotFound | ChannelNotConfigured => (50000, "Internal error."),
         };
         Self {
             seller_error: e.seller_error,

@@ -1,11 +1,13 @@
 //! The buyer side (BAP role): the buyer HTTP API, the internal orders API, the outbound `/rating`,
-//! the `/on_rating` receiver, and the bridge that wakes a buyer request when its callback lands.
+//! the `/on_rating` receiver, the bridge that wakes a buyer request when its callback lands, the
+//! v2 feedback APIs and their notifications, with the internal API over those given up.
 
 pub mod api;
 pub mod auth;
 pub mod bridge;
 pub mod callback;
 pub mod feedback;
+pub mod given_up;
 pub mod listing;
 pub mod notify;
 pub mod orders;

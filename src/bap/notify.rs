@@ -16,7 +16,9 @@
 //!   sessions at once, an email waiting up to a minute for one.
 //!
 //! Each notification is kept in the store, per channel ([`Pending`]), before its first round of
-//! attempts, and removed once delivered or given up. A failed round is due again after a
+//! attempts, and removed once delivered; once given up it is kept among the given-up ones for
+//! `buyer.notify_given_up_days`, where operators can list it and send it again
+//! ([`super::given_up`]). A failed round is due again after a
 //! doubling wait (`buyer.notify_retry_after_ms`, at most an hour) until
 //! `buyer.notify_retry_hours` after the first; [`sweep`] sends what falls due, what a stopped
 //! process left included. Instances sharing Redis take each in turn with an expiring claim.
@@ -171,6 +173,11 @@ impl Notice {
 
 /// The webhook body.
 pub fn event_body(n: &Notice) -> Vec<u8> {
+    serde_json::to_vec(&event(n)).expect("event serialises")
+}
+
+/// The event, as the webhook body carries it.
+fn event(n: &Notice) -> serde_json::Value {
     let mut v = json!({
         "event": n.event(),
         "api": n.api.name(),
@@ -189,7 +196,7 @@ pub fn event_body(n: &Notice) -> Vec<u8> {
             }
         }
     }
-    serde_json::to_vec(&v).expect("event serialises")
+    v
 }
 
 /// Starts the configured notifications of a recorded feedback in the background. A feedback
@@ -278,6 +285,9 @@ pub struct Pending {
     /// Why the last one failed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_error: Option<String>,
+    /// When it was given up (Unix ms), once it is.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub given_up_ms: Option<i64>,
 }
 
 impl Pending {
@@ -339,6 +349,7 @@ fn notify(state: &web::Data<AppState>, n: Notice) {
             since_ms: now,
             rounds: 0,
             last_error: None,
+            given_up_ms: None,
         };
         let state = state.clone();
         let background = state.background.clone();
@@ -474,7 +485,22 @@ async fn settle(state: &AppState, key: &str, mut p: Pending, outcome: Result<Str
                 api, event, channel, message_id = %n.message_id, rounds = p.rounds + 1,
                 error = %f.error, "feedback notification given up"
             );
-            true
+            if b.notify_given_up_days == 0 {
+                true
+            } else {
+                p.rounds += 1;
+                p.last_error = Some(f.error);
+                p.given_up_ms = Some(now);
+                let entry = format!("{:013}|{key}", now.max(0));
+                let bytes = serde_json::to_vec(&p).expect("a notification serialises");
+                if let Err(e) = state.store.give_up_notice(key, &entry, bytes).await {
+                    tracing::warn!(
+                        error = %e, key,
+                        "could not keep a notification given up; it may be sent again"
+                    );
+                }
+                false
+            }
         }
         Err(f) => {
             metrics(NoticeRound::Retry);
@@ -517,8 +543,118 @@ fn due_of(bytes: &[u8]) -> Option<i64> {
     serde_json::from_slice::<Due>(bytes).ok().map(|d| d.due_ms)
 }
 
+/// Why a given-up notification was not sent again.
+#[derive(Debug, thiserror::Error)]
+pub enum SendAgainError {
+    /// Not given up (never, forgotten, or sent again already).
+    #[error("no such notification given up")]
+    NotFound,
+    /// Its channel is not configured now.
+    #[error("the notification's channel is not configured: {0} is not set")]
+    NotConfigured(&'static str),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Sends the given-up notification `entry` again: kept anew in its place, as if first due now
+/// (its rounds and `buyer.notify_retry_hours` start again), with a round of attempts started
+/// at once. The notification as now kept.
+pub async fn send_again(
+    state: &web::Data<AppState>,
+    entry: &str,
+) -> Result<Pending, SendAgainError> {
+    let bytes = state
+        .store
+        .get_given_up(entry)
+        .await?
+        .ok_or(SendAgainError::NotFound)?;
+    let given_up: Pending = serde_json::from_slice(&bytes)
+        .map_err(|e| crate::store::StoreError::Corrupt(format!("given_up {entry}: {e}")))?;
+    let b = &state.settings.buyer;
+    match given_up.channel {
+        Channel::Webhook if b.notify_webhook_url.is_empty() => {
+            return Err(SendAgainError::NotConfigured("buyer.notify_webhook_url"));
+        }
+        Channel::Email if b.notify_smtp.is_empty() => {
+            return Err(SendAgainError::NotConfigured("buyer.notify_smtp"));
+        }
+        _ => {}
+    }
+    let now = state.clock.now().timestamp_millis();
+    let p = Pending {
+        due_ms: now,
+        since_ms: now,
+        rounds: 0,
+        last_error: None,
+        given_up_ms: None,
+        ..given_up
+    };
+    let key = p.key();
+    let bytes = serde_json::to_vec(&p).expect("a notification serialises");
+    if !state.store.revive_notice(entry, &key, bytes, now).await? {
+        return Err(SendAgainError::NotFound);
+    }
+    tracing::info!(
+        api = p.notice.api.name(), event = p.notice.event(), channel = p.channel.name(),
+        message_id = %p.notice.message_id, "feedback notification given up is sent again"
+    );
+    let (state, background) = (state.clone(), state.background.clone());
+    background.spawn(async move { send_kept(&state, &key, None).await });
+    Ok(p)
+}
+
+/// A notification as the internal API shows it ([`super::given_up`]): `id` its given-up entry
+/// when it is one, the `event` as the webhook body carries it (the email says the same), and
+/// its history.
+pub fn view(id: Option<&str>, p: &Pending) -> serde_json::Value {
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(crate::clock::ondc_timestamp)
+            .unwrap_or_default()
+    };
+    let mut v = json!({
+        "channel": p.channel.name(),
+        "event": event(&p.notice),
+        "firstDueAt": at(p.since_ms),
+        "rounds": p.rounds,
+    });
+    if let Some(id) = id {
+        v["id"] = json!(id);
+    }
+    if let Some(ms) = p.given_up_ms {
+        v["givenUpAt"] = json!(at(ms));
+    }
+    if let Some(e) = &p.last_error {
+        v["lastError"] = json!(e);
+    }
+    v
+}
+
+/// How many given-up notifications one sweep forgets at most.
+const FORGET_BATCH: usize = 256;
+
+/// Forgets the notifications given up more than `buyer.notify_given_up_days` ago (all of them,
+/// set to 0).
+async fn forget_given_up(state: &AppState, now_ms: i64) {
+    let days = i64::from(state.settings.buyer.notify_given_up_days);
+    match state
+        .store
+        .forget_given_up(now_ms - days * 86_400_000, FORGET_BATCH)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            forgotten = n,
+            "given-up notifications past their days forgotten"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not forget given-up notifications"),
+    }
+}
+
 /// Sends the kept notifications as they fall due, this process's and (Redis) those of any
-/// instance that stopped: first at start-up, then every few seconds, each in its own task.
+/// instance that stopped: first at start-up, then every few seconds, each in its own task; and
+/// forgets those given up past `buyer.notify_given_up_days`.
 pub async fn sweep(state: web::Data<AppState>) {
     let every =
         SWEEP_EVERY.min(Duration::from_millis(state.settings.buyer.notify_retry_after_ms) / 2);
@@ -527,6 +663,7 @@ pub async fn sweep(state: web::Data<AppState>) {
     loop {
         tick.tick().await;
         let now = state.clock.now().timestamp_millis();
+        forget_given_up(&state, now).await;
         let keys = match state.store.due_notices(now, SWEEP_BATCH, due_of).await {
             Ok((keys, kept)) => {
                 state.metrics.set_notifications_kept(kept);
@@ -678,6 +815,9 @@ fn message(from: &str, to: &str, subject: &str, text: &str) -> String {
 struct Smtp {
     reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
     writer: tokio::net::tcp::OwnedWriteHalf,
+    /// The last step ended with the server's refusal (a reply other than the one wanted): the
+    /// session is still open, to be closed with QUIT.
+    refused: bool,
 }
 
 impl Smtp {
@@ -695,6 +835,7 @@ impl Smtp {
 
     /// [`Smtp::expect`], the error with the reply's code when there was one.
     async fn reply(&mut self, want: u16, after: &str) -> Result<(), (String, Option<u16>)> {
+        self.refused = false;
         let mut all = String::new();
         loop {
             let mut line = Vec::new();
@@ -723,6 +864,7 @@ impl Smtp {
                 all.push(' ');
                 continue;
             }
+            self.refused = code != want;
             return if code == want {
                 Ok(())
             } else {
@@ -732,6 +874,7 @@ impl Smtp {
     }
 
     async fn send(&mut self, data: &str, what: &str) -> Result<(), Failure> {
+        self.refused = false;
         timeout(SMTP_STEP, self.writer.write_all(data.as_bytes()))
             .await
             .map_err(|_| format!("sending {what} took over {} s", SMTP_STEP.as_secs()))
@@ -764,24 +907,32 @@ async fn send_mail(
     let mut s = Smtp {
         reader: BufReader::new(r),
         writer: w,
+        refused: false,
     };
-    s.expect(220, "the greeting").await?;
-    if s.command("EHLO ondc-rating", 250).await.is_err() {
-        s.command("HELO ondc-rating", 250).await?;
+    let sent = async {
+        s.expect(220, "the greeting").await?;
+        if s.command("EHLO ondc-rating", 250).await.is_err() {
+            s.command("HELO ondc-rating", 250).await?;
+        }
+        s.command(&format!("MAIL FROM:<{}>", one_line(from)), 250)
+            .await?;
+        s.command(&format!("RCPT TO:<{}>", one_line(to)), 250)
+            .await?;
+        s.command("DATA", 354).await?;
+        s.send(&message(from, to, subject, text), "the message")
+            .await?;
+        s.expect(250, "the message").await
     }
-    s.command(&format!("MAIL FROM:<{}>", one_line(from)), 250)
-        .await?;
-    s.command(&format!("RCPT TO:<{}>", one_line(to)), 250)
-        .await?;
-    s.command("DATA", 354).await?;
-    s.send(&message(from, to, subject, text), "the message")
-        .await?;
-    s.expect(250, "the message").await?;
-    // The message is taken; a failed QUIT does not undo that.
-    if let Err(e) = s.command("QUIT", 221).await {
+    .await;
+    // The session ends with QUIT once the message is taken, and after a refusal too (RFC 5321
+    // section 4.1.1.10), not after a silence or a broken connection. A failed QUIT changes
+    // nothing: the message was taken, or refused.
+    if (sent.is_ok() || s.refused)
+        && let Err(e) = s.command("QUIT", 221).await
+    {
         tracing::debug!(error = %e.error, "SMTP QUIT");
     }
-    Ok(())
+    sent
 }
 
 #[cfg(test)]
@@ -874,6 +1025,7 @@ mod tests {
             since_ms: 1,
             rounds: 0,
             last_error: None,
+            given_up_ms: None,
         };
         let key = format!("{}|feedback.refused|email", sent.context.message_id);
         assert_eq!(kept.key(), key);

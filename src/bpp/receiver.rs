@@ -262,16 +262,7 @@ pub async fn list_received(
             ));
         }
     };
-    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
-        None => 100,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::new(
-                ApiCode::ValidationFailed,
-                "limit: a whole number between 1 and 1000",
-            ));
-        }
-    };
+    let limit = crate::http::page_limit(q.limit.as_deref())?;
     let (ratings, next) = state.store.listed(list, q.after.as_deref(), limit).await?;
     let mut body = serde_json::json!({ "ratings": ratings });
     if let Some(next) = next {

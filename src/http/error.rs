@@ -60,6 +60,10 @@ pub enum ApiCode {
     AlreadyAnswered,
     /// The received rating's ttl has passed: an `/on_rating` now would come too late.
     TtlPassed,
+    /// No such given-up notification (never, forgotten, or sent again already).
+    NotificationNotFound,
+    /// The notification's channel is not configured now: sending it again would fail at once.
+    ChannelNotConfigured,
 }
 
 impl ApiCode {
@@ -94,6 +98,8 @@ impl ApiCode {
             UserNotFound => ("user_not_found", StatusCode::NOT_FOUND),
             AlreadyAnswered => ("already_answered", StatusCode::CONFLICT),
             TtlPassed => ("ttl_passed", StatusCode::GONE),
+            NotificationNotFound => ("notification_not_found", StatusCode::NOT_FOUND),
+            ChannelNotConfigured => ("channel_not_configured", StatusCode::CONFLICT),
         }
     }
 }

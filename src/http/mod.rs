@@ -742,6 +742,16 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
                 "/v2/listings/{listing_id}/feedback/{user_id}".to_owned(),
                 route(Method::GET).to(crate::bap::listing::get_feedback),
             ),
+            (
+                Method::GET,
+                "/internal/notifications/given-up".to_owned(),
+                route(Method::GET).to(crate::bap::given_up::list),
+            ),
+            (
+                Method::POST,
+                "/internal/notifications/given-up/{id}/send".to_owned(),
+                route(Method::POST).to(crate::bap::given_up::send),
+            ),
         ]);
     }
     if seller {
@@ -762,6 +772,18 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
         ));
     }
     t
+}
+
+/// The `limit` of a listing's page: 1 to 1000, 100 when not given.
+pub(crate) fn page_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    match limit.map(str::parse::<usize>) {
+        None => Ok(100),
+        Some(Ok(n)) if (1..=1000).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::new(
+            ApiCode::ValidationFailed,
+            "limit: a whole number between 1 and 1000",
+        )),
+    }
 }
 
 /// Every (method, path) this configuration serves, onboarding endpoints included.

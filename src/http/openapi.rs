@@ -42,6 +42,7 @@ const COMPONENTS: &[(&str, &str)] = &[
         "buyer/listing-feedback.error.schema.json",
     ),
     ("User", "buyer/user.schema.json"),
+    ("Notifications", "buyer/notifications.schema.json"),
     ("RatingInbound", "ondc/rating.inbound.schema.json"),
     ("RatingOutbound", "ondc/rating.outbound.schema.json"),
     ("OnRating", "ondc/on_rating.schema.json"),

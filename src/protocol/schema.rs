@@ -84,6 +84,10 @@ pub const FILES: &[(&str, &str)] = &[
         "buyer/user.schema.json",
         include_str!("../../schemas/buyer/user.schema.json"),
     ),
+    (
+        "buyer/notifications.schema.json",
+        include_str!("../../schemas/buyer/notifications.schema.json"),
+    ),
 ];
 
 /// The first thing wrong with a payload.
@@ -180,6 +184,8 @@ pub struct Schemas {
     pub listing_feedback_error: Schema,
     /// Internal users API body.
     pub user: Schema,
+    /// The internal API over given-up notifications: a page, or one sent again.
+    pub notifications: Schema,
 }
 
 /// Why the embedded schemas could not be compiled (a build defect caught by the tests).
@@ -262,6 +268,7 @@ impl Schemas {
             listing_feedback_response: get("buyer/listing-feedback.response.schema.json")?,
             listing_feedback_error: get("buyer/listing-feedback.error.schema.json")?,
             user: get("buyer/user.schema.json")?,
+            notifications: get("buyer/notifications.schema.json")?,
         })
     }
 }

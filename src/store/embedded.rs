@@ -39,7 +39,7 @@ fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> 
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 15] = [
+const ALL: [Space; 16] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
@@ -55,6 +55,7 @@ const ALL: [Space; 15] = [
     Space::Arrived,
     Space::Settled,
     Space::Notices,
+    Space::GivenUp,
 ];
 
 /// The most writes one commit takes.
@@ -147,6 +148,13 @@ enum Write {
         key: String,
         due: Option<(Vec<u8>, String)>,
         entry: String,
+    },
+    /// Removes `from` and puts `value` at `to`, if `from` is there or `always`.
+    Move {
+        from: (Space, String),
+        to: (Space, String),
+        value: Vec<u8>,
+        always: bool,
     },
 }
 
@@ -309,6 +317,22 @@ fn apply(tx: &WriteTransaction, write: &Write) -> Result<Outcome, StoreError> {
                 t.remove(arrived.as_str()).map_err(unavailable)?;
             }
             Ok(Outcome::Inserted(holds))
+        }
+        Write::Move {
+            from,
+            to,
+            value,
+            always,
+        } => {
+            let mut t = tx.open_table(table(from.0)).map_err(unavailable)?;
+            let there = t.remove(from.1.as_str()).map_err(unavailable)?.is_some();
+            drop(t);
+            if there || *always {
+                let mut t = tx.open_table(table(to.0)).map_err(unavailable)?;
+                t.insert(to.1.as_str(), value.as_slice())
+                    .map_err(unavailable)?;
+            }
+            Ok(Outcome::Inserted(there))
         }
     }
 }
@@ -703,6 +727,27 @@ impl EmbeddedStore {
         };
         match self.write(write).await? {
             Outcome::Inserted(forgotten) => Ok(forgotten),
+            _ => Err(unavailable("unexpected answer from the store's writer")),
+        }
+    }
+
+    /// Removes `from` and puts `value` at `to` in one commit, if `from` is there or `always`
+    /// (true when `from` was there).
+    pub(super) async fn relocate(
+        &self,
+        from: (Space, &str),
+        to: (Space, &str),
+        value: Vec<u8>,
+        always: bool,
+    ) -> Result<bool, StoreError> {
+        let write = Write::Move {
+            from: (from.0, from.1.to_owned()),
+            to: (to.0, to.1.to_owned()),
+            value,
+            always,
+        };
+        match self.write(write).await? {
+            Outcome::Inserted(moved) => Ok(moved),
             _ => Err(unavailable("unexpected answer from the store's writer")),
         }
     }

@@ -98,6 +98,10 @@ pub enum Space {
     /// The same keys -> a marker, expiring, while one instance sends that notification (Redis
     /// only: one process holds an embedded file).
     NoticeClaims,
+    /// `{given up ms, 13 digits}|{notice key}` -> a notification given up, kept for
+    /// `buyer.notify_given_up_days` in the order they were given up, until sent again on request
+    /// (Redis: one sorted set of the entries, read in lexical order, beside their values).
+    GivenUp,
 }
 
 impl Space {
@@ -122,6 +126,7 @@ impl Space {
             Space::Settled => "settled",
             Space::Notices => "notices",
             Space::NoticeClaims => "notice_claims",
+            Space::GivenUp => "given_up",
         }
     }
 }
@@ -850,6 +855,97 @@ impl Store {
             Store::Embedded(s) => s.delete(Space::Notices, key).await,
             Store::Redis(s) => s.remove_notice(key).await,
         }
+    }
+
+    /// Keeps the notification `key` among those given up, as `value` under `entry` (`{given up
+    /// ms, 13 digits}|{key}`), in place of the kept one: in one commit embedded; with Redis the
+    /// given-up one first, so a stop between the two leaves the kept one to be sent again.
+    pub async fn give_up_notice(
+        &self,
+        key: &str,
+        entry: &str,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s
+                .relocate((Space::Notices, key), (Space::GivenUp, entry), value, true)
+                .await
+                .map(drop),
+            Store::Redis(s) => s.give_up_notice(key, entry, value).await,
+        }
+    }
+
+    /// Up to `limit` notifications given up, oldest first, from the one after the entry `after`:
+    /// each entry with its value; with the entry of the last one looked at when the list may go
+    /// on. An entry without a value (Redis: being written, or left by a stop) is skipped; the
+    /// retention removes it.
+    pub async fn given_up(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, Vec<u8>)>, Option<String>), StoreError> {
+        let entries = match self {
+            Store::Embedded(s) => s.keys_after(Space::GivenUp, after, limit).await?,
+            Store::Redis(s) => s.listed_after(Space::GivenUp, after, limit).await?,
+        };
+        let next = (entries.len() == limit)
+            .then(|| entries.last().cloned())
+            .flatten();
+        // All at once: Redis pipelines them on the one connection.
+        let reads = entries.iter().map(|e| self.get_raw(Space::GivenUp, e));
+        let values = futures_util::future::join_all(reads).await;
+        let mut listed = Vec::with_capacity(entries.len());
+        for (entry, value) in entries.into_iter().zip(values) {
+            if let Some(value) = value? {
+                listed.push((entry, value));
+            }
+        }
+        Ok((listed, next))
+    }
+
+    /// The given-up notification `entry`.
+    pub async fn get_given_up(&self, entry: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_raw(Space::GivenUp, entry).await
+    }
+
+    /// Keeps `value` as the notification `key`, due at `due_ms`, in place of the given-up
+    /// `entry`: true when `entry` was still there (embedded: in one commit, and only then;
+    /// Redis: see `RedisStore::revive_notice`).
+    pub async fn revive_notice(
+        &self,
+        entry: &str,
+        key: &str,
+        value: Vec<u8>,
+        due_ms: i64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(s) => {
+                s.relocate((Space::GivenUp, entry), (Space::Notices, key), value, false)
+                    .await
+            }
+            Store::Redis(s) => s.revive_notice(entry, key, value, due_ms).await,
+        }
+    }
+
+    /// Forgets the notifications given up before `cutoff_ms` (Unix ms), at most `limit`, oldest
+    /// first; how many went (fewer than `limit`: no more are due).
+    pub async fn forget_given_up(&self, cutoff_ms: i64, limit: usize) -> Result<usize, StoreError> {
+        let bound = format!("{:013}|", cutoff_ms.max(0));
+        let mut entries = match self {
+            Store::Embedded(s) => s.keys_after(Space::GivenUp, None, limit).await?,
+            Store::Redis(s) => s.listed_after(Space::GivenUp, None, limit).await?,
+        };
+        entries.retain(|e| e.as_str() < bound.as_str());
+        let forgetting = entries.iter().map(|entry| async move {
+            match self {
+                Store::Embedded(s) => s.delete(Space::GivenUp, entry).await,
+                Store::Redis(s) => s.forget_given_up(entry).await,
+            }
+        });
+        for gone in futures_util::future::join_all(forgetting).await {
+            gone?;
+        }
+        Ok(entries.len())
     }
 
     /// Takes the right to send the notification `key` for at most `lease`; false when another

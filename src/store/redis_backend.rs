@@ -652,6 +652,50 @@ impl RedisStore {
         self.delete(Space::Notices, key).await
     }
 
+    /// Keeps `value` as the given-up notification `entry` (its list entry, then its value), then
+    /// removes the kept notification `key`: a stop between the two leaves both, and the kept one
+    /// is sent again (given up again under another entry, or delivered), never lost; an entry
+    /// left without its value is dropped when listed.
+    pub(super) async fn give_up_notice(
+        &self,
+        key: &str,
+        entry: &str,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        c.zadd::<_, _, _, ()>(self.list_key(Space::GivenUp), entry, 0)
+            .await
+            .map_err(|e| self.lost(e))?;
+        self.put(Space::GivenUp, entry, value).await?;
+        self.remove_notice(key).await
+    }
+
+    /// Keeps `value` as the notification `key` due at `due_ms`, then removes the given-up `entry`
+    /// (its value, then its list entry): true when it was still there. Two instances doing it at
+    /// once both keep the same notification under the same key; one removes the entry.
+    pub(super) async fn revive_notice(
+        &self,
+        entry: &str,
+        key: &str,
+        value: Vec<u8>,
+        due_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.put_notice(key, value, due_ms).await?;
+        let mut c = self.conn();
+        let removed: i64 = c
+            .del(self.key(Space::GivenUp, entry))
+            .await
+            .map_err(|e| self.lost(e))?;
+        self.unlist(Space::GivenUp, entry).await?;
+        Ok(removed == 1)
+    }
+
+    /// Removes the given-up notification `entry`: its value, then its list entry.
+    pub(super) async fn forget_given_up(&self, entry: &str) -> Result<(), StoreError> {
+        self.delete(Space::GivenUp, entry).await?;
+        self.unlist(Space::GivenUp, entry).await
+    }
+
     /// The sorted set of the received ratings settled, their entries scored by the time they
     /// settled in milliseconds.
     fn settled_key(&self) -> String {

@@ -42,7 +42,8 @@ struct Mail {
 /// A small SMTP server of ours on loopback: the server side of RFC 5321 (a greeting, a
 /// multi-line EHLO reply, HELO, MAIL, RCPT, DATA ending at the `.` line and dot-unstuffed, RSET,
 /// NOOP, QUIT). It holds the client to the protocol: a line not ending in CRLF, a command out of
-/// order, or an unknown one is answered with an error and recorded as a violation.
+/// order, or an unknown one is answered with an error and recorded as a violation, as is a
+/// greeted session the client closes without QUIT.
 struct SmtpServer {
     addr: String,
     mails: Arc<Mutex<Vec<Mail>>>,
@@ -163,7 +164,12 @@ async fn session(
     loop {
         let mut line = Vec::new();
         match read.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                if greeted {
+                    violation("the session was closed without QUIT".into());
+                }
+                return;
+            }
             Ok(_) => {}
         }
         let Some(line) = line.strip_suffix(b"\r\n") else {
@@ -281,11 +287,29 @@ async fn selling_buyer(
     seller: &ScriptedSeller,
     tweak: impl FnOnce(&mut ondc_rating::config::Settings),
 ) -> Buyer {
+    let clock: ondc_rating::clock::SharedClock = Arc::new(ondc_rating::clock::SystemClock);
+    selling_buyer_at(store, seller, clock, tweak).await
+}
+
+/// A [`selling_buyer`] whose clock is `clock`.
+async fn selling_buyer_at(
+    store: &StoreFixture,
+    seller: &ScriptedSeller,
+    clock: ondc_rating::clock::SharedClock,
+    tweak: impl FnOnce(&mut ondc_rating::config::Settings),
+) -> Buyer {
     let peer = seller.identity.peer();
-    let b = Buyer::start(store, "buyer", vec![], move |s| {
-        s.peers.push(peer);
-        tweak(s);
-    })
+    let b = Buyer::start_as_clocked(
+        Identity::new("buyer.test"),
+        store,
+        "buyer",
+        vec![],
+        clock,
+        move |s| {
+            s.peers.push(peer);
+            tweak(s);
+        },
+    )
     .await;
     assert_eq!(user_active(&b, "alice").await.0, 200);
     for id in ["O-1", "L-1"] {
@@ -882,6 +906,7 @@ async fn redis_what_a_stopped_instance_kept_is_sent_by_another() {
         since_ms: due - 30_000,
         rounds: 1,
         last_error: Some("HTTP 503: down (after 4 attempts)".into()),
+        given_up_ms: None,
     };
     let orphan = "m-orphan|feedback.recorded|webhook";
     run(redis::cmd("SET")
@@ -926,4 +951,218 @@ async fn redis_what_a_stopped_instance_kept_is_sent_by_another() {
     assert_eq!(record, 0, "the delivered notification is not kept");
     let series = "ondc_rating_notification_rounds_total{channel=\"webhook\",ended=\"delivered\"}";
     assert_eq!(sample(&metrics(&b.app.base).await, series), Some(1.0));
+}
+
+/// `req` sent with the internal token: its status, and its body, checked against the
+/// notifications schema.
+async fn internal_call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = req.bearer_auth(INTERNAL).send().await.unwrap();
+    let (status, body) = (r.status().as_u16(), r.json().await.unwrap_or(Value::Null));
+    assert_documented(status, &body, &schemas().notifications);
+    (status, body)
+}
+
+/// A page of the notifications given up, read at `base` (`query` as given).
+async fn given_up_page(http: &reqwest::Client, base: &str, query: &str) -> (u16, Value) {
+    internal_call(http.get(format!("{base}/internal/notifications/given-up{query}"))).await
+}
+
+/// The notifications given up at `base`, once there are `n` (waited for, bounded).
+async fn given_up_once(http: &reqwest::Client, base: &str, n: usize) -> Vec<Value> {
+    let mut page = Value::Null;
+    for _ in 0..250 {
+        let status;
+        (status, page) = given_up_page(http, base, "").await;
+        assert_eq!(status, 200, "{page}");
+        if page["notifications"].as_array().unwrap().len() == n {
+            return page["notifications"].as_array().unwrap().clone();
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    panic!("not {n} notifications given up: {page}");
+}
+
+/// Asks `base` to send the given-up notification `id` again, its `|` percent-encoded.
+async fn send_again(http: &reqwest::Client, base: &str, id: &str) -> (u16, Value) {
+    let id = id.replace('|', "%7C");
+    internal_call(http.post(format!("{base}/internal/notifications/given-up/{id}/send"))).await
+}
+
+/// A webhook receiver that refuses the event (410) and a relay that refuses the mailbox (550):
+/// both are given up, listed oldest first a page at a time, still after a restart; sent again on
+/// request, the receiver gets the same event under the same key, the relay takes the email, and
+/// neither is listed any more.
+async fn a_given_up_event_is_listed_and_sent_again_on_request(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let hook = Recorder::start("/events", Script::FailFirst(1, 410)).await;
+    let smtp = SmtpServer::refusing(vec!["550 5.1.1 no such mailbox"]).await;
+    let b = notifying_buyer(&store, &seller, &hook, &smtp).await;
+    let message_id = message_id(&feedback_on_o1(&b, &seller, "STARS2").await);
+    let refused = check_signed(&hook.wait_for(1).await[0], &message_id);
+    given_up_once(&b.http, &b.app.base, 2).await;
+
+    // Kept in the store: the same after a restart.
+    let app = b.app.restart().await;
+    let base = app.base.as_str();
+    let (status, first) = given_up_page(&b.http, base, "?limit=1").await;
+    assert_eq!(status, 200);
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let (_, second) = given_up_page(&b.http, base, &format!("?limit=1&after={next}")).await;
+    let after = second["next"].as_str().unwrap_or_default().to_owned();
+    let (_, third) = given_up_page(&b.http, base, &format!("?limit=1&after={after}")).await;
+    assert_eq!(third["notifications"], json!([]), "{third}");
+    let listed = [&first, &second].map(|p| p["notifications"][0].clone());
+    assert!(
+        listed[0]["givenUpAt"].as_str() <= listed[1]["givenUpAt"].as_str(),
+        "oldest first: {listed:?}"
+    );
+    let by = |channel: &str| {
+        listed
+            .iter()
+            .find(|n| n["channel"] == channel)
+            .unwrap_or_else(|| panic!("no {channel} given up: {listed:?}"))
+            .clone()
+    };
+    let (webhook, email) = (by("webhook"), by("email"));
+    assert_eq!(
+        webhook["event"], refused,
+        "the event as the receiver got it"
+    );
+    assert_eq!(email["event"], refused, "the email tells the same");
+    assert_eq!(webhook["rounds"], 1);
+    assert!(
+        webhook["lastError"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTP 410"),
+        "{webhook}"
+    );
+    assert!(
+        email["lastError"].as_str().unwrap().contains("550"),
+        "{email}"
+    );
+    assert_eq!(webhook["firstDueAt"].as_str().unwrap().len(), 24);
+
+    // The internal token, a valid query.
+    let r = b
+        .http
+        .get(format!("{base}/internal/notifications/given-up"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    for query in ["?limit=0", "?limit=1001", "?state=all"] {
+        let (status, body) = given_up_page(&b.http, base, query).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("validation_failed")),
+            "{query}: {body}"
+        );
+    }
+
+    // Sent again: the same event, signed under the same key, and no longer listed.
+    let id = webhook["id"].as_str().unwrap();
+    let (status, body) = send_again(&b.http, base, id).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["notification"]["event"], refused);
+    assert_eq!(body["notification"]["rounds"], 0);
+    hook.wait_for(2).await;
+    assert_eq!(same_event(&hook, &message_id).len(), 2);
+    let (status, body) = send_again(&b.http, base, id).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("notification_not_found")),
+        "sent again once: {body}"
+    );
+    let left = given_up_once(&b.http, base, 1).await;
+    assert_eq!(left[0]["channel"], "email");
+    // The id as listed, its `|` not encoded (as a shell's curl sends it).
+    let id = email["id"].as_str().unwrap();
+    let raw = b
+        .http
+        .post(format!("{base}/internal/notifications/given-up/{id}/send"));
+    assert_eq!(internal_call(raw).await.0, 202);
+    let mail = smtp.message().await;
+    assert!(mail.data.contains("Rating: STARS2"), "{}", mail.data);
+    assert_eq!(mail.to, [TO]);
+    given_up_once(&b.http, base, 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.requests().len(), 2, "delivered once: not sent again");
+    let text = metrics(base).await;
+    for channel in ["webhook", "email"] {
+        let series = format!(
+            "ondc_rating_notification_rounds_total{{channel=\"{channel}\",ended=\"delivered\"}}"
+        );
+        assert_eq!(sample(&text, &series), Some(1.0), "{channel}");
+    }
+}
+both_stores!(a_given_up_event_is_listed_and_sent_again_on_request);
+
+/// A notification given up is kept `buyer.notify_given_up_days`, then forgotten; with 0 it is
+/// not kept at all. One whose channel is no longer configured is not sent again (409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_up_notifications_are_kept_their_days_only() {
+    let start = chrono::Utc::now().timestamp_millis();
+    for days in [2, 0] {
+        let store = StoreFixture::new(Backend::Embedded);
+        let seller = ScriptedSeller::start(Script::AckSilently).await;
+        let hook = Recorder::start("/events", Script::Respond(410, "gone".into())).await;
+        let clock = ondc_rating::clock::FixedClock::at_millis(start);
+        let webhook = webhook_to(&hook);
+        let b = selling_buyer_at(&store, &seller, clock.clone(), move |s| {
+            webhook(s);
+            s.buyer.notify_retry_after_ms = 200;
+            s.buyer.notify_given_up_days = days;
+        })
+        .await;
+        feedback_on_o1(&b, &seller, "STARS1").await;
+        hook.wait_for(1).await;
+        let series =
+            "ondc_rating_notification_rounds_total{channel=\"webhook\",ended=\"given_up\"}";
+        for _ in 0..100 {
+            if sample(&metrics(&b.app.base).await, series) == Some(1.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(sample(&metrics(&b.app.base).await, series), Some(1.0));
+        if days == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            given_up_once(&b.http, &b.app.base, 0).await;
+            continue;
+        }
+        let listed = given_up_once(&b.http, &b.app.base, 1).await;
+        // A day short, swept many times over: kept.
+        clock.advance_millis(2 * 86_400_000 - 60_000);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        given_up_once(&b.http, &b.app.base, 1).await;
+
+        // Without a webhook now, it cannot be sent again.
+        let (settings, clock_now) = b.app.stop().await;
+        let mut settings = settings;
+        settings.buyer.notify_webhook_url.clear();
+        let (listener, _) = bind();
+        let app = TestApp::start_clocked(settings, listener, clock_now).await;
+        let (status, body) =
+            send_again(&b.http, &app.base, listed[0]["id"].as_str().unwrap()).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (409, &json!("channel_not_configured")),
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("buyer.notify_webhook_url"),
+            "{body}"
+        );
+        given_up_once(&b.http, &app.base, 1).await;
+
+        // Past its days: forgotten.
+        clock.advance_millis(120_000);
+        given_up_once(&b.http, &app.base, 0).await;
+        assert_eq!(hook.requests().len(), 1);
+    }
 }

@@ -1,0 +1,67 @@
+//! The internal API over the notifications given up ([`super::notify`]), for the buyer app's
+//! operators: `GET /internal/notifications/given-up` lists them, oldest first, a page at a time;
+//! `POST /internal/notifications/given-up/{id}/send` sends one again, once the receiver or the
+//! relay is fixed. `Authorization: Bearer <buyer.internal_token>`. They are kept for
+//! `buyer.notify_given_up_days`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use super::notify::{Pending, SendAgainError, send_again, view};
+use super::orders::check_internal;
+use crate::http::AppState;
+use crate::http::error::{ApiCode, ApiError};
+
+/// The query of [`list`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// At most this many (1 to 1000; 100 without it).
+    limit: Option<String>,
+    /// The `next` of the page before.
+    after: Option<String>,
+}
+
+/// `GET /internal/notifications/given-up[?limit=N][&after=NEXT]`: the notifications given up,
+/// in the order they were given up; `next` when more may follow.
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    check_internal(&req, &state.settings.buyer.internal_token)?;
+    let q = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::new(ApiCode::ValidationFailed, format!("query: {e}")))?
+        .into_inner();
+    let limit = crate::http::page_limit(q.limit.as_deref())?;
+    let (entries, next) = state.store.given_up(q.after.as_deref(), limit).await?;
+    let mut listed = Vec::with_capacity(entries.len());
+    for (id, bytes) in entries {
+        match serde_json::from_slice::<Pending>(&bytes) {
+            Ok(p) => listed.push(view(Some(&id), &p)),
+            Err(e) => tracing::error!(error = %e, id, "a given-up notification cannot be read"),
+        }
+    }
+    let mut body = json!({ "notifications": listed });
+    if let Some(next) = next {
+        body["next"] = next.into();
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `POST /internal/notifications/given-up/{id}/send`: sends the notification again, in the
+/// background; 202 with it as now kept (listed no more; given up again, it is listed anew).
+pub async fn send(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    check_internal(&req, &state.settings.buyer.internal_token)?;
+    match send_again(&state, &id).await {
+        Ok(p) => Ok(HttpResponse::Accepted().json(json!({ "notification": view(None, &p) }))),
+        Err(SendAgainError::NotFound) => Err(ApiError::new(
+            ApiCode::NotificationNotFound,
+            "no such notification given up (never, forgotten, or sent again already)",
+        )),
+        Err(e @ SendAgainError::NotConfigured(_)) => {
+            Err(ApiError::new(ApiCode::ChannelNotConfigured, e.to_string()))
+        }
+        Err(SendAgainError::Store(e)) => Err(e.into()),
+    }
+}
