@@ -158,7 +158,7 @@ async fn handle(
     tracing::info!("on_rating stored");
     if let Some(f) = &feedback {
         // v2 feedback: a refusal is told to whom its recording was.
-        super::notify::feedback_refused(&state, f, &cb);
+        super::notify::feedback_refused(&state, f, &cb).await;
     }
     if waiting_here.is_some() {
         // Its request waits in this process and nowhere else: hand the callback over (a request

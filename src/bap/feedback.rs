@@ -420,7 +420,7 @@ pub async fn put_feedback(
             revision: previous.map_or(1, |p| p.revision + 1),
         })
         .await?;
-    super::notify::feedback_recorded(&state, recorded);
+    super::notify::feedback_recorded(&state, recorded).await;
     Ok(HttpResponse::Ok().json(json!({ "success": true })))
 }
 

@@ -483,7 +483,8 @@ pub async fn post_feedback(
             at: ondc_timestamp(now),
             outcome: super::notify::Outcome::Recorded,
         },
-    );
+    )
+    .await;
     Ok(HttpResponse::Created()
         .insert_header((
             actix_web::http::header::LOCATION,

@@ -1,7 +1,8 @@
 //! Telling the rated party what became of v2 feedback, besides the /rating itself: that it was
 //! recorded (the seller ACKed its /rating), and that it was refused (the seller's /on_rating
 //! carried an error block, or `rating_ack: false`). Both channels are optional, run in the
-//! background (the API answer never waits for them nor depends on them) and log their outcome:
+//! background (the API answer waits for their keeping, below, never for their delivery, and
+//! does not depend on them) and log their outcome:
 //!
 //! - a signed webhook, `buyer.notify_webhook_url`: the event
 //!   `{"event":"feedback.recorded","api","order_id"|"listing_id","user_id","rating","message_id",
@@ -15,8 +16,8 @@
 //!   `buyer.notify_email_from` to `buyer.notify_email_to`; at most `buyer.notify_concurrency`
 //!   sessions at once, an email waiting up to a minute for one.
 //!
-//! Each notification is kept in the store, per channel ([`Pending`]), before its first round of
-//! attempts, and removed once delivered; once given up it is kept among the given-up ones for
+//! Each notification is kept in the store, per channel ([`Pending`]), before the API answers
+//! (a refusal: before the `/on_rating` is ACKed), and removed once delivered; once given up it is kept among the given-up ones for
 //! `buyer.notify_given_up_days`, where operators can list it and send it again
 //! ([`super::given_up`]). A failed round is due again after a
 //! doubling wait (`buyer.notify_retry_after_ms`, at most an hour) until
@@ -199,44 +200,44 @@ fn event(n: &Notice) -> serde_json::Value {
     v
 }
 
-/// Starts the configured notifications of a recorded feedback in the background. A feedback
-/// whose refusal was stored before the seller's ACK was processed here is not announced as
-/// recorded: its refusal went out instead ([`feedback_refused`]).
-pub fn feedback_recorded(state: &web::Data<AppState>, n: Notice) {
+/// Keeps the configured notifications of a recorded feedback, then sends them in the
+/// background ([`notify`]). A feedback whose refusal was stored before the seller's ACK was
+/// processed here is not announced as recorded: its refusal went out instead
+/// ([`feedback_refused`]).
+pub async fn feedback_recorded(state: &web::Data<AppState>, n: Notice) {
     let b = &state.settings.buyer;
     if b.notify_webhook_url.is_empty() && b.notify_smtp.is_empty() {
         return;
     }
-    let (state, background) = (state.clone(), state.background.clone());
-    // On the runtime that outlives the HTTP workers (a worker's ends with the server), as are
-    // the rounds: a graceful stop waits for those under way.
-    background.spawn(async move {
-        match state.store.get_callback(&n.message_id).await {
-            Ok(Some(cb)) if cb.refused() => {
-                tracing::info!(
-                    api = n.api.name(), message_id = %n.message_id,
-                    "feedback refused before its ACK was processed: only the refusal is notified"
-                );
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                error = %e, message_id = %n.message_id,
-                "could not read the feedback's callback; notified as recorded"
-            ),
+    match state.store.get_callback(&n.message_id).await {
+        Ok(Some(cb)) if cb.refused() => {
+            tracing::info!(
+                api = n.api.name(), message_id = %n.message_id,
+                "feedback refused before its ACK was processed: only the refusal is notified"
+            );
+            return;
         }
-        notify(&state, n);
-    });
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %e, message_id = %n.message_id,
+            "could not read the feedback's callback; notified as recorded"
+        ),
+    }
+    notify(state, n).await;
 }
 
-/// Starts the configured notifications of the refusal `cb` carries of the feedback `sent`, if
-/// it refuses it.
-pub fn feedback_refused(state: &web::Data<AppState>, sent: &FeedbackSent, cb: &CallbackRecord) {
+/// Keeps the configured notifications of the refusal `cb` carries of the feedback `sent`, if it
+/// refuses it, then sends them in the background ([`notify`]).
+pub async fn feedback_refused(
+    state: &web::Data<AppState>,
+    sent: &FeedbackSent,
+    cb: &CallbackRecord,
+) {
     if !cb.refused() {
         return;
     }
     match Notice::refusal(sent, cb) {
-        Some(n) => notify(state, n),
+        Some(n) => notify(state, n).await,
         None => tracing::warn!(
             message_id = %sent.context.message_id,
             "refused feedback sent before its API was recorded: not notified"
@@ -331,18 +332,22 @@ impl Failure {
     }
 }
 
-/// Keeps `n` in the store for each configured channel, then sends it there in the background;
-/// what is not delivered is tried again by [`sweep`], in this process or, after a restart or
-/// on another instance sharing Redis, in another.
-fn notify(state: &web::Data<AppState>, n: Notice) {
+/// Keeps `n` in the store for each configured channel (the channels' writes at once) before it
+/// returns, so that the caller answers only once it is kept, then sends it there in the
+/// background; what is not delivered is tried again by [`sweep`], in this process or, after a
+/// restart or on another instance sharing Redis, in another. One the store could not keep is
+/// sent once all the same.
+async fn notify(state: &web::Data<AppState>, n: Notice) {
     let b = &state.settings.buyer;
     let now = state.clock.now().timestamp_millis();
     let channels = [
         (!b.notify_webhook_url.is_empty()).then_some(Channel::Webhook),
         (!b.notify_smtp.is_empty()).then_some(Channel::Email),
     ];
-    for channel in channels.into_iter().flatten() {
-        let p = Pending {
+    let pending: Vec<Pending> = channels
+        .into_iter()
+        .flatten()
+        .map(|channel| Pending {
             notice: n.clone(),
             channel,
             due_ms: now,
@@ -350,44 +355,55 @@ fn notify(state: &web::Data<AppState>, n: Notice) {
             rounds: 0,
             last_error: None,
             given_up_ms: None,
-        };
-        let state = state.clone();
-        let background = state.background.clone();
-        background.spawn(async move { send_kept(&state, &p.key(), Some(p)).await });
-    }
-}
-
-/// One round of attempts for the notification `key`, unless this process or another instance
-/// is sending it, or it is not due: `new`, kept first (once claimed, so that no sweep sends it
-/// meanwhile), or the one the store keeps, read once claimed (another instance may have sent or
-/// moved it since it was listed).
-async fn send_kept(state: &AppState, key: &str, new: Option<Pending>) {
-    let Ok(_sending) = state.notify_slots.sending.take(key.to_owned(), ()) else {
-        return;
-    };
-    match state.store.claim_notice(key, LEASE).await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(e) if new.is_none() => {
-            tracing::warn!(error = %e, key, "could not claim a kept notification; left for later");
-            return;
-        }
-        // A new one is sent all the same: the store may keep it below, or may not.
-        Err(_) => {}
-    }
-    let pending = match new {
-        Some(p) => {
-            let bytes = serde_json::to_vec(&p).expect("a notification serialises");
-            if let Err(e) = state.store.put_notice(key, bytes, p.due_ms).await {
+        })
+        .collect();
+    let keeping = pending.iter().map(|p| {
+        let bytes = serde_json::to_vec(p).expect("a notification serialises");
+        async move { state.store.put_notice(&p.key(), bytes, p.due_ms).await }
+    });
+    let kept = futures_util::future::join_all(keeping).await;
+    for (p, kept) in pending.into_iter().zip(kept) {
+        let key = p.key();
+        let unkept = match kept {
+            Ok(()) => None,
+            Err(e) => {
                 tracing::warn!(
                     error = %e, key,
                     "could not keep the notification: sent once, not tried again later"
                 );
+                Some(p)
             }
-            Some(p)
-        }
-        None => read_kept(state, key).await,
+        };
+        // On the runtime that outlives the HTTP workers (a worker's ends with the server): a
+        // graceful stop waits for the rounds under way.
+        let (state, background) = (state.clone(), state.background.clone());
+        background.spawn(async move { send_kept(&state, &key, unkept).await });
+    }
+}
+
+/// One round of attempts for the notification `key`, unless this process or another instance
+/// is sending it, or it is not due: the one the store keeps, read once claimed (another
+/// instance may have sent or moved it since it was listed), or `unkept`, one the store could
+/// not keep (no other instance nor sweep knows of it: no claim to take).
+async fn send_kept(state: &AppState, key: &str, unkept: Option<Pending>) {
+    let Ok(_sending) = state.notify_slots.sending.take(key.to_owned(), ()) else {
+        return;
     };
+    if let Some(p) = unkept {
+        let _under_way = state.notify_slots.rounds.start();
+        let outcome = round(state, &p).await;
+        settle(state, key, p, outcome).await;
+        return;
+    }
+    match state.store.claim_notice(key, LEASE).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, key, "could not claim a kept notification; left for later");
+            return;
+        }
+    }
+    let pending = read_kept(state, key).await;
     if let Some(p) = pending.filter(|p| p.due_ms <= state.clock.now().timestamp_millis()) {
         let _under_way = state.notify_slots.rounds.start();
         let outcome = round(state, &p).await;

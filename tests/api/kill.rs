@@ -1044,6 +1044,23 @@ async fn embedded_a_notification_a_sigkill_cut_short_is_sent_after_the_restart()
     assert_eq!(hook.requests().len(), 2, "delivered once, not sent again");
 }
 
+/// A feedback's notification is kept before the API answers: a SIGKILL the moment the answer
+/// arrives does not lose it, and the restarted process sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_notification_is_kept_before_the_answer() {
+    let hook = Recorder::start("/events", Script::AckSilently).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut killed = Notifying::start(dir.path(), &hook).await;
+    killed.served.kill9();
+    let _again = killed.again(dir.path()).await;
+    let got = hook.wait_for(1).await;
+    let key = got[0].header("idempotency-key").unwrap().to_owned();
+    assert!(key.ends_with(&format!("|{}", killed.message_id)), "{key}");
+    let event = check_signed_webhook(&got[0], NOTIFY_SECRET, &key);
+    assert_eq!(event["event"], "feedback.recorded");
+    assert_eq!(event["listing_id"], "O-1");
+}
+
 /// A graceful stop (SIGTERM) waits for a notification round under way: its event, answered
 /// after the stop began, is delivered and not sent again by the next process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -953,6 +953,46 @@ async fn redis_what_a_stopped_instance_kept_is_sent_by_another() {
     assert_eq!(sample(&metrics(&b.app.base).await, series), Some(1.0));
 }
 
+/// A feedback's notifications are kept before the API answers: the moment the 200 arrives, the
+/// store holds the webhook's (its first round still waiting for the receiver), and once the
+/// receiver answers it is kept no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_notification_is_kept_before_the_answer() {
+    let store = StoreFixture::new(Backend::Redis);
+    let settings = store.settings("buyer");
+    let (prefix, redis) = (
+        settings.key_prefix.clone(),
+        redis_connection(&settings.redis_url).await,
+    );
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let go = Arc::new(tokio::sync::Notify::new());
+    let hook = Recorder::start("/events", Script::AckWhen(go.clone())).await;
+    let b = selling_buyer(&store, &seller, webhook_to(&hook)).await;
+    let message_id = message_id(&feedback_on_o1(&b, &seller, "STARS5").await);
+    let kept = format!("{prefix}notices:{message_id}|feedback.recorded|webhook");
+    let exists = || {
+        let (mut c, kept) = (redis.clone(), kept.clone());
+        async move {
+            redis::cmd("EXISTS")
+                .arg(kept)
+                .query_async::<i64>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(exists().await, 1, "kept when the answer came");
+    hook.wait_for(1).await;
+    go.notify_one();
+    for _ in 0..250 {
+        if exists().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exists().await, 0, "delivered, kept no more");
+    check_signed(&hook.requests()[0], &message_id);
+}
+
 /// `req` sent with the internal token: its status, and its body, checked against the
 /// notifications schema.
 async fn internal_call(req: reqwest::RequestBuilder) -> (u16, Value) {
