@@ -374,11 +374,15 @@ async fn notify(state: &web::Data<AppState>, n: Notice) {
                 Some(p)
             }
         };
-        // On the runtime that outlives the HTTP workers (a worker's ends with the server): a
-        // graceful stop waits for the rounds under way.
-        let (state, background) = (state.clone(), state.background.clone());
-        background.spawn(async move { send_kept(&state, &key, unkept).await });
+        start_round(state, key, unkept);
     }
+}
+
+/// [`send_kept`] in a task of its own, on the runtime that outlives the HTTP workers (a
+/// worker's ends with the server): a graceful stop waits for the rounds under way.
+fn start_round(state: &web::Data<AppState>, key: String, unkept: Option<Pending>) {
+    let (state, background) = (state.clone(), state.background.clone());
+    background.spawn(async move { send_kept(&state, &key, unkept).await });
 }
 
 /// One round of attempts for the notification `key`, unless this process or another instance
@@ -615,8 +619,7 @@ pub async fn send_again(
         api = p.notice.api.name(), event = p.notice.event(), channel = p.channel.name(),
         message_id = %p.notice.message_id, "feedback notification given up is sent again"
     );
-    let (state, background) = (state.clone(), state.background.clone());
-    background.spawn(async move { send_kept(&state, &key, None).await });
+    start_round(state, key, None);
     Ok(p)
 }
 
@@ -691,9 +694,7 @@ pub async fn sweep(state: web::Data<AppState>) {
             }
         };
         for key in keys {
-            let state = state.clone();
-            let background = state.background.clone();
-            background.spawn(async move { send_kept(&state, &key, None).await });
+            start_round(&state, key, None);
         }
     }
 }

@@ -625,22 +625,26 @@ impl RedisStore {
     }
 
     /// Up to `limit` keys of the notifications due at `now_ms`, earliest first, and how many
-    /// are indexed in all.
+    /// are indexed in all, in one round trip.
     pub(super) async fn due_notices(
         &self,
         now_ms: i64,
         limit: usize,
     ) -> Result<(Vec<String>, u64), StoreError> {
-        let now = now_ms.to_string();
-        let due = self
-            .first_in_range("ZRANGEBYSCORE", self.notices_due_key(), "-inf", &now, limit)
-            .await?;
+        let key = self.notices_due_key();
         let mut c = self.conn();
-        let all: u64 = c
-            .zcard(self.notices_due_key())
+        redis::pipe()
+            .cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .zcard(&key)
+            .query_async(&mut c)
             .await
-            .map_err(|e| self.lost(e))?;
-        Ok((due, all))
+            .map_err(|e| self.lost(e))
     }
 
     /// Unindexes `key`, then removes its value.
