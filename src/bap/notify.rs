@@ -654,7 +654,7 @@ pub fn view(id: Option<&str>, p: &Pending) -> serde_json::Value {
 const FORGET_BATCH: usize = 256;
 
 /// Forgets the notifications given up more than `buyer.notify_given_up_days` ago (all of them,
-/// set to 0).
+/// set to 0), and counts those kept.
 async fn forget_given_up(state: &AppState, now_ms: i64) {
     let days = i64::from(state.settings.buyer.notify_given_up_days);
     match state
@@ -662,11 +662,15 @@ async fn forget_given_up(state: &AppState, now_ms: i64) {
         .forget_given_up(now_ms - days * 86_400_000, FORGET_BATCH)
         .await
     {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            forgotten = n,
-            "given-up notifications past their days forgotten"
-        ),
+        Ok((forgotten, kept)) => {
+            if forgotten > 0 {
+                tracing::info!(
+                    forgotten,
+                    "given-up notifications past their days forgotten"
+                );
+            }
+            state.metrics.set_notifications_given_up(kept);
+        }
         Err(e) => tracing::warn!(error = %e, "could not forget given-up notifications"),
     }
 }

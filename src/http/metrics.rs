@@ -37,7 +37,10 @@
 //!   notification ([`crate::bap::notify`]), by channel (`webhook`, `email`) and how the round
 //!   ended: `delivered`, `retry` (kept to be tried again later) or `given_up`;
 //! - `ondc_rating_notifications_kept`: a gauge of the feedback notifications kept undelivered
-//!   (per channel; with Redis, those of every instance), as the last sweep counted them.
+//!   (per channel; with Redis, those of every instance), as the last sweep counted them;
+//! - `ondc_rating_notifications_given_up`: a gauge of the feedback notifications given up and
+//!   kept for `buyer.notify_given_up_days` (listed at `GET /internal/notifications/given-up`),
+//!   as the last sweep counted them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -228,6 +231,7 @@ pub struct Metrics {
     received_forgotten: AtomicU64,
     notification_rounds: [[AtomicU64; 3]; 2],
     notifications_kept: AtomicU64,
+    notifications_given_up: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -310,6 +314,11 @@ impl Metrics {
     /// The feedback notifications kept undelivered, as a sweep counted them.
     pub fn set_notifications_kept(&self, n: u64) {
         self.notifications_kept.store(n, Ordering::Relaxed);
+    }
+
+    /// The feedback notifications given up and kept, as a sweep counted them.
+    pub fn set_notifications_given_up(&self, n: u64) {
+        self.notifications_given_up.store(n, Ordering::Relaxed);
     }
 
     /// One wait for `/on_rating`, `elapsed` since the `/rating` was sent.
@@ -485,6 +494,12 @@ impl Metrics {
             "Feedback notifications kept undelivered (per channel), as the last sweep counted them.",
             self.notifications_kept.load(Ordering::Relaxed),
         );
+        gauge(
+            &mut out,
+            "ondc_rating_notifications_given_up",
+            "Feedback notifications given up and kept to be listed and sent again, as the last sweep counted them.",
+            self.notifications_given_up.load(Ordering::Relaxed),
+        );
         header(
             &mut out,
             "ondc_rating_notification_rounds_total",
@@ -584,7 +599,11 @@ mod tests {
         assert!(t.contains("ondc_rating_webhook_slot_waits_total{ended=\"slot\"} 0"));
         let rounds = "ondc_rating_notification_rounds_total";
         m.set_notifications_kept(7);
+        m.set_notifications_given_up(3);
         let t = m.render();
+        assert!(t.contains(
+            "# TYPE ondc_rating_notifications_given_up gauge\nondc_rating_notifications_given_up 3\n"
+        ));
         assert!(t.contains(
             "# TYPE ondc_rating_notifications_kept gauge\nondc_rating_notifications_kept 7\n"
         ));

@@ -928,12 +928,16 @@ impl Store {
     }
 
     /// Forgets the notifications given up before `cutoff_ms` (Unix ms), at most `limit`, oldest
-    /// first; how many went (fewer than `limit`: no more are due).
-    pub async fn forget_given_up(&self, cutoff_ms: i64, limit: usize) -> Result<usize, StoreError> {
+    /// first; how many went (fewer than `limit`: no more are due), and how many are kept then.
+    pub async fn forget_given_up(
+        &self,
+        cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<(usize, u64), StoreError> {
         let bound = format!("{:013}|", cutoff_ms.max(0));
-        let mut entries = match self {
-            Store::Embedded(s) => s.keys_after(Space::GivenUp, None, limit).await?,
-            Store::Redis(s) => s.listed_after(Space::GivenUp, None, limit).await?,
+        let (mut entries, kept) = match self {
+            Store::Embedded(s) => s.first_keys(Space::GivenUp, limit).await?,
+            Store::Redis(s) => s.first_given_up(limit).await?,
         };
         entries.retain(|e| e.as_str() < bound.as_str());
         let forgetting = entries.iter().map(|entry| async move {
@@ -945,7 +949,7 @@ impl Store {
         for gone in futures_util::future::join_all(forgetting).await {
             gone?;
         }
-        Ok(entries.len())
+        Ok((entries.len(), kept.saturating_sub(entries.len() as u64)))
     }
 
     /// Takes the right to send the notification `key` for at most `lease`; false when another

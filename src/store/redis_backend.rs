@@ -593,13 +593,7 @@ impl RedisStore {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn();
-        redis::cmd(range)
-            .arg(key)
-            .arg(min)
-            .arg(max)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
+        range_command(range, &key, min, max, limit)
             .query_async(&mut c)
             .await
             .map_err(|e| self.lost(e))
@@ -625,22 +619,29 @@ impl RedisStore {
     }
 
     /// Up to `limit` keys of the notifications due at `now_ms`, earliest first, and how many
-    /// are indexed in all, in one round trip.
+    /// are indexed in all.
     pub(super) async fn due_notices(
         &self,
         now_ms: i64,
         limit: usize,
     ) -> Result<(Vec<String>, u64), StoreError> {
-        let key = self.notices_due_key();
+        let now = now_ms.to_string();
+        self.first_counted("ZRANGEBYSCORE", self.notices_due_key(), "-inf", &now, limit)
+            .await
+    }
+
+    /// [`RedisStore::first_in_range`], and how many members the set has, in one round trip.
+    async fn first_counted(
+        &self,
+        range: &str,
+        key: String,
+        min: &str,
+        max: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, u64), StoreError> {
         let mut c = self.conn();
         redis::pipe()
-            .cmd("ZRANGEBYSCORE")
-            .arg(&key)
-            .arg("-inf")
-            .arg(now_ms)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
+            .add_command(range_command(range, &key, min, max, limit))
             .zcard(&key)
             .query_async(&mut c)
             .await
@@ -692,6 +693,17 @@ impl RedisStore {
             .map_err(|e| self.lost(e))?;
         self.unlist(Space::GivenUp, entry).await?;
         Ok(removed == 1)
+    }
+
+    /// The first `limit` entries of the given-up notifications, in order, and how many are
+    /// listed, in one round trip.
+    pub(super) async fn first_given_up(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<String>, u64), StoreError> {
+        let key = self.list_key(Space::GivenUp);
+        self.first_counted("ZRANGEBYLEX", key, "-", "+", limit)
+            .await
     }
 
     /// Removes the given-up notification `entry`: its value, then its list entry.
@@ -981,6 +993,19 @@ impl RedisStore {
 }
 
 /// Milliseconds since the first call in this process, plus one (never 0).
+/// `{range} key min max LIMIT 0 limit`: the first `limit` members of a sorted set, `range`
+/// being `ZRANGEBYLEX` or `ZRANGEBYSCORE`.
+fn range_command(range: &str, key: &str, min: &str, max: &str, limit: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd(range);
+    cmd.arg(key)
+        .arg(min)
+        .arg(max)
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit);
+    cmd
+}
+
 fn since_start() -> u64 {
     static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     ORIGIN

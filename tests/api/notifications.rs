@@ -993,6 +993,22 @@ async fn redis_a_notification_is_kept_before_the_answer() {
     check_signed(&hook.requests()[0], &message_id);
 }
 
+/// The gauge of the notifications given up and kept.
+const GIVEN_UP: &str = "ondc_rating_notifications_given_up";
+
+/// Waits (bounded) until the gauge `name` at `base` reads `value`.
+async fn gauge_reads(base: &str, name: &str, value: f64) {
+    let mut read = None;
+    for _ in 0..100 {
+        read = sample(&metrics(base).await, name);
+        if read == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    panic!("{name} reads {read:?}, not {value}");
+}
+
 /// `req` sent with the internal token: its status, and its body, checked against the
 /// notifications schema.
 async fn internal_call(req: reqwest::RequestBuilder) -> (u16, Value) {
@@ -1037,14 +1053,23 @@ async fn a_given_up_event_is_listed_and_sent_again_on_request(backend: Backend) 
     let seller = ScriptedSeller::start(Script::AckSilently).await;
     let hook = Recorder::start("/events", Script::FailFirst(1, 410)).await;
     let smtp = SmtpServer::refusing(vec!["550 5.1.1 no such mailbox"]).await;
-    let b = notifying_buyer(&store, &seller, &hook, &smtp).await;
+    let (webhook, mail) = (webhook_to(&hook), mail_through(&smtp));
+    let b = selling_buyer(&store, &seller, move |s| {
+        webhook(s);
+        mail(s);
+        // Sweeps, which count what is kept, every 100 ms.
+        s.buyer.notify_retry_after_ms = 200;
+    })
+    .await;
     let message_id = message_id(&feedback_on_o1(&b, &seller, "STARS2").await);
     let refused = check_signed(&hook.wait_for(1).await[0], &message_id);
     given_up_once(&b.http, &b.app.base, 2).await;
+    gauge_reads(&b.app.base, GIVEN_UP, 2.0).await;
 
     // Kept in the store: the same after a restart.
     let app = b.app.restart().await;
     let base = app.base.as_str();
+    gauge_reads(base, GIVEN_UP, 2.0).await;
     let (status, first) = given_up_page(&b.http, base, "?limit=1").await;
     assert_eq!(status, 200);
     let next = first["next"].as_str().expect("a next page").to_owned();
@@ -1127,6 +1152,7 @@ async fn a_given_up_event_is_listed_and_sent_again_on_request(backend: Backend) 
     assert!(mail.data.contains("Rating: STARS2"), "{}", mail.data);
     assert_eq!(mail.to, [TO]);
     given_up_once(&b.http, base, 0).await;
+    gauge_reads(base, GIVEN_UP, 0.0).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hook.requests().len(), 2, "delivered once: not sent again");
     let text = metrics(base).await;
@@ -1170,9 +1196,11 @@ async fn given_up_notifications_are_kept_their_days_only() {
         if days == 0 {
             tokio::time::sleep(Duration::from_millis(300)).await;
             given_up_once(&b.http, &b.app.base, 0).await;
+            gauge_reads(&b.app.base, GIVEN_UP, 0.0).await;
             continue;
         }
         let listed = given_up_once(&b.http, &b.app.base, 1).await;
+        gauge_reads(&b.app.base, GIVEN_UP, 1.0).await;
         // A day short, swept many times over: kept.
         clock.advance_millis(2 * 86_400_000 - 60_000);
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1203,6 +1231,7 @@ async fn given_up_notifications_are_kept_their_days_only() {
         // Past its days: forgotten.
         clock.advance_millis(120_000);
         given_up_once(&b.http, &app.base, 0).await;
+        gauge_reads(&app.base, GIVEN_UP, 0.0).await;
         assert_eq!(hook.requests().len(), 1);
     }
 }
