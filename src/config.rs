@@ -245,6 +245,9 @@ pub struct StoreSettings {
     pub redis_cluster_nodes: Vec<String>,
     /// Prefix of every Redis key, so several deployments (or tests) share one server.
     pub key_prefix: String,
+    /// Where `POST /internal/store/backup` writes copies of the embedded store (created when
+    /// missing). Empty: no backups.
+    pub backup_dir: PathBuf,
 }
 
 impl Default for StoreSettings {
@@ -256,6 +259,7 @@ impl Default for StoreSettings {
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_cluster_nodes: Vec::new(),
             key_prefix: "ondc-rating:".into(),
+            backup_dir: PathBuf::new(),
         }
     }
 }

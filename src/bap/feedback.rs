@@ -160,7 +160,8 @@ impl From<ApiError> for FeedbackError {
             OrderNotCompleted => ("Order Not Completed", 4220, json!({})),
             // Codes this API's handlers never give (a 405 is answered before any handler).
             AlreadyRated | InvalidChallenge | InternalError | AlreadyAnswered | TtlPassed
-            | MethodNotAllowed | NotificationNotFound | ChannelNotConfigured => {
+            | MethodNotAllowed | NotificationNotFound | ChannelNotConfigured
+            | BackupUnavailable | BackupInProgress | BackupFailed => {
                 ("Internal Error", 5000, json!({}))
             }
         };

@@ -141,7 +141,8 @@ impl From<ApiError> for ListingError {
             ),
             // (A 405 is answered before any handler.)
             InternalError | AlreadyAnswered | TtlPassed | MethodNotAllowed
-            | NotificationNotFound | ChannelNotConfigured => (50000, "Internal error."),
+            | NotificationNotFound | ChannelNotConfigured | BackupUnavailable
+            | BackupInProgress | BackupFailed => (50000, "Internal error."),
         };
         Self {
             seller_error: e.seller_error,

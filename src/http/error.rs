@@ -64,6 +64,12 @@ pub enum ApiCode {
     NotificationNotFound,
     /// The notification's channel is not configured now: sending it again would fail at once.
     ChannelNotConfigured,
+    /// No backups here: `store.backup_dir` is not set, or the store is Redis.
+    BackupUnavailable,
+    /// A backup is being made by this process already.
+    BackupInProgress,
+    /// The backup could not be written (the directory, the disk); nothing was left.
+    BackupFailed,
 }
 
 impl ApiCode {
@@ -100,6 +106,9 @@ impl ApiCode {
             TtlPassed => ("ttl_passed", StatusCode::GONE),
             NotificationNotFound => ("notification_not_found", StatusCode::NOT_FOUND),
             ChannelNotConfigured => ("channel_not_configured", StatusCode::CONFLICT),
+            BackupUnavailable => ("backup_unavailable", StatusCode::CONFLICT),
+            BackupInProgress => ("backup_in_progress", StatusCode::CONFLICT),
+            BackupFailed => ("backup_failed", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 }

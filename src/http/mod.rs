@@ -2,6 +2,7 @@
 //! readiness, metrics (counted by a middleware), and the JSON 404. `Application::build` binds
 //! first (port 0 in tests) so callers learn the port before the server runs.
 
+pub mod backup;
 pub mod body;
 pub mod error;
 pub mod limits;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub webhook_slots: tokio::sync::Semaphore,
     /// Feedback notifications that may be in flight, per channel (`buyer.notify_concurrency`).
     pub notify_slots: crate::bap::notify::Slots,
+    /// Held while this process makes a backup of the store (one at a time).
+    pub backing_up: tokio::sync::Mutex<()>,
 }
 
 /// Keys some work in this process holds, each with what holds it (`V`): the received ratings
@@ -411,6 +414,7 @@ impl Application {
             )),
             webhook_slots: tokio::sync::Semaphore::new(settings.seller.webhook_concurrency),
             notify_slots: crate::bap::notify::Slots::new(settings.buyer.notify_concurrency),
+            backing_up: tokio::sync::Mutex::new(()),
             store,
             clock,
             settings: Arc::new(settings),
@@ -693,6 +697,11 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
             Method::GET,
             "/metrics".to_owned(),
             route(Method::GET).to(metrics_text),
+        ),
+        (
+            Method::POST,
+            "/internal/store/backup".to_owned(),
+            route(Method::POST).to(backup::backup),
         ),
     ]);
     if buyer {

@@ -35,11 +35,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use tokio::sync::oneshot;
 
 use super::{Space, StoreError};
-fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> {
+pub(super) fn table(space: Space) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(space.name())
 }
 
-const ALL: [Space; 16] = [
+/// Every table the file holds.
+pub(super) const ALL: [Space; 16] = [
     Space::Orders,
     Space::Ratings,
     Space::Messages,
@@ -578,6 +579,19 @@ impl EmbeddedStore {
             mark,
         };
         Queued(self.queue(write, Some(hold)))
+    }
+
+    /// Copies the whole store, as it is now, into a new file at `path` (see [`super::backup`]);
+    /// run on tokio's blocking pool, beside the writes and reads it does not hold up.
+    pub(super) async fn backup(
+        &self,
+        path: &Path,
+    ) -> Result<super::backup::Backup, super::backup::BackupError> {
+        let db = self.db.current()?;
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || super::backup::copy(&db, &path))
+            .await
+            .map_err(|e| super::backup::BackupError::Write(format!("the backup stopped: {e}")))?
     }
 
     /// Every key of `space`, in order (for the small index tables).

@@ -6,6 +6,7 @@
 //! A backend enum rather than a trait object: the set is closed, dispatch is a match, and the
 //! async methods need no boxing.
 
+pub mod backup;
 mod embedded;
 pub mod records;
 mod redis_backend;
@@ -974,6 +975,18 @@ impl Store {
         match self {
             Store::Embedded(_) => Ok(()),
             Store::Redis(s) => s.delete(Space::NoticeClaims, key).await,
+        }
+    }
+
+    /// Copies the embedded store, as it is now, into a new file at `path` ([`backup`]); None
+    /// with Redis, which keeps its own persistence.
+    pub async fn backup(
+        &self,
+        path: &std::path::Path,
+    ) -> Option<Result<backup::Backup, backup::BackupError>> {
+        match self {
+            Store::Embedded(s) => Some(s.backup(path).await),
+            Store::Redis(_) => None,
         }
     }
 

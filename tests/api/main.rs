@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod backup;
 mod bodies;
 mod checker;
 mod cli;

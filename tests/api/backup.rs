@@ -1,0 +1,170 @@
+//! Online backups of the embedded store (`POST /internal/store/backup`): made while the adapter
+//! serves, whole or not at all, and a copy the adapter opens as its store keeps what the store
+//! held when the backup was made.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Asks `base` for a backup with the internal token `token` (none: without one).
+async fn backup(http: &reqwest::Client, base: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = http.post(format!("{base}/internal/store/backup"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let (status, body) = (r.status().as_u16(), r.json().await.unwrap_or(Value::Null));
+    if status >= 300 {
+        assert_documented(status, &body, &schemas().error);
+    }
+    (status, body)
+}
+
+/// The names of the files in `dir`, in order.
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_made_while_serving_restores_the_ratings_as_they_were() {
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().join("nightly");
+    let to = dir.clone();
+    let p = Pair::start_with(Backend::Embedded, move |s| s.store.backup_dir = to).await;
+    p.order("O-1", "alice").await;
+    let (status, rated) = p.buyer.rate("alice", &full_rating("O-1")).await;
+    assert_eq!(status, 200, "{rated}");
+
+    let (status, body) = backup(&p.buyer.http, &p.buyer.app.base, None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unauthorized"))
+    );
+    let (status, body) = backup(&p.buyer.http, &p.buyer.app.base, Some(INTERNAL)).await;
+    assert_eq!(status, 201, "{body}");
+    let made = &body["backup"];
+    let file = made["file"].as_str().unwrap().to_owned();
+    assert!(
+        file.len() == "ondc-rating-20261208T022000123Z.redb".len()
+            && file.starts_with("ondc-rating-2")
+            && file.ends_with("Z.redb"),
+        "{file}"
+    );
+    let path = dir.join(&file);
+    assert_eq!(made["path"], path.display().to_string());
+    assert_eq!(made["bytes"], std::fs::metadata(&path).unwrap().len());
+    for (table, n) in [
+        ("orders", 1),
+        ("ratings", 1),
+        ("messages", 1),
+        ("callbacks", 1),
+    ] {
+        assert_eq!(made["tables"][table], n, "{table}: {made}");
+    }
+    assert_eq!(
+        made["tables"]["received"], 0,
+        "the seller side's is another file"
+    );
+    assert_eq!(files_in(&dir), [file.as_str()], "no partial file is left");
+
+    // It goes on serving; what comes after the backup is not in it.
+    p.order("O-2", "alice").await;
+    assert_eq!(p.buyer.rate("alice", &full_rating("O-2")).await.0, 200);
+    let (status, second) = backup(&p.buyer.http, &p.buyer.app.base, Some(INTERNAL)).await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(second["backup"]["tables"]["ratings"], 2);
+    let later = second["backup"]["file"].as_str().unwrap().to_owned();
+    assert_eq!(
+        files_in(&dir),
+        [file.clone(), later],
+        "named in the order made"
+    );
+
+    // Restored: an adapter opening the first copy as its store.
+    std::fs::copy(&path, p.store.path("restored")).unwrap();
+    let restored = Buyer::start(&p.store, "restored", vec![p.seller.identity.peer()], |_| {}).await;
+    let (status, got) = restored.rating_of("alice", "O-1").await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["data"]["status"], "completed");
+    assert_eq!(
+        got["data"]["messageId"],
+        rated["data"]["dto"]["context"]["message_id"]
+    );
+    assert!(got["data"]["feedbackForm"]["url"].is_string(), "{got}");
+    let (status, again) = restored.rate("alice", &full_rating("O-1")).await;
+    assert_eq!(
+        (status, &again["error"]["code"]),
+        (409, &json!("already_rated")),
+        "rated once, in the copy too"
+    );
+    let (status, _) = restored.rating_of("alice", "O-2").await;
+    assert_eq!(status, 404, "rated after the backup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_refused_where_none_can_be_made() {
+    let http = reqwest::Client::new();
+    // Not configured.
+    let store = StoreFixture::new(Backend::Embedded);
+    let b = Buyer::start(&store, "buyer", vec![], |_| {}).await;
+    let (status, body) = backup(&http, &b.app.base, Some(INTERNAL)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("backup_unavailable"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("store.backup_dir")
+    );
+
+    // On Redis, which keeps its own persistence.
+    let backups = tempfile::tempdir().unwrap();
+    let redis = StoreFixture::new(Backend::Redis);
+    let to = backups.path().to_owned();
+    let b = Buyer::start(&redis, "buyer", vec![], move |s| s.store.backup_dir = to).await;
+    let (status, body) = backup(&http, &b.app.base, Some(INTERNAL)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("backup_unavailable"))
+    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("Redis"));
+    assert!(files_in(backups.path()).is_empty());
+
+    // A directory that cannot be made (under a file): a typed 500, nothing left behind, and
+    // the store still serves.
+    let blocker = backups.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let to = blocker.join("backups");
+    let b = Buyer::start(&store, "other", vec![], move |s| s.store.backup_dir = to).await;
+    let (status, body) = backup(&http, &b.app.base, Some(INTERNAL)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (500, &json!("backup_failed")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a-file"),
+        "{body}"
+    );
+    assert_eq!(files_in(backups.path()), ["a-file"]);
+    let o = order("alice", "seller.test", "http://127.0.0.1:9/bpp");
+    assert_eq!(b.put_order("O-1", &o).await.0, 200);
+
+    // The seller side takes its own internal token.
+    let seller_backups = tempfile::tempdir().unwrap();
+    let to = seller_backups.path().to_owned();
+    let s = Seller::start(&store, "seller", vec![], move |s| s.store.backup_dir = to).await;
+    let (status, body) = backup(&http, &s.app.base, Some(INTERNAL)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(files_in(seller_backups.path()).len(), 1);
+}
