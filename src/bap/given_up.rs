@@ -1,7 +1,7 @@
 //! The internal API over the notifications given up ([`super::notify`]), for the buyer app's
 //! operators: `GET /internal/notifications/given-up` lists them, oldest first, a page at a time;
 //! `POST /internal/notifications/given-up/{id}/send` sends one again, once the receiver or the
-//! relay is fixed. `Authorization: Bearer <buyer.internal_token>`. They are kept for
+//! relay is fixed; `DELETE /internal/notifications/given-up/{id}` forgets one not to be sent. `Authorization: Bearer <buyer.internal_token>`. They are kept for
 //! `buyer.notify_given_up_days`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -55,13 +55,33 @@ pub async fn send(
     check_internal(&req, &state.settings.buyer.internal_token)?;
     match send_again(&state, &id).await {
         Ok(p) => Ok(HttpResponse::Accepted().json(json!({ "notification": view(None, &p) }))),
-        Err(SendAgainError::NotFound) => Err(ApiError::new(
-            ApiCode::NotificationNotFound,
-            "no such notification given up (never, forgotten, or sent again already)",
-        )),
+        Err(SendAgainError::NotFound) => Err(not_found()),
         Err(e @ SendAgainError::NotConfigured(_)) => {
             Err(ApiError::new(ApiCode::ChannelNotConfigured, e.to_string()))
         }
         Err(SendAgainError::Store(e)) => Err(e.into()),
     }
+}
+
+/// `DELETE /internal/notifications/given-up/{id}`: forgets a given-up notification that is not
+/// to be sent (204); 404 when it is not listed.
+pub async fn dismiss(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    check_internal(&req, &state.settings.buyer.internal_token)?;
+    if state.store.dismiss_given_up(&id).await? {
+        tracing::info!(id = %id, "given-up notification dismissed");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_found())
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        ApiCode::NotificationNotFound,
+        "no such notification given up (never, forgotten, or sent again already)",
+    )
 }

@@ -761,6 +761,11 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
                 "/internal/notifications/given-up/{id}/send".to_owned(),
                 route(Method::POST).to(crate::bap::given_up::send),
             ),
+            (
+                Method::DELETE,
+                "/internal/notifications/given-up/{id}".to_owned(),
+                route(Method::DELETE).to(crate::bap::given_up::dismiss),
+            ),
         ]);
     }
     if seller {

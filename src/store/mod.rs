@@ -941,16 +941,29 @@ impl Store {
             Store::Redis(s) => s.first_given_up(limit).await?,
         };
         entries.retain(|e| e.as_str() < bound.as_str());
-        let forgetting = entries.iter().map(|entry| async move {
-            match self {
-                Store::Embedded(s) => s.delete(Space::GivenUp, entry).await,
-                Store::Redis(s) => s.forget_given_up(entry).await,
-            }
-        });
+        let forgetting = entries.iter().map(|entry| self.forget_one_given_up(entry));
         for gone in futures_util::future::join_all(forgetting).await {
             gone?;
         }
         Ok((entries.len(), kept.saturating_sub(entries.len() as u64)))
+    }
+
+    /// Forgets the given-up notification `entry` (Redis: its value, then its list entry).
+    async fn forget_one_given_up(&self, entry: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.delete(Space::GivenUp, entry).await,
+            Store::Redis(s) => s.forget_given_up(entry).await,
+        }
+    }
+
+    /// Forgets the given-up notification `entry` on request, not to be sent; false when it is
+    /// not kept (two asking at once may both be told it was).
+    pub async fn dismiss_given_up(&self, entry: &str) -> Result<bool, StoreError> {
+        if self.get_raw(Space::GivenUp, entry).await?.is_none() {
+            return Ok(false);
+        }
+        self.forget_one_given_up(entry).await?;
+        Ok(true)
     }
 
     /// Takes the right to send the notification `key` for at most `lease`; false when another
