@@ -168,3 +168,53 @@ async fn backups_are_refused_where_none_can_be_made() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(files_in(seller_backups.path()).len(), 1);
 }
+
+/// One backup at a time per process: of several asked at once, those that find one being made
+/// are refused (409), and every one made is a whole file of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_asked_at_once_are_made_one_at_a_time() {
+    // A store big enough that a backup takes a while: filled before the adapter opens it.
+    let store = StoreFixture::new(Backend::Embedded);
+    {
+        let filled = ondc_rating::store::Store::open(&store.settings("buyer"))
+            .await
+            .unwrap();
+        for start in (0..30_000).step_by(500) {
+            let batch = (start..start + 500).map(|n| {
+                let filled = filled.clone();
+                async move {
+                    let mut o = order("alice", "seller.test", "https://seller.test/bpp");
+                    o["orderId"] = json!(format!("O-{n}"));
+                    let o: ondc_rating::store::Order = serde_json::from_value(o).unwrap();
+                    filled.put_order(&o).await.unwrap()
+                }
+            });
+            futures_util::future::join_all(batch).await;
+        }
+    }
+    let backups = tempfile::tempdir().unwrap();
+    let to = backups.path().to_owned();
+    let b = Buyer::start(&store, "buyer", vec![], move |s| s.store.backup_dir = to).await;
+    let http = reqwest::Client::new();
+    let asked = (0..4).map(|_| backup(&http, &b.app.base, Some(INTERNAL)));
+    let answers = futures_util::future::join_all(asked).await;
+    let made: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 201)
+        .map(|(_, body)| body)
+        .collect();
+    let refused = answers
+        .iter()
+        .filter(|(status, body)| *status == 409 && body["error"]["code"] == "backup_in_progress")
+        .count();
+    assert!(!made.is_empty() && refused > 0, "{answers:?}");
+    assert_eq!(made.len() + refused, 4, "{answers:?}");
+    for m in &made {
+        assert_eq!(m["backup"]["tables"]["orders"], 30_000);
+    }
+    assert_eq!(
+        files_in(backups.path()).len(),
+        made.len(),
+        "one file per backup made"
+    );
+}
