@@ -19,6 +19,8 @@ const BATCH_ENTRIES: usize = 10_000;
 /// Bytes of keys and values copied per commit of the new file, at most (a commit holds its
 /// pages in memory until it is written).
 const BATCH_BYTES: usize = 8 << 20;
+/// The new file's page cache (redb's default is a GiB).
+const BACKUP_CACHE: usize = 16 << 20;
 
 /// What a backup wrote.
 #[derive(Debug, Clone)]
@@ -89,7 +91,11 @@ fn sync(path: &Path) -> Result<(), BackupError> {
 /// The copy itself, into a fresh database at `partial`.
 fn write_copy(db: &Database, partial: &Path) -> Result<BTreeMap<&'static str, u64>, BackupError> {
     let _ = std::fs::remove_file(partial);
-    let out = Database::create(partial).map_err(|e| write_error(partial, e))?;
+    // A small cache: the copy is written once and never read back.
+    let out = Database::builder()
+        .set_cache_size(BACKUP_CACHE)
+        .create(partial)
+        .map_err(|e| write_error(partial, e))?;
     let read = db.begin_read().map_err(unavailable)?;
     let mut tables = BTreeMap::new();
     for space in ALL {
