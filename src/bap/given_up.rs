@@ -1,7 +1,8 @@
 //! The internal API over the notifications given up ([`super::notify`]), for the buyer app's
 //! operators: `GET /internal/notifications/given-up` lists them, oldest first, a page at a time;
 //! `POST /internal/notifications/given-up/{id}/send` sends one again, once the receiver or the
-//! relay is fixed; `DELETE /internal/notifications/given-up/{id}` forgets one not to be sent. `Authorization: Bearer <buyer.internal_token>`. They are kept for
+//! relay is fixed; `DELETE /internal/notifications/given-up/{id}` forgets one not to be sent.
+//! `Authorization: Bearer <buyer.internal_token>`. They are kept for
 //! `buyer.notify_given_up_days`.
 
 use actix_web::{HttpRequest, HttpResponse, web};

@@ -17,9 +17,9 @@
 //!   sessions at once, an email waiting up to a minute for one.
 //!
 //! Each notification is kept in the store, per channel ([`Pending`]), before the API answers
-//! (a refusal: before the `/on_rating` is ACKed), and removed once delivered; once given up it is kept among the given-up ones for
-//! `buyer.notify_given_up_days`, where operators can list it and send it again
-//! ([`super::given_up`]). A failed round is due again after a
+//! (a refusal: before the `/on_rating` is ACKed), and removed once delivered; once given up it
+//! is kept among the given-up ones for `buyer.notify_given_up_days`, where operators can list
+//! it and send it again ([`super::given_up`]). A failed round is due again after a
 //! doubling wait (`buyer.notify_retry_after_ms`, at most an hour) until
 //! `buyer.notify_retry_hours` after the first; [`sweep`] sends what falls due, what a stopped
 //! process left included. Instances sharing Redis take each in turn with an expiring claim.
