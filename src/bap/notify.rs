@@ -19,7 +19,7 @@
 //! Each notification is kept in the store, per channel ([`Pending`]), before the API answers
 //! (a refusal: before the `/on_rating` is ACKed), and removed once delivered; once given up it
 //! is kept among the given-up ones for `buyer.notify_given_up_days`, where operators can list
-//! it and send it again ([`super::given_up`]). A failed round is due again after a
+//! it and send it again ([`super::notices`]). A failed round is due again after a
 //! doubling wait (`buyer.notify_retry_after_ms`, at most an hour) until
 //! `buyer.notify_retry_hours` after the first; [`sweep`] sends what falls due, what a stopped
 //! process left included. Instances sharing Redis take each in turn with an expiring claim.
@@ -623,9 +623,9 @@ pub async fn send_again(
     Ok(p)
 }
 
-/// A notification as the internal API shows it ([`super::given_up`]): `id` its given-up entry
-/// when it is one, the `event` as the webhook body carries it (the email says the same), and
-/// its history.
+/// A notification as the internal API shows it ([`super::notices`]): `id` its key (kept) or
+/// entry (given up), the `event` as the webhook body carries it (the email says the same), and
+/// its history: when it is due next, or when it was given up.
 pub fn view(id: Option<&str>, p: &Pending) -> serde_json::Value {
     let at = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
@@ -641,8 +641,9 @@ pub fn view(id: Option<&str>, p: &Pending) -> serde_json::Value {
     if let Some(id) = id {
         v["id"] = json!(id);
     }
-    if let Some(ms) = p.given_up_ms {
-        v["givenUpAt"] = json!(at(ms));
+    match p.given_up_ms {
+        Some(ms) => v["givenUpAt"] = json!(at(ms)),
+        None => v["dueAt"] = json!(at(p.due_ms)),
     }
     if let Some(e) = &p.last_error {
         v["lastError"] = json!(e);

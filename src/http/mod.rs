@@ -753,18 +753,23 @@ fn route_table(settings: &Settings) -> Vec<(Method, String, actix_web::Route)> {
             ),
             (
                 Method::GET,
+                "/internal/notifications/kept".to_owned(),
+                route(Method::GET).to(crate::bap::notices::list_kept),
+            ),
+            (
+                Method::GET,
                 "/internal/notifications/given-up".to_owned(),
-                route(Method::GET).to(crate::bap::given_up::list),
+                route(Method::GET).to(crate::bap::notices::list),
             ),
             (
                 Method::POST,
                 "/internal/notifications/given-up/{id}/send".to_owned(),
-                route(Method::POST).to(crate::bap::given_up::send),
+                route(Method::POST).to(crate::bap::notices::send),
             ),
             (
                 Method::DELETE,
                 "/internal/notifications/given-up/{id}".to_owned(),
-                route(Method::DELETE).to(crate::bap::given_up::dismiss),
+                route(Method::DELETE).to(crate::bap::notices::dismiss),
             ),
         ]);
     }

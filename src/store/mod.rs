@@ -876,24 +876,28 @@ impl Store {
         }
     }
 
-    /// Up to `limit` notifications given up, oldest first, from the one after the entry `after`:
-    /// each entry with its value; with the entry of the last one looked at when the list may go
-    /// on. An entry without a value (Redis: being written, or left by a stop) is skipped; the
-    /// retention removes it.
-    pub async fn given_up(
+    /// Up to `limit` notifications of `list`, from the one after the key `after`, in key order:
+    /// [`Space::GivenUp`], those given up, oldest first (an entry without a value, with Redis
+    /// being written or left by a stop, is skipped: the retention removes it); [`Space::Notices`],
+    /// those kept to be sent (with Redis, one kept by a version without this listing is listed
+    /// from its next failed round). Each key with its value; with the key of the last one looked
+    /// at when the list may go on.
+    pub async fn notices(
         &self,
+        list: Space,
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<(String, Vec<u8>)>, Option<String>), StoreError> {
+        debug_assert!(matches!(list, Space::GivenUp | Space::Notices));
         let entries = match self {
-            Store::Embedded(s) => s.keys_after(Space::GivenUp, after, limit).await?,
-            Store::Redis(s) => s.listed_after(Space::GivenUp, after, limit).await?,
+            Store::Embedded(s) => s.keys_after(list, after, limit).await?,
+            Store::Redis(s) => s.listed_after(list, after, limit).await?,
         };
         let next = (entries.len() == limit)
             .then(|| entries.last().cloned())
             .flatten();
         // All at once: Redis pipelines them on the one connection.
-        let reads = entries.iter().map(|e| self.get_raw(Space::GivenUp, e));
+        let reads = entries.iter().map(|e| self.get_raw(list, e));
         let values = futures_util::future::join_all(reads).await;
         let mut listed = Vec::with_capacity(entries.len());
         for (entry, value) in entries.into_iter().zip(values) {

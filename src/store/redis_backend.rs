@@ -556,8 +556,9 @@ impl RedisStore {
         self.unlist(Space::Awaiting, entry).await
     }
 
-    /// The sorted set of a list of received ratings in lexical order ([`Space::Awaiting`],
-    /// [`Space::Arrived`]), every member scored 0.
+    /// The sorted set of a list in lexical order, every member scored 0: of received ratings
+    /// ([`Space::Awaiting`], [`Space::Arrived`]), of kept notifications ([`Space::Notices`]), of
+    /// given-up ones ([`Space::GivenUp`]).
     fn list_key(&self, list: Space) -> String {
         format!("{}{}", self.prefix, list.name())
     }
@@ -604,18 +605,21 @@ impl RedisStore {
         format!("{}notices_due", self.prefix)
     }
 
-    /// Indexes `key` as due at `due_ms`, then keeps `value` at it.
+    /// Indexes `key` as due at `due_ms` and in the listing of kept notifications, then keeps
+    /// `value` at it ([`RedisStore::in_order`]).
     pub(super) async fn put_notice(
         &self,
         key: &str,
         value: Vec<u8>,
         due_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut c = self.conn();
-        c.zadd::<_, _, _, ()>(self.notices_due_key(), key, due_ms)
-            .await
-            .map_err(|e| self.lost(e))?;
-        self.put(Space::Notices, key, value).await
+        let mut due = redis::cmd("ZADD");
+        due.arg(self.notices_due_key()).arg(due_ms).arg(key);
+        let mut listed = redis::cmd("ZADD");
+        listed.arg(self.list_key(Space::Notices)).arg(0).arg(key);
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(Space::Notices, key)).arg(value);
+        self.in_order(vec![due, listed, set]).await.map(drop)
     }
 
     /// Up to `limit` keys of the notifications due at `now_ms`, earliest first, and how many
@@ -648,13 +652,16 @@ impl RedisStore {
             .map_err(|e| self.lost(e))
     }
 
-    /// Unindexes `key`, then removes its value.
+    /// Unindexes `key` (its due time, its listing), then removes its value
+    /// ([`RedisStore::in_order`]).
     pub(super) async fn remove_notice(&self, key: &str) -> Result<(), StoreError> {
-        let mut c = self.conn();
-        c.zrem::<_, _, ()>(self.notices_due_key(), key)
-            .await
-            .map_err(|e| self.lost(e))?;
-        self.delete(Space::Notices, key).await
+        let mut due = redis::cmd("ZREM");
+        due.arg(self.notices_due_key()).arg(key);
+        let mut listed = redis::cmd("ZREM");
+        listed.arg(self.list_key(Space::Notices)).arg(key);
+        let mut del = redis::cmd("DEL");
+        del.arg(self.key(Space::Notices, key));
+        self.in_order(vec![due, listed, del]).await.map(drop)
     }
 
     /// Keeps `value` as the given-up notification `entry` (its list entry, then its value), then
@@ -829,6 +836,30 @@ impl RedisStore {
             .await
     }
 
+    /// Runs `cmds` in their order, their replies in the same order: one pipelined round trip on
+    /// one server (which runs a pipeline's commands in order); on a cluster, where their keys
+    /// may live on different nodes, one after the other.
+    async fn in_order(&self, cmds: Vec<redis::Cmd>) -> Result<Vec<redis::Value>, StoreError> {
+        let mut c = self.conn();
+        let lost = |e| self.lost(e);
+        match &c {
+            Conn::Single(_) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(&mut c).await.map_err(lost)
+            }
+            Conn::Cluster(_) => {
+                let mut replies = Vec::with_capacity(cmds.len());
+                for cmd in cmds {
+                    replies.push(cmd.query_async(&mut c).await.map_err(lost)?);
+                }
+                Ok(replies)
+            }
+        }
+    }
+
     /// The write of [`Self::put_marked`] and [`Self::put_listed`]: the marks and lists that go
     /// first (the owed mark, the entry in each list), the `SET`, the ones that go after (the unmark, the
     /// settled entry). One round trip on one server, which runs a pipeline's commands in order;
@@ -881,24 +912,7 @@ impl RedisStore {
                 .arg(entry);
             cmds.push(index);
         }
-        let mut c = self.conn();
-        let lost = |e| self.lost(e);
-        let replies: Vec<redis::Value> = match &c {
-            Conn::Single(_) => {
-                let mut pipe = redis::pipe();
-                for cmd in cmds {
-                    pipe.add_command(cmd);
-                }
-                pipe.query_async(&mut c).await.map_err(lost)?
-            }
-            Conn::Cluster(_) => {
-                let mut replies = Vec::with_capacity(cmds.len());
-                for cmd in cmds {
-                    replies.push(cmd.query_async(&mut c).await.map_err(lost)?);
-                }
-                replies
-            }
-        };
+        let replies = self.in_order(cmds).await?;
         let done = !matches!(replies.get(set_at), Some(redis::Value::Nil) | None);
         let added = |at: Option<usize>| {
             at.is_some_and(|i| matches!(replies.get(i), Some(redis::Value::Int(1))))

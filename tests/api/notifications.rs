@@ -807,6 +807,75 @@ async fn an_undelivered_event_is_sent_again_in_a_later_round(backend: Backend) {
 }
 both_stores!(an_undelivered_event_is_sent_again_in_a_later_round);
 
+/// A notification whose round failed is listed among those kept to be sent, with when its
+/// next round is due and why the last one failed, from any instance sharing the store; given up
+/// it is not.
+async fn a_notification_kept_to_be_sent_again_is_listed(backend: Backend) {
+    let store = StoreFixture::new(backend);
+    let seller = ScriptedSeller::start(Script::AckSilently).await;
+    let hook = Recorder::start("/events", Script::FailFirst(4, 503)).await;
+    let b = retrying_buyer(&store, &seller, &hook, 60_000, 24).await;
+    let message_id = message_id(&feedback_on_o1(&b, &seller, "STARS4").await);
+    hook.wait_for(4).await;
+    let kept_at = |base: String| {
+        let http = b.http.clone();
+        async move {
+            let mut page = Value::Null;
+            for _ in 0..250 {
+                page = internal_call(http.get(format!("{base}/internal/notifications/kept")))
+                    .await
+                    .1;
+                if page["notifications"][0]["rounds"] == 1 {
+                    return page;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("not kept after a failed round: {page}");
+        }
+    };
+    let page = kept_at(b.app.base.clone()).await;
+    let listed = page["notifications"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{page}");
+    let n = &listed[0];
+    assert_eq!(n["id"], format!("{message_id}|feedback.recorded|webhook"));
+    assert_eq!(n["channel"], "webhook");
+    assert_eq!(n["event"]["event"], "feedback.recorded");
+    assert_eq!(n["event"]["rating"], "STARS4");
+    assert!(
+        n["lastError"].as_str().unwrap().starts_with("HTTP 503"),
+        "{n}"
+    );
+    assert!(n.get("givenUpAt").is_none());
+    let at = |field: &str| ondc_rating::clock::parse_timestamp(n[field].as_str().unwrap()).unwrap();
+    let wait = (at("dueAt") - at("firstDueAt")).num_milliseconds();
+    assert!(
+        (60_000..70_000).contains(&wait),
+        "due a minute after the round: {n}"
+    );
+    // A page of one, then nothing after it.
+    let (_, first) = internal_call(b.http.get(format!(
+        "{}/internal/notifications/kept?limit=1",
+        b.app.base
+    )))
+    .await;
+    let next = first["next"].as_str().expect("a next").to_owned();
+    let (_, rest) = internal_call(b.http.get(format!(
+        "{}/internal/notifications/kept?limit=1&after={}",
+        b.app.base,
+        next.replace('|', "%7C")
+    )))
+    .await;
+    assert_eq!(rest["notifications"], json!([]), "{rest}");
+    given_up_once(&b.http, &b.app.base, 0).await;
+    // The same from an instance sharing the store; after a restart on the embedded one.
+    let other = match backend {
+        Backend::Embedded => b.app.restart().await,
+        _ => retrying_buyer(&store, &seller, &hook, 60_000, 24).await.app,
+    };
+    assert_eq!(kept_at(other.base.clone()).await, page);
+}
+both_stores!(a_notification_kept_to_be_sent_again_is_listed);
+
 /// A receiver that refuses the event (a 4xx other than 429) is not asked again; nor, with
 /// `buyer.notify_retry_hours = 0`, is one that was down for the only round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,10 @@
-//! The internal API over the notifications given up ([`super::notify`]), for the buyer app's
-//! operators: `GET /internal/notifications/given-up` lists them, oldest first, a page at a time;
-//! `POST /internal/notifications/given-up/{id}/send` sends one again, once the receiver or the
-//! relay is fixed; `DELETE /internal/notifications/given-up/{id}` forgets one not to be sent.
-//! `Authorization: Bearer <buyer.internal_token>`. They are kept for
+//! The internal API over the feedback notifications ([`super::notify`]), for the buyer app's
+//! operators. `GET /internal/notifications/kept` lists those kept to be sent (the backlog, each
+//! with when it is due next and why its last round failed), and `GET
+//! /internal/notifications/given-up` those given up, oldest first, both a page at a time.
+//! `POST /internal/notifications/given-up/{id}/send` sends a given-up one again, once the
+//! receiver or the relay is fixed; `DELETE /internal/notifications/given-up/{id}` forgets one
+//! not to be sent. `Authorization: Bearer <buyer.internal_token>`. Given-up ones are kept for
 //! `buyer.notify_given_up_days`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -12,8 +14,9 @@ use super::notify::{Pending, SendAgainError, send_again, view};
 use super::orders::check_internal;
 use crate::http::AppState;
 use crate::http::error::{ApiCode, ApiError};
+use crate::store::Space;
 
-/// The query of [`list`].
+/// The query of a listing.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -26,17 +29,31 @@ struct ListQuery {
 /// `GET /internal/notifications/given-up[?limit=N][&after=NEXT]`: the notifications given up,
 /// in the order they were given up; `next` when more may follow.
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    check_internal(&req, &state.settings.buyer.internal_token)?;
+    page(&state, &req, Space::GivenUp).await
+}
+
+/// `GET /internal/notifications/kept[?limit=N][&after=NEXT]`: the notifications kept to be sent,
+/// in the order of their keys (`{message_id}|{event}|{channel}`); `next` when more may follow.
+pub async fn list_kept(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    page(&state, &req, Space::Notices).await
+}
+
+/// A page of the notifications of `list` ([`crate::store::Store::notices`]).
+async fn page(state: &AppState, req: &HttpRequest, list: Space) -> Result<HttpResponse, ApiError> {
+    check_internal(req, &state.settings.buyer.internal_token)?;
     let q = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::new(ApiCode::ValidationFailed, format!("query: {e}")))?
         .into_inner();
     let limit = crate::http::page_limit(q.limit.as_deref())?;
-    let (entries, next) = state.store.given_up(q.after.as_deref(), limit).await?;
+    let (entries, next) = state.store.notices(list, q.after.as_deref(), limit).await?;
     let mut listed = Vec::with_capacity(entries.len());
     for (id, bytes) in entries {
         match serde_json::from_slice::<Pending>(&bytes) {
             Ok(p) => listed.push(view(Some(&id), &p)),
-            Err(e) => tracing::error!(error = %e, id, "a given-up notification cannot be read"),
+            Err(e) => tracing::error!(error = %e, id, "a kept notification cannot be read"),
         }
     }
     let mut body = json!({ "notifications": listed });
