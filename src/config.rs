@@ -248,6 +248,11 @@ pub struct StoreSettings {
     /// Where `POST /internal/store/backup` writes copies of the embedded store (created when
     /// missing). Empty: no backups.
     pub backup_dir: PathBuf,
+    /// A backup is also made this often, in seconds, by the adapter itself (0: only on request).
+    pub backup_every_secs: u64,
+    /// After each backup, only this many of the newest are kept in `backup_dir`; the older
+    /// `ondc-rating-*.redb` files there are removed (0: every one is kept).
+    pub backup_keep: u32,
 }
 
 impl Default for StoreSettings {
@@ -260,6 +265,8 @@ impl Default for StoreSettings {
             redis_cluster_nodes: Vec::new(),
             key_prefix: "ondc-rating:".into(),
             backup_dir: PathBuf::new(),
+            backup_every_secs: 0,
+            backup_keep: 0,
         }
     }
 }
@@ -1039,6 +1046,26 @@ impl Settings {
         if !(1..=65536).contains(&self.store.cache_mib) {
             return Err(invalid("store.cache_mib", "must be between 1 and 65536"));
         }
+        if self.store.backup_every_secs > 0 {
+            if self.store.backup_every_secs > 7 * 86_400 {
+                return Err(invalid(
+                    "store.backup_every_secs",
+                    "must be between 0 and 604800 (a week)",
+                ));
+            }
+            if self.store.backup_dir.as_os_str().is_empty() {
+                return Err(invalid(
+                    "store.backup_every_secs",
+                    "needs store.backup_dir, where the backups go",
+                ));
+            }
+            if self.store.backend != StoreBackend::Embedded {
+                return Err(invalid(
+                    "store.backup_every_secs",
+                    "backs up the embedded store only (Redis keeps its own persistence)",
+                ));
+            }
+        }
         for (i, node) in self.store.redis_cluster_nodes.iter().enumerate() {
             if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
                 return Err(invalid(
@@ -1472,6 +1499,46 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn scheduled_backups_need_the_embedded_store_and_a_directory() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (format!("ONDC_RATING__STORE__{k}"), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let ok = [("BACKUP_DIR", "backups"), ("BACKUP_EVERY_SECS", "3600")];
+        let s = Settings::from_toml_with_env(DEFAULT, env(&ok)).unwrap();
+        assert_eq!(s.store.backup_every_secs, 3600);
+        assert_eq!(s.store.backup_keep, 0, "every backup kept unless told");
+        for (pairs, why) in [
+            (
+                &[("BACKUP_EVERY_SECS", "3600")][..],
+                "needs store.backup_dir",
+            ),
+            (
+                &[("BACKUP_DIR", "b"), ("BACKUP_EVERY_SECS", "604801")][..],
+                "a week",
+            ),
+            (
+                &[
+                    ("BACKUP_DIR", "b"),
+                    ("BACKUP_EVERY_SECS", "60"),
+                    ("BACKEND", "redis"),
+                ][..],
+                "embedded store only",
+            ),
+        ] {
+            let err = Settings::from_toml_with_env(DEFAULT, env(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("store.backup_every_secs") && err.contains(why),
+                "{err}"
+            );
         }
     }
 

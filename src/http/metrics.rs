@@ -38,6 +38,8 @@
 //!   ended: `delivered`, `retry` (kept to be tried again later) or `given_up`;
 //! - `ondc_rating_notifications_kept`: a gauge of the feedback notifications kept undelivered
 //!   (per channel; with Redis, those of every instance), as the last sweep counted them;
+//! - `ondc_rating_backups_total{ended}`: backups of the embedded store, on request or on
+//!   schedule, by how they ended: `made` or `failed`;
 //! - `ondc_rating_notifications_given_up`: a gauge of the feedback notifications given up and
 //!   kept for `buyer.notify_given_up_days` (listed at `GET /internal/notifications/given-up`),
 //!   as the last sweep counted them.
@@ -232,6 +234,7 @@ pub struct Metrics {
     notification_rounds: [[AtomicU64; 3]; 2],
     notifications_kept: AtomicU64,
     notifications_given_up: AtomicU64,
+    backups: [AtomicU64; 2],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -314,6 +317,11 @@ impl Metrics {
     /// The feedback notifications kept undelivered, as a sweep counted them.
     pub fn set_notifications_kept(&self, n: u64) {
         self.notifications_kept.store(n, Ordering::Relaxed);
+    }
+
+    /// A backup of the embedded store, made or failed.
+    pub fn backup(&self, made: bool) {
+        self.backups[usize::from(!made)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The feedback notifications given up and kept, as a sweep counted them.
@@ -420,6 +428,19 @@ impl Metrics {
             "Received ratings whose owed webhook hand-off or /on_rating this process took up from a stopped one.",
             &self.owed_taken_up,
         );
+        header(
+            &mut out,
+            "ondc_rating_backups_total",
+            "counter",
+            "Backups of the embedded store, on request or on schedule, by how they ended.",
+        );
+        for (ended, n) in ["made", "failed"].iter().zip(&self.backups) {
+            let _ = writeln!(
+                out,
+                "ondc_rating_backups_total{{ended=\"{ended}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         counter(
             &mut out,
             "ondc_rating_received_forgotten_total",
@@ -642,6 +663,7 @@ mod tests {
             "owed_waiting gauge",
             "received_forgotten_total counter",
             "notification_rounds_total counter",
+            "backups_total counter",
         ] {
             assert!(
                 t.contains(&format!("# TYPE ondc_rating_{family}\n")),

@@ -321,6 +321,8 @@ pub struct Application {
     sweeper: Option<tokio::task::JoinHandle<()>>,
     /// The sending of kept feedback notifications as they fall due (buyer side).
     notices: Option<tokio::task::JoinHandle<()>>,
+    /// The backups made every `store.backup_every_secs`, when set.
+    backups: Option<tokio::task::JoinHandle<()>>,
     in_flight: InFlight,
     notice_rounds: InFlight,
 }
@@ -460,6 +462,8 @@ impl Application {
             .buyer
             .enabled
             .then(|| tokio::spawn(crate::bap::notify::sweep(state.clone())));
+        let backups = (state.settings.store.backup_every_secs > 0)
+            .then(|| tokio::spawn(backup::schedule(state.clone())));
         let waiters = state.waiters.clone();
         let bridge = state
             .store
@@ -524,6 +528,7 @@ impl Application {
             keeper,
             sweeper,
             notices,
+            backups,
         })
     }
 
@@ -575,6 +580,9 @@ impl Application {
         }
         if let Some(sweeper) = self.sweeper {
             sweeper.abort();
+        }
+        if let Some(backups) = self.backups {
+            backups.abort();
         }
         if let Some(bridge) = self.bridge {
             bridge.abort();

@@ -2,6 +2,8 @@
 //! serves, whole or not at all, and a copy the adapter opens as its store keeps what the store
 //! held when the backup was made.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -217,4 +219,65 @@ async fn backups_asked_at_once_are_made_one_at_a_time() {
         made.len(),
         "one file per backup made"
     );
+}
+
+/// With `store.backup_every_secs`, the adapter makes backups itself, and with
+/// `store.backup_keep` keeps only the newest: the older ones, and a `.partial` file a stopped
+/// process left, go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_keep_the_newest() {
+    let store = StoreFixture::new(Backend::Embedded);
+    let backups = tempfile::tempdir().unwrap();
+    let stale = backups
+        .path()
+        .join(".ondc-rating-20260101T000000000Z.redb.partial");
+    std::fs::write(&stale, b"cut short").unwrap();
+    let to = backups.path().to_owned();
+    let b = Buyer::start(&store, "buyer", vec![], move |s| {
+        s.store.backup_dir = to;
+        s.store.backup_every_secs = 1;
+        s.store.backup_keep = 2;
+    })
+    .await;
+    let o = order("alice", "seller.test", "http://127.0.0.1:9/bpp");
+    assert_eq!(b.put_order("O-1", &o).await.0, 200);
+    let made = "ondc_rating_backups_total{ended=\"made\"}";
+    let mut count = None;
+    for _ in 0..100 {
+        count = sample(&metrics(&b.app.base).await, made);
+        if count >= Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(count >= Some(3.0), "{count:?} backups made");
+    // Between two backups (the next may be under way: its file, or its partial one, is then a
+    // third for a moment) the newest two are kept.
+    let mut files = Vec::new();
+    for _ in 0..100 {
+        files = files_in(backups.path());
+        if files.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(files.len(), 2, "the newest two kept: {files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.starts_with("ondc-rating-") && f.ends_with(".redb")),
+        "{files:?}"
+    );
+    assert!(!stale.exists(), "the stale partial file is gone");
+    // Each one kept is a whole store: an adapter opens it, the order there.
+    std::fs::copy(backups.path().join(&files[1]), store.path("restored")).unwrap();
+    let restored = Buyer::start(&store, "restored", vec![], |_| {}).await;
+    let r = restored
+        .http
+        .get(format!("{}/internal/orders/O-1", restored.app.base))
+        .bearer_auth(INTERNAL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }
