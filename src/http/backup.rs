@@ -1,8 +1,8 @@
 //! `POST /internal/store/backup`: a copy of the embedded store, made while the adapter serves,
 //! into `store.backup_dir` ([`crate::store::backup`]); and the same every
-//! `store.backup_every_secs`, keeping the newest `store.backup_keep`. Either role's internal token is taken (the
-//! store is both roles'). With Redis there is nothing to do here: Redis keeps its own
-//! persistence (RDB snapshots, the AOF), and its backups are made there.
+//! `store.backup_every_secs`, keeping the newest `store.backup_keep`. Either role's internal
+//! token is taken (the store is both roles'). With Redis there is nothing to do here: Redis
+//! keeps its own persistence (RDB snapshots, the AOF), and its backups are made there.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
