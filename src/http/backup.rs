@@ -56,22 +56,22 @@ pub async fn backup(
             "a backup is being made; ask again once it is done",
         ));
     };
-    let started = std::time::Instant::now();
-    let b = make(&state).await?;
+    let (b, took_ms) = make(&state).await?;
     Ok(HttpResponse::Created().json(json!({
         "backup": {
             "file": b.path.file_name().unwrap_or_default().to_string_lossy(),
             "path": b.path.display().to_string(),
             "bytes": b.bytes,
             "tables": b.tables,
-            "tookMs": started.elapsed().as_millis() as u64,
+            "tookMs": took_ms,
         }
     })))
 }
 
 /// One backup into `store.backup_dir` (the caller holds [`AppState::backing_up`]), then the
-/// pruning to `store.backup_keep`; counted and logged either way.
-async fn make(state: &AppState) -> Result<crate::store::backup::Backup, ApiError> {
+/// pruning to `store.backup_keep`; counted and logged either way. The backup, and the
+/// milliseconds it took.
+async fn make(state: &AppState) -> Result<(crate::store::backup::Backup, u64), ApiError> {
     let started = std::time::Instant::now();
     let dir = &state.settings.store.backup_dir;
     let path = dir.join(file_name(state.clock.now()));
@@ -90,7 +90,7 @@ async fn make(state: &AppState) -> Result<crate::store::backup::Backup, ApiError
             if keep > 0 {
                 prune(dir, keep);
             }
-            Ok(b)
+            Ok((b, took_ms))
         }
         Err(BackupError::Store(e)) => {
             tracing::error!(error = %e, "store backup failed");

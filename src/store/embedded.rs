@@ -631,16 +631,6 @@ impl EmbeddedStore {
         Ok((keys, all))
     }
 
-    /// The first `limit` keys of `space`, in order, and how many keys it holds, read in one
-    /// transaction.
-    pub(super) async fn first_keys(
-        &self,
-        space: Space,
-        limit: usize,
-    ) -> Result<(Vec<String>, u64), StoreError> {
-        self.keys_where(space, limit, |_| true).await
-    }
-
     /// Up to `limit` keys of `space` after `after` (from the first without it), in order.
     pub(super) async fn keys_after(
         &self,

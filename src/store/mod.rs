@@ -437,13 +437,7 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<ReceivedRating>, Option<String>), StoreError> {
         debug_assert!(matches!(list, Space::Arrived | Space::Awaiting));
-        let entries = match self {
-            Store::Embedded(s) => s.keys_after(list, after, limit).await?,
-            Store::Redis(s) => s.listed_after(list, after, limit).await?,
-        };
-        let next = (entries.len() == limit)
-            .then(|| entries.last().cloned())
-            .flatten();
+        let (entries, next) = self.page_of(list, after, limit).await?;
         let mut held = Vec::with_capacity(entries.len());
         for entry in entries {
             let Some((_, key)) = entry.split_once('|') else {
@@ -481,6 +475,25 @@ impl Store {
             }
         }
         Ok((held, next))
+    }
+
+    /// Up to `limit` entries of the list `list` in key order, from the one after `after` (a
+    /// redb table's keys; with Redis, a sorted set read in lexical order), and the last of them
+    /// when the list may go on (a full page).
+    async fn page_of(
+        &self,
+        list: Space,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        let entries = match self {
+            Store::Embedded(s) => s.keys_after(list, after, limit).await?,
+            Store::Redis(s) => s.listed_after(list, after, limit).await?,
+        };
+        let next = (entries.len() == limit)
+            .then(|| entries.last().cloned())
+            .flatten();
+        Ok((entries, next))
     }
 
     /// Forgets received ratings settled (their `/on_rating` sent or given up) before `cutoff`:
@@ -889,13 +902,7 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<(String, Vec<u8>)>, Option<String>), StoreError> {
         debug_assert!(matches!(list, Space::GivenUp | Space::Notices));
-        let entries = match self {
-            Store::Embedded(s) => s.keys_after(list, after, limit).await?,
-            Store::Redis(s) => s.listed_after(list, after, limit).await?,
-        };
-        let next = (entries.len() == limit)
-            .then(|| entries.last().cloned())
-            .flatten();
+        let (entries, next) = self.page_of(list, after, limit).await?;
         // All at once: Redis pipelines them on the one connection.
         let reads = entries.iter().map(|e| self.get_raw(list, e));
         let values = futures_util::future::join_all(reads).await;
@@ -941,7 +948,7 @@ impl Store {
     ) -> Result<(usize, u64), StoreError> {
         let bound = format!("{:013}|", cutoff_ms.max(0));
         let (mut entries, kept) = match self {
-            Store::Embedded(s) => s.first_keys(Space::GivenUp, limit).await?,
+            Store::Embedded(s) => s.keys_where(Space::GivenUp, limit, |_| true).await?,
             Store::Redis(s) => s.first_given_up(limit).await?,
         };
         entries.retain(|e| e.as_str() < bound.as_str());
